@@ -1,0 +1,89 @@
+"""SpatialTTTConfig: a Qwen3-VL config plus the test-time-training settings, with the released defaults."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from huggingface_hub.dataclasses import strict
+from transformers import Qwen3VLConfig
+
+
+def default_ttt_layers(num_layers: int) -> list[int]:
+    """Three of every four layers; every 4th (3, 7, ...) keeps full attention as an anchor."""
+    return [i for i in range(num_layers) if i % 4 != 3]
+
+
+@strict
+class SpatialTTTConfig(Qwen3VLConfig):
+    """Qwen3-VL with TTT layers. Field names follow the reference's ``lact`` settings."""
+
+    model_type = "spatial_ttt"
+
+    ttt_layers: list[int] | None = None  # None: default_ttt_layers(num_hidden_layers)
+    num_lact_heads: int = 4
+    lact_chunk_size: int = 2648
+    window_size: int = 2648
+    use_muon: bool = True
+    use_momentum: bool = True
+    use_conv_layer: bool = True
+    w0_w2_low_rank: int = 0
+    inter_multi: int = 1
+    ttt_base_lr: float = 0.001
+    no_v_silu: bool = False
+    ttt_nope: bool = False
+    # Released values the reference also exposes; other values are not implemented (and refused).
+    learnable_ttt_scale: bool = True
+    ttt_prenorm: bool = False
+    qkv_silu: bool = True
+    lr_dim: int = 1
+    fp32_states: bool = True
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        super().__post_init__(**kwargs)
+        if self.ttt_layers is None:
+            self.ttt_layers = default_ttt_layers(self.text_config.num_hidden_layers)
+        self.validate_ttt()
+
+    def validate_ttt(self) -> None:
+        text = self.text_config
+        problems = []
+        bad = [i for i in self.ttt_layers if not 0 <= i < text.num_hidden_layers]
+        if bad:
+            problems.append(f"ttt_layers {bad} outside 0..{text.num_hidden_layers - 1}")
+        if len(set(self.ttt_layers)) != len(self.ttt_layers):
+            problems.append(f"ttt_layers has duplicates: {self.ttt_layers}")
+        if self.num_lact_heads <= 0 or text.hidden_size % self.num_lact_heads:
+            problems.append(f"hidden_size {text.hidden_size} is not divisible by num_lact_heads {self.num_lact_heads}")
+        elif text.hidden_size // self.num_lact_heads < text.head_dim and not self.ttt_nope:
+            problems.append("fast-weight head dim (hidden / num_lact_heads) is smaller than head_dim: no room for rope")
+        if text.num_attention_heads * text.head_dim != text.hidden_size:
+            problems.append("num_attention_heads * head_dim must equal hidden_size (the TTT branch adds to attention)")
+        if text.num_attention_heads % text.num_key_value_heads:
+            problems.append("num_attention_heads must be a multiple of num_key_value_heads")
+        for name in ("lact_chunk_size", "window_size", "inter_multi"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name} must be positive")
+        if self.w0_w2_low_rank < 0 or (self.w0_w2_low_rank and self.inter_multi != 1):
+            problems.append("w0_w2_low_rank must be >= 0, and low rank needs inter_multi == 1")
+        if self.ttt_base_lr <= 0:
+            problems.append("ttt_base_lr must be positive")
+        unsupported = {"learnable_ttt_scale": True, "ttt_prenorm": False, "qkv_silu": True, "lr_dim": 1, "fp32_states": True}
+        for name, released in unsupported.items():
+            if getattr(self, name) != released:
+                problems.append(f"{name}={getattr(self, name)!r} is not implemented (only the released {released!r})")
+        if problems:
+            raise ValueError("invalid SpatialTTTConfig: " + "; ".join(problems))
+
+    @classmethod
+    def from_reference(cls, qwen3vl_config: dict, lact: dict) -> "SpatialTTTConfig":
+        """Builds the config from a reference checkpoint's ``qwen3vl_config`` and ``lact`` dicts."""
+        qwen = {k: v for k, v in qwen3vl_config.items() if k not in ("model_type", "architectures", "transformers_version")}
+        settings = dict(lact)
+        layers = settings.pop("lact_layers", None)
+        if isinstance(layers, str):
+            layers = [int(i) for i in layers.split("/") if i != ""]
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(settings) - known)
+        if unknown:
+            raise ValueError(f"unknown TTT settings in checkpoint: {unknown}")
+        return cls(**qwen, ttt_layers=layers, **settings)

@@ -1,0 +1,4 @@
+from .attention import Attention
+from .ttt import TTTAttention
+
+__all__ = ["Attention", "TTTAttention"]

@@ -1,0 +1,72 @@
+"""Qwen3-VL self-attention with an optional sliding window, used by anchor layers and inside TTT layers."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLTextRMSNorm
+
+from ..state import KVCache
+from .rope import apply_rope
+
+
+def causal_window_mask(q_start: int, q_len: int, k_start: int, k_len: int, window: int | None, device) -> Tensor:
+    """Boolean [q_len, k_len] mask: query i sees keys j with i - window < j <= i (absolute token indices)."""
+    q_pos = torch.arange(q_start, q_start + q_len, device=device)[:, None]
+    k_pos = torch.arange(k_start, k_start + k_len, device=device)[None, :]
+    mask = k_pos <= q_pos
+    if window is not None:
+        mask &= k_pos > q_pos - window
+    return mask
+
+
+class Attention(nn.Module):
+    """Grouped-query attention with per-head q/k RMSNorm and 3D rope; parameter names as in Qwen3-VL."""
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = config.head_dim
+        bias = config.attention_bias
+        self.q_proj = nn.Linear(config.hidden_size, self.num_heads * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
+        self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=bias)
+        self.q_norm = Qwen3VLTextRMSNorm(self.head_dim, eps=config.rms_norm_eps)
+        self.k_norm = Qwen3VLTextRMSNorm(self.head_dim, eps=config.rms_norm_eps)
+
+    def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """q [B, S, H, hd] and k [B, S, H_kv, hd] after their norms; v [B, S, H_kv, hd]."""
+        shape = (*x.shape[:-1], -1, self.head_dim)
+        q = self.q_norm(self.q_proj(x).view(shape))
+        k = self.k_norm(self.k_proj(x).view(shape))
+        v = self.v_proj(x).view(shape)
+        return q, k, v
+
+    def attend(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        cache: KVCache | None,
+        start: int,
+        window: int | None,
+    ) -> Tensor:
+        """Attention output [B, S, H*hd] (before o_proj) for queries at absolute indices start..start+S-1."""
+        q = apply_rope(q.transpose(1, 2), cos, sin)
+        k = apply_rope(k.transpose(1, 2), cos, sin)
+        v = v.transpose(1, 2)
+        k_start = start
+        if cache is not None:
+            k, v, k_start = cache.append(k, v)
+        mask = causal_window_mask(start, q.shape[2], k_start, k.shape[2], window, q.device)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+        return out.transpose(1, 2).flatten(2)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | None, start: int) -> Tensor:
+        q, k, v = self.project(x)
+        return self.o_proj(self.attend(q, k, v, cos, sin, cache, start, window=None))

@@ -1,0 +1,187 @@
+"""The TTT layer: sliding-window attention plus a fast-weight branch that shares its Q/K/V projections."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLTextRMSNorm
+
+from ..ops.fast_weight import FastWeights, TokenStream, fast_weight_scan, fast_weight_update, swiglu_apply
+from ..state import LayerState, TTTState
+from .attention import Attention
+from .rope import apply_partial_rope
+from .spatial_conv import VideoSpan, conv_video_tokens, init_identity, make_conv
+
+
+class LowRankWeight(nn.Module):
+    """W = w_left @ w_right + 0.5 * I (the reference's w0_w2_low_rank variant)."""
+
+    def __init__(self, heads: int, rows: int, cols: int, rank: int) -> None:
+        super().__init__()
+        self.w_left = nn.Parameter(torch.randn(heads, rows, rank) * (0.5 / math.sqrt(rank)))
+        self.w_right = nn.Parameter(torch.randn(heads, rank, cols) * (0.5 / math.sqrt(cols)))
+        self.register_buffer("identity", 0.5 * torch.eye(rows, cols), persistent=False)
+
+    def forward(self) -> Tensor:
+        return self.w_left @ self.w_right + self.identity
+
+
+class TTTAttention(nn.Module):
+    """Replaces a decoder layer's ``self_attn``; keeps the pretrained attention as ``attn_layer``.
+
+    Output = o_proj(window_attention(q, k, v) + fast_weight_branch(x)), see spec/official-model.md.
+    """
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        text = config.text_config
+        self.config = config
+        self.attn_layer = Attention(text)
+        self.num_heads, self.num_kv_heads, self.head_dim = text.num_attention_heads, text.num_key_value_heads, text.head_dim
+        hidden = text.hidden_size
+        self.nh = config.num_lact_heads
+        self.d = hidden // self.nh
+        dh = self.d * config.inter_multi
+        qk_width = self.num_heads * self.head_dim
+        rank = config.w0_w2_low_rank
+        if rank > 0:
+            self.w0 = LowRankWeight(self.nh, dh, self.d, rank)
+            self.w2 = LowRankWeight(self.nh, dh, self.d, rank)
+        else:
+            self.w0 = nn.Parameter(torch.empty(self.nh, dh, self.d))
+            self.w2 = nn.Parameter(torch.empty(self.nh, dh, self.d))
+        self.w1 = nn.Parameter(torch.empty(self.nh, self.d, dh))
+        self.lr_proj = nn.Linear(hidden, 3 * self.nh)
+        self.q_scale = nn.Parameter(torch.ones(qk_width))
+        self.k_scale = nn.Parameter(torch.ones(qk_width))
+        self.q_offset = nn.Parameter(torch.zeros(qk_width))
+        self.k_offset = nn.Parameter(torch.zeros(qk_width))
+        self.ttt_scale_proj = nn.Linear(hidden, self.nh)
+        self.ttt_norm = Qwen3VLTextRMSNorm(self.d, eps=1e-5)
+        if config.use_momentum:
+            self.momentum_proj = nn.Sequential(nn.Linear(hidden, self.nh), nn.Sigmoid())
+        if config.use_conv_layer:
+            self.conv_q, self.conv_k, self.conv_v = (make_conv(qk_width) for _ in range(3))
+        # softplus(x + lr_offset) == base lr where the projection outputs 0
+        self.lr_offset = math.log(math.expm1(config.ttt_base_lr))
+        self.reset_ttt_parameters()
+
+    @torch.no_grad()
+    def reset_ttt_parameters(self) -> None:
+        """The spec's initialisation of every parameter this layer adds (the attention stays pretrained)."""
+        if isinstance(self.w0, nn.Parameter):
+            nn.init.normal_(self.w0, std=1 / math.sqrt(self.d))
+            nn.init.normal_(self.w2, std=1 / math.sqrt(self.d))
+        else:
+            for low_rank in (self.w0, self.w2):
+                rank = low_rank.w_left.shape[-1]
+                nn.init.normal_(low_rank.w_left, std=0.5 / math.sqrt(rank))
+                nn.init.normal_(low_rank.w_right, std=0.5 / math.sqrt(self.d))
+        nn.init.normal_(self.w1, std=1 / math.sqrt(self.w1.shape[-1]))
+        self.lr_proj.reset_parameters()
+        for p in (self.q_scale, self.k_scale):
+            nn.init.ones_(p)
+        for p in (self.q_offset, self.k_offset, self.ttt_scale_proj.weight, self.ttt_scale_proj.bias):
+            nn.init.zeros_(p)
+        nn.init.ones_(self.ttt_norm.weight)
+        if self.config.use_momentum:
+            self.momentum_proj[0].reset_parameters()
+        if self.config.use_conv_layer:
+            for conv in (self.conv_q, self.conv_k, self.conv_v):
+                init_identity(conv)
+
+    def initial_weights(self, batch_size: int) -> FastWeights:
+        """Fast weights at the start of a sequence, one copy per batch row: [B*nh, ...]."""
+        w0, w2 = (w if isinstance(w, nn.Parameter) else w() for w in (self.w0, self.w2))
+        return FastWeights.start(*(w.repeat(batch_size, 1, 1) for w in (w0, self.w1, w2)))
+
+    def forward(
+        self,
+        x: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        state: LayerState | None,
+        start: int,
+        videos: list[VideoSpan],
+        decoding: bool = False,
+    ) -> Tensor:
+        q, k, v = self.attn_layer.project(x)
+        kv = None if state is None else state.kv
+        attended = self.attn_layer.attend(q, k, v, cos, sin, kv, start, window=self.config.window_size)
+        memory = self.fast_weight_branch(x, q, k, v, cos, sin, None if state is None else state.ttt, videos, decoding)
+        return self.attn_layer.o_proj(attended + memory)
+
+    def fast_weight_branch(
+        self,
+        x: Tensor,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        state: TTTState | None,
+        videos: list[VideoSpan],
+        decoding: bool,
+    ) -> Tensor:
+        batch, length, _ = x.shape
+        group = self.num_heads // self.num_kv_heads
+        qf = q.flatten(2) * self.q_scale + self.q_offset
+        kf = k.repeat_interleave(group, dim=2).flatten(2) * self.k_scale + self.k_offset
+        vf = v.repeat_interleave(group, dim=2).flatten(2)
+        if self.config.use_conv_layer:
+            qf = conv_video_tokens(qf, self.conv_q, videos)
+            kf = conv_video_tokens(kf, self.conv_k, videos)
+            vf = conv_video_tokens(vf, self.conv_v, videos)
+        qf, kf, vf = (t.view(batch, length, self.nh, self.d).transpose(1, 2) for t in (qf, kf, vf))
+        qf, kf = F.silu(qf), F.silu(kf)
+        if not self.config.no_v_silu:
+            vf = F.silu(vf)
+        qf = qf / (qf.norm(dim=-1, keepdim=True) + 1e-5)
+        kf = kf / (kf.norm(dim=-1, keepdim=True) + 1e-5)
+        if not self.config.ttt_nope:
+            qf, kf = apply_partial_rope(qf, cos, sin), apply_partial_rope(kf, cos, sin)
+
+        def per_head(t: Tensor) -> Tensor:  # [B, S, nh, c] -> [B*nh, S, c]
+            return t.transpose(1, 2).reshape(batch * self.nh, length, -1)
+
+        rates = F.softplus(self.lr_proj(x).float() + self.lr_offset).view(batch, length, self.nh, 3)
+        lr0, lr1, lr2 = (per_head(rates[..., j : j + 1]) for j in range(3))
+        momentum = None
+        if self.config.use_momentum:
+            momentum = per_head(self.momentum_proj(x).float().view(batch, length, self.nh, 1))
+        qf, kf, vf = (t.reshape(batch * self.nh, length, self.d).float() for t in (qf, kf, vf))
+        tokens = TokenStream(kf, vf, lr0, lr1, lr2, momentum)
+
+        out = self.memorise(qf, tokens, state, decoding, batch)
+        out = self.ttt_norm(out.view(batch, self.nh, length, self.d)).transpose(1, 2)
+        gate = F.silu(self.ttt_scale_proj(x)).float().unsqueeze(-1)  # [B, S, nh, 1]
+        return (out * gate).flatten(2).to(x.dtype)
+
+    def memorise(self, q: Tensor, tokens: TokenStream, state: TTTState | None, decoding: bool, batch: int) -> Tensor:
+        """Answers every query from the fast weights and updates them, keeping ``state`` current."""
+        chunk, muon = self.config.lact_chunk_size, self.config.use_muon
+        if state is None:
+            out, _, _ = fast_weight_scan(self.initial_weights(batch), q, tokens, 0, chunk, muon)
+            return out
+        if not decoding:
+            pending = [state.recent.slice(-state.pending)] if state.pending else []
+            out, state.weights, left = fast_weight_scan(
+                state.weights, q, TokenStream.cat([*pending, tokens]), state.pending, chunk, muon
+            )
+            state.remember(tokens, left, chunk)
+            return out
+        # The reference's decode rule: a token is answered by the current weights, then joins the pending
+        # tokens; as soon as a chunk's worth is pending, the first chunk updates the weights.
+        outputs = []
+        for i in range(q.shape[1]):
+            outputs.append(swiglu_apply(state.weights, q[:, i : i + 1]))
+            state.remember(tokens.slice(i, i + 1), state.pending + 1, chunk)
+            if state.pending >= chunk:
+                first = -state.pending
+                update = state.recent.slice(first, first + chunk or None)
+                state.weights = fast_weight_update(state.weights, *update, use_muon=muon)
+                state.pending -= chunk
+        return torch.cat(outputs, dim=1)

@@ -1,0 +1,3 @@
+from .modeling import SpatialTTTForConditionalGeneration, SpatialTTTOutput
+
+__all__ = ["SpatialTTTForConditionalGeneration", "SpatialTTTOutput"]

@@ -1,0 +1,303 @@
+"""Spatial-TTT: Qwen3-VL whose decoder layers are TTT layers except every 4th (the anchors).
+
+The vision tower, MLPs, norms and rope tables are transformers' Qwen3-VL modules; the decoder loop is ours so
+that every layer can carry state (:mod:`spatial_ttt.state`) across prefill, decode and streaming.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+from transformers import PreTrainedModel
+from transformers.modeling_outputs import ModelOutput
+from transformers.models.qwen3_vl.modeling_qwen3_vl import (
+    Qwen3VLTextMLP,
+    Qwen3VLTextRMSNorm,
+    Qwen3VLTextRotaryEmbedding,
+    Qwen3VLVisionModel,
+)
+
+from ..configuration import SpatialTTTConfig
+from ..layers.attention import Attention
+from ..layers.spatial_conv import VideoSpan, video_spans
+from ..layers.ttt import TTTAttention
+from ..state import KVCache, LayerState, ModelState, TTTState
+from .positions import rope_positions
+
+
+@dataclass
+class SpatialTTTOutput(ModelOutput):
+    loss: Tensor | None = None
+    logits: Tensor | None = None
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config: SpatialTTTConfig, layer_idx: int) -> None:
+        super().__init__()
+        text = config.text_config
+        self.is_ttt = layer_idx in config.ttt_layers
+        self.self_attn = TTTAttention(config) if self.is_ttt else Attention(text)
+        self.mlp = Qwen3VLTextMLP(text)
+        self.input_layernorm = Qwen3VLTextRMSNorm(text.hidden_size, eps=text.rms_norm_eps)
+        self.post_attention_layernorm = Qwen3VLTextRMSNorm(text.hidden_size, eps=text.rms_norm_eps)
+
+    def forward(
+        self,
+        x: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        state: LayerState | None,
+        start: int,
+        videos: list[VideoSpan],
+        decoding: bool,
+    ) -> Tensor:
+        h = self.input_layernorm(x)
+        if self.is_ttt:
+            h = self.self_attn(h, cos, sin, state, start, videos, decoding)
+        else:
+            h = self.self_attn(h, cos, sin, None if state is None else state.kv, start)
+        x = x + h
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class SpatialTTTTextModel(nn.Module):
+    def __init__(self, config: SpatialTTTConfig) -> None:
+        super().__init__()
+        text = config.text_config
+        self.embed_tokens = nn.Embedding(text.vocab_size, text.hidden_size, text.pad_token_id)
+        self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(text.num_hidden_layers))
+        self.norm = Qwen3VLTextRMSNorm(text.hidden_size, eps=text.rms_norm_eps)
+        self.rotary_emb = Qwen3VLTextRotaryEmbedding(config=text)
+        self.gradient_checkpointing = False
+
+
+class SpatialTTTModel(nn.Module):
+    """Holds ``visual`` and ``language_model`` so parameter names match Qwen3-VL checkpoints (``model.*``)."""
+
+    def __init__(self, config: SpatialTTTConfig) -> None:
+        super().__init__()
+        self.visual = Qwen3VLVisionModel._from_config(config.vision_config)
+        self.language_model = SpatialTTTTextModel(config)
+
+
+class SpatialTTTForConditionalGeneration(PreTrainedModel):
+    config_class = SpatialTTTConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["DecoderLayer", "Qwen3VLVisionBlock"]
+
+    def __init__(self, config: SpatialTTTConfig) -> None:
+        super().__init__(config)
+        self.model = SpatialTTTModel(config)
+        text = config.text_config
+        self.lm_head = nn.Linear(text.hidden_size, text.vocab_size, bias=False)
+        if self.ties_embeddings:
+            self.lm_head.weight = self.model.language_model.embed_tokens.weight
+        self.post_init()
+
+    @property
+    def ties_embeddings(self) -> bool:
+        return bool(self.config.tie_word_embeddings or getattr(self.config.text_config, "tie_word_embeddings", False))
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, TTTAttention):  # runs after its children, so the spec's init wins
+            module.reset_ttt_parameters()
+
+    # ----------------------------------------------------------------------------------------------------------
+    # state
+
+    def new_state(self, batch_size: int = 1) -> ModelState:
+        """Empty state for ``batch_size`` independent sequences (fast weights at their initial values)."""
+        layers = []
+        for layer in self.model.language_model.layers:
+            if layer.is_ttt:
+                with torch.no_grad():
+                    weights = layer.self_attn.initial_weights(batch_size)
+                layers.append(LayerState(KVCache(self.config.window_size), TTTState(weights)))
+            else:
+                layers.append(LayerState(KVCache(None)))
+        return ModelState(layers, next_position=torch.zeros(batch_size, dtype=torch.long))
+
+    @staticmethod
+    def start_decoding(state: ModelState) -> None:
+        """Switches to the reference's decode rule: the prompt's last chunk of tokens counts as pending again."""
+        state.decoding = True
+        for layer in state.layers:
+            if layer.ttt is not None and layer.ttt.recent is not None:
+                layer.ttt.pending = layer.ttt.recent.length
+
+    # ----------------------------------------------------------------------------------------------------------
+    # forward
+
+    def token_types(self, input_ids: Tensor) -> Tensor:
+        """mm_token_type_ids from input_ids: 1 image placeholder, 2 video placeholder, 0 text."""
+        types = torch.zeros_like(input_ids)
+        types[input_ids == self.config.image_token_id] = 1
+        types[input_ids == self.config.video_token_id] = 2
+        return types
+
+    def embed(
+        self,
+        input_ids: Tensor,
+        mm_token_type_ids: Tensor,
+        pixel_values: Tensor | None,
+        image_grid_thw: Tensor | None,
+        pixel_values_videos: Tensor | None,
+        video_grid_thw: Tensor | None,
+    ) -> tuple[Tensor, Tensor | None, list[Tensor]]:
+        """Token embeddings with vision features scattered in; plus the visual mask and deepstack features."""
+        embeds = self.model.language_model.embed_tokens(input_ids)
+        visual_mask = None
+        deepstack: list[Tensor] = []
+        inputs = [(1, pixel_values, image_grid_thw, "image"), (2, pixel_values_videos, video_grid_thw, "video")]
+        encoded = {}
+        for kind, pixels, grid, name in inputs:
+            mask = mm_token_type_ids == kind
+            if pixels is None:
+                if mask.any():
+                    raise ValueError(f"the prompt has {name} placeholder tokens but no {name} pixels were given")
+                continue
+            if grid is None:
+                raise ValueError(f"{name} pixels given without {name}_grid_thw")
+            out = self.model.visual(pixels.to(self.model.visual.dtype), grid_thw=grid)
+            features = out.pooler_output.to(embeds.dtype)
+            if features.shape[0] != int(mask.sum()):
+                raise ValueError(
+                    f"{name} features and placeholder tokens do not match: {features.shape[0]} features, "
+                    f"{int(mask.sum())} tokens"
+                )
+            embeds = embeds.masked_scatter(mask.unsqueeze(-1), features)
+            encoded[kind] = (mask, out.deepstack_features)
+        if encoded:
+            visual_mask = mm_token_type_ids > 0
+            for level in range(len(self.config.vision_config.deepstack_visual_indexes)):
+                joint = embeds.new_zeros(int(visual_mask.sum()), embeds.shape[-1])
+                for kind, (mask, features) in encoded.items():
+                    joint[mask[visual_mask]] = features[level].to(embeds.dtype)
+                deepstack.append(joint)
+        return embeds, visual_mask, deepstack
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        pixel_values_videos: Tensor | None = None,
+        video_grid_thw: Tensor | None = None,
+        pixel_values: Tensor | None = None,
+        image_grid_thw: Tensor | None = None,
+        mm_token_type_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        labels: Tensor | None = None,
+        state: ModelState | None = None,
+        logits_to_keep: int = 0,
+        **unused: object,
+    ) -> SpatialTTTOutput:
+        """All-position logits (or the last ``logits_to_keep``). With ``state``, continues from it and updates it."""
+        if attention_mask is not None and not bool(attention_mask.all()):
+            raise NotImplementedError("padded batches are not supported; pass sequences of equal length")
+        if mm_token_type_ids is None:
+            mm_token_type_ids = self.token_types(input_ids)
+        batch, length = input_ids.shape
+        text_model = self.model.language_model
+        hidden, visual_mask, deepstack = self.embed(
+            input_ids, mm_token_type_ids, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw
+        )
+        start_pos = state.next_position if state is not None else torch.zeros(batch, dtype=torch.long)
+        positions, next_pos = rope_positions(
+            mm_token_type_ids.cpu(), image_grid_thw, video_grid_thw, self.config.vision_config.spatial_merge_size, start_pos
+        )
+        cos, sin = text_model.rotary_emb(hidden, positions.to(hidden.device))
+        start = state.num_tokens if state is not None else 0
+        videos = video_spans(mm_token_type_ids, video_grid_thw, self.config.vision_config.spatial_merge_size)
+        decoding = state is not None and state.decoding
+
+        for i, layer in enumerate(text_model.layers):
+            layer_state = None if state is None else state.layers[i]
+            args = (hidden, cos, sin, layer_state, start, videos, decoding)
+            if text_model.gradient_checkpointing and self.training and state is None:
+                hidden = checkpoint(layer, *args, use_reentrant=False)
+            else:
+                hidden = layer(*args)
+            if i < len(deepstack):
+                hidden = hidden.clone()
+                hidden[visual_mask] = hidden[visual_mask] + deepstack[i]
+
+        if state is not None:
+            state.num_tokens += length
+            state.next_position = next_pos
+        hidden = text_model.norm(hidden)
+        logits = self.lm_head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(
+                logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten().to(logits.device), ignore_index=-100
+            )
+        return SpatialTTTOutput(loss=loss, logits=logits)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # generation
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: Tensor,
+        max_new_tokens: int = 16,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        stop_token_ids: list[int] | None = None,
+        generator: torch.Generator | None = None,
+        state: ModelState | None = None,
+        **inputs: Tensor | None,
+    ) -> Tensor:
+        """Prompt + new tokens [B, S + n], HF-style. The fast weights keep learning during decode, as the
+        reference does. Rows that emit a stop token are padded with it afterwards; decoding ends when all have.
+        With ``state``, the prompt continues that state (which is left at the end of generation)."""
+        if max_new_tokens <= 0:
+            return input_ids
+        state = self.new_state(input_ids.shape[0]) if state is None else state
+        logits = self(input_ids, state=state, logits_to_keep=1, **inputs).logits[:, -1]
+        self.start_decoding(state)
+        stops = torch.tensor(stop_token_ids or [], dtype=torch.long, device=input_ids.device)
+        finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        new_tokens = []
+        for step in range(max_new_tokens):
+            token = next_token(logits, do_sample, temperature, top_k, top_p, generator)
+            if new_tokens:
+                token = torch.where(finished, new_tokens[-1], token)
+            new_tokens.append(token)
+            finished |= torch.isin(token, stops)
+            if bool(finished.all()) or step == max_new_tokens - 1:
+                break
+            logits = self(token[:, None], state=state).logits[:, -1]
+        return torch.cat([input_ids, torch.stack(new_tokens, dim=1)], dim=1)
+
+
+def next_token(
+    logits: Tensor,
+    do_sample: bool,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """Greedy or sampled (temperature, top-k, top-p) choice from logits [B, V]."""
+    if not do_sample:
+        return logits.argmax(dim=-1)
+    if temperature <= 0:
+        raise ValueError("temperature must be positive when sampling")
+    logits = logits.float() / temperature
+    if top_k is not None and top_k > 0:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        drop = cumulative - sorted_logits.softmax(dim=-1) >= top_p  # keep the smallest set reaching top_p
+        logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+    return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(1)

@@ -1,0 +1,19 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session")
+def golden_dir() -> Path:
+    """shared/golden/official_tiny beside the checkout (or $SPATIAL_TTT_GOLDEN)."""
+    path = Path(os.environ.get("SPATIAL_TTT_GOLDEN", Path(__file__).resolve().parents[2] / "shared/golden/official_tiny"))
+    assert path.is_dir(), f"golden fixtures not found at {path}: set SPATIAL_TTT_GOLDEN"
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    yield

@@ -1,0 +1,18 @@
+"""Small inputs shared by the core tests."""
+
+import torch
+
+
+def video_prompt(frames_groups: int = 2, grid_hw: int = 4, text_before: int = 3, text_after: int = 5, batch: int = 1):
+    """A Qwen3-VL-style prompt for the tiny config: per temporal group a timestamp token, vision_start,
+    (grid_hw/2)^2 video tokens, vision_end; random pixels; returns the model inputs."""
+    merged = (grid_hw // 2) ** 2
+    ids = list(range(7, 7 + text_before))
+    for t in range(frames_groups):
+        ids += [20 + t, 502] + [501] * merged + [503]
+    ids += list(range(40, 40 + text_after))
+    input_ids = torch.tensor([ids] * batch)
+    patches = frames_groups * grid_hw * grid_hw
+    pixels = torch.randn(batch * patches, 3 * 2 * 16 * 16)
+    grid = torch.tensor([[frames_groups, grid_hw, grid_hw]] * batch)
+    return {"input_ids": input_ids, "pixel_values_videos": pixels, "video_grid_thw": grid}

@@ -1,0 +1,34 @@
+"""Generation: reference decode semantics, sampling, stop tokens, batches."""
+
+import torch
+
+from spatial_ttt.tiny import tiny_model
+
+from .helpers import video_prompt
+
+
+def test_decode_matches_a_manual_reference_decode_loop():
+    """The first decoded token updates the fast weights on the prompt's last chunk, which a fresh prefill of the
+    longer sequence would not do: decoding must follow the reference, not re-prefill."""
+    model = tiny_model(lact_chunk_size=8)
+    inputs = video_prompt(frames_groups=2, grid_hw=4)
+    out = model.generate(**inputs, max_new_tokens=6)
+    state = model.new_state(1)
+    logits = model(**inputs, state=state).logits[:, -1]
+    model.start_decoding(state)
+    tokens = []
+    for _ in range(6):
+        tokens.append(int(logits.argmax(-1)))
+        logits = model(torch.tensor([[tokens[-1]]]), state=state).logits[:, -1]
+    assert out[0, -6:].tolist() == tokens
+    with torch.no_grad():  # a re-prefill of prompt + 2 tokens answers the 2nd new token from other weights
+        rest = {k: v for k, v in inputs.items() if k != "input_ids"}
+        full = model(torch.cat([inputs["input_ids"], out[:, -6:-4]], 1), **rest).logits[:, -1]
+    assert (full - logits_after_two(model, inputs, out[:, -6:-4])).abs().max() > 1e-4
+
+
+def logits_after_two(model, inputs, two_tokens):
+    state = model.new_state(1)
+    model(**inputs, state=state)
+    model.start_decoding(state)
+    return model(two_tokens, state=state).logits[:, -1]
