@@ -1,7 +1,7 @@
 import json
 
 import pytest
-from conftest import FakeStreamingModel, FakeVideoModel
+from eval_fixtures import FakeStreamingModel, FakeVideoModel
 
 from spatial_ttt.eval import EvalError, run_benchmark
 

@@ -2,7 +2,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import VSIBENCH_CASES, write_jsonl
+from eval_fixtures import VSIBENCH_CASES, write_jsonl
 
 from spatial_ttt.eval import EvalError, run_benchmark
 from spatial_ttt.eval.datafiles import Row

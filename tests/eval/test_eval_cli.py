@@ -1,7 +1,7 @@
 import json
 
 import typer
-from conftest import VSIBENCH_CASES, FakeVideoModel
+from eval_fixtures import VSIBENCH_CASES, FakeVideoModel
 from typer.testing import CliRunner
 
 from spatial_ttt.eval.cli import register

@@ -1,7 +1,7 @@
 import io
 
 import pytest
-from conftest import FakeVideoModel, touch, write_jsonl
+from eval_fixtures import FakeVideoModel, touch, write_jsonl
 
 from spatial_ttt.eval import EvalError, run_benchmark
 from spatial_ttt.eval.mindcube import MindCube, extract_answer, setting_of

@@ -1,7 +1,7 @@
 from pathlib import Path
 
 import pytest
-from conftest import FakeStreamingModel, touch, write_jsonl
+from eval_fixtures import FakeStreamingModel, touch, write_jsonl
 
 from spatial_ttt.eval import EvalError, run_benchmark
 from spatial_ttt.eval.vsisuper import Ask, Observe, VSISuperCount, plan_stream, probe_duration
