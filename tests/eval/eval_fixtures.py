@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,7 @@ class FakeVideoModel:
 
 
 class FakeSession:
-    def __init__(self, model: "FakeStreamingModel") -> None:
+    def __init__(self, model: FakeStreamingModel) -> None:
         self.model = model
         self.log: list[tuple] = []
         self.closed = False
@@ -66,16 +67,25 @@ def touch(path: Path) -> Path:
 
 def _mc(i, qtype, gt, scene="scene0"):
     return {
-        "id": i, "dataset": "scannet", "scene_name": scene, "question_type": qtype,
-        "question": f"Q{i}: multiple choice {qtype}?", "options": ["A. chair", "B. table", "C. sofa", "D. bed"],
+        "id": i,
+        "dataset": "scannet",
+        "scene_name": scene,
+        "question_type": qtype,
+        "question": f"Q{i}: multiple choice {qtype}?",
+        "options": ["A. chair", "B. table", "C. sofa", "D. bed"],
         "ground_truth": gt,
     }
 
 
 def _num(i, qtype, gt, scene="scene1"):
     return {
-        "id": i, "dataset": "arkitscenes", "scene_name": scene, "question_type": qtype,
-        "question": f"Q{i}: how much {qtype}?", "options": None, "ground_truth": gt,
+        "id": i,
+        "dataset": "arkitscenes",
+        "scene_name": scene,
+        "question_type": qtype,
+        "question": f"Q{i}: how much {qtype}?",
+        "options": None,
+        "ground_truth": gt,
     }
 
 

@@ -12,9 +12,14 @@ from spatial_ttt.eval import lmms_plugin
 
 
 def test_importing_needs_no_lmms_eval():
-    code = "import sys, spatial_ttt.eval, spatial_ttt.eval.lmms_plugin, spatial_ttt.eval.cli; print('lmms_eval' in sys.modules)"
+    code = (
+        "import sys, spatial_ttt.eval, spatial_ttt.eval.lmms_plugin, spatial_ttt.eval.cli;"
+        "print('lmms_eval' in sys.modules)"
+    )
     src = str(Path(lmms_plugin.__file__).parents[2])
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": src}, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": src}, check=True
+    )
     assert out.stdout.strip() == "False"
 
 
@@ -56,13 +61,21 @@ def test_register_and_generate(fake_lmms_eval, tmp_path):
         "mindcube_tiny": {"combined": {5: {"imgs": [Image.new("RGB", (2, 2)), Image.new("RGB", (2, 2))]}}},
     }
     requests = [
-        SimpleNamespace(args=("How many chairs?", {"max_new_tokens": 16}, lambda d: [d["video"]], 0, "vsibench", "test")),
-        SimpleNamespace(args=("Which view?", {"max_new_tokens": 4096}, lambda d: d["imgs"], 5, "mindcube_tiny", "combined")),
+        SimpleNamespace(
+            args=("How many chairs?", {"max_new_tokens": 16}, lambda d: [d["video"]], 0, "vsibench", "test")
+        ),
+        SimpleNamespace(
+            args=("Which view?", {"max_new_tokens": 4096}, lambda d: d["imgs"], 5, "mindcube_tiny", "combined")
+        ),
     ]
     assert model.generate_until(requests) == ["3", "B"]
     (video, prompt, tokens), (images, _, tokens2) = model.model.calls
     assert video == Path("/v/scene.mp4") and tokens == 16 and tokens2 == 4096
-    assert prompt == "How many chairs? There maybe many rooms in the video, sum the counts from all rooms/scenes to produce the final total."
+    assert (
+        prompt
+        == "How many chairs? There maybe many rooms in the video, sum the counts from all rooms/scenes to produce the"
+        " final total."
+    )
     assert [p.name for p in images] == ["mindcube_tiny_combined_5_0.png", "mindcube_tiny_combined_5_1.png"]
     assert all(p.exists() for p in images)
 

@@ -27,8 +27,13 @@ def test_extract_answer(text, letter):
 
 @pytest.mark.parametrize(
     "sample_id, setting",
-    [("rotation_0001", "rotation"), ("aroundnew_12_3", "around"), ("among_group3_5", "among"),
-     ("translation_2", "translation"), ("xyz_1", "other")],
+    [
+        ("rotation_0001", "rotation"),
+        ("aroundnew_12_3", "around"),
+        ("among_group3_5", "among"),
+        ("translation_2", "translation"),
+        ("xyz_1", "other"),
+    ],
 )
 def test_setting_from_id(sample_id, setting):
     assert setting_of(sample_id) == setting
@@ -46,8 +51,13 @@ CASES = [  # id, gt, model reply
 
 def _records():
     return [
-        {"id": i, "question": f"<image><image>Q {i}: where is the cup? A. Left B. Right C. Front D. Behind",
-         "images": [f"other_all_image/{i}/0.png", f"other_all_image/{i}/1.png"], "gt_answer": gt, "category": ["x"]}
+        {
+            "id": i,
+            "question": f"<image><image>Q {i}: where is the cup? A. Left B. Right C. Front D. Behind",
+            "images": [f"other_all_image/{i}/0.png", f"other_all_image/{i}/1.png"],
+            "gt_answer": gt,
+            "category": ["x"],
+        }
         for i, gt, _ in CASES
     ]
 
@@ -59,8 +69,14 @@ def test_accuracy_by_setting_by_hand(tmp_path):
         touch(root / "other_all_image" / i / "0.png")
         touch(root / "other_all_image" / i / "1.png")
     model = FakeVideoModel({f"Q {i}:": reply for i, _, reply in CASES})
-    summary = run_benchmark("mindcube-tiny", root / "raw" / "MindCube_tinybench.jsonl", model, tmp_path / "o",
-                            rooms_hint=False, progress=False)
+    summary = run_benchmark(
+        "mindcube-tiny",
+        root / "raw" / "MindCube_tinybench.jsonl",
+        model,
+        tmp_path / "o",
+        rooms_hint=False,
+        progress=False,
+    )
     # rotation 2 of 3, among 1 of 1, around 0 of 2; overall over questions = 3/6 (not the setting mean 5/9)
     assert [(r.name, r.n) for r in summary.rows] == [("rotation", 3), ("around", 2), ("among", 1)]
     assert [r.score for r in summary.rows] == pytest.approx([2 / 3, 0.0, 1.0])
@@ -80,8 +96,14 @@ def test_embedded_images_from_parquet(tmp_path):
 
     buf = io.BytesIO()
     Image.new("RGB", (4, 4)).save(buf, format="PNG")
-    rows = [{"id": "among_7", "input_prompt": "<image>Which? A. x B. y", "gt_answer": "B",
-             "images": [{"bytes": buf.getvalue(), "path": "view0.png"}]}]
+    rows = [
+        {
+            "id": "among_7",
+            "input_prompt": "<image>Which? A. x B. y",
+            "gt_answer": "B",
+            "images": [{"bytes": buf.getvalue(), "path": "view0.png"}],
+        }
+    ]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "test.parquet")
     records = MindCube().load(tmp_path / "test.parquet", tmp_path / "out")
     assert records[0].prompt == "Which? A. x B. y"

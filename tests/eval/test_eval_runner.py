@@ -31,7 +31,7 @@ def test_torn_last_line_is_repaired_and_rerun(vsibench_dir, vsibench_model, tmp_
     run_benchmark("vsibench", vsibench_dir, vsibench_model, out, progress=False)
     assert len(vsibench_model.calls) == 8  # samples 4..11, sample 4 again
     lines = _lines(out)
-    assert lines[:3] == good and [json.loads(l)["id"] for l in lines] == [str(i) for i in range(1, 12)]
+    assert lines[:3] == good and [json.loads(line)["id"] for line in lines] == [str(i) for i in range(1, 12)]
 
 
 def test_corrupt_line_in_the_middle_is_an_error(vsibench_dir, vsibench_model, tmp_path):

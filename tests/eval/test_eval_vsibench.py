@@ -65,11 +65,18 @@ def test_scores_and_aggregation_by_hand(vsibench_dir, vsibench_model, tmp_path):
 def test_per_sample_results_and_markdown(vsibench_dir, vsibench_model, tmp_path):
     out = tmp_path / "out"
     run_benchmark("vsibench", vsibench_dir, vsibench_model, out, progress=False)
-    lines = [json.loads(l) for l in (out / "results.jsonl").read_text().splitlines()]
-    assert [l["id"] for l in lines] == [str(i) for i in range(1, 12)]
+    lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [line["id"] for line in lines] == [str(i) for i in range(1, 12)]
     assert lines[4] | {"prompt": None} == {
-        "id": "5", "question_type": "object_rel_distance", "dataset": "scannet", "scene_name": "scene0",
-        "prompt": None, "prediction": "B. table", "extracted": "B", "ground_truth": "B", "score": 1.0,
+        "id": "5",
+        "question_type": "object_rel_distance",
+        "dataset": "scannet",
+        "scene_name": "scene0",
+        "prompt": None,
+        "prediction": "B. table",
+        "extracted": "B",
+        "ground_truth": "B",
+        "score": 1.0,
     }
     assert all(call[2] == 16 for call in vsibench_model.calls)  # max_new_tokens of the task
     md = (out / "summary.md").read_text()

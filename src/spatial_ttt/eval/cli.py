@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -23,11 +24,11 @@ def register(app: typer.Typer, load_model: Callable[[str], Any]) -> None:
         data: Path = typer.Option(..., "--data", help="Benchmark folder (or its record file) as released."),
         model: str = typer.Option(..., "--model", help="Model checkpoint path."),
         out: Path = typer.Option(..., "--out", help="Output folder; rerunning with it resumes."),
-        limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N samples."),
+        limit: int | None = typer.Option(None, "--limit", help="Only the first N samples."),
         sum_rooms_hint: bool = typer.Option(
             True, "--sum-rooms-hint/--no-sum-rooms-hint", help="Append the reference's multi-room counting hint."
         ),
-        max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Default: the benchmark's."),
+        max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", help="Default: the benchmark's."),
     ) -> None:
         """Evaluate a model on VSI-Bench, VSI-SUPER or MindCube with the official metrics."""
         console = Console(stderr=True)

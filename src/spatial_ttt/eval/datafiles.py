@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from spatial_ttt.eval.errors import EvalError
 
@@ -40,7 +41,11 @@ def record_files(data: Path) -> list[Path]:
             raise EvalError(f"{data}: unsupported record file type (expected one of {', '.join(RECORD_SUFFIXES)})")
         return [data]
     for folder in (data, data / "data"):
-        found = sorted(p for p in folder.glob("*") if p.is_file() and p.suffix in RECORD_SUFFIXES) if folder.is_dir() else []
+        found = (
+            sorted(p for p in folder.glob("*") if p.is_file() and p.suffix in RECORD_SUFFIXES)
+            if folder.is_dir()
+            else []
+        )
         if not found:
             continue
         if len(found) == 1:
@@ -90,7 +95,9 @@ def _read_parquet(path: Path) -> list[dict[str, Any]]:
     try:
         import pyarrow.parquet as pq  # optional: only parquet releases need it
     except ImportError:
-        raise EvalError(f"{path}: reading parquet needs pyarrow (pip install pyarrow==26.0.1), or convert it to JSONL") from None
+        raise EvalError(
+            f"{path}: reading parquet needs pyarrow (pip install pyarrow==26.0.1), or convert it to JSONL"
+        ) from None
     try:
         return pq.read_table(path).to_pylist()
     except Exception as err:  # pyarrow raises several types for damaged files
@@ -134,7 +141,7 @@ def record_id(row: Row, key: str = "id") -> str:
 
 def check_unique(ids: list[str], rows: list[Row]) -> None:
     seen: dict[str, Row] = {}
-    for sample_id, row in zip(ids, rows):
+    for sample_id, row in zip(ids, rows, strict=True):
         if sample_id in seen:
             raise EvalError(f"{row.where}: duplicate id {sample_id!r} (also {seen[sample_id].where})")
         seen[sample_id] = row

@@ -7,8 +7,9 @@ here, in the evaluation; the model only wraps them in its own chat template.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from spatial_ttt.eval.results import Summary
 

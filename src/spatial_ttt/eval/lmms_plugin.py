@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import importlib
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from spatial_ttt.eval.interfaces import VideoQAModel
 from spatial_ttt.eval.prompts import with_rooms_hint
@@ -39,7 +40,11 @@ def import_loader(spec: str) -> Callable[[str], Any]:
 
 def to_model_input(visuals: list[Any], image_dir: Path, key: str) -> str | Path | list[Path]:
     """lmms-eval visuals -> our model's input: one video path, or image files (PIL images are saved)."""
-    if len(visuals) == 1 and isinstance(visuals[0], (str, Path)) and Path(visuals[0]).suffix.lower() not in _IMAGE_SUFFIXES:
+    if (
+        len(visuals) == 1
+        and isinstance(visuals[0], (str, Path))
+        and Path(visuals[0]).suffix.lower() not in _IMAGE_SUFFIXES
+    ):
         return Path(visuals[0])
     paths = []
     for k, visual in enumerate(visuals):
@@ -73,7 +78,9 @@ def _build() -> type:
     class SpatialTTTLmms(lmms):
         """Batch size 1, greedy decoding (as the reference); generation-only."""
 
-        def __init__(self, pretrained: str, loader: str, sum_rooms_hint: Any = True, batch_size: Any = 1, **_: Any) -> None:
+        def __init__(
+            self, pretrained: str, loader: str, sum_rooms_hint: Any = True, batch_size: Any = 1, **_: Any
+        ) -> None:
             super().__init__()
             if int(batch_size) != 1:
                 raise ValueError("spatial_ttt runs with batch_size=1 only (as the reference)")
@@ -83,7 +90,10 @@ def _build() -> type:
 
         def generate_until(self, requests: list[Any]) -> list[str]:
             image_dir = Path(self._image_dir.name)
-            return [answer_request(self.model, r.args, self.task_dict, rooms_hint=self.rooms_hint, image_dir=image_dir) for r in requests]
+            return [
+                answer_request(self.model, r.args, self.task_dict, rooms_hint=self.rooms_hint, image_dir=image_dir)
+                for r in requests
+            ]
 
         def loglikelihood(self, requests: list[Any]) -> list[tuple[float, bool]]:
             raise NotImplementedError("spatial_ttt supports generation tasks only")

@@ -138,7 +138,9 @@ class MindCube:
         datafiles.check_unique([r.id for r in records], rows)
         return records
 
-    def run(self, model: VideoQAModel, record: MindCubeRecord, *, max_new_tokens: int, rooms_hint: bool) -> dict[str, Any]:
+    def run(
+        self, model: VideoQAModel, record: MindCubeRecord, *, max_new_tokens: int, rooms_hint: bool
+    ) -> dict[str, Any]:
         prompt = prompts.with_rooms_hint(record.prompt, rooms_hint)
         prediction = model.answer(list(record.images), prompt, max_new_tokens=max_new_tokens)
         extracted = extract_answer(prediction.strip())
@@ -158,7 +160,9 @@ class MindCube:
         for result in results:
             by_setting[result["setting"]].append(result["score"])
         order = [*SETTINGS, *sorted(set(by_setting) - set(SETTINGS))]
-        rows = [ScoreRow(s, "accuracy", metrics.mean(by_setting[s]), len(by_setting[s])) for s in order if s in by_setting]
+        rows = [
+            ScoreRow(s, "accuracy", metrics.mean(by_setting[s]), len(by_setting[s])) for s in order if s in by_setting
+        ]
         return Summary(
             bench=self.name,
             rows=rows,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 PRE_PROMPT = "These are frames of a video."
 NUMERICAL_POST_PROMPT = "Please answer the question using a single word or phrase."

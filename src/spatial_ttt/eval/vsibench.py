@@ -63,8 +63,8 @@ def parse(row: datafiles.Row, roots: list[Path]) -> VSIBenchRecord:
         ground_truth = datafiles.require(row, "ground_truth", str).strip()
     else:
         options = ()
-        ground_truth = str(row.fields.get("ground_truth"))
         datafiles.require_number(row, "ground_truth")
+        ground_truth = str(row.fields["ground_truth"]).strip()
     return VSIBenchRecord(
         id=datafiles.record_id(row),
         dataset=dataset,
@@ -137,7 +137,9 @@ class VSIBench:
         datafiles.check_unique([r.id for r in records], rows)
         return records
 
-    def run(self, model: VideoQAModel, record: VSIBenchRecord, *, max_new_tokens: int, rooms_hint: bool) -> dict[str, Any]:
+    def run(
+        self, model: VideoQAModel, record: VSIBenchRecord, *, max_new_tokens: int, rooms_hint: bool
+    ) -> dict[str, Any]:
         prompt = build_prompt(record, rooms_hint=rooms_hint)
         prediction = model.answer(record.video, prompt, max_new_tokens=max_new_tokens)
         extracted, value = score(record, prediction)

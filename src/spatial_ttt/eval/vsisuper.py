@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any
 
 from spatial_ttt.eval import datafiles, metrics, prompts
 from spatial_ttt.eval.errors import EvalError
@@ -35,7 +36,7 @@ class Ask:
     index: int  # which entry of the record's answers this question is scored against
 
 
-Step = Union[Observe, Ask]
+Step = Observe | Ask
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def plan_stream(
     """
     if n_answers not in (len(query_times), len(query_times) + 1) or n_answers == 0:
         raise EvalError(f"{n_answers} answers do not fit {len(query_times)} query times")
-    if any(t < 0 for t in query_times) or any(b <= a for a, b in zip(query_times, query_times[1:])):
+    if any(t < 0 for t in query_times) or any(b <= a for a, b in zip(query_times, query_times[1:], strict=False)):
         raise EvalError(f"query times must be non-negative and increasing, got {query_times}")
     if len(segments) > 1 and query_times and durations is None:
         raise EvalError("query times over several segments need the segment durations")
@@ -119,7 +120,8 @@ def _parse(row: datafiles.Row, roots: list[Path], recall: bool) -> VSISuperRecor
         video_list = list(raw_video)
     else:
         raise EvalError(f"{row.where}: field 'video_path' must be a path or a non-empty list of paths")
-    split = str(row.fields.get("type" if recall else "split") or row.fields.get("split") or row.fields.get("type") or "all")
+    split_keys = ("type", "split") if recall else ("split", "type")  # Recall names its split "type"
+    split = next((str(row.fields[k]) for k in split_keys if row.fields.get(k)), "all")
     question = datafiles.require(row, "question", str).strip()
     if recall:
         options = tuple(datafiles.require_str_list(row, "options"))
@@ -173,9 +175,11 @@ class _VSISuper:
         roots = datafiles.media_roots(data, files)
         records = [_parse(row, roots, self.recall) for row in rows]
         datafiles.check_unique([r.id for r in records], rows)
-        for record, row in zip(records, rows):
+        for record, row in zip(records, rows, strict=True):
             try:  # validate the query plan now rather than hours into a run
-                plan_stream(list(record.segments), [0.0] * len(record.segments), list(record.query_times), len(record.answers))
+                plan_stream(
+                    list(record.segments), [0.0] * len(record.segments), list(record.query_times), len(record.answers)
+                )
             except EvalError as err:
                 raise EvalError(f"{row.where}: {err}") from None
         return records
@@ -192,7 +196,9 @@ class _VSISuper:
             return metrics.score_multiple_choice(prediction, answer)
         return metrics.score_numerical(prediction, float(answer))
 
-    def run(self, model: StreamingQAModel, record: VSISuperRecord, *, max_new_tokens: int, rooms_hint: bool) -> dict[str, Any]:
+    def run(
+        self, model: StreamingQAModel, record: VSISuperRecord, *, max_new_tokens: int, rooms_hint: bool
+    ) -> dict[str, Any]:
         prompt = self.prompt(record, rooms_hint)
         durations = None
         if len(record.segments) > 1 and record.query_times:
@@ -208,7 +214,7 @@ class _VSISuper:
                     predictions.append(session.ask(prompt, max_new_tokens=max_new_tokens))
         finally:
             session.close()
-        scored = [self.score(p, a) for p, a in zip(predictions, record.answers)]
+        scored = [self.score(p, a) for p, a in zip(predictions, record.answers, strict=True)]
         return {
             "id": record.id,
             "split": record.split,
@@ -227,7 +233,10 @@ class _VSISuper:
         by_split: dict[str, list[float]] = defaultdict(list)
         for result in results:
             by_split[result["split"]].extend(result["scores"])
-        rows = [ScoreRow(s, self.metric, metrics.mean(v), len(v)) for s, v in sorted(by_split.items(), key=lambda kv: _split_order(kv[0]))]
+        rows = [
+            ScoreRow(s, self.metric, metrics.mean(v), len(v))
+            for s, v in sorted(by_split.items(), key=lambda kv: _split_order(kv[0]))
+        ]
         return Summary(
             bench=self.name,
             rows=rows,
