@@ -1,4 +1,5 @@
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,11 @@ def test_bad_json_line_is_named(tmp_path):
     path.write_text(json.dumps(VSIBENCH_CASES[0][0]) + "\n{oops\n")
     with pytest.raises(EvalError, match=r"test.jsonl line 2: not valid JSON"):
         VSIBench().load(path, tmp_path)
+
+
+def test_parquet_without_pyarrow_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    (tmp_path / "test.parquet").write_bytes(b"PAR1")
+    with pytest.raises(EvalError, match=r"test.parquet: reading parquet needs pyarrow \(pip install pyarrow==26.0.1\)"):
+        VSIBench().load(tmp_path / "test.parquet", tmp_path)
