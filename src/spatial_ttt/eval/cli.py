@@ -1,0 +1,45 @@
+"""The `spatial-ttt eval` command, added to the project's Typer app by `register`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.markdown import Markdown
+
+from spatial_ttt.eval.datafiles import record_files
+from spatial_ttt.eval.errors import EvalError
+from spatial_ttt.eval.runner import BENCHMARKS, get_benchmark, run_benchmark
+
+
+def register(app: typer.Typer, load_model: Callable[[str], Any]) -> None:
+    """Add `eval` to `app`; `load_model(PATH)` builds the model (VideoQAModel / StreamingQAModel)."""
+
+    @app.command("eval")
+    def eval_command(
+        bench: str = typer.Argument(..., help=f"Benchmark: {', '.join(BENCHMARKS)}."),
+        data: Path = typer.Option(..., "--data", help="Benchmark folder (or its record file) as released."),
+        model: str = typer.Option(..., "--model", help="Model checkpoint path."),
+        out: Path = typer.Option(..., "--out", help="Output folder; rerunning with it resumes."),
+        limit: int | None = typer.Option(None, "--limit", help="Only the first N samples."),
+        sum_rooms_hint: bool = typer.Option(
+            True, "--sum-rooms-hint/--no-sum-rooms-hint", help="Append the reference's multi-room counting hint."
+        ),
+        max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", help="Default: the benchmark's."),
+    ) -> None:
+        """Evaluate a model on VSI-Bench, VSI-SUPER or MindCube with the official metrics."""
+        console = Console(stderr=True)
+        try:
+            get_benchmark(bench)  # fail on a bad name or data path before the (slow) model load
+            record_files(data)
+            loaded = load_model(model)
+            summary = run_benchmark(
+                bench, data, loaded, out, limit=limit, rooms_hint=sum_rooms_hint, max_new_tokens=max_new_tokens
+            )
+        except EvalError as err:
+            console.print(f"[red]error:[/red] {err}")
+            raise typer.Exit(code=2) from None
+        Console().print(Markdown(summary.to_markdown()))
