@@ -31,7 +31,7 @@ def probe(path: Path) -> tuple[int, float]:
     """
     with _open(path) as container:
         stream = container.streams.video[0]
-        rate = stream.average_fps or stream.guessed_rate or stream.base_rate
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         if not rate:
             raise VideoError(f"cannot determine the frame rate of {path}")
         total = stream.frames
