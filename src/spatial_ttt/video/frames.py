@@ -24,8 +24,9 @@ FrameLike = np.ndarray | torch.Tensor | Image.Image
 def to_frame(frame: FrameLike, source: str = "<frame>") -> torch.Tensor:
     """One RGB frame as uint8 [H, W, 3] (PIL images of any mode are converted to RGB)."""
     if isinstance(frame, Image.Image):
-        frame = np.asarray(frame.convert("RGB"))
-    t = torch.as_tensor(np.asarray(frame) if not isinstance(frame, torch.Tensor) else frame)
+        frame = frame.convert("RGB")
+    # np.array copies: the caller may reuse its buffer (cameras do), and PIL arrays are read-only
+    t = frame if isinstance(frame, torch.Tensor) else torch.from_numpy(np.array(frame))
     if t.ndim != 3 or t.shape[-1] != 3 or t.dtype != torch.uint8:
         raise VideoError(f"{source}: expected a uint8 [H, W, 3] RGB frame, got {t.dtype} {tuple(t.shape)}")
     return t
