@@ -108,3 +108,10 @@ def test_audio_only_file(tmp_path):
         out.mux(stream.encode())
     with pytest.raises(VideoError, match="no video stream in .*sound.wav"):
         read_video(path)
+
+
+def test_default_cap_is_128_frames(tmp_path):
+    path = write_video(tmp_path / "long.mp4", 140, rate=1, size=(32, 32))
+    clip = read_video(path, size=None)  # 2 fps over 140 s wants 280 frames
+    assert clip.num_frames == 128
+    assert clip.frame_indices[:3] == (0, 1, 2) and clip.frame_indices[-1] == 139

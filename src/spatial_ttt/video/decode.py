@@ -9,7 +9,7 @@ import torch
 
 from .clip import VideoClip, VideoError
 from .frames import DEFAULT_SIZE, read_image_folder, resize_frames
-from .sampling import DEFAULT_MIN_FRAMES, num_sampled_frames, sample_indices
+from .sampling import CLIP_MAX_FRAMES, DEFAULT_MIN_FRAMES, num_sampled_frames, sample_indices
 
 
 def _open(path: Path) -> av.container.InputContainer:
@@ -73,14 +73,14 @@ def read_video(
     *,
     num_frames: int | None = None,
     fps: float | None = None,
-    max_frames: int | None = None,
+    max_frames: int | None = CLIP_MAX_FRAMES,
     min_frames: int = DEFAULT_MIN_FRAMES,
     size: tuple[int, int] | None = DEFAULT_SIZE,
 ) -> VideoClip:
     """Decode and sample a video file (or a folder of images, read at 1 frame per second).
 
-    Either `num_frames` (uniform, rounded to even) or `fps` (default 2.0, capped by max_frames,
-    floored to even) picks the frames; see sampling.py. Frames are resized to `size` = (H, W)
+    Either `num_frames` (uniform, rounded to even) or `fps` (default 2.0; capped by max_frames,
+    default 128, and floored to even) picks the frames; see sampling.py. Frames are resized to `size` = (H, W)
     (None keeps the source size). Timestamps are source index / source fps.
     """
     path = Path(path)

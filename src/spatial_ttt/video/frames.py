@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from .clip import VideoClip, VideoError
-from .sampling import DEFAULT_MIN_FRAMES, FRAME_FACTOR, num_sampled_frames, sample_indices
+from .sampling import CLIP_MAX_FRAMES, DEFAULT_MIN_FRAMES, FRAME_FACTOR, num_sampled_frames, sample_indices
 
 DEFAULT_SIZE = (352, 480)  # (H, W) the released Spatial-TTT evaluation resizes every frame to
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
@@ -76,7 +76,7 @@ def read_image_folder(
     frame_rate: float = 1.0,
     num_frames: int | None = None,
     fps: float | None = None,
-    max_frames: int | None = None,
+    max_frames: int | None = CLIP_MAX_FRAMES,
     min_frames: int = DEFAULT_MIN_FRAMES,
     size: tuple[int, int] | None = DEFAULT_SIZE,
 ) -> VideoClip:

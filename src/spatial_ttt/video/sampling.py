@@ -19,7 +19,8 @@ import torch
 FRAME_FACTOR = 2  # Qwen3-VL temporal patch size
 DEFAULT_FPS = 2.0
 DEFAULT_MIN_FRAMES = 4
-DEFAULT_MAX_FRAMES = 768
+DEFAULT_MAX_FRAMES = 768  # qwen-vl-utils' cap when none is given
+CLIP_MAX_FRAMES = 128  # the readers' default: Spatial-TTT was trained and evaluated on up to 128 frames
 
 
 def round_even(n: float) -> int:
