@@ -78,7 +78,7 @@ def _read_chat_template(folder: Path) -> str | None:
 def _metadata(timestamps: Sequence[float]) -> VideoMetadata:
     # Qwen3VLProcessor prints time = frames_indices / fps per frame (then averages each pair), so
     # timestamps given as "indices" at fps 1 come out exactly, whatever their spacing.
-    return VideoMetadata(total_num_frames=len(timestamps), fps=1.0, frames_indices=list(timestamps))
+    return VideoMetadata(total_num_frames=len(timestamps), fps=1.0, frames_indices=[float(t) for t in timestamps])
 
 
 class _Qwen3VLProcessor(Qwen3VLProcessor):
@@ -102,12 +102,13 @@ class SpatialTTTProcessor:
     def __init__(self, processor: Qwen3VLProcessor, system_prompt: str = DEFAULT_SYSTEM_PROMPT) -> None:
         self.processor = processor
         self.system_prompt = system_prompt
-        p = processor
-        self._video_block = p.vision_start_token + p.video_token + p.vision_end_token
-        template = p.apply_chat_template(self._messages(_QUESTION_MARK), tokenize=False, add_generation_prompt=True)
-        if template.count(self._video_block) != 1 or template.count(_QUESTION_MARK) != 1:
+        # Render once with a stand-in question and cut at the template's video item: the text before it
+        # is the prefix, the text after it (with the question put in) is the suffix.
+        block = processor.vision_start_token + processor.video_token + processor.vision_end_token
+        chat = processor.apply_chat_template(self._messages(_QUESTION_MARK), tokenize=False, add_generation_prompt=True)
+        if chat.count(block) != 1 or chat.count(_QUESTION_MARK) != 1:
             raise ValueError("chat template does not render one video placeholder followed by the question")
-        self._prefix_text, self._suffix_template = template.split(self._video_block)
+        self._prefix_text, self._suffix_template = chat.split(block)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, *, system_prompt: str = DEFAULT_SYSTEM_PROMPT) -> SpatialTTTProcessor:
