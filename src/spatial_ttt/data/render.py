@@ -188,6 +188,7 @@ def write_video(frames: Iterable[np.ndarray], path: str | Path, fps: float, code
                 raise ValueError(f"{path}: no frames to write")
             for packet in stream.encode():
                 container.mux(packet)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -139,6 +139,15 @@ class Scene:
                 first.setdefault(oid, i)
         return first
 
+    def seen_only(self) -> "Scene":
+        """Copy keeping only objects visible in at least one frame (all objects when visibility is unknown):
+        questions must not count or name what the video never shows."""
+        if not self.has_visibility():
+            return self
+        first = self.first_appearance()
+        return Scene(self.scene_id, self.rooms, [o for o in self.objects if o.id in first], self.frames,
+                     self.fps, self.source)
+
     def objects_in_appearance_order(self) -> list[SceneObject]:
         """Objects sorted by first appearance; objects never seen (or no visibility) keep their list order, last."""
         first = self.first_appearance()
@@ -311,6 +320,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; datasets are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
