@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
     """Add the `data` command group to app."""
     data = typer.Typer(help="Build training data: synthetic scenes, dense scene descriptions and spatial QA.",
                        no_args_is_help=True)
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # never break file paths in error messages
 
     @data.command("synth")
     def synth(
