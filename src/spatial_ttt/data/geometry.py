@@ -54,10 +54,6 @@ def box_distance(a: Box3D, b: Box3D) -> float:
     return math.hypot(d_xy, d_z)
 
 
-def center_distance(a: Box3D, b: Box3D) -> float:
-    return float(np.linalg.norm(np.subtract(a.center, b.center)))
-
-
 # ---------------------------------------------------------------- directions
 
 
@@ -147,16 +143,6 @@ def world_to_camera(points: np.ndarray, pose: np.ndarray) -> np.ndarray:
     """World points (N, 3) to OpenCV camera coordinates with a camera-to-world pose."""
     rot, t = pose[:3, :3], pose[:3, 3]
     return (np.asarray(points, dtype=float) - t) @ rot
-
-
-def project_points(points: np.ndarray, frame: Frame) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel coordinates (N, 2) and depths (N,) of world points; depths <= 0 are behind the camera."""
-    cam = world_to_camera(points, frame.pose)
-    z = cam[:, 2]
-    k = frame.intrinsics
-    safe = np.where(np.abs(z) < 1e-9, 1e-9, z)
-    uv = np.c_[k.fx * cam[:, 0] / safe + k.cx, k.fy * cam[:, 1] / safe + k.cy]
-    return uv, z
 
 
 def box_image_rect(box: Box3D, frame: Frame, near: float = 0.05) -> tuple[float, float, float, float] | None:

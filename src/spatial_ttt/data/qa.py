@@ -79,7 +79,7 @@ def object_counting(scene: Scene, rng: np.random.Generator, k: int) -> list[QA]:
     # VSI-Bench leaves out categories seen once; several rooms -> the whole space is counted
     where = "in this room" if len(scene.rooms) == 1 else "in total across all the rooms shown"
     out = []
-    for cat, objs in _pick(rng, sorted(scene.categories().items()), 10**9):
+    for cat, objs in sorted(scene.categories().items()):
         if len(objs) >= 2:
             out.append(QA("object_counting", f"How many {cat}(s) are {where}?", str(len(objs)), float(len(objs)),
                           object_ids=tuple(o.id for o in objs)))
@@ -122,7 +122,8 @@ def object_rel_distance(scene: Scene, rng: np.random.Generator, k: int) -> list[
     thresh = 0.3 if scene.total_area() > 40 else 0.15
     cats = scene.categories()
     out = []
-    for primary in _pick(rng, _unique(scene), len(scene.objects)):
+    unique = _unique(scene)
+    for primary in (unique[i] for i in rng.permutation(len(unique))):
         others = sorted(c for c in cats if c != primary.category)
         if len(others) < 4:
             continue
