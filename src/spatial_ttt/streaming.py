@@ -196,7 +196,7 @@ class StreamSession:
             raise StreamError(f"got frames for {len(per_stream)} streams, the session holds {self.batch_size}")
         if timestamps is None:
             raise StreamError("timestamps (seconds, one per frame) are required")
-        pieces = [processor.encode_frames(np.asarray(f), list(timestamps)) for f in per_stream]
+        pieces = [processor.encode_frames(torch.as_tensor(np.asarray(f)), list(timestamps)) for f in per_stream]
         if not self.started:
             self._start()
         ids = torch.cat([p.input_ids for p in pieces])
