@@ -132,3 +132,25 @@ def test_memory_of_ttt_layers_is_bounded_while_anchor_cache_grows():
     assert anchor[-1] > anchor[10] > anchor[2]
     per_token = 2 * 2 * 2 * 16 * 4  # 2 anchor layers x (k, v) x 2 kv heads x head_dim 16 x fp32
     assert anchor[-1] - anchor[-2] == GROUP * per_token
+
+
+@pytest.mark.parametrize("groups_per_piece", [1, 3])
+def test_streaming_the_golden_prompt_gives_the_reference_tokens(golden_dir, groups_per_piece):
+    """shared/golden muon_off: 3 text tokens, 8 frame groups of [ts, ts, start, 16 video, end], 5 question tokens.
+    Fed in pieces of whole groups and asked the question, the stream must decode the reference's 12 tokens."""
+    from safetensors.torch import load_file
+
+    from spatial_ttt import load_reference_checkpoint
+
+    model = load_reference_checkpoint(golden_dir / "muon_off")
+    inputs = load_file(golden_dir / "muon_off/inputs.safetensors")
+    expected = load_file(golden_dir / "muon_off/expected.safetensors")["generated"]
+    ids, pixels = inputs["input_ids"], inputs["pixel_values_videos"]
+    session = StreamSession(model)
+    session.observe_tokens(ids[:, :3])
+    for first in range(0, 8, groups_per_piece):
+        last = min(first + groups_per_piece, 8)
+        session.observe_tokens(
+            ids[:, 3 + 20 * first : 3 + 20 * last], pixels[64 * first : 64 * last], torch.tensor([[last - first, 8, 8]])
+        )
+    assert session.ask_tokens(ids[:, 163:], max_new_tokens=12)[0].tolist() == expected.tolist()
