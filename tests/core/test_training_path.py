@@ -22,7 +22,7 @@ def test_every_ttt_parameter_receives_a_gradient_and_checkpointing_matches():
     reference = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
     model.zero_grad()
-    model.gradient_checkpointing_enable()
+    model.activation_checkpointing_enable()
     assert model.model.language_model.gradient_checkpointing
     checkpointed = model(**inputs, labels=labels).loss
     checkpointed.backward()
