@@ -84,7 +84,7 @@ def run_demo(console: Console | None = None) -> None:
         _step(console, "write synthetic video", time.perf_counter() - start, "4 s, 8 fps, 352x480, moving shapes (PyAV)")
 
         start = time.perf_counter()
-        pipe = SpatialTTTPipeline.from_pretrained(folder, num_frames=16, stream_fps=2.0, chunk_frames=4)
+        pipe = SpatialTTTPipeline.from_pretrained(folder, num_frames=8, stream_fps=2.0, chunk_frames=4)
         params = sum(p.numel() for p in pipe.model.parameters())
         _step(
             console, "load model + processor", time.perf_counter() - start,
