@@ -4,6 +4,7 @@ from .checkpoint import CheckpointError, convert_qwen3vl, load_model, load_refer
 from .configuration import SpatialTTTConfig
 from .models import SpatialTTTForConditionalGeneration
 from .state import ModelState
+from .streaming import StreamError, StreamSession
 
 __version__ = "0.1.0"
 
@@ -12,6 +13,8 @@ __all__ = [
     "ModelState",
     "SpatialTTTConfig",
     "SpatialTTTForConditionalGeneration",
+    "StreamError",
+    "StreamSession",
     "convert_qwen3vl",
     "load_model",
     "load_reference_checkpoint",

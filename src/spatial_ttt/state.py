@@ -71,3 +71,31 @@ class ModelState:
     num_tokens: int = 0  # tokens seen so far (absolute index of the next token)
     next_position: int = 0  # next text position of the 3D rope (max position so far + 1)
     decoding: bool = False  # switched to the reference's decode rule (see TTTAttention)
+
+
+@dataclass
+class Segment:
+    """Tokens travelling up the layers of a stream: a run of text or exactly one video frame group.
+
+    ``hidden`` is the input of the layer whose queue holds the segment. A frame group carries its grid and
+    deepstack features; ``projected`` caches its projections at that layer once computed for a neighbour's conv.
+    """
+
+    hidden: Tensor  # [B, n, D]
+    cos: Tensor
+    sin: Tensor
+    start: int  # absolute index of the first token
+    grid_hw: tuple[int, int] | None = None  # set for a video frame group
+    deepstack: list[Tensor] | None = None  # per level [B, n, D], frame groups only
+    projected: object | None = None
+
+
+@dataclass
+class StreamState:
+    """A stream through the model: the model state plus, per layer, the segments waiting to enter it and the
+    previous frame group's pre-conv features (the temporal conv needs both neighbours of a group)."""
+
+    model: ModelState
+    queues: list[list[Segment]]
+    previous_group: list[tuple[Tensor, Tensor, Tensor] | None]
+    num_frame_groups: int = 0

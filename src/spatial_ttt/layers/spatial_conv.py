@@ -65,3 +65,20 @@ def video_spans(mm_token_type_ids: Tensor, video_grid_thw: Tensor | None, spatia
     if next_grid != len(grids):
         raise ValueError(f"video_grid_thw describes {len(grids)} videos but the prompt holds {next_grid}")
     return spans
+
+
+def conv_frame_group(
+    conv: nn.Conv3d, previous: Tensor | None, current: Tensor, following: Tensor | None, grid_hw: tuple[int, int]
+) -> Tensor:
+    """The conv output for one temporal group's tokens [B, h*w, C], from its neighbours' (pre-conv) tokens.
+
+    Equals the middle frame of ``conv_video_tokens`` over the whole video: a missing neighbour (first or last
+    group) is replaced by the group itself, which is what replicate padding in time does.
+    """
+    batch, tokens, channels = current.shape
+    h, w = grid_hw
+    frames = [current if f is None else f for f in (previous, current, following)]
+    volume = torch.stack([f.transpose(1, 2).reshape(batch, channels, h, w) for f in frames], dim=2)
+    volume = nn.functional.pad(volume, (1, 1, 1, 1, 0, 0), mode="replicate")
+    out = nn.functional.conv3d(volume, conv.weight, groups=channels)
+    return out.reshape(batch, channels, tokens).transpose(1, 2)

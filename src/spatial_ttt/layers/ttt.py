@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +15,17 @@ from ..state import LayerState, TTTState
 from .attention import Attention
 from .rope import apply_partial_rope
 from .spatial_conv import VideoSpan, conv_video_tokens, init_identity, make_conv
+
+
+class Projected(NamedTuple):
+    """A TTT layer's projections of its input: attention q/k/v per head, fast-weight q/k/v before the conv."""
+
+    q: Tensor
+    k: Tensor
+    v: Tensor
+    qf: Tensor
+    kf: Tensor
+    vf: Tensor
 
 
 class LowRankWeight(nn.Module):
@@ -98,6 +110,15 @@ class TTTAttention(nn.Module):
         w0, w2 = (w if isinstance(w, nn.Parameter) else w() for w in (self.w0, self.w2))
         return FastWeights.start(*(w.repeat(batch_size, 1, 1) for w in (w0, self.w1, w2)))
 
+    def project(self, x: Tensor) -> Projected:
+        """Attention q/k/v and the fast-weight branch's q/k/v before the spatial conv."""
+        q, k, v = self.attn_layer.project(x)
+        group = self.num_heads // self.num_kv_heads
+        qf = q.flatten(2) * self.q_scale + self.q_offset
+        kf = k.repeat_interleave(group, dim=2).flatten(2) * self.k_scale + self.k_offset
+        vf = v.repeat_interleave(group, dim=2).flatten(2)
+        return Projected(q, k, v, qf, kf, vf)
+
     def forward(
         self,
         x: Tensor,
@@ -107,34 +128,39 @@ class TTTAttention(nn.Module):
         start: int,
         videos: list[VideoSpan],
         decoding: bool = False,
+        projected: Projected | None = None,
+        conv_features: tuple[Tensor, Tensor, Tensor] | None = None,
     ) -> Tensor:
-        q, k, v = self.attn_layer.project(x)
+        """``projected`` / ``conv_features`` let a caller that already has them (the streaming engine, which
+        convolves one frame group at a time) skip recomputing; otherwise the conv runs over ``videos``."""
+        p = self.project(x) if projected is None else projected
         kv = None if state is None else state.kv
-        attended = self.attn_layer.attend(q, k, v, cos, sin, kv, start, window=self.config.window_size)
-        memory = self.fast_weight_branch(x, q, k, v, cos, sin, None if state is None else state.ttt, videos, decoding)
+        attended = self.attn_layer.attend(p.q, p.k, p.v, cos, sin, kv, start, window=self.config.window_size)
+        if conv_features is not None:
+            qf, kf, vf = conv_features
+        elif self.config.use_conv_layer:
+            qf, kf, vf = (conv_video_tokens(t, c, videos) for t, c in zip(p[3:], self.convs))
+        else:
+            qf, kf, vf = p.qf, p.kf, p.vf
+        memory = self.fast_weight_branch(x, qf, kf, vf, cos, sin, None if state is None else state.ttt, decoding)
         return self.attn_layer.o_proj(attended + memory)
+
+    @property
+    def convs(self) -> tuple[nn.Conv3d, nn.Conv3d, nn.Conv3d]:
+        return self.conv_q, self.conv_k, self.conv_v
 
     def fast_weight_branch(
         self,
         x: Tensor,
-        q: Tensor,
-        k: Tensor,
-        v: Tensor,
+        qf: Tensor,
+        kf: Tensor,
+        vf: Tensor,
         cos: Tensor,
         sin: Tensor,
         state: TTTState | None,
-        videos: list[VideoSpan],
         decoding: bool,
     ) -> Tensor:
         batch, length, _ = x.shape
-        group = self.num_heads // self.num_kv_heads
-        qf = q.flatten(2) * self.q_scale + self.q_offset
-        kf = k.repeat_interleave(group, dim=2).flatten(2) * self.k_scale + self.k_offset
-        vf = v.repeat_interleave(group, dim=2).flatten(2)
-        if self.config.use_conv_layer:
-            qf = conv_video_tokens(qf, self.conv_q, videos)
-            kf = conv_video_tokens(kf, self.conv_k, videos)
-            vf = conv_video_tokens(vf, self.conv_v, videos)
         qf, kf, vf = (t.view(batch, length, self.nh, self.d).transpose(1, 2) for t in (qf, kf, vf))
         qf, kf = F.silu(qf), F.silu(kf)
         if not self.config.no_v_silu:

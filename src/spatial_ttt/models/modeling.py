@@ -54,10 +54,12 @@ class DecoderLayer(nn.Module):
         start: int,
         videos: list[VideoSpan],
         decoding: bool,
+        **precomputed: object,
     ) -> Tensor:
+        """``precomputed`` (TTT layers only): ``projected`` / ``conv_features``, see TTTAttention.forward."""
         h = self.input_layernorm(x)
         if self.is_ttt:
-            h = self.self_attn(h, cos, sin, state, start, videos, decoding)
+            h = self.self_attn(h, cos, sin, state, start, videos, decoding, **precomputed)
         else:
             h = self.self_attn(h, cos, sin, None if state is None else state.kv, start)
         x = x + h
@@ -122,6 +124,12 @@ class SpatialTTTForConditionalGeneration(PreTrainedModel):
             else:
                 layers.append(LayerState(KVCache(None)))
         return ModelState(layers, next_position=torch.zeros(batch_size, dtype=torch.long))
+
+    def stream(self, processor: object = None, batch_size: int = 1):
+        """A live :class:`~spatial_ttt.streaming.StreamSession` on this model."""
+        from ..streaming import StreamSession  # the session builds on the model, not the other way round
+
+        return StreamSession(self, processor, batch_size)
 
     @staticmethod
     def start_decoding(state: ModelState) -> None:
@@ -262,10 +270,27 @@ class SpatialTTTForConditionalGeneration(PreTrainedModel):
             return input_ids
         state = self.new_state(input_ids.shape[0]) if state is None else state
         logits = self(input_ids, state=state, logits_to_keep=1, **inputs).logits[:, -1]
+        new_tokens = self.decode(state, logits, max_new_tokens, do_sample, temperature, top_k, top_p, stop_token_ids, generator)
+        return torch.cat([input_ids, new_tokens], dim=1)
+
+    @torch.no_grad()
+    def decode(
+        self,
+        state: ModelState,
+        logits: Tensor,
+        max_new_tokens: int,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        stop_token_ids: list[int] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """New tokens [B, n] after a prefilled ``state`` whose last logits [B, V] are given."""
         self.start_decoding(state)
-        stops = torch.tensor(stop_token_ids or [], dtype=torch.long, device=input_ids.device)
-        finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        new_tokens = []
+        stops = torch.tensor(stop_token_ids or [], dtype=torch.long, device=logits.device)
+        finished = torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
+        new_tokens: list[Tensor] = []
         for step in range(max_new_tokens):
             token = next_token(logits, do_sample, temperature, top_k, top_p, generator)
             if new_tokens:
@@ -275,7 +300,7 @@ class SpatialTTTForConditionalGeneration(PreTrainedModel):
             if bool(finished.all()) or step == max_new_tokens - 1:
                 break
             logits = self(token[:, None], state=state).logits[:, -1]
-        return torch.cat([input_ids, torch.stack(new_tokens, dim=1)], dim=1)
+        return torch.stack(new_tokens, dim=1)
 
 
 def next_token(
