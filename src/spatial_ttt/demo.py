@@ -64,7 +64,19 @@ def _step(console: Console, label: str, seconds: float, detail: str = "") -> Non
 
 def run_demo(console: Console | None = None) -> None:
     """Run the embedded default job and print what it did, with timings."""
-    console = console or Console()
+    import torch
+
+    threads = torch.get_num_threads()
+    # The tiny model's matrices are far too small to gain from threads, and on a busy machine torch's thread
+    # pool makes it many times slower (waiting for descheduled workers at every op): run it on one thread.
+    torch.set_num_threads(1)
+    try:
+        _run(console or Console())
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(console: Console) -> None:
     from .pipeline import SpatialTTTPipeline, make_tiny_model_folder
 
     total = time.perf_counter()

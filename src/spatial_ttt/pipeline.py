@@ -429,6 +429,7 @@ class VideoStream:
     def ask(self, prompt: str, *, max_new_tokens: int = 16, **sampling: Any) -> str:
         """Answer `prompt` (used as given) from a snapshot of the memory; the stream is left unchanged."""
         sampling.setdefault("do_sample", False)
+        sampling.setdefault("stop_token_ids", self.pipeline.stop_token_ids)
         text = self.session.ask(prompt, max_new_tokens=max_new_tokens, keep=False, **sampling)
         return text.strip()
 

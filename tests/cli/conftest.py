@@ -21,11 +21,21 @@ SMALL = "64x96"  # frame size for fast runs: 2x3 merged tokens per frame pair
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """`python -m spatial_ttt ARGS` in a fresh process, as a user would run it."""
     env = dict(os.environ, PYTHONPATH=str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.setdefault("OMP_NUM_THREADS", "1")  # tiny models: threads only add waiting on a busy machine
     env.setdefault("COLUMNS", "200")  # rich would otherwise wrap long paths in messages
     return subprocess.run(
         [sys.executable, "-m", "spatial_ttt", *map(str, args)],
         capture_output=True, text=True, timeout=timeout, env=env,
     )
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest on one thread (and many times slower with two on a loaded 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture
