@@ -22,6 +22,7 @@ from typing import Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -45,7 +46,7 @@ PROCESSOR_FILES = (
 
 
 def fail(message: str) -> NoReturn:
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(code=2)
 
 
@@ -143,7 +144,7 @@ def convert(
         for name in copied:
             shutil.copy2(source / name, output / name)
     console.print(
-        f"wrote {output} in {time.perf_counter() - start:.1f}s (TTT layers {model.config.ttt_layers}; "
+        f"wrote {escape(str(output))} in {time.perf_counter() - start:.1f}s (TTT layers {model.config.ttt_layers}; "
         f"{len(copied)} processor files copied)"
     )
 
@@ -167,6 +168,7 @@ _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf1
 
 @contextmanager
 def _spinner(label: str) -> Iterator[None]:
+    label = escape(label)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
                   transient=True) as progress:
         progress.add_task(label, total=None)
@@ -288,7 +290,7 @@ def ask(
         f"{clip.num_frames} frames ({clip.timestamps[0]:.1f}-{clip.timestamps[-1]:.1f} s), {prompt_tokens} prompt "
         f"tokens, {len(tokens)} new; " + ", ".join(f"{k} {v:.2f}s" for k, v in timings.items())
     )
-    out.print(text, markup=False, highlight=False)
+    typer.echo(text)
 
 
 def _seconds(text: str) -> float:
@@ -361,12 +363,12 @@ def stream(
     except ImportError as err:
         fail(f"streaming is not available in this installation ({err})")
     if queries[-1][0] > duration:
-        console.print(f"[yellow]note:[/] {video} is {duration:.1f} s long; questions after that see the whole video")
+        console.print(f"[yellow]note:[/] {escape(str(video))} is {duration:.1f} s long; questions after that see the whole video")
     fed = 0.0
     start = time.perf_counter()
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.1f}/{task.total:.1f} s"),
                   TimeElapsedColumn(), console=console, transient=True) as progress:
-        task = progress.add_task(f"streaming {video.name}", total=min(queries[-1][0], duration))
+        task = progress.add_task(f"streaming {escape(video.name)}", total=min(queries[-1][0], duration))
         for t, prompt, question in queries:
             if t > fed and fed < duration:
                 try:
@@ -378,11 +380,11 @@ def stream(
             ask_start = time.perf_counter()
             text = session.ask(prompt, max_new_tokens=max_new_tokens)
             console.print(f"[{t:.1f} s] {session.num_frames} frames in memory; answered in "
-                          f"{time.perf_counter() - ask_start:.2f}s: {question}")
-            out.print(f"{t:g}\t{text}", markup=False, highlight=False)
+                          f"{time.perf_counter() - ask_start:.2f}s: {escape(question)}")
+            typer.echo(f"{t:g}\t{text}")  # plain: rich would expand the tab
     if save is not None:
         session.session.save(save)
-        console.print(f"saved the stream memory to {save}")
+        console.print(f"saved the stream memory to {escape(str(save))}")
     console.print(f"streamed {min(fed, duration):.1f} s ({session.num_frames} frames) and answered {len(queries)} "
                   f"questions in {time.perf_counter() - start:.2f}s")
     session.close()

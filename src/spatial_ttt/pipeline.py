@@ -15,6 +15,7 @@ own folder (``processor=``). The pipeline implements the evaluation's ``VideoQAM
 from __future__ import annotations
 
 import json
+import math
 import time
 from contextlib import contextmanager
 from collections.abc import Callable, Iterator, Sequence
@@ -117,8 +118,8 @@ def iter_video_frames(
     end_s: float | None = None,
     size: tuple[int, int] | None = DEFAULT_SIZE,
 ) -> Iterator[tuple[torch.Tensor, float]]:
-    """Frames of [start_s, end_s) of a video file, sampled at `fps` (one per 1/fps seconds; every frame when
-    the video is slower), resized to `size`, as (uint8 [H, W, 3], seconds) pairs. Decodes lazily: memory holds
+    """Frames of [start_s, end_s) of a video file, sampled at `fps` (the first frame at or after each k / fps
+    seconds, so consecutive segments sample like the whole file; every frame when the video is slower), resized to `size`, as (uint8 [H, W, 3], seconds) pairs. Decodes lazily: memory holds
     one frame. Seeks to start_s. Errors raise VideoError naming the file."""
     import av
 
@@ -130,7 +131,7 @@ def iter_video_frames(
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
     start = max(0.0, start_s or 0.0)
-    next_t = start
+    next_t = math.ceil(start * fps - 1e-6) / fps  # sample on the file's grid k / fps, whatever the segment start
     with _open(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"

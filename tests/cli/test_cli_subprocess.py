@@ -40,3 +40,15 @@ def test_missing_video_exits_2_naming_the_file(tiny_folder, tmp_path):
     assert f"video not found: {missing}" in result.stderr
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
+
+
+def test_stream_answers_each_question_at_its_time(tiny_folder, video):
+    result = run_cli("stream", tiny_folder, video, "--at", "1", "How many chairs are in the room?",
+                     "--at", "0:02.5", "Which object is closest to the door?", "-o", "A. chair", "-o", "B. table",
+                     "--fps", "2", "--chunk-frames", "2", "--size", SMALL, "--max-new-tokens", "3")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split("\t")[0] for line in lines] == ["1", "2.5"]
+    # 2 fps: frames at 0, 0.5 by 1 s; then 1, 1.5, 2 (odd: the last one is repeated) by 2.5 s
+    assert "[1.0 s] 2 frames in memory" in result.stderr
+    assert "[2.5 s] 6 frames in memory" in result.stderr
