@@ -207,6 +207,12 @@ def _load_pipeline(model: Path, processor: Path | None, device: str, dtype: str,
 
     if dtype.lower() not in _DTYPES:
         fail(f"--dtype must be one of float32, bfloat16, float16; got {dtype!r}")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        fail(f"--device {device!r} is not a torch device (cpu, cuda, cuda:1, mps, ...)")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        fail(f"--device {device}: CUDA is not available in this torch build or on this machine")
     if not model.exists():
         fail(f"model folder not found: {model}")
     if not model.is_dir():
@@ -220,7 +226,7 @@ def _load_pipeline(model: Path, processor: Path | None, device: str, dtype: str,
             )
     except (CheckpointError, ModelFolderError, FileNotFoundError) as err:
         fail(str(err))
-    except RuntimeError as err:  # e.g. an unavailable device
+    except (RuntimeError, AssertionError) as err:  # e.g. an unavailable device
         fail(f"cannot load {model} on {device}: {err}")
 
 

@@ -135,7 +135,7 @@ def test_model_folder_without_processor_files(cli, tmp_path, video, tiny_folder)
     for name in ("config.json", "model.safetensors"):
         shutil.copy(tiny_folder / name, folder / name)
     err = _error(cli("ask", folder, video, "How many chairs?"))
-    assert str(folder) in err and "tokenizer.json" in err and "--processor" not in err or "processor" in err
+    assert f"processor folder {folder} lacks: tokenizer.json" in err and "pass a processor folder" in err
     ok = cli("ask", folder, video, "How many chairs?", "--processor", tiny_folder, "--size", SMALL,
              "--num-frames", "4", "--max-new-tokens", "1")
     assert ok.exit_code == 0, ok.output
@@ -157,6 +157,7 @@ def test_processor_that_does_not_fit_the_checkpoint(cli, tmp_path, video):
         (["--fps", "2", "--num-frames", "8"], "give --fps or --num-frames, not both"),
         (["--dtype", "int8"], "--dtype must be one of"),
         (["--raw", "-o", "A. chair"], "--raw sends the question as it is"),
+        (["--device", "toaster"], "--device 'toaster' is not a torch device"),
     ],
 )
 def test_bad_options(cli, tiny_folder, video, args, message):
