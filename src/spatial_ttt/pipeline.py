@@ -454,3 +454,9 @@ def make_tiny_model_folder(folder: str | Path, seed: int = 0, **overrides: Any) 
         save_model(tiny_model(seed=seed, **overrides), folder)
     make_tiny_processor(folder)
     return folder
+
+
+def load_pipeline(path: str | Path) -> SpatialTTTPipeline:
+    """PATH -> pipeline with the evaluation's defaults: the loader for the lmms-eval plug-in
+    (``loader=spatial_ttt.pipeline:load_pipeline``) and for ``spatial-ttt eval``."""
+    return SpatialTTTPipeline.from_pretrained(path)

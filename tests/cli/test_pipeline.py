@@ -105,3 +105,9 @@ def test_clips_are_used_as_given(pipe):
     assert pipe.read(clip) is clip
     with pytest.raises(TypeError):
         pipe.read(3)
+
+
+def test_the_lmms_loader_string_resolves(tiny_folder):
+    from spatial_ttt.eval.lmms_plugin import import_loader
+
+    assert isinstance(import_loader("spatial_ttt.pipeline:load_pipeline")(str(tiny_folder)), SpatialTTTPipeline)
