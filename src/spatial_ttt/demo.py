@@ -116,7 +116,7 @@ def _run(console: Console) -> None:
               f"{pipe.processor.tokens_per_group(*clip.size)} video tokens + text)")
         new, seconds = _timed(lambda: pipe.generate(inputs, max_new_tokens=8))
         _step(console, "model: prefill + generate", seconds, f"{len(new)} new tokens")
-        console.print(f"  answer (untrained model): {pipe.decode(new)!r}")
+        console.print(f"  answer (untrained model): {pipe.decode(new)!r}  token ids {new}")
 
         console.print(f"[bold]stream[/]: video fed at 2 fps in chunks of 4 frames, questions at "
                       f"{', '.join(f'{t:g} s' for t, _ in STREAM_QUESTIONS)}")
