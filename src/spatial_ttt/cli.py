@@ -1,44 +1,85 @@
-"""The ``spatial-ttt`` command line."""
+"""The ``spatial-ttt`` command line.
+
+    spatial-ttt                                   embedded default: tiny untrained model + synthetic video
+    spatial-ttt ask MODEL VIDEO "question"        one answer about a video (file, image folder)
+    spatial-ttt stream MODEL VIDEO --at 12.5 "q"  feed a long video, ask at given times
+    spatial-ttt info MODEL | convert QWEN3VL OUT | eval BENCH ... | data ...
+
+Errors in what the user gave (missing/corrupt files, a folder that is no model, bad options) print one line
+naming the file and exit with code 2.
+"""
 
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .checkpoint import CheckpointError, checkpoint_kind, convert_qwen3vl, load_model, read_config, save_model
 
-app = typer.Typer(add_completion=False, no_args_is_help=False, help="Spatial-TTT: streaming spatial intelligence with test-time training.")
-console = Console(stderr=True)
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=False,
+    help="Spatial-TTT: streaming spatial intelligence with test-time training. "
+    "Run without a command for the embedded default (tiny untrained model, synthetic video).",
+)
+console = Console(stderr=True, soft_wrap=True)  # progress, timings and errors; answers go to stdout
+out = Console(soft_wrap=True)
+
+# Processor files of a Qwen3-VL folder, copied by `convert` so that its output is a complete model folder.
+PROCESSOR_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json",
+    "added_tokens.json", "chat_template.jinja", "chat_template.json", "preprocessor_config.json",
+    "video_preprocessor_config.json", "generation_config.json",
+)
 
 
-def fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}")
+def fail(message: str) -> NoReturn:
+    console.print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(code=2)
 
 
 @app.callback(invoke_without_command=True)
 def default(ctx: typer.Context) -> None:
-    """With no command: run the whole pipeline on an embedded tiny model and a synthetic video."""
+    """With no command: run the whole pipeline on an embedded tiny untrained model and a synthetic video."""
     if ctx.invoked_subcommand is None:
         from .demo import run_demo
 
-        run_demo(console)
+        run_demo(out)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# info / convert
+
+
+def _processor_status(folder: Path) -> str:
+    from .video.processing import _missing_files
+
+    missing = _missing_files(folder)
+    return "present" if not missing else f"missing {', '.join(missing)} (pass --processor DIR to ask/stream)"
 
 
 @app.command()
 def info(model: Path = typer.Argument(..., help="A checkpoint folder (reference format, ours or Qwen3-VL).")) -> None:
     """Show what a checkpoint holds: format, architecture, TTT settings and parameter counts."""
+    if not model.is_dir():
+        fail(f"model folder not found: {model}")
     try:
         config = read_config(model)
         kind = checkpoint_kind(config)
         loaded = None if kind == "qwen3_vl" else load_model(model)
-    except (CheckpointError, ValueError) as err:
+    except (CheckpointError, ValueError, TypeError) as err:
         fail(str(err))
     table = Table(title=f"{model} ({kind} format)")
     table.add_column("setting")
@@ -55,6 +96,7 @@ def info(model: Path = typer.Argument(..., help="A checkpoint folder (reference 
         rows = {
             "layers": text.num_hidden_layers,
             "hidden / heads / kv heads / head_dim": f"{text.hidden_size} / {text.num_attention_heads} / {text.num_key_value_heads} / {text.head_dim}",
+            "vocabulary": text.vocab_size,
             "TTT layers": "/".join(map(str, cfg.ttt_layers)),
             "anchor layers": "/".join(str(i) for i in range(text.num_hidden_layers) if i not in cfg.ttt_layers),
             "fast-weight heads / chunk / window": f"{cfg.num_lact_heads} / {cfg.lact_chunk_size} / {cfg.window_size}",
@@ -64,7 +106,8 @@ def info(model: Path = typer.Argument(..., help="A checkpoint folder (reference 
         }
         for key, value in rows.items():
             table.add_row(key, str(value))
-    Console().print(table)
+    table.add_row("processor files", _processor_status(model))
+    out.print(table)
 
 
 @app.command()
@@ -73,20 +116,310 @@ def convert(
     output: Path = typer.Argument(..., help="Where to write the Spatial-TTT checkpoint."),
     settings: Optional[str] = typer.Option(None, help='TTT settings as JSON, e.g. \'{"lact_chunk_size": 2648}\'.'),
 ) -> None:
-    """Wrap a Qwen3-VL checkpoint as Spatial-TTT (pretrained weights kept, TTT parameters freshly initialised)."""
+    """Wrap a Qwen3-VL checkpoint as Spatial-TTT (pretrained weights kept, TTT parameters freshly initialised).
+
+    Processor files found beside the source (tokenizer, chat template, preprocessor configs) are copied, so the
+    output is a complete model folder for `ask` and `stream`."""
+    if not source.is_dir():
+        fail(f"model folder not found: {source}")
     try:
         overrides = json.loads(settings) if settings else {}
     except json.JSONDecodeError as err:
         fail(f"--settings is not valid JSON: {err}")
-    if output.exists() and any(output.iterdir()):
+    if not isinstance(overrides, dict):
+        fail("--settings must be a JSON object, e.g. '{\"lact_chunk_size\": 2648}'")
+    from .pipeline import quiet_transformers
+
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
         fail(f"{output} exists and is not empty")
     start = time.perf_counter()
     try:
-        model = convert_qwen3vl(source, **overrides)
+        with _spinner(f"converting {source}"):
+            model = convert_qwen3vl(source, **overrides)
     except (CheckpointError, ValueError, TypeError) as err:
         fail(str(err))
-    save_model(model, output)
-    console.print(f"wrote {output} in {time.perf_counter() - start:.1f}s (TTT layers {model.config.ttt_layers})")
+    with _spinner(f"writing {output}"), quiet_transformers():
+        save_model(model, output)
+        copied = [n for n in PROCESSOR_FILES if (source / n).is_file() and not (output / n).exists()]
+        for name in copied:
+            shutil.copy2(source / name, output / name)
+    console.print(
+        f"wrote {escape(str(output))} in {time.perf_counter() - start:.1f}s (TTT layers {model.config.ttt_layers}; "
+        f"{len(copied)} processor files copied)"
+    )
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# ask / stream
+
+ModelArg = typer.Argument(..., help="Model folder: checkpoint (config.json + safetensors) and processor files.")
+VideoArg = typer.Argument(..., help="A video file, or a folder of images (read as 1 frame per second).")
+ProcessorOpt = typer.Option(None, "--processor", help="Folder with the processor files, if not in MODEL.")
+DeviceOpt = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda.")
+DtypeOpt = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16.")
+OptionsOpt = typer.Option(None, "--options", "-o", help='A multiple-choice option like "A. chair"; repeat per option.')
+RawOpt = typer.Option(False, "--raw", help="Send the question as it is, without the evaluation's prompt text.")
+MaxNewOpt = typer.Option(16, "--max-new-tokens", min=1, help="Most tokens to generate.")
+SizeOpt = typer.Option("352x480", "--size", help="Frame size HxW (multiples of 32) every frame is resized to.")
+
+_OPTION = re.compile(r"^[A-Z][.)] ?\S")
+_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}
+
+
+@contextmanager
+def _spinner(label: str) -> Iterator[None]:
+    label = escape(label)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+                  transient=True) as progress:
+        progress.add_task(label, total=None)
+        yield
+
+
+def _size(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"(\d+)[x,](\d+)", text.strip().lower())
+    if not match:
+        fail(f"--size must look like 352x480 (height x width), got {text!r}")
+    h, w = int(match[1]), int(match[2])
+    if h <= 0 or w <= 0 or h % 32 or w % 32:
+        fail(f"--size {h}x{w}: height and width must be positive multiples of 32 (patch 16 x merge 2)")
+    return h, w
+
+
+def _prompt(question: str, options: list[str] | None, raw: bool) -> str:
+    from .pipeline import build_prompt
+
+    if not question.strip():
+        fail("the question is empty")
+    for option in options or []:
+        if not _OPTION.match(option):
+            fail(f'--options {option!r}: write each option as a letter, a dot and the text, e.g. "A. chair"')
+    if raw:
+        if options:
+            fail("--raw sends the question as it is: put the options in the question instead of --options")
+        return question
+    return build_prompt(question, options)
+
+
+def _load_pipeline(model: Path, processor: Path | None, device: str, dtype: str, **settings: Any):
+    import torch
+
+    from .pipeline import ModelFolderError, SpatialTTTPipeline
+
+    if dtype.lower() not in _DTYPES:
+        fail(f"--dtype must be one of float32, bfloat16, float16; got {dtype!r}")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        fail(f"--device {device!r} is not a torch device (cpu, cuda, cuda:1, mps, ...)")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        fail(f"--device {device}: CUDA is not available in this torch build or on this machine")
+    if not model.exists():
+        fail(f"model folder not found: {model}")
+    if not model.is_dir():
+        fail(f"{model} is a file; MODEL must be a model folder (config.json + safetensors + processor files)")
+    if processor is not None and not processor.is_dir():
+        fail(f"processor folder not found: {processor}")
+    try:
+        with _spinner(f"loading {model}"):
+            return SpatialTTTPipeline.from_pretrained(
+                model, processor=processor, dtype=getattr(torch, _DTYPES[dtype.lower()]), device=device, **settings
+            )
+    except (CheckpointError, ModelFolderError, FileNotFoundError) as err:
+        fail(str(err))
+    except (RuntimeError, AssertionError) as err:  # e.g. an unavailable device
+        fail(f"cannot load {model} on {device}: {err}")
+
+
+def _check_video(video: Path) -> None:
+    if not video.exists():
+        fail(f"video not found: {video}")
+
+
+@app.command()
+def ask(
+    model: Path = ModelArg,
+    video: Path = VideoArg,
+    question: str = typer.Argument(..., help="The question about the video."),
+    options: Optional[list[str]] = OptionsOpt,
+    raw: bool = RawOpt,
+    fps: Optional[float] = typer.Option(None, "--fps", help="Frames per second to sample (default 16, the evaluation's)."),
+    num_frames: Optional[int] = typer.Option(None, "--num-frames", min=2, help="Sample this many frames uniformly instead."),
+    max_frames: int = typer.Option(128, "--max-frames", min=2, help="Most frames to sample."),
+    size: str = SizeOpt,
+    max_new_tokens: int = MaxNewOpt,
+    processor: Optional[Path] = ProcessorOpt,
+    device: str = DeviceOpt,
+    dtype: str = DtypeOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print the answer, prompt size and timings as JSON."),
+) -> None:
+    """Answer a question about a video: decode, preprocess, prefill, generate. The answer goes to stdout.
+
+    Without --raw the prompt is the evaluation's: "These are frames of a video.", the question, then either the
+    short-answer instruction or, with --options, the options and "Answer with the option's letter ...".
+    """
+    from .pipeline import EVAL_FPS
+    from .video import VideoError
+
+    if fps is not None and fps <= 0:
+        fail(f"--fps must be positive, got {fps}")
+    if fps is not None and num_frames is not None:
+        fail("give --fps or --num-frames, not both")
+    prompt = _prompt(question, options, raw)
+    hw = _size(size)
+    _check_video(video)
+    settings = dict(fps=None if num_frames else (fps or EVAL_FPS), num_frames=num_frames, max_frames=max_frames, size=hw)
+    pipe = _load_pipeline(model, processor, device, dtype, **settings)
+    timings: dict[str, float] = {}
+    try:
+        start = time.perf_counter()
+        with _spinner(f"decoding {video}"):
+            clip = pipe.read(video)
+        timings["read video"] = time.perf_counter() - start
+    except VideoError as err:
+        fail(str(err))
+    start = time.perf_counter()
+    inputs = pipe.inputs(clip, prompt)
+    timings["preprocess"] = time.perf_counter() - start
+    prompt_tokens = int(inputs["input_ids"].shape[1])
+    start = time.perf_counter()
+    with _spinner(f"prefill {prompt_tokens} tokens + generate up to {max_new_tokens}"):
+        tokens = pipe.generate(inputs, max_new_tokens=max_new_tokens)
+    timings["generate"] = time.perf_counter() - start
+    text = pipe.decode(tokens)
+    if as_json:
+        out.print_json(json.dumps({
+            "answer": text, "prompt": prompt, "frames": clip.num_frames, "prompt_tokens": prompt_tokens,
+            "new_tokens": len(tokens), "timings_s": {k: round(v, 4) for k, v in timings.items()},
+        }))
+        return
+    console.print(
+        f"{clip.num_frames} frames ({clip.timestamps[0]:.1f}-{clip.timestamps[-1]:.1f} s), {prompt_tokens} prompt "
+        f"tokens, {len(tokens)} new; " + ", ".join(f"{k} {v:.2f}s" for k, v in timings.items())
+    )
+    typer.echo(text)
+
+
+def _seconds(text: str) -> float:
+    """'12.5', '1:30' or '1:02:03' as seconds."""
+    parts = text.strip().split(":")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        fail(f"--at {text!r}: the time must be seconds (12.5) or [h:]mm:ss (1:30)")
+    if len(values) > 3 or any(v < 0 for v in values):
+        fail(f"--at {text!r}: the time must be seconds (12.5) or [h:]mm:ss (1:30), not negative")
+    seconds = 0.0
+    for v in values:
+        seconds = seconds * 60 + v
+    return seconds
+
+
+@app.command()
+def stream(
+    model: Path = ModelArg,
+    video: Path = typer.Argument(..., help="A video file, fed in order from the start."),
+    questions: Optional[list[str]] = typer.Argument(
+        None, metavar="[--at TIME QUESTION]...", help="The question after each --at TIME.", show_default=False
+    ),
+    at: Optional[list[str]] = typer.Option(
+        None, "--at", metavar="TIME",
+        help='--at TIME "QUESTION": ask QUESTION after feeding the video up to TIME (seconds or [h:]mm:ss). Repeat.',
+    ),
+    options: Optional[list[str]] = OptionsOpt,
+    raw: bool = RawOpt,
+    fps: float = typer.Option(1.0, "--fps", help="Frames per second fed into the memory."),
+    chunk_frames: int = typer.Option(16, "--chunk-frames", min=2, help="Frames per observe step (even)."),
+    size: str = SizeOpt,
+    max_new_tokens: int = MaxNewOpt,
+    processor: Optional[Path] = ProcessorOpt,
+    device: str = DeviceOpt,
+    dtype: str = DtypeOpt,
+    save: Optional[Path] = typer.Option(None, "--save", help="Save the stream's memory here at the end."),
+) -> None:
+    """Feed a long video into the model's test-time-training memory and ask questions at given times.
+
+    The video is read lazily (memory stays bounded) at --fps; each answer comes from a snapshot of the memory,
+    so asking does not change what the stream remembers. Answers go to stdout, one line per question."""
+    from .video import VideoError
+
+    if fps <= 0:
+        fail(f"--fps must be positive, got {fps}")
+    if chunk_frames % 2:
+        fail(f"--chunk-frames must be even (frames go in pairs), got {chunk_frames}")
+    at, questions = at or [], questions or []
+    if not at:
+        fail('give at least one question: --at TIME "QUESTION" (e.g. --at 12.5 "How many chairs are there?")')
+    if len(at) != len(questions):
+        fail(f'each --at TIME needs one QUESTION right after it: got {len(at)} times and {len(questions)} '
+             f'questions ({questions})')
+    queries = sorted(((_seconds(t), _prompt(q, options, raw), q) for t, q in zip(at, questions)), key=lambda x: x[0])
+    hw = _size(size)
+    _check_video(video)
+    if video.is_dir():
+        fail(f"{video} is a folder; stream needs a video file")
+    try:
+        from .pipeline import video_duration
+
+        duration = video_duration(video)
+    except VideoError as err:
+        fail(str(err))
+    pipe = _load_pipeline(model, processor, device, dtype, size=hw, stream_fps=fps, chunk_frames=chunk_frames)
+    try:
+        session = pipe.open_stream()
+    except ImportError as err:
+        fail(f"streaming is not available in this installation ({err})")
+    if queries[-1][0] > duration:
+        console.print(f"[yellow]note:[/] {escape(str(video))} is {duration:.1f} s long; questions after that see the whole video")
+    fed = 0.0
+    start = time.perf_counter()
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.1f}/{task.total:.1f} s"),
+                  TimeElapsedColumn(), console=console, transient=True) as progress:
+        task = progress.add_task(f"streaming {escape(video.name)}", total=min(queries[-1][0], duration))
+        for t, prompt, question in queries:
+            if t > fed and fed < duration:
+                try:
+                    session.observe_video(video, fed, t, on_chunk=lambda s: progress.update(task, completed=min(s, duration)))
+                except VideoError as err:
+                    fail(str(err))
+                fed = t
+                progress.update(task, completed=min(t, duration))
+            ask_start = time.perf_counter()
+            text = session.ask(prompt, max_new_tokens=max_new_tokens)
+            console.print(f"[{t:.1f} s] {session.num_frames} frames in memory; answered in "
+                          f"{time.perf_counter() - ask_start:.2f}s: {escape(question)}")
+            typer.echo(f"{t:g}\t{text}")  # plain: rich would expand the tab
+    if save is not None:
+        session.session.save(save)
+        console.print(f"saved the stream memory to {escape(str(save))}")
+    console.print(f"streamed {min(fed, duration):.1f} s ({session.num_frames} frames) and answered {len(queries)} "
+                  f"questions in {time.perf_counter() - start:.2f}s")
+    session.close()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# eval / data
+
+
+def _eval_loader(path: str):
+    """The model the `eval` command evaluates: a pipeline on a model folder (evaluation video settings)."""
+    from .eval.errors import EvalError
+    from .pipeline import SpatialTTTPipeline
+
+    try:
+        return SpatialTTTPipeline.from_pretrained(path)
+    except (CheckpointError, FileNotFoundError) as err:
+        raise EvalError(str(err)) from None
+
+
+def _register_subcommands() -> None:
+    from .data.cli import register as register_data
+    from .eval.cli import register as register_eval
+
+    register_eval(app, _eval_loader)
+    register_data(app)
+
+
+_register_subcommands()
 
 
 def main() -> None:

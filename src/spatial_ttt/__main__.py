@@ -1,0 +1,6 @@
+"""`python -m spatial_ttt` runs the `spatial-ttt` command."""
+
+from spatial_ttt.cli import main
+
+if __name__ == "__main__":
+    main()

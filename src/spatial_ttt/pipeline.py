@@ -1,0 +1,462 @@
+"""Video in, answer out: a model folder (checkpoint + processor files) behind one Python object.
+
+    from spatial_ttt.pipeline import SpatialTTTPipeline
+
+    pipe = SpatialTTTPipeline.from_pretrained("path/to/Spatial-TTT")       # local folder only
+    pipe.ask("scene.mp4", "How many chairs are in the room?")              # builds the VSI-Bench prompt
+    pipe.answer("scene.mp4", "These are frames of a video.\\n...", max_new_tokens=16)   # prompt as given
+
+A *model folder* holds a Spatial-TTT checkpoint (config.json + safetensors, reference format or ours) and the
+Qwen3-VL processor files (tokenizer, chat template, preprocessor configs); the processor may also live in its
+own folder (``processor=``). The pipeline implements the evaluation's ``VideoQAModel`` (``answer``) and
+``StreamingQAModel`` (``open_stream``) protocols (spatial_ttt.eval.interfaces).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from .checkpoint import CheckpointError, load_model, save_model
+from .eval.prompts import PRE_PROMPT, multiple_choice_prompt, numerical_prompt
+from .models.modeling import SpatialTTTForConditionalGeneration
+from .video import DEFAULT_SIZE, SpatialTTTProcessor, VideoClip, VideoError, read_video
+from .video.frames import load_image, resize_frames
+
+if TYPE_CHECKING:
+    from .streaming import StreamSession
+
+# The released evaluation's video setting (spec/evaluation.md): qwen-vl-utils sampling at 16 fps, at most
+# 128 frames, every frame resized to 352x480.
+EVAL_FPS = 16.0
+EVAL_MAX_FRAMES = 128
+# Streams are sampled at 1 frame per second, as the authors' VSI-SUPER streaming wrapper does.
+STREAM_FPS = 1.0
+DEFAULT_CHUNK_FRAMES = 16
+
+VideoInput = str | Path | VideoClip | Sequence[str | Path]
+
+
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' warnings and progress bars (restored afterwards)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+class ModelFolderError(CheckpointError):
+    """A model folder whose checkpoint and processor cannot be used together (the message says why)."""
+
+
+def build_prompt(question: str, options: Sequence[str] | None = None, *, pre_prompt: str | None = PRE_PROMPT) -> str:
+    """The evaluation's prompt text (spec/evaluation.md): with options the multiple-choice layout, otherwise
+    the short-answer (numerical) layout. Options are used as given, e.g. "A. chair"."""
+    if options:
+        return multiple_choice_prompt(question, list(options), pre_prompt=pre_prompt)
+    if pre_prompt is None:
+        raise ValueError("pre_prompt=None is only defined for multiple-choice prompts")
+    return numerical_prompt(question, pre_prompt=pre_prompt)
+
+
+@dataclass
+class Answer:
+    """One answer with what produced it: the text, token counts, frames seen and per-step seconds."""
+
+    text: str
+    token_ids: list[int]
+    prompt_tokens: int
+    num_frames: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# reading videos
+
+
+def read_images(paths: Sequence[str | Path], size: tuple[int, int] | None = DEFAULT_SIZE) -> VideoClip:
+    """A list of images (multi-view, e.g. MindCube) as a clip: each image becomes its own temporal group of two
+    equal frames (how Qwen3-VL patchifies a still image), at 1 s per view, so no two views share a patch."""
+    if not paths:
+        raise VideoError("empty list of images")
+    frames = []
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise VideoError(f"image file not found: {path}")
+        image = load_image(path)
+        frames.append(resize_frames(image[None], size)[0] if size else image)
+    shapes = {tuple(f.shape) for f in frames}
+    if len(shapes) > 1:
+        raise VideoError(f"images have different sizes {sorted(shapes)}; give size=(H, W)")
+    doubled = torch.stack([f for f in frames for _ in range(2)])
+    times = tuple(float(i) for i in range(len(frames)) for _ in range(2))
+    return VideoClip(doubled, times, source=f"{len(frames)} images ({Path(paths[0]).name}, ...)")
+
+
+def iter_video_frames(
+    path: str | Path,
+    *,
+    fps: float = STREAM_FPS,
+    start_s: float | None = None,
+    end_s: float | None = None,
+    size: tuple[int, int] | None = DEFAULT_SIZE,
+) -> Iterator[tuple[torch.Tensor, float]]:
+    """Frames of [start_s, end_s) of a video file, sampled at `fps` (the first frame at or after each k / fps
+    seconds, so consecutive segments sample like the whole file; every frame when the video is slower), resized to `size`, as (uint8 [H, W, 3], seconds) pairs. Decodes lazily: memory holds
+    one frame. Seeks to start_s. Errors raise VideoError naming the file."""
+    import av
+
+    from .video.decode import _open
+
+    path = Path(path)
+    if not path.is_file():
+        raise VideoError(f"video file not found: {path}")
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    start = max(0.0, start_s or 0.0)
+    next_t = math.ceil(start * fps - 1e-6) / fps  # sample on the file's grid k / fps, whatever the segment start
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        base = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        rate = float(stream.average_rate or stream.guessed_rate or 0) or None
+        try:
+            if start > 0:
+                container.seek(int((start + base) / stream.time_base), stream=stream, backward=True)
+            for index, frame in enumerate(container.decode(stream)):
+                if frame.pts is not None:
+                    t = float(frame.pts * stream.time_base) - base
+                elif rate:
+                    t = index / rate
+                else:
+                    raise VideoError(f"cannot time the frames of {path}")
+                if t < start - 1e-6:
+                    continue
+                if end_s is not None and t >= end_s - 1e-6:
+                    break
+                if t + 1e-6 < next_t:
+                    continue
+                while next_t <= t + 1e-6:
+                    next_t += 1.0 / fps
+                rgb = torch.from_numpy(frame.to_ndarray(format="rgb24"))
+                yield (resize_frames(rgb[None], size)[0] if size else rgb), t
+        except av.FFmpegError as err:
+            raise VideoError(f"corrupt video {path}: {err}") from err
+
+
+def video_duration(path: str | Path) -> float:
+    """Seconds of a video file (frame count / frame rate, as read_video counts them)."""
+    from .video.decode import probe
+
+    path = Path(path)
+    if not path.is_file():
+        raise VideoError(f"video file not found: {path}")
+    total, rate = probe(path)
+    return total / rate
+
+
+def chunk_frames(
+    frames: Iterator[tuple[torch.Tensor, float]], chunk: int = DEFAULT_CHUNK_FRAMES
+) -> Iterator[tuple[torch.Tensor, tuple[float, ...]]]:
+    """Groups (frame, seconds) pairs into [chunk, H, W, 3] batches; a final odd batch repeats its last frame
+    (Qwen3-VL's padding rule) so every batch has an even number of frames."""
+    if chunk < 2 or chunk % 2:
+        raise ValueError(f"chunk must be a positive even number of frames, got {chunk}")
+    buf: list[torch.Tensor] = []
+    times: list[float] = []
+    for frame, t in frames:
+        buf.append(frame)
+        times.append(t)
+        if len(buf) == chunk:
+            yield torch.stack(buf), tuple(times)
+            buf, times = [], []
+    if buf:
+        if len(buf) % 2:
+            buf.append(buf[-1])
+            times.append(times[-1])
+        yield torch.stack(buf), tuple(times)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the pipeline
+
+
+def _stop_ids(processor: SpatialTTTProcessor, folder: Path | None) -> list[int]:
+    """eos of the tokenizer, <|im_end|> and <|endoftext|> where the vocabulary has them, and the eos ids of a
+    generation_config.json in the model folder."""
+    ids: set[int] = set()
+    if processor.eos_token_id is not None:
+        ids.add(int(processor.eos_token_id))
+    vocab = processor.tokenizer.get_vocab()
+    for token in ("<|im_end|>", "<|endoftext|>"):
+        if token in vocab:
+            ids.add(int(vocab[token]))
+    if folder is not None and (folder / "generation_config.json").is_file():
+        try:
+            eos = json.loads((folder / "generation_config.json").read_text()).get("eos_token_id")
+        except json.JSONDecodeError:
+            eos = None
+        ids.update([eos] if isinstance(eos, int) else [i for i in eos or [] if isinstance(i, int)])
+    return sorted(ids)
+
+
+def check_compatible(model: SpatialTTTForConditionalGeneration, processor: SpatialTTTProcessor, where: str) -> None:
+    """Refuses a processor whose special-token ids, vocabulary size or patch geometry differ from the model's."""
+    cfg = model.config
+    problems = []
+    for name in ("video_token_id", "image_token_id", "vision_start_token_id", "vision_end_token_id"):
+        ours, theirs = getattr(cfg, name), getattr(processor, name)
+        if ours != theirs:
+            problems.append(f"{name}: model {ours}, processor {theirs}")
+    vocab = cfg.text_config.vocab_size
+    if len(processor.tokenizer) > vocab:
+        problems.append(f"tokenizer has {len(processor.tokenizer)} tokens, model vocabulary {vocab}")
+    vp, vc = processor.video_processor, cfg.vision_config
+    for name, theirs, ours in (
+        ("patch_size", vp.patch_size, vc.patch_size),
+        ("temporal_patch_size", vp.temporal_patch_size, vc.temporal_patch_size),
+        ("merge_size", vp.merge_size, vc.spatial_merge_size),
+    ):
+        if ours != theirs:
+            problems.append(f"{name}: model {ours}, processor {theirs}")
+    if problems:
+        raise ModelFolderError(f"{where}: the processor does not fit the checkpoint ({'; '.join(problems)})")
+
+
+class SpatialTTTPipeline:
+    """Model + processor + video settings: answers questions about videos, one-shot or streamed.
+
+    Video settings (used for files and image folders): ``fps`` / ``num_frames`` / ``max_frames`` pick frames
+    with qwen-vl-utils' rule (defaults: the released evaluation, 16 fps capped at 128 frames), ``size`` (H, W)
+    resizes them (352x480). Decoding is greedy unless ``do_sample`` is given.
+    """
+
+    def __init__(
+        self,
+        model: SpatialTTTForConditionalGeneration,
+        processor: SpatialTTTProcessor,
+        *,
+        fps: float | None = EVAL_FPS,
+        num_frames: int | None = None,
+        max_frames: int | None = EVAL_MAX_FRAMES,
+        size: tuple[int, int] | None = DEFAULT_SIZE,
+        stream_fps: float = STREAM_FPS,
+        chunk_frames: int = DEFAULT_CHUNK_FRAMES,
+        stop_token_ids: Sequence[int] | None = None,
+        source: str = "<model>",
+    ) -> None:
+        check_compatible(model, processor, source)
+        self.model = model
+        self.processor = processor
+        self.fps, self.num_frames, self.max_frames, self.size = fps, num_frames, max_frames, size
+        self.stream_fps, self.chunk_frames = stream_fps, chunk_frames
+        self.stop_token_ids = list(stop_token_ids) if stop_token_ids is not None else _stop_ids(processor, None)
+        self.source = source
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        folder: str | Path,
+        *,
+        processor: str | Path | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+        **settings: Any,
+    ) -> SpatialTTTPipeline:
+        """Load a model folder (checkpoint + processor files; or the processor from ``processor``), strictly.
+
+        Raises CheckpointError (missing folder, not a checkpoint, mis-matched tensors), ModelFolderError (the
+        processor does not fit the checkpoint) or FileNotFoundError (processor files missing), naming the folder.
+        """
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise CheckpointError(f"model folder not found: {folder}")
+        model = load_model(folder, dtype=dtype, device=device)
+        proc_dir = Path(processor) if processor is not None else folder
+        try:
+            with quiet_transformers():  # it warns about the checkpoint's config.json beside the processor files
+                proc = SpatialTTTProcessor.from_pretrained(proc_dir)
+        except FileNotFoundError as err:
+            hint = "" if processor is not None else " (put the processor files beside the checkpoint or pass a processor folder)"
+            raise ModelFolderError(f"{err}{hint}") from None
+        settings.setdefault("stop_token_ids", _stop_ids(proc, folder))
+        return cls(model, proc, source=str(folder), **settings)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # one-shot
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def read(self, video: VideoInput) -> VideoClip:
+        """A VideoClip from a video file, an image folder (1 frame per second), a list of image files or a clip."""
+        if isinstance(video, VideoClip):
+            return video
+        if isinstance(video, (str, Path)):
+            fps = None if self.num_frames is not None else self.fps
+            return read_video(video, num_frames=self.num_frames, fps=fps, max_frames=self.max_frames, size=self.size)
+        if isinstance(video, Sequence):
+            return read_images(list(video), size=self.size)
+        raise TypeError(f"video must be a path, a list of image paths or a VideoClip, got {type(video).__name__}")
+
+    def inputs(self, clip: VideoClip, prompt: str) -> dict[str, torch.Tensor]:
+        """Model inputs for one chat turn: the clip, then the prompt text (on the model's device)."""
+        return {k: v.to(self.device) for k, v in self.processor(clip, prompt).items()}
+
+    def generate(self, inputs: dict[str, torch.Tensor], *, max_new_tokens: int = 16, **sampling: Any) -> list[int]:
+        """New token ids (stop token excluded) for prepared inputs; greedy unless do_sample=True is given."""
+        prompt = inputs["input_ids"].shape[1]
+        out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, stop_token_ids=self.stop_token_ids, **sampling)
+        return self._until_stop(out[0, prompt:].tolist())
+
+    def _until_stop(self, tokens: list[int]) -> list[int]:
+        for i, token in enumerate(tokens):
+            if token in self.stop_token_ids:
+                return tokens[:i]
+        return tokens
+
+    def decode(self, tokens: Sequence[int]) -> str:
+        return self.processor.decode(list(tokens)).strip()
+
+    def run(self, video: VideoInput, prompt: str, *, max_new_tokens: int = 16, **sampling: Any) -> Answer:
+        """Read, preprocess, generate and decode, timing each step."""
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        clip = self.read(video)
+        timings["read video"] = time.perf_counter() - start
+        start = time.perf_counter()
+        inputs = self.inputs(clip, prompt)
+        timings["preprocess"] = time.perf_counter() - start
+        start = time.perf_counter()
+        tokens = self.generate(inputs, max_new_tokens=max_new_tokens, **sampling)
+        timings["generate"] = time.perf_counter() - start
+        return Answer(self.decode(tokens), tokens, int(inputs["input_ids"].shape[1]), clip.num_frames, timings)
+
+    def answer(self, video: VideoInput, prompt: str, *, max_new_tokens: int = 16, **sampling: Any) -> str:
+        """The answer to `prompt` (used as given) about a video: the evaluation's VideoQAModel.answer."""
+        return self.run(video, prompt, max_new_tokens=max_new_tokens, **sampling).text
+
+    def ask(
+        self,
+        video: VideoInput,
+        question: str,
+        options: Sequence[str] | None = None,
+        *,
+        max_new_tokens: int = 16,
+        **sampling: Any,
+    ) -> str:
+        """Answer a question with the evaluation's prompt (build_prompt: pre-prompt, options, post-prompt)."""
+        return self.answer(video, build_prompt(question, options), max_new_tokens=max_new_tokens, **sampling)
+
+    __call__ = ask
+
+    # ------------------------------------------------------------------------------------------------------------
+    # streaming
+
+    def stream(self) -> StreamSession:
+        """A fresh streaming session on this model (spatial_ttt.streaming.StreamSession)."""
+        from .streaming import StreamSession
+
+        return StreamSession(self.model, self.processor, batch_size=1)
+
+    def open_stream(self) -> VideoStream:
+        """The evaluation's StreamingQAModel.open_stream: a stream fed from video files, queried from snapshots."""
+        return VideoStream(self)
+
+
+class VideoStream:
+    """A StreamSession fed from video files (the evaluation's StreamSession protocol).
+
+    ``observe_video(path, start_s, end_s)`` samples [start_s, end_s) at the pipeline's ``stream_fps`` and feeds
+    it in batches of ``chunk_frames``; ``ask`` answers from a snapshot (memory unchanged); ``close`` drops it.
+    """
+
+    def __init__(self, pipeline: SpatialTTTPipeline, session: StreamSession | None = None) -> None:
+        self.pipeline = pipeline
+        self.session = session if session is not None else pipeline.stream()
+        self.offset = 0.0  # seconds of video fed before the current file (timestamps keep increasing)
+        self._last_t: float | None = None
+        self._file: tuple[str, float] | None = None  # (path, offset) of the file being fed
+
+    @property
+    def num_frames(self) -> int:
+        return self.session.num_frames
+
+    def observe_frames(self, frames: torch.Tensor, timestamps: Sequence[float]) -> None:
+        self.session.observe(frames, tuple(float(t) for t in timestamps))
+        self._last_t = float(timestamps[-1])
+
+    def observe_video(
+        self,
+        path: str | Path,
+        start_s: float | None = None,
+        end_s: float | None = None,
+        *,
+        on_chunk: Callable[[float], None] | None = None,
+    ) -> None:
+        """Feed [start_s, end_s) of a video file. A new file continues the stream's clock after the previous one;
+        ``on_chunk(seconds reached in this file)`` is called after each batch (for progress bars)."""
+        key = str(Path(path).resolve())
+        if self._file is None or self._file[0] != key:
+            offset = 0.0 if self._last_t is None else self._last_t + 1.0 / self.pipeline.stream_fps
+            self._file = (key, offset)
+        offset = self._file[1]
+        frames = iter_video_frames(
+            path, fps=self.pipeline.stream_fps, start_s=start_s, end_s=end_s, size=self.pipeline.size
+        )
+        for batch, times in chunk_frames(frames, self.pipeline.chunk_frames):
+            self.observe_frames(batch, [offset + t for t in times])
+            if on_chunk is not None:
+                on_chunk(times[-1])
+
+    def ask(self, prompt: str, *, max_new_tokens: int = 16, **sampling: Any) -> str:
+        """Answer `prompt` (used as given) from a snapshot of the memory; the stream is left unchanged."""
+        sampling.setdefault("do_sample", False)
+        sampling.setdefault("stop_token_ids", self.pipeline.stop_token_ids)
+        text = self.session.ask(prompt, max_new_tokens=max_new_tokens, keep=False, **sampling)
+        return text.strip()
+
+    def close(self) -> None:
+        self.session = None  # type: ignore[assignment]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# tiny model folder
+
+
+def make_tiny_model_folder(folder: str | Path, seed: int = 0, **overrides: Any) -> Path:
+    """Write a complete model folder: a tiny *untrained* Spatial-TTT checkpoint (spatial_ttt.tiny) and the tiny
+    processor (spatial_ttt.video.make_tiny_processor), whose token ids match. For tests and the demo."""
+    from .tiny import tiny_model
+    from .video import make_tiny_processor
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with quiet_transformers():
+        save_model(tiny_model(seed=seed, **overrides), folder)
+    make_tiny_processor(folder)
+    return folder
+
+
+def load_pipeline(path: str | Path) -> SpatialTTTPipeline:
+    """PATH -> pipeline with the evaluation's defaults: the loader for the lmms-eval plug-in
+    (``loader=spatial_ttt.pipeline:load_pipeline``) and for ``spatial-ttt eval``."""
+    return SpatialTTTPipeline.from_pretrained(path)
