@@ -58,10 +58,11 @@ def make_accelerator(config: TrainConfig):
             state_dict_type="SHARDED_STATE_DICT",
             cpu_ram_efficient_loading=False,
         )
-        return Accelerator(mixed_precision="no", fsdp_plugin=plugin), strategy
+        return Accelerator(mixed_precision="no", fsdp_plugin=plugin, cpu=not torch.cuda.is_available()), strategy
     # DDP / one process: bf16 through autocast (fp32 weights and optimizer states).
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
-    return Accelerator(mixed_precision="bf16" if config.bf16 else "no", kwargs_handlers=[ddp]), strategy
+    cpu = not torch.cuda.is_available()
+    return Accelerator(mixed_precision="bf16" if config.bf16 else "no", kwargs_handlers=[ddp], cpu=cpu), strategy
 
 
 def load_processor(config: TrainConfig, accelerator) -> tuple[SpatialTTTProcessor, Path]:
