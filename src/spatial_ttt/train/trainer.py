@@ -108,6 +108,18 @@ def find_checkpoint(config: TrainConfig) -> Path | None:
     return max(done, key=lambda p: int(p.name.split("-")[1])) if done else None
 
 
+@contextlib.contextmanager
+def fsdp_no_sync(model) -> Iterator[None]:
+    """FSDP2: accumulate gradients unreduced and keep parameters unsharded (no collectives) until the exit."""
+    model.set_requires_gradient_sync(False)
+    model.set_reshard_after_backward(False)
+    try:
+        yield
+    finally:
+        model.set_requires_gradient_sync(True)
+        model.set_reshard_after_backward(True)
+
+
 def to_device(pack: list[dict[str, torch.Tensor]], device: torch.device) -> list[dict[str, torch.Tensor]]:
     return [{k: v.to(device, non_blocking=True) for k, v in ex.items()} for ex in pack]
 
@@ -121,6 +133,8 @@ class Trainer:
         self.config = config
         self.accelerator, self.strategy = make_accelerator(config)
         acc = self.accelerator
+        if self.strategy == "fsdp" and not acc.is_fsdp2:
+            self.strategy = "ddp"  # accelerate runs FSDP on accelerators only; on CPU processes it uses DDP
         self.out = Path(config.output_dir)
         if acc.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -135,6 +149,9 @@ class Trainer:
         packs, dropped = make_packs(lengths, config.max_length, config.seed, config.packing)
         if not packs:
             raise ValueError("no record fits in max_length")
+        if self.strategy == "fsdp" and config.fsdp_reshard_after_forward and (config.packing or config.grad_accum > 1):
+            raise ValueError("fsdp_reshard_after_forward: true needs packing: false and grad_accum: 1 (packs of "
+                             "different sizes would all-gather a different number of times on each process)")
         self.dataset = PackDataset(records, packs, self.encoder)
         self.dropped = dropped
         self.world, self.rank = acc.num_processes, acc.process_index
@@ -176,6 +193,21 @@ class Trainer:
                 yield to_device(pack, self.accelerator.device)
             epoch, skip = epoch + 1, 0
 
+    @contextlib.contextmanager
+    def accumulating(self) -> Iterator[None]:
+        """Forward + backward of a sequence that is not the step's last: gradients accumulate locally.
+
+        Processes may hold packs of different sizes, so nothing here may issue a collective: DDP skips its
+        all-reduce (no_sync); FSDP2 skips the reduce-scatter AND keeps the parameters unsharded after backward
+        (otherwise each extra sequence would all-gather again, and processes with more sequences would wait on
+        collectives the others never join). The step's last sequence reduces the accumulated gradients."""
+        if self.strategy != "fsdp":
+            with self.accelerator.no_sync(self.model):
+                yield
+            return
+        with fsdp_no_sync(self.model):
+            yield
+
     # -- loop -------------------------------------------------------------------------------------------------
     def train(self, stop_after: int | None = None) -> list[dict[str, Any]]:
         """Runs optimizer steps until total_steps (or until ``stop_after`` steps have been done, for tests)."""
@@ -194,8 +226,9 @@ class Trainer:
                 last_micro = micro == config.grad_accum - 1
 
                 def context(last_sequence: bool) -> contextlib.AbstractContextManager:
-                    syncs = last_sequence and last_micro
-                    return contextlib.nullcontext() if syncs or self.world == 1 else acc.no_sync(self.model)
+                    if (last_sequence and last_micro) or self.world == 1:
+                        return contextlib.nullcontext()
+                    return self.accumulating()
 
                 loss, n = pack_loss(self.model, pack, backward=acc.backward, context=context, scale=1 / config.grad_accum)
                 losses.append(loss)
