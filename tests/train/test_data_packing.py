@@ -78,7 +78,7 @@ def test_packed_loss_equals_sequences_one_by_one(processor, make_config):
             out = model(input_ids=ex["input_ids"][None], mm_token_type_ids=ex["mm_token_type_ids"][None],
                         pixel_values_videos=ex["pixel_values_videos"], video_grid_thw=ex["video_grid_thw"],
                         labels=ex["labels"][None])
-            total += float(out.loss) * answer_tokens(ex)
+            total += float(out.loss.detach()) * answer_tokens(ex)
             count += answer_tokens(ex)
         assert n == count
         torch.testing.assert_close(float(loss), total / count, rtol=1e-6, atol=1e-6)
