@@ -1,0 +1,71 @@
+"""The loss of a packed sample: several sequences, fast weights / conv / attention / rope restarted at each.
+
+A pack is a list of sequences. Instead of concatenating them and teaching the model to reset at boundaries,
+each sequence runs through the model on its own (a fresh forward with no state: fast weights start from the
+parameters, the spatial conv only sees that sequence's video, attention is causal within the sequence and
+rope positions start at 0), and the token-level cross-entropies are summed and divided once by the number of
+answer tokens in the whole pack. This is exactly the loss of a packed forward with restarts at the
+boundaries, because nothing crosses a boundary in such a forward: every token's logits depend on its own
+sequence only, and the pack loss is a mean over answer tokens. It wastes no compute: there is no padding and
+no attention across sequences to mask out, each token is processed once, and with batch 1 per process (the
+released recipe) the packed forward would do the same work in one call. Backward runs per sequence (each
+part scaled by 1/N_pack), which gives the same gradient as one backward of the summed loss while holding
+only one sequence's activations at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .data import IGNORE_INDEX, Example
+
+MODEL_KEYS = ("input_ids", "mm_token_type_ids", "pixel_values_videos", "video_grid_thw")
+
+
+def answer_tokens(example: Example) -> int:
+    """Tokens that count in the loss: positions p+1 with a label, predicted from position p."""
+    return int((example["labels"][1:] != IGNORE_INDEX).sum())
+
+
+def sequence_loss_sum(model: Any, example: Example) -> Tensor:
+    """Summed cross-entropy (fp32) over one sequence's answer tokens; logits are computed only from the first
+    position that predicts an answer token onwards (with one QA turn that is the tail of the sequence)."""
+    labels = example["labels"]
+    length = labels.shape[-1]
+    targets = (labels[1:] != IGNORE_INDEX).nonzero()
+    first = int(targets[0]) if len(targets) else length - 2
+    keep = length - first
+    inputs = {k: (v.unsqueeze(0) if k in ("input_ids", "mm_token_type_ids") else v) for k, v in example.items() if k in MODEL_KEYS}
+    logits = model(**inputs, logits_to_keep=keep).logits[0]
+    return F.cross_entropy(logits[:-1].float(), labels[first + 1 :].to(logits.device), ignore_index=IGNORE_INDEX, reduction="sum")
+
+
+def pack_loss(
+    model: Any,
+    pack: list[Example],
+    backward: Callable[[Tensor], None] | None = None,
+    context: Callable[[bool], contextlib.AbstractContextManager] | None = None,
+    scale: float = 1.0,
+) -> tuple[Tensor, int]:
+    """(mean cross-entropy over all answer tokens of the pack, their number).
+
+    With ``backward``, each sequence's part (sum_i / N * scale) is back-propagated right after its forward;
+    ``context(is_last)`` wraps each forward+backward (e.g. DDP ``no_sync`` for all but the last)."""
+    total = sum(answer_tokens(ex) for ex in pack)
+    denom = max(total, 1)
+    loss = torch.zeros((), dtype=torch.float32)
+    for i, example in enumerate(pack):
+        ctx = context(i == len(pack) - 1) if context is not None else contextlib.nullcontext()
+        with ctx:
+            part = sequence_loss_sum(model, example) / denom
+            if backward is not None:
+                backward(part * scale)
+                part = part.detach()
+        loss = loss.to(part.device) + part
+    return loss, total

@@ -1,0 +1,314 @@
+"""The training loop (accelerate): one process per GPU under torchrun / accelerate launch, FSDP2 or DDP.
+
+Checkpoints (``output_dir/checkpoint-N``) are model folders that :func:`spatial_ttt.load_model` opens
+(config.json + model.safetensors, fp32, plus the processor files), with ``training_state/`` (optimizer,
+scheduler and RNG states, written by accelerate) and ``trainer_state.json`` (step, losses, settings) for resume.
+A checkpoint is written to ``.tmp-checkpoint-N`` and renamed when complete, so an interrupted save leaves none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from safetensors.torch import save_file
+from torch.utils.data import DataLoader
+
+from ..checkpoint import checkpoint_kind, convert_qwen3vl, load_model, load_state_strict, read_config, read_tensors
+from ..tiny import tiny_model
+from ..video import SpatialTTTProcessor, make_tiny_processor
+from .config import TrainConfig
+from .data import PackDataset, PackSampler, SFTEncoder, collate_pack, estimate_lengths, make_packs, read_records
+from .optim import build_optimizer, build_scheduler, configure_trainable
+from .packing import pack_loss
+
+STATE_NAME = "trainer_state.json"
+PROCESSOR_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json",
+                   "chat_template.jinja", "chat_template.json", "preprocessor_config.json", "video_preprocessor_config.json")
+
+
+def make_accelerator(config: TrainConfig):
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    strategy = config.strategy
+    if strategy == "auto":
+        strategy = "fsdp" if distributed and torch.cuda.is_available() else "ddp"
+    if strategy == "fsdp":
+        from accelerate.utils import FullyShardedDataParallelPlugin
+        from torch.distributed.fsdp import MixedPrecisionPolicy
+
+        # FSDP2 keeps fp32 (sharded) master weights and computes in bf16: the model's explicit fp32 parts (fast
+        # weights, their updates) stay fp32, as with the reference's DeepSpeed bf16. No autocast.
+        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if config.bf16 else None
+        plugin = FullyShardedDataParallelPlugin(
+            fsdp_version=2,
+            auto_wrap_policy="transformer_based_wrap",
+            transformer_cls_names_to_wrap=["DecoderLayer", "Qwen3VLVisionBlock"],
+            reshard_after_forward=config.fsdp_reshard_after_forward,
+            mixed_precision_policy=policy,
+            state_dict_type="SHARDED_STATE_DICT",
+            cpu_ram_efficient_loading=False,
+        )
+        return Accelerator(mixed_precision="no", fsdp_plugin=plugin, cpu=not torch.cuda.is_available()), strategy
+    # DDP / one process: bf16 through autocast (fp32 weights and optimizer states).
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    cpu = not torch.cuda.is_available()
+    return Accelerator(mixed_precision="bf16" if config.bf16 else "no", kwargs_handlers=[ddp], cpu=cpu), strategy
+
+
+def load_processor(config: TrainConfig, accelerator) -> tuple[SpatialTTTProcessor, Path]:
+    folder = config.processor or config.model
+    if folder == "tiny":
+        folder = Path(config.output_dir) / "processor"
+        with accelerator.main_process_first():
+            if accelerator.is_main_process or not (folder / "tokenizer.json").exists():
+                make_tiny_processor(folder)
+    kwargs = {} if config.system_prompt is None else {"system_prompt": config.system_prompt}
+    return SpatialTTTProcessor.from_pretrained(folder, **kwargs), Path(folder)
+
+
+def load_training_model(config: TrainConfig):
+    if config.model == "tiny":
+        model = tiny_model(seed=config.seed, **config.model_settings)
+    else:
+        kind = checkpoint_kind(read_config(config.model))
+        model = convert_qwen3vl(config.model, **config.model_settings) if kind == "qwen3_vl" else load_model(config.model)
+    # accelerate's FSDP2 wrapping asks for the embeddings (HF API the core model does not define yet)
+    if not _has_embedding_api(model):
+        model.get_input_embeddings = lambda: model.model.language_model.embed_tokens
+        model.get_output_embeddings = lambda: model.lm_head
+    return model.float().train()
+
+
+def _has_embedding_api(model) -> bool:
+    try:
+        return model.get_input_embeddings() is not None and model.get_output_embeddings() is not None
+    except NotImplementedError:
+        return False
+
+
+def find_checkpoint(config: TrainConfig) -> Path | None:
+    if not config.resume:
+        return None
+    if config.resume != "auto":
+        path = Path(config.resume)
+        if not (path / STATE_NAME).is_file():
+            raise FileNotFoundError(f"{path} is not a complete training checkpoint (no {STATE_NAME})")
+        return path
+    done = [p for p in Path(config.output_dir).glob("checkpoint-*") if (p / STATE_NAME).is_file()]
+    return max(done, key=lambda p: int(p.name.split("-")[1])) if done else None
+
+
+@contextlib.contextmanager
+def fsdp_no_sync(model) -> Iterator[None]:
+    """FSDP2: accumulate gradients unreduced and keep parameters unsharded (no collectives) until the exit."""
+    model.set_requires_gradient_sync(False)
+    model.set_reshard_after_backward(False)
+    try:
+        yield
+    finally:
+        model.set_requires_gradient_sync(True)
+        model.set_reshard_after_backward(True)
+
+
+def to_device(pack: list[dict[str, torch.Tensor]], device: torch.device) -> list[dict[str, torch.Tensor]]:
+    return [{k: v.to(device, non_blocking=True) for k, v in ex.items()} for ex in pack]
+
+
+class Trainer:
+    """Builds everything from a :class:`TrainConfig`; :meth:`train` runs to ``total_steps`` (or ``stop_after``)."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        from accelerate.utils import set_seed
+
+        self.config = config
+        self.accelerator, self.strategy = make_accelerator(config)
+        acc = self.accelerator
+        if self.strategy == "fsdp" and not acc.is_fsdp2:
+            self.strategy = "ddp"  # accelerate runs FSDP on accelerators only; on CPU processes it uses DDP
+        self.out = Path(config.output_dir)
+        if acc.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+        set_seed(config.seed)
+        self.processor, self.processor_dir = load_processor(config, acc)
+        self.encoder = SFTEncoder(self.processor, config)
+
+        records = read_records(config.data_path, config.data_files)
+        lengths = estimate_lengths(self.encoder, records)
+        answered = [any(t["from"] in ("gpt", "assistant") for t in r["conversations"]) for r in records]
+        lengths = [n if ok else config.max_length + 1 for n, ok in zip(lengths, answered)]
+        packs, dropped = make_packs(lengths, config.max_length, config.seed, config.packing)
+        if not packs:
+            raise ValueError("no record fits in max_length")
+        if self.strategy == "fsdp" and config.fsdp_reshard_after_forward and (config.packing or config.grad_accum > 1):
+            raise ValueError("fsdp_reshard_after_forward: true needs packing: false and grad_accum: 1 (packs of "
+                             "different sizes would all-gather a different number of times on each process)")
+        self.dataset = PackDataset(records, packs, self.encoder)
+        self.dropped = dropped
+        self.world, self.rank = acc.num_processes, acc.process_index
+        self.per_rank = math.ceil(len(packs) / self.world)  # packs each process sees per epoch
+        steps_per_epoch = max(1, self.per_rank // config.grad_accum)
+        self.total_steps = config.max_steps if config.max_steps > 0 else max(1, math.ceil(config.epochs * steps_per_epoch))
+        self.data_summary = {"records": len(records), "packs": len(packs), "dropped_too_long": len(dropped),
+                             "tokens": sum(lengths[i] for p in packs for i in p), "steps": self.total_steps}
+
+        model = load_training_model(config)
+        self.trainable = configure_trainable(model, config)
+        model.model.language_model.gradient_checkpointing = config.gradient_checkpointing
+        self.resume_from = find_checkpoint(config)
+        if self.resume_from is not None:
+            load_state_strict(model, read_tensors(self.resume_from))
+        optimizer = build_optimizer(model, config)
+        self.model, self.optimizer = acc.prepare(model, optimizer)
+        self.scheduler = build_scheduler(self.optimizer, config, self.total_steps)
+        acc.register_for_checkpointing(self.scheduler)
+        # Model weights live in the checkpoint's own safetensors (our format); accelerate keeps the rest.
+        acc.register_save_state_pre_hook(lambda models, weights, folder: weights.clear())
+        acc.register_load_state_pre_hook(lambda models, folder: models.clear())
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+        if self.resume_from is not None:
+            acc.load_state(str(self.resume_from / "training_state"))
+            state = json.loads((self.resume_from / STATE_NAME).read_text())
+            self.step, self.history = state["step"], state["history"]
+
+    # -- data -------------------------------------------------------------------------------------------------
+    def packs(self, start: int) -> Iterator[list[dict[str, torch.Tensor]]]:
+        """This process's packs from its ``start``-th onwards, epoch after epoch (reshuffled each epoch)."""
+        epoch, skip = divmod(start, self.per_rank)
+        while True:
+            sampler = PackSampler(len(self.dataset), self.config.seed, epoch, self.rank, self.world, skip)
+            loader = DataLoader(self.dataset, batch_size=1, sampler=sampler, collate_fn=collate_pack,
+                                num_workers=self.config.num_workers, pin_memory=torch.cuda.is_available())
+            for pack in loader:
+                yield to_device(pack, self.accelerator.device)
+            epoch, skip = epoch + 1, 0
+
+    @contextlib.contextmanager
+    def accumulating(self) -> Iterator[None]:
+        """Forward + backward of a sequence that is not the step's last: gradients accumulate locally.
+
+        Processes may hold packs of different sizes, so nothing here may issue a collective: DDP skips its
+        all-reduce (no_sync); FSDP2 skips the reduce-scatter AND keeps the parameters unsharded after backward
+        (otherwise each extra sequence would all-gather again, and processes with more sequences would wait on
+        collectives the others never join). The step's last sequence reduces the accumulated gradients."""
+        if self.strategy != "fsdp":
+            with self.accelerator.no_sync(self.model):
+                yield
+            return
+        with fsdp_no_sync(self.model):
+            yield
+
+    # -- loop -------------------------------------------------------------------------------------------------
+    def train(self, stop_after: int | None = None) -> list[dict[str, Any]]:
+        """Runs optimizer steps until total_steps (or until ``stop_after`` steps have been done, for tests)."""
+        acc, config = self.accelerator, self.config
+        end = self.total_steps if stop_after is None else min(self.total_steps, stop_after)
+        stream = self.packs(self.step * config.grad_accum)
+        self.model.train()
+        if acc.is_main_process:
+            acc.print(f"training {self.strategy} on {self.world} process(es): {self.data_summary}; "
+                      f"trainable {self.trainable}; from step {self.step}")
+        while self.step < end:
+            start = time.perf_counter()
+            losses, answer, tokens, sequences = [], 0, 0, 0
+            for micro in range(config.grad_accum):
+                pack = next(stream)
+                last_micro = micro == config.grad_accum - 1
+
+                def context(last_sequence: bool) -> contextlib.AbstractContextManager:
+                    if (last_sequence and last_micro) or self.world == 1:
+                        return contextlib.nullcontext()
+                    return self.accumulating()
+
+                loss, n = pack_loss(self.model, pack, backward=acc.backward, context=context, scale=1 / config.grad_accum)
+                losses.append(loss)
+                answer += n
+                tokens += sum(int(ex["input_ids"].numel()) for ex in pack)
+                sequences += len(pack)
+            grad_norm = None
+            if config.max_grad_norm and config.max_grad_norm > 0:
+                grad_norm = acc.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
+            lrs = {g["kind"]: g["lr"] for g in self.optimizer.param_groups}
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            counts = acc.reduce(torch.tensor([tokens, answer, sequences], device=acc.device, dtype=torch.float64), "sum")
+            loss = acc.reduce(torch.stack(losses).mean().detach().to(acc.device), "mean")
+            elapsed = time.perf_counter() - start
+            record = {"step": self.step, "loss": float(loss), "lr": lrs.get("llm"), "lact_lr": lrs.get("ttt"),
+                      "grad_norm": None if grad_norm is None else float(grad_norm), "tokens": int(counts[0]),
+                      "answer_tokens": int(counts[1]), "sequences": int(counts[2]), "step_s": round(elapsed, 4),
+                      "tokens_per_s": round(float(counts[0]) / elapsed, 1)}
+            self.history.append(record)
+            if acc.is_main_process:
+                with open(self.out / "log.jsonl", "a") as fh:
+                    fh.write(json.dumps(record) + "\n")
+                if self.step % config.logging_steps == 0 or self.step == end:
+                    acc.print(json.dumps(record))
+            if self.step % config.save_steps == 0 or self.step == self.total_steps:
+                self.save_checkpoint()
+        return self.history
+
+    # -- checkpoints ------------------------------------------------------------------------------------------
+    def save_checkpoint(self) -> Path:
+        acc = self.accelerator
+        final = self.out / f"checkpoint-{self.step}"
+        tmp = self.out / f".tmp-checkpoint-{self.step}"
+        if acc.is_main_process and tmp.exists():
+            shutil.rmtree(tmp)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp / "training_state"))
+        state_dict = acc.get_state_dict(self.model)  # gathers FSDP shards (all processes take part)
+        if acc.is_main_process:
+            self.write_model(state_dict, tmp)
+            state = {"step": self.step, "total_steps": self.total_steps, "history": self.history,
+                     "config": self.config.to_dict(), "world_size": self.world, "strategy": self.strategy}
+            (tmp / STATE_NAME).write_text(json.dumps(state, indent=1))
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)
+            self.prune()
+        acc.wait_for_everyone()
+        return final
+
+    def write_model(self, state_dict: dict[str, torch.Tensor], folder: Path) -> None:
+        """Our checkpoint format (what save_model writes): config.json + model.safetensors, plus the processor."""
+        model = self.accelerator.unwrap_model(self.model)
+        config = model.config
+        config.architectures = ["SpatialTTTForConditionalGeneration"]
+        config.save_pretrained(str(folder))
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+        if model.ties_embeddings:
+            tensors.pop("lm_head.weight", None)
+        save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+        for name in PROCESSOR_FILES:
+            if (self.processor_dir / name).is_file():
+                shutil.copy2(self.processor_dir / name, folder / name)
+
+    def prune(self) -> None:
+        limit = self.config.save_total_limit
+        if not limit:
+            return
+        done = sorted((p for p in self.out.glob("checkpoint-*") if (p / STATE_NAME).is_file()),
+                      key=lambda p: int(p.name.split("-")[1]))
+        for old in done[:-limit]:
+            shutil.rmtree(old)
+
+
+def train(config: TrainConfig) -> list[dict[str, Any]]:
+    """Runs a whole training job (resuming when a checkpoint is found and resume is on); returns the step log."""
+    trainer = Trainer(config)
+    history = trainer.train()
+    trainer.accelerator.end_training()
+    return history
