@@ -105,6 +105,12 @@ class SpatialTTTForConditionalGeneration(PreTrainedModel):
     def ties_embeddings(self) -> bool:
         return bool(self.config.tie_word_embeddings or getattr(self.config.text_config, "tie_word_embeddings", False))
 
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.language_model.embed_tokens
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
         if isinstance(module, TTTAttention):  # runs after its children, so the spec's init wins

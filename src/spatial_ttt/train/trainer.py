@@ -82,18 +82,7 @@ def load_training_model(config: TrainConfig):
     else:
         kind = checkpoint_kind(read_config(config.model))
         model = convert_qwen3vl(config.model, **config.model_settings) if kind == "qwen3_vl" else load_model(config.model)
-    # accelerate's FSDP2 wrapping asks for the embeddings (HF API the core model does not define yet)
-    if not _has_embedding_api(model):
-        model.get_input_embeddings = lambda: model.model.language_model.embed_tokens
-        model.get_output_embeddings = lambda: model.lm_head
     return model.float().train()
-
-
-def _has_embedding_api(model) -> bool:
-    try:
-        return model.get_input_embeddings() is not None and model.get_output_embeddings() is not None
-    except NotImplementedError:
-        return False
 
 
 def find_checkpoint(config: TrainConfig) -> Path | None:
