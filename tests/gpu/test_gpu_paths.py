@@ -44,7 +44,7 @@ def test_gpu_formulation_matches_reference_on_cpu(muon, momentum, n, chunk):
     out, w, left = fast_weight_scan_gpu(weights, q, tokens, 0, chunk, muon, compile=False)
     assert left == ref_left and out.dtype == torch.float32 and out.shape == ref_out.shape
     assert rel(out[:, :chunk], ref_out[:, :chunk]) < 1e-2  # first chunk: bf16 products only
-    tol = 1e-2 + (2 * bf16_sensitivity(weights, q, tokens, chunk, muon) if muon else 0)
+    tol = 1e-2 + (3 * bf16_sensitivity(weights, q, tokens, chunk, muon) if muon else 0)
     assert rel(out, ref_out) < tol
     for a, b in zip((w.w0, w.w1, w.w2), (ref_w.w0, ref_w.w1, ref_w.w2)):
         assert rel(a, b) < tol

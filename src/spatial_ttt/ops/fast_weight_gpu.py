@@ -115,16 +115,16 @@ def update_step(w0, w1, w2, p0, p1, p2, n0, n1, n2, k, v, lr0, lr1, lr2, mom, us
     return w0, w1, w2, p0, p1, p2
 
 
-_COMPILED: dict[str, object] = {}
+_COMPILED: dict[tuple[str, str | None], object] = {}
 
 
-def _compiled(name: str, fn):
-    """torch.compile'd version of a step (once per process); eager when disabled or off CUDA."""
+def _compiled(name: str, fn, mode: str | None):
+    """torch.compile'd version of a step (once per process and mode); eager when SPATIAL_TTT_NO_COMPILE=1."""
     if os.environ.get("SPATIAL_TTT_NO_COMPILE") == "1":
         return fn
-    if name not in _COMPILED:
-        _COMPILED[name] = torch.compile(fn, fullgraph=True, dynamic=False)
-    return _COMPILED[name]
+    if (name, mode) not in _COMPILED:
+        _COMPILED[name, mode] = torch.compile(fn, fullgraph=True, dynamic=False, mode=mode)
+    return _COMPILED[name, mode]
 
 
 def fast_weight_scan_gpu(
@@ -142,12 +142,32 @@ def fast_weight_scan_gpu(
     """
     if compile is None:
         compile = q.is_cuda
-    use = (lambda name, fn: _compiled(name, fn)) if compile else (lambda name, fn: fn)
-    fused, apply_only, update_only = (
-        use("apply_update", apply_update_step),
-        use("apply", apply_step),
-        use("update", update_step),
+    # One chunk is ~0.1-0.3 ms of GPU work at the released shapes, so launch overhead matters: without autograd
+    # the compiled step is replayed as a CUDA graph ("reduce-overhead"); outputs are copied out of the graph's
+    # buffers before the next replay. With autograd (training) the plain compiled step is used.
+    training = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (q, *tokens, weights.w0, weights.w1, weights.w2)
     )
+    graphs = compile and not training and q.is_cuda and os.environ.get("SPATIAL_TTT_CUDAGRAPHS", "1") == "1"
+    mode = "reduce-overhead" if graphs else None
+    use = (lambda name, fn: _compiled(name, fn, mode)) if compile else (lambda name, fn: fn)
+    if graphs:
+        def _fresh(fn):
+            def call(*a):
+                torch.compiler.cudagraph_mark_step_begin()
+                res = fn(*a)
+                return tuple(r.clone() for r in res) if isinstance(res, tuple) else res.clone()
+            return call
+    else:
+        def _fresh(fn):
+            return fn
+    fused, apply_only, update_only = (
+        _fresh(use("apply_update", apply_update_step)),
+        apply_step,  # variable-length query runs (a call's last chunk): eager, so no compile per length
+        _fresh(use("update", update_step)),
+    )
+    # contiguous chunk inputs: fixed strides, so the compiled step does not recompile per sequence length
+    cc = (lambda t: None if t is None else t.contiguous()) if compile else (lambda t: t)
     bf = torch.bfloat16
     total = tokens.length
     qb = q.to(bf)
@@ -164,22 +184,22 @@ def fast_weight_scan_gpu(
         q_start, q_end = max(start - num_pending, 0), end - num_pending
         last = end - start < chunk_size or end == total
         if not last:
-            rates = (tokens.lr0[:, start:end], tokens.lr1[:, start:end], tokens.lr2[:, start:end])
-            mom = tokens.momentum[:, start:end] if has_mom else None
+            rates = (cc(tokens.lr0[:, start:end]), cc(tokens.lr1[:, start:end]), cc(tokens.lr2[:, start:end]))
+            mom = cc(tokens.momentum[:, start:end]) if has_mom else None
             args = (*w, *prev, *weights.norms)
             if q_end - q_start == end - start:
-                res = fused(*args, qb[:, q_start:q_end], kb[:, start:end], vb[:, start:end], *rates, mom, use_muon)
+                res = fused(*args, cc(qb[:, q_start:q_end]), cc(kb[:, start:end]), cc(vb[:, start:end]), *rates, mom, use_muon)
                 out[:, q_start:q_end] = res[0]
                 res = res[1:]
             else:
                 if q_end > q_start:
-                    out[:, q_start:q_end] = apply_only(*w, qb[:, q_start:q_end])
-                res = update_only(*args, kb[:, start:end], vb[:, start:end], *rates, mom, use_muon)
+                    out[:, q_start:q_end] = apply_only(*w, cc(qb[:, q_start:q_end]))
+                res = update_only(*args, cc(kb[:, start:end]), cc(vb[:, start:end]), *rates, mom, use_muon)
             w, prev = res[:3], res[3:]
             start = end
             continue
         if q_end > q_start:
-            out[:, q_start:q_end] = apply_only(*w, qb[:, q_start:q_end])
+            out[:, q_start:q_end] = apply_only(*w, qb[:, q_start:q_end])  # last chunk: apply only
         new_weights = FastWeights(*w, weights.norms, _momentum_out(weights, prev, has_mom, start, num_pending))
         return out, new_weights, end - start
     return q.new_zeros(q.shape), weights, num_pending
