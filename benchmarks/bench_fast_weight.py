@@ -110,7 +110,7 @@ def main() -> None:
         "reference_tf32": None,
         "gpu_eager_bf16": lambda: fast_weight_scan_gpu(*build(leaves, lrs, mom), 0, C, True, compile=False),
         "gpu_compiled_bf16": None,  # compiled step, no CUDA graphs
-        "gpu_compiled_cudagraphs": lambda: fast_weight_scan_gpu(*build(leaves, lrs, mom), 0, C, True),
+        "gpu_compiled_chunk_graph": lambda: fast_weight_scan_gpu(*build(leaves, lrs, mom), 0, C, True),
     }
     import os
     with torch.no_grad():

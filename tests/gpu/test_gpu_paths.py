@@ -6,7 +6,7 @@ import torch
 from spatial_ttt.layers.attention import causal_window_mask
 from spatial_ttt.ops import FastWeights, TokenStream, fast_weight_scan, use_gpu_path
 from spatial_ttt.ops import fast_weight as reference
-from spatial_ttt.ops.fast_weight_gpu import fast_weight_scan_gpu, scan_flops
+from spatial_ttt.ops.fast_weight_gpu import _scan_graphed, fast_weight_scan_gpu, scan_flops
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -114,3 +114,18 @@ def test_gpu_scan_matches_reference_on_cuda():
     out, _, _ = fast_weight_scan_gpu(gw, q.cuda(), TokenStream(*(to(t) for t in tokens)), 0, 64, True)
     ref, _, _ = reference.fast_weight_scan(weights, q, tokens, 0, 64, True)
     assert rel(out.cpu(), ref) < 1e-2 + 2 * bf16_sensitivity(weights, q, tokens, 64, True)
+
+
+@pytest.mark.parametrize("momentum", [False, True])
+@pytest.mark.parametrize("pending,n", [(0, 100), (0, 96), (5, 100), (5, 20), (0, 3)])
+def test_graphed_scan_logic_on_cpu(momentum, pending, n):
+    """The CUDA-graph scan's chunk bookkeeping (static buffers, pending rows), run eagerly on CPU."""
+    weights, q, tokens = random_inputs(n=n, momentum=momentum)
+    q = q[:, pending:]
+    out, w, left = _scan_graphed(weights, q, tokens, pending, 24, True)
+    ref_out, ref_w, ref_left = fast_weight_scan_gpu(weights, q, tokens, pending, 24, True, compile=False)
+    assert left == ref_left
+    assert rel(out, ref_out) < 1e-5
+    for a, b in zip(w[:3], ref_w[:3]):
+        assert rel(a, b) < 1e-5
+    assert (w.momentum is None) == (ref_w.momentum is None)
