@@ -166,6 +166,33 @@ def main() -> None:
     except Exception as error:
         bwd["grad_error"] = repr(error)[:500]
     result["forward_backward"] = bwd
+
+    # ---- the other GPU paths of the model: conv stencil and flex/flash attention vs their CPU-path formulas --
+    from spatial_ttt.layers.attention import causal_window_mask
+    from spatial_ttt.layers.spatial_conv import VideoSpan, make_conv
+    from spatial_ttt.ops.attention_gpu import causal_attention
+    from spatial_ttt.ops.spatial_conv_gpu import conv_video_tokens_gpu
+
+    other = {}
+    with torch.no_grad():
+        conv = make_conv(2048).cuda().bfloat16()
+        conv.weight.normal_()
+        x = torch.randn(1, 10 + 16 * 165, 2048, device="cuda", dtype=torch.bfloat16)
+        video = VideoSpan(0, torch.arange(10, 10 + 16 * 165, device="cuda"), (16, 11, 15))
+        mine = conv_video_tokens_gpu(x, conv.weight, [video])
+        vol = x[0, 10:].transpose(0, 1).reshape(1, 2048, 16, 11, 15).float()
+        ref = conv.float()(vol).reshape(2048, -1).transpose(0, 1)
+        other["conv_rel_err_vs_fp32_conv3d"] = rel(mine[0, 10:], ref)
+        for name, (lq, lk, qs, ks, win) in {"swa_prefill": (6000, 6000, 0, 0, 2648), "swa_cached": (3000, 5648, 9000, 6352, 2648),
+                                            "causal_prefill": (6000, 6000, 0, 0, None), "causal_cached": (3000, 12000, 9000, 0, None)}.items():
+            q = torch.randn(1, 16, lq, 128, device="cuda", dtype=torch.bfloat16)
+            k, v = (torch.randn(1, 8, lk, 128, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+            out = causal_attention(q, k, v, qs, ks, win)
+            mask = causal_window_mask(qs, lq, ks, lk, win, "cuda")
+            ref = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask, enable_gqa=True)
+            other[f"attention_{name}_rel_err"] = rel(out, ref)
+    print(other, flush=True)
+    result["other_gpu_paths"] = other
     write_json(args.out, result)
     f = result["forward"]
     print("\nSUMMARY fast-weight operator (4 heads, d 512, chunk 2648, Muon+momentum)")

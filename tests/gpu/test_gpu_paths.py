@@ -129,3 +129,22 @@ def test_graphed_scan_logic_on_cpu(momentum, pending, n):
     for a, b in zip(w[:3], ref_w[:3]):
         assert rel(a, b) < 1e-5
     assert (w.momentum is None) == (ref_w.momentum is None)
+
+
+@pytest.mark.parametrize("grid", [(3, 4, 5), (1, 2, 2), (4, 1, 3)])
+def test_spatial_conv_gpu_formulation_matches_module(grid):
+    from spatial_ttt.layers.spatial_conv import VideoSpan, make_conv
+    from spatial_ttt.ops.spatial_conv_gpu import conv_video_tokens_gpu
+
+    t, h, w = grid
+    conv = make_conv(8)
+    with torch.no_grad():
+        conv.weight.normal_()
+    x = torch.randn(2, 7 + t * h * w + 5, 8)
+    videos = [VideoSpan(1, torch.arange(7, 7 + t * h * w), grid), VideoSpan(0, torch.arange(3, 3 + t * h * w), grid)]
+    from spatial_ttt.layers import spatial_conv
+
+    with torch.no_grad():
+        ref = spatial_conv.conv_video_tokens(x, conv, videos)  # CPU: module path
+        out = conv_video_tokens_gpu(x, conv.weight, videos, compile=False)
+    assert torch.allclose(out, ref, atol=1e-5)

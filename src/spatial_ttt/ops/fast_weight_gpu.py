@@ -37,7 +37,8 @@ def _ns5_batched(g: Tensor) -> Tensor:
         x = x.transpose(-1, -2)
     x = x / (x.float().norm(dim=(-2, -1), keepdim=True) + 1e-7).bfloat16()
     for a, b, c in NS_COEFFICIENTS:
-        gram = x @ x.transpose(-1, -2)
+        # explicit transposed copy: cuBLAS ran batched x @ x^T (bf16, [12, 512, 512]) ~7x slower than x @ y
+        gram = x @ x.transpose(-1, -2).contiguous()
         x = a * x + (b * gram + c * gram @ gram) @ x
     if transposed:
         x = x.transpose(-1, -2)
