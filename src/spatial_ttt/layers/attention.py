@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLTextRMSNorm
 
+from ..ops.attention_gpu import causal_attention
 from ..state import KVCache
 from .rope import apply_rope
 
@@ -63,8 +64,10 @@ class Attention(nn.Module):
         k_start = start
         if cache is not None:
             k, v, k_start = cache.append(k, v)
-        mask = causal_window_mask(start, q.shape[2], k_start, k.shape[2], window, q.device)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+        out = causal_attention(q, k, v, start, k_start, window) if q.is_cuda else None  # flash / flex on GPU
+        if out is None:
+            mask = causal_window_mask(start, q.shape[2], k_start, k.shape[2], window, q.device)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
         return out.transpose(1, 2).flatten(2)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | None, start: int) -> Tensor:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..ops.spatial_conv_gpu import conv_video_tokens_gpu
+
 
 @dataclass(frozen=True)
 class VideoSpan:
@@ -32,6 +34,8 @@ def conv_video_tokens(x: Tensor, conv: nn.Conv3d, videos: list[VideoSpan]) -> Te
     """Applies ``conv`` to every video's tokens of x [B, S, C] as a [C, t, h, w] volume."""
     if not videos:
         return x
+    if x.is_cuda:  # fused channels-last stencil (ops/spatial_conv_gpu.py)
+        return conv_video_tokens_gpu(x, conv.weight, videos)
     out = x.clone()
     for video in videos:
         t, h, w = video.grid

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLTextRMSNorm
 
-from ..ops.fast_weight import FastWeights, TokenStream, fast_weight_scan, fast_weight_update, swiglu_apply
+from ..ops import FastWeights, TokenStream, fast_weight_scan, fast_weight_update, swiglu_apply
 from ..state import LayerState, TTTState
 from .attention import Attention
 from .rope import apply_partial_rope

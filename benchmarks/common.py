@@ -1,0 +1,79 @@
+"""Shared helpers of the GPU benchmarks: environment report, timing, the measured bf16 matmul peak."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import time
+
+import torch
+
+
+def environment() -> dict:
+    import transformers
+
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    props = torch.cuda.get_device_properties(0)
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "gpu": props.name,
+        "sms": props.multi_processor_count,
+        "gpu_memory_gib": round(props.total_memory / 2**30, 1),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "triton": triton_version,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def cuda_time(fn, warmup: int = 1, repeat: int = 3) -> list[float]:
+    """Seconds per call of fn (synchronised wall clock around each call, after warm-up calls)."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def median(values: list[float]) -> float:
+    values = sorted(values)
+    return values[len(values) // 2]
+
+
+def matmul_peak(n: int = 8192, repeat: int = 20) -> float:
+    """Measured bf16 dense matmul rate (TFLOP/s) on random data: the ceiling used for every percentage."""
+    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    rates = []
+    for _ in range(repeat):
+        start.record()
+        a @ b
+        end.record()
+        end.synchronize()
+        rates.append(2 * n**3 / (start.elapsed_time(end) / 1e3) / 1e12)
+    del a, b
+    return median(rates)
+
+
+def write_json(path: str | None, payload: dict) -> None:
+    if path:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(payload, f, indent=2)

@@ -1,0 +1,86 @@
+"""Causal (optionally sliding-window) attention on the GPU without masks built in Python.
+
+Why: the CPU path builds a boolean [q_len, k_len] mask and hands it to SDPA, which at 86k tokens is a 7.5 GB
+mask and forces SDPA off its flash kernel. Here, on CUDA:
+
+* square causal prefill with no effective window -> SDPA ``is_causal=True`` (flash kernel, GQA native);
+* anything else (a sliding window, or queries that follow a KV cache) -> ``flex_attention`` with a block mask
+  built directly from the band's geometry: for each 128x128 tile, whether it is empty, partially or fully
+  inside ``k_abs <= q_abs`` and ``k_abs > q_abs - window``. Work scales with the band, not with q_len * k_len;
+* tiny problems (decode, short prompts) keep the boolean mask (cheaper than a compiled kernel launch).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+BLOCK = 128
+SMALL = 1 << 20  # q_len * k_len under which the boolean-mask SDPA path is used
+
+_flex = None
+
+
+def _flex_attention():
+    global _flex
+    if _flex is None:
+        from torch.nn.attention.flex_attention import flex_attention
+
+        _flex = torch.compile(flex_attention)
+    return _flex
+
+
+def band_block_mask(q_len: int, k_len: int, q_start: int, k_start: int, window: int | None, device, block: int = BLOCK):
+    """flex_attention BlockMask for: query at absolute index q_start+i sees key k_start+j iff
+    k_start+j <= q_start+i and (window is None or k_start+j > q_start+i-window)."""
+    from torch.nn.attention.flex_attention import BlockMask
+
+    win = window if window is not None else q_start + q_len + k_len + 1
+    nq, nk = -(-q_len // block), -(-k_len // block)
+    qi = torch.arange(nq, device=device)
+    ki = torch.arange(nk, device=device)
+    q_lo = qi * block + q_start
+    q_hi = torch.clamp((qi + 1) * block, max=q_len) - 1 + q_start
+    k_lo = ki * block + k_start
+    k_hi = torch.clamp((ki + 1) * block, max=k_len) - 1 + k_start
+    lo = k_lo[None, :] - q_hi[:, None]  # min over the tile of (k_abs - q_abs)
+    hi = k_hi[None, :] - q_lo[:, None]  # max
+    touched = (lo <= 0) & (hi > -win)
+    full = (hi <= 0) & (lo > -win)
+    if q_len % block:  # ragged edge tiles are left to the mask function
+        full[-1, :] = False
+    if k_len % block:
+        full[:, -1] = False
+    partial = touched & ~full
+
+    def indices(sel: Tensor) -> tuple[Tensor, Tensor]:
+        count = sel.sum(-1).to(torch.int32)
+        order = torch.argsort(sel.to(torch.int8), dim=-1, descending=True, stable=True).to(torch.int32)
+        return count[None, None], order[None, None]
+
+    offsets = torch.tensor([q_start, k_start, win], device=device)
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        q_abs = q_idx + offsets[0]
+        k_abs = kv_idx + offsets[1]
+        return (k_abs <= q_abs) & (k_abs > q_abs - offsets[2])
+
+    kv_num, kv_idx = indices(partial)
+    full_num, full_idx = indices(full)
+    return BlockMask.from_kv_blocks(
+        kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=block, mask_mod=mask_mod, seq_lengths=(q_len, k_len)
+    )
+
+
+def causal_attention(q: Tensor, k: Tensor, v: Tensor, q_start: int, k_start: int, window: int | None) -> Tensor | None:
+    """Attention of q [B, H, Lq, hd] over k, v [B, H_kv, Lk, hd] (absolute starts q_start, k_start).
+    Returns None where the caller's boolean-mask path should be used (small problems)."""
+    q_len, k_len = q.shape[2], k.shape[2]
+    if q_len * k_len <= SMALL:
+        return None
+    no_window = window is None or window >= q_start + q_len - k_start
+    if no_window and q_len == k_len and q_start == k_start:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+    mask = band_block_mask(q_len, k_len, q_start, k_start, window, q.device)
+    return _flex_attention()(q, k, v, block_mask=mask, enable_gqa=q.shape[1] != k.shape[1])
