@@ -136,3 +136,16 @@ def test_converted_qwen3vl_reproduces_qwen3vl_at_init(tmp_path, tie):
 def test_convert_refuses_non_qwen3vl(golden_dir):
     with pytest.raises(CheckpointError, match="expected 'qwen3_vl'"):
         convert_qwen3vl(golden_dir / "muon_off")
+
+
+def test_vision_tower_in_pieces_gives_the_same_features():
+    model = tiny_model()
+    inputs = video_prompt(frames_groups=5, grid_hw=4)
+    with torch.no_grad():
+        whole, whole_deep = model.encode_visual(inputs["pixel_values_videos"], inputs["video_grid_thw"], groups_per_call=64)
+        split, split_deep = model.encode_visual(inputs["pixel_values_videos"], inputs["video_grid_thw"], groups_per_call=2)
+    torch.testing.assert_close(split, whole, atol=1e-6, rtol=0)
+    for a, b in zip(split_deep, whole_deep):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="describes 80 patches but 79 pixel rows"):
+        model.encode_visual(inputs["pixel_values_videos"][:-1], inputs["video_grid_thw"])

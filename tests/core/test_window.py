@@ -70,3 +70,13 @@ def test_short_window_changes_logits_exactly_from_position_w():
         a, b = full(**inputs).logits, short(**inputs).logits
     torch.testing.assert_close(a[:, :9], b[:, :9], atol=1e-5, rtol=0)
     assert (a[:, 9:] - b[:, 9:]).abs().amax(-1).min() > 1e-4, "every position past W must feel the window"
+
+
+def test_blocked_masked_attention_equals_one_block():
+    from spatial_ttt.layers.attention import masked_attention
+
+    q, k, v = torch.randn(1, 4, 50, 16), torch.randn(1, 2, 60, 16), torch.randn(1, 2, 60, 16)
+    for window in (None, 7):  # 10 cached keys before the 50 queries
+        whole = masked_attention(q, k, v, q_start=10, k_start=0, window=window, block=4096)
+        blocked = masked_attention(q, k, v, q_start=10, k_start=0, window=window, block=6)
+        torch.testing.assert_close(blocked, whole, atol=1e-6, rtol=0)

@@ -22,6 +22,23 @@ def causal_window_mask(q_start: int, q_len: int, k_start: int, k_len: int, windo
     return mask
 
 
+def masked_attention(
+    q: Tensor, k: Tensor, v: Tensor, q_start: int, k_start: int, window: int | None, block: int = 2048
+) -> Tensor:
+    """SDPA with an explicit mask, one block of queries at a time against only the keys it can see, so memory
+    stays O(block * (window or sequence)) instead of O(sequence^2) on long prompts (the CPU path)."""
+    outputs = []
+    for q0 in range(0, q.shape[2], block):
+        q1 = min(q0 + block, q.shape[2])
+        first = q_start + q0  # absolute index of the block's first query
+        lo = k_start if window is None else max(k_start, first - window + 1)
+        hi = q_start + q1  # keys after the block's last query are never visible
+        keys, values = k[:, :, lo - k_start : hi - k_start], v[:, :, lo - k_start : hi - k_start]
+        mask = causal_window_mask(first, q1 - q0, lo, keys.shape[2], window, q.device)
+        outputs.append(F.scaled_dot_product_attention(q[:, :, q0:q1], keys, values, attn_mask=mask, enable_gqa=True))
+    return torch.cat(outputs, dim=2)
+
+
 class Attention(nn.Module):
     """Grouped-query attention with per-head q/k RMSNorm and 3D rope; parameter names as in Qwen3-VL."""
 
@@ -66,8 +83,7 @@ class Attention(nn.Module):
             k, v, k_start = cache.append(k, v)
         out = causal_attention(q, k, v, start, k_start, window) if q.is_cuda else None  # flash / flex on GPU
         if out is None:
-            mask = causal_window_mask(start, q.shape[2], k_start, k.shape[2], window, q.device)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+            out = masked_attention(q, k, v, start, k_start, window)
         return out.transpose(1, 2).flatten(2)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | None, start: int) -> Tensor:

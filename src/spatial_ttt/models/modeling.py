@@ -155,6 +155,27 @@ class SpatialTTTForConditionalGeneration(PreTrainedModel):
         types[input_ids == self.config.video_token_id] = 2
         return types
 
+    def encode_visual(self, pixels: Tensor, grid_thw: Tensor, groups_per_call: int = 64) -> tuple[Tensor, list[Tensor]]:
+        """Merged visual features and deepstack features, computing at most ``groups_per_call`` temporal groups per
+        call of the vision tower: it attends only within a temporal group, so the pieces give the same features
+        while its activation memory stays bounded on long videos."""
+        pieces, row = [], 0
+        for t, h, w in grid_thw.tolist():
+            for first in range(0, t, groups_per_call):
+                count = min(groups_per_call, t - first)
+                pieces.append((row, row + count * h * w, [count, h, w]))
+                row += count * h * w
+        if row != pixels.shape[0]:
+            raise ValueError(f"grid_thw describes {row} patches but {pixels.shape[0]} pixel rows were given")
+        features, deepstack = [], []
+        for start, end, grid in pieces:
+            out = self.model.visual(
+                pixels[start:end].to(self.model.visual.dtype), grid_thw=torch.tensor([grid], device=pixels.device)
+            )
+            features.append(out.pooler_output)
+            deepstack.append(out.deepstack_features)
+        return torch.cat(features), [torch.cat(level) for level in zip(*deepstack)]
+
     def embed(
         self,
         input_ids: Tensor,
@@ -178,15 +199,15 @@ class SpatialTTTForConditionalGeneration(PreTrainedModel):
                 continue
             if grid is None:
                 raise ValueError(f"{name} pixels given without {name}_grid_thw")
-            out = self.model.visual(pixels.to(self.model.visual.dtype), grid_thw=grid)
-            features = out.pooler_output.to(embeds.dtype)
+            features, deepstack_features = self.encode_visual(pixels, grid)
+            features = features.to(embeds.dtype)
             if features.shape[0] != int(mask.sum()):
                 raise ValueError(
                     f"{name} features and placeholder tokens do not match: {features.shape[0]} features, "
                     f"{int(mask.sum())} tokens"
                 )
             embeds = embeds.masked_scatter(mask.unsqueeze(-1), features)
-            encoded[kind] = (mask, out.deepstack_features)
+            encoded[kind] = (mask, deepstack_features)
         if encoded:
             visual_mask = mm_token_type_ids > 0
             for level in range(len(self.config.vision_config.deepstack_visual_indexes)):
