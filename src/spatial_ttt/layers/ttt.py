@@ -77,9 +77,10 @@ def branch_epilogue(
     (gate_logits [B, S, nh]), heads merged: [B, S, nh*d] in ``dtype``."""
     batch, length = gate_logits.shape[:2]
     out = out.view(batch, nh, length, -1)
-    normed = out.to(torch.float32)
-    normed = normed * torch.rsqrt(normed.pow(2).mean(-1, keepdim=True) + eps)
-    out = (norm_weight * normed.to(out.dtype)).transpose(1, 2)
+    input_dtype = out.dtype
+    out = out.to(torch.float32)  # (reassigned as it goes: no [S, nh*d] intermediate outlives its use)
+    out = out * torch.rsqrt(out.pow(2).mean(-1, keepdim=True) + eps)
+    out = (norm_weight * out.to(input_dtype)).transpose(1, 2)
     gate = F.silu(gate_logits).float().unsqueeze(-1)  # [B, S, nh, 1]
     return (out * gate).flatten(2).to(dtype)
 
@@ -237,10 +238,11 @@ class TTTAttention(nn.Module):
         q, *rows = prologue(
             qf, kf, vf, cos, sin, lr_logits, momentum, self.nh, self.lr_offset, not cfg.no_v_silu, not cfg.ttt_nope
         )
+        gate_logits = self.ttt_scale_proj(x)
         out = self.memorise(q, TokenStream(*rows), state, decoding, batch)
+        del q, rows  # the operator's inputs are not needed past it
         epilogue = dispatch(branch_epilogue, x)
-        norm = self.ttt_norm
-        return epilogue(out, norm.weight, norm.variance_epsilon, self.ttt_scale_proj(x), self.nh, x.dtype)
+        return epilogue(out, self.ttt_norm.weight, self.ttt_norm.variance_epsilon, gate_logits, self.nh, x.dtype)
 
     def memorise(self, q: Tensor, tokens: TokenStream, state: TTTState | None, decoding: bool, batch: int) -> Tensor:
         """Answers every query from the fast weights and updates them, keeping ``state`` current."""
