@@ -5,6 +5,8 @@
 Cases, each at 352x480 frames (165 LLM tokens per 2-frame temporal group, plus 5 timestamp tokens and
 vision_start / vision_end around each group, 10 prompt tokens before and 20 after):
   ttt        Spatial-TTT in this library (21 TTT layers, 7 full-attention anchors), one prefill call;
+  ttt_eager  the same with the TTT branch's elementwise stages run eagerly (SPATIAL_TTT_BRANCH=eager): the A/B
+             of the fused (compiled) pre/post processing, in the same process;
   full_hf    the same architecture as plain Qwen3-VL: transformers' Qwen3VLForConditionalGeneration text model
              (SDPA attention), same positions and deepstack inputs;
   stream     Spatial-TTT ingesting the same video in pieces of --piece-frames frames (state carried), then the
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import sys
 import time
 import types
@@ -114,6 +117,18 @@ def run_ttt(model, frames: int, repeat: int) -> dict:
             return model(input_ids=ids, pixel_values_videos=dummy, video_grid_thw=grid, logits_to_keep=1).logits
 
     return {"tokens": ids.shape[1], **measure(fn, repeat)}
+
+
+def run_ttt_eager_branch(model, frames: int, repeat: int) -> dict:
+    previous = os.environ.get("SPATIAL_TTT_BRANCH")
+    os.environ["SPATIAL_TTT_BRANCH"] = "eager"
+    try:
+        return run_ttt(model, frames, repeat)
+    finally:
+        if previous is None:
+            os.environ.pop("SPATIAL_TTT_BRANCH")
+        else:
+            os.environ["SPATIAL_TTT_BRANCH"] = previous
 
 
 def run_stream(model, frames: int, piece_frames: int, repeat: int) -> dict:
@@ -222,7 +237,7 @@ def main() -> None:
         results["runs"].append(r)
         write_json(args.out, results)
 
-    ours = [c for c in args.cases if c in ("ttt", "stream", "vision")]
+    ours = [c for c in args.cases if c in ("ttt", "ttt_eager", "stream", "vision")]
     if ours:
         torch.set_default_dtype(torch.bfloat16)
         with torch.device("cuda"):
@@ -232,6 +247,8 @@ def main() -> None:
         for frames in args.frames:
             if "ttt" in args.cases:
                 record("ttt", frames, lambda: run_ttt(model, frames, args.repeat))
+            if "ttt_eager" in args.cases:
+                record("ttt_eager", frames, lambda: run_ttt_eager_branch(model, frames, args.repeat))
             if "stream" in args.cases:
                 record("stream", frames, lambda: run_stream(model, frames, args.piece_frames, args.repeat))
             if "vision" in args.cases:

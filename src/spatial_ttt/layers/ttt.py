@@ -11,10 +11,78 @@ from torch import Tensor, nn
 from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLTextRMSNorm
 
 from ..ops import FastWeights, TokenStream, fast_weight_scan, fast_weight_update, swiglu_apply
+from ..ops.ttt_branch_gpu import dispatch
 from ..state import LayerState, TTTState
 from .attention import Attention
 from .rope import apply_partial_rope
 from .spatial_conv import VideoSpan, conv_video_tokens, init_identity, make_conv
+
+
+# The elementwise math of the fast-weight branch, as plain functions of tensors: CPU runs them as they are, CUDA
+# through their torch.compile'd wrappers (ops/ttt_branch_gpu.py), so there is one copy of the math.
+
+
+def fast_weight_inputs(
+    q: Tensor, k: Tensor, v: Tensor, q_scale: Tensor, q_offset: Tensor, k_scale: Tensor, k_offset: Tensor, group: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The fast-weight branch's q/k/v [B, S, H*hd] from the attention's q [B, S, H, hd] and k/v [B, S, H_kv, hd]:
+    per-channel scale + offset of q and k, KV heads repeated to the query heads."""
+    qf = q.flatten(2) * q_scale + q_offset
+    kf = k.repeat_interleave(group, dim=2).flatten(2) * k_scale + k_offset
+    vf = v.repeat_interleave(group, dim=2).flatten(2)
+    return qf, kf, vf
+
+
+def branch_prologue(
+    qf: Tensor,
+    kf: Tensor,
+    vf: Tensor,
+    cos: Tensor,
+    sin: Tensor,
+    lr_logits: Tensor,
+    momentum: Tensor | None,
+    nh: int,
+    lr_offset: float,
+    v_silu: bool,
+    rope: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | None]:
+    """q/k/v [B, S, nh*d] (after the conv), lr_proj(x) [B, S, 3*nh], momentum_proj(x) [B, S, nh] or None ->
+    the operator's fp32 rows: q, k, v [B*nh, S, d], lr0/lr1/lr2 and momentum [B*nh, S, 1]."""
+    batch, length, width = qf.shape
+    d = width // nh
+    qf, kf, vf = [t.view(batch, length, nh, d).transpose(1, 2) for t in (qf, kf, vf)]
+    qf, kf = F.silu(qf), F.silu(kf)
+    if v_silu:
+        vf = F.silu(vf)
+    qf = qf / (qf.norm(dim=-1, keepdim=True) + 1e-5)
+    kf = kf / (kf.norm(dim=-1, keepdim=True) + 1e-5)
+    if rope:
+        qf, kf = apply_partial_rope(qf, cos, sin), apply_partial_rope(kf, cos, sin)
+
+    def per_head(t: Tensor) -> Tensor:  # [B, S, nh, c] -> [B*nh, S, c]
+        return t.transpose(1, 2).reshape(batch * nh, length, -1)
+
+    rates = F.softplus(lr_logits.float() + lr_offset).view(batch, length, nh, 3)
+    lr0, lr1, lr2 = [per_head(rates[..., j : j + 1]) for j in range(3)]
+    if momentum is not None:
+        momentum = per_head(momentum.float().view(batch, length, nh, 1))
+    qf, kf, vf = [t.reshape(batch * nh, length, d).float() for t in (qf, kf, vf)]
+    return qf, kf, vf, lr0, lr1, lr2, momentum
+
+
+def branch_epilogue(
+    out: Tensor, norm_weight: Tensor, eps: float, gate_logits: Tensor, nh: int, dtype: torch.dtype
+) -> Tensor:
+    """Operator output [B*nh, S, d] -> ttt_norm (the Qwen3-VL RMSNorm), times silu(ttt_scale_proj(x)) per head
+    (gate_logits [B, S, nh]), heads merged: [B, S, nh*d] in ``dtype``."""
+    batch, length = gate_logits.shape[:2]
+    out = out.view(batch, nh, length, -1)
+    input_dtype = out.dtype
+    out = out.to(torch.float32)  # (reassigned as it goes: no [S, nh*d] intermediate outlives its use)
+    out = out * torch.rsqrt(out.pow(2).mean(-1, keepdim=True) + eps)
+    out = (norm_weight * out.to(input_dtype)).transpose(1, 2)
+    gate = F.silu(gate_logits).float().unsqueeze(-1)  # [B, S, nh, 1]
+    return (out * gate).flatten(2).to(dtype)
 
 
 class Projected(NamedTuple):
@@ -114,9 +182,8 @@ class TTTAttention(nn.Module):
         """Attention q/k/v and the fast-weight branch's q/k/v before the spatial conv."""
         q, k, v = self.attn_layer.project(x)
         group = self.num_heads // self.num_kv_heads
-        qf = q.flatten(2) * self.q_scale + self.q_offset
-        kf = k.repeat_interleave(group, dim=2).flatten(2) * self.k_scale + self.k_offset
-        vf = v.repeat_interleave(group, dim=2).flatten(2)
+        expand = dispatch(fast_weight_inputs, x)  # CUDA: the same function, torch.compile'd (fused)
+        qf, kf, vf = expand(q, k, v, self.q_scale, self.q_offset, self.k_scale, self.k_offset, group)
         return Projected(q, k, v, qf, kf, vf)
 
     def forward(
@@ -160,31 +227,22 @@ class TTTAttention(nn.Module):
         state: TTTState | None,
         decoding: bool,
     ) -> Tensor:
-        batch, length, _ = x.shape
-        qf, kf, vf = (t.view(batch, length, self.nh, self.d).transpose(1, 2) for t in (qf, kf, vf))
-        qf, kf = F.silu(qf), F.silu(kf)
-        if not self.config.no_v_silu:
-            vf = F.silu(vf)
-        qf = qf / (qf.norm(dim=-1, keepdim=True) + 1e-5)
-        kf = kf / (kf.norm(dim=-1, keepdim=True) + 1e-5)
-        if not self.config.ttt_nope:
-            qf, kf = apply_partial_rope(qf, cos, sin), apply_partial_rope(kf, cos, sin)
-
-        def per_head(t: Tensor) -> Tensor:  # [B, S, nh, c] -> [B*nh, S, c]
-            return t.transpose(1, 2).reshape(batch * self.nh, length, -1)
-
-        rates = F.softplus(self.lr_proj(x).float() + self.lr_offset).view(batch, length, self.nh, 3)
-        lr0, lr1, lr2 = (per_head(rates[..., j : j + 1]) for j in range(3))
-        momentum = None
-        if self.config.use_momentum:
-            momentum = per_head(self.momentum_proj(x).float().view(batch, length, self.nh, 1))
-        qf, kf, vf = (t.reshape(batch * self.nh, length, self.d).float() for t in (qf, kf, vf))
-        tokens = TokenStream(kf, vf, lr0, lr1, lr2, momentum)
-
-        out = self.memorise(qf, tokens, state, decoding, batch)
-        out = self.ttt_norm(out.view(batch, self.nh, length, self.d)).transpose(1, 2)
-        gate = F.silu(self.ttt_scale_proj(x)).float().unsqueeze(-1)  # [B, S, nh, 1]
-        return (out * gate).flatten(2).to(x.dtype)
+        """The fast-weight branch: per-head q/k/v and rates (``branch_prologue``), the operator (``memorise``),
+        then ttt_norm and the gate (``branch_epilogue``). The two elementwise stages run fused (compiled) on CUDA,
+        as they are elsewhere; the small projections of ``x`` stay ordinary modules."""
+        batch = x.shape[0]
+        cfg = self.config
+        lr_logits = self.lr_proj(x)
+        momentum = self.momentum_proj(x) if cfg.use_momentum else None
+        prologue = dispatch(branch_prologue, x)
+        q, *rows = prologue(
+            qf, kf, vf, cos, sin, lr_logits, momentum, self.nh, self.lr_offset, not cfg.no_v_silu, not cfg.ttt_nope
+        )
+        gate_logits = self.ttt_scale_proj(x)
+        out = self.memorise(q, TokenStream(*rows), state, decoding, batch)
+        del q, rows  # the operator's inputs are not needed past it
+        epilogue = dispatch(branch_epilogue, x)
+        return epilogue(out, self.ttt_norm.weight, self.ttt_norm.variance_epsilon, gate_logits, self.nh, x.dtype)
 
     def memorise(self, q: Tensor, tokens: TokenStream, state: TTTState | None, decoding: bool, batch: int) -> Tensor:
         """Answers every query from the fast weights and updates them, keeping ``state`` current."""
