@@ -209,6 +209,7 @@ class TTTAttention(nn.Module):
             qf, kf, vf = (conv_video_tokens(t, c, videos) for t, c in zip(p[3:], self.convs))
         else:
             qf, kf, vf = p.qf, p.kf, p.vf
+        del p, projected  # dead from here: dropping the pre-conv projections lowers peak memory on long prompts
         memory = self.fast_weight_branch(x, qf, kf, vf, cos, sin, None if state is None else state.ttt, decoding)
         return self.attn_layer.o_proj(attended + memory)
 
