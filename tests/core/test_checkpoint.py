@@ -149,3 +149,20 @@ def test_vision_tower_in_pieces_gives_the_same_features():
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="describes 80 patches but 79 pixel rows"):
         model.encode_visual(inputs["pixel_values_videos"][:-1], inputs["video_grid_thw"])
+
+
+def test_tied_embeddings_save_without_duplicate_and_load_tied(tmp_path):
+    from safetensors import safe_open
+
+    model = tiny_model(tie_word_embeddings=True)
+    assert model.lm_head.weight is model.get_input_embeddings().weight
+    save_model(model, tmp_path / "tied")
+    with safe_open(str(tmp_path / "tied/model.safetensors"), "pt") as f:
+        assert "lm_head.weight" not in set(f.keys())
+    loaded = load_model(tmp_path / "tied")
+    assert loaded.lm_head.weight is loaded.get_input_embeddings().weight
+    ids = torch.randint(0, 400, (1, 30))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).logits, model(ids).logits, atol=0, rtol=0)
+    untied = tiny_model()
+    assert untied.lm_head.weight is not untied.get_input_embeddings().weight

@@ -91,6 +91,8 @@ class SpatialTTTForConditionalGeneration(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["DecoderLayer", "Qwen3VLVisionBlock"]
+    # lets save_pretrained drop the duplicate when embeddings are tied (Qwen3-VL-2B ties them)
+    _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
 
     def __init__(self, config: SpatialTTTConfig) -> None:
         super().__init__(config)
