@@ -1,6 +1,6 @@
 """Memory of a stream against its length, on CPU with the tiny model (issue 3).
 
-Feeds N frame groups (2 frames each, 16 video tokens + 4 marker/timestamp tokens per group) one group at a time
+Feeds N frame groups (2 frames each, 16 video tokens + 3 marker/timestamp tokens per group) one group at a time
 and reports the bytes the stream holds, by kind, and the process's peak RSS. Run:
 
     python benchmarks/stream_memory.py --groups 16 64 256 1024 --out benchmarks/STREAM_MEMORY.md
@@ -57,7 +57,7 @@ def main() -> None:
                 f"Command: `python benchmarks/stream_memory.py --groups {' '.join(map(str, args.groups))} "
                 f"--chunk {args.chunk} --window {args.window} --out benchmarks/STREAM_MEMORY.md`\n\n"
                 f"Tiny model (tiny_config: 8 layers, 6 TTT, hidden 64), chunk {args.chunk}, window {args.window}, fp32, "
-                f"torch {torch.__version__}, 2-core CPU machine. One group = 2 frames = 20 tokens.\n\n"
+                f"torch {torch.__version__}, 2-core CPU machine. One group = 2 frames = 19 tokens (timestamp, vision_start, 16 video, vision_end).\n\n"
                 + table + "\n\nThe TTT layers' state stays constant (fast weights, the last chunk of update inputs, the last W "
                 "keys/values); the held-back segments are bounded by the number of conv layers; only the anchor layers' "
                 "full KV cache grows, by 2 layers x (K, V) x 2 KV heads x 16 dims x 4 bytes = 512 bytes per token "
