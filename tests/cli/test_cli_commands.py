@@ -106,7 +106,7 @@ def test_corrupt_video(cli, tiny_folder, corrupt_video):
 
 def test_empty_image_folder(cli, tiny_folder, tmp_path):
     err = _error(cli("ask", tiny_folder, tmp_path, "How many chairs?"))
-    assert f"no image files" in err and str(tmp_path) in err
+    assert "no image files" in err and str(tmp_path) in err
 
 
 def test_missing_model_folder(cli, tmp_path, video):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from spatial_ttt.streaming import StreamError, StreamSession
+from spatial_ttt.streaming import StreamError
 from spatial_ttt.tiny import tiny_model
 from spatial_ttt.video import SpatialTTTProcessor, VideoClip, make_tiny_processor
 

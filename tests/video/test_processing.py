@@ -1,6 +1,5 @@
 import json
 
-import numpy as np
 import pytest
 import torch
 from transformers.models.qwen2_vl import Qwen2VLImageProcessorPil
