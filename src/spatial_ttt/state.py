@@ -7,7 +7,7 @@ KV cache; per anchor layer the full KV cache; and the position counters shared b
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -17,24 +17,50 @@ from .ops.fast_weight import FastWeights, TokenStream
 
 @dataclass
 class KVCache:
-    """Keys/values [B, H_kv, L, hd] of the last L tokens (all tokens when ``window`` is None)."""
+    """Keys/values [B, H_kv, L, hd] of the last L tokens (all tokens when ``window`` is None).
+
+    A full cache grows inside a buffer of doubling capacity, written in place: appending costs the new tokens
+    only, not a copy of the whole cache (which would make a long stream or a long decode quadratic). A copy of
+    this object (a snapshot) shares the buffer; its appends write past the original's ``keys`` view, which they
+    never touch, and the original overwrites them when it advances (a snapshot lives only until then).
+    A window cache is small and is re-assembled on each append.
+    """
 
     window: int | None
-    keys: Tensor | None = None
+    keys: Tensor | None = None  # a view of the first L positions of the buffer (full caches)
     values: Tensor | None = None
     end: int = 0  # absolute index of the token after the last cached one
+    key_buffer: Tensor | None = field(default=None, repr=False, compare=False)
+    value_buffer: Tensor | None = field(default=None, repr=False, compare=False)
 
     def append(self, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor, int]:
         """Adds new keys/values; returns all keys/values the new queries may see and the first one's index."""
         cached = 0 if self.keys is None else self.keys.shape[2]
         first = self.end - cached
+        self.end += keys.shape[2]
+        if self.window is None:
+            self.keys, self.values = self._grow(cached, keys, values)
+            return self.keys, self.values, first
         if cached:
             keys = torch.cat([self.keys, keys], dim=2)
             values = torch.cat([self.values, values], dim=2)
-        self.end = first + keys.shape[2]
-        keep = keys.shape[2] if self.window is None else min(self.window, keys.shape[2])
+        keep = min(self.window, keys.shape[2])
         self.keys, self.values = keys[:, :, -keep:], values[:, :, -keep:]
         return keys, values, first
+
+    def _grow(self, cached: int, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
+        length = cached + keys.shape[2]
+        if self.key_buffer is None or length > self.key_buffer.shape[2]:
+            capacity = max(2 * length, 256)
+            key_buffer = keys.new_empty(*keys.shape[:2], capacity, keys.shape[3])
+            value_buffer = values.new_empty(*values.shape[:2], capacity, values.shape[3])
+            if cached:
+                key_buffer[:, :, :cached] = self.keys
+                value_buffer[:, :, :cached] = self.values
+            self.key_buffer, self.value_buffer = key_buffer, value_buffer
+        self.key_buffer[:, :, cached:length] = keys
+        self.value_buffer[:, :, cached:length] = values
+        return self.key_buffer[:, :, :length], self.value_buffer[:, :, :length]
 
 
 @dataclass

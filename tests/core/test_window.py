@@ -80,3 +80,22 @@ def test_blocked_masked_attention_equals_one_block():
         whole = masked_attention(q, k, v, q_start=10, k_start=0, window=window, block=4096)
         blocked = masked_attention(q, k, v, q_start=10, k_start=0, window=window, block=6)
         torch.testing.assert_close(blocked, whole, atol=1e-6, rtol=0)
+
+
+def test_full_cache_grows_in_place_and_snapshots_do_not_disturb_it():
+    from dataclasses import replace
+
+    cache = KVCache(window=None)
+    chunks = [torch.randn(1, 2, n, 4) for n in (3, 300, 1, 50)]
+    for chunk in chunks[:2]:
+        cache.append(chunk, -chunk)
+    buffer = cache.key_buffer
+    snapshot = replace(cache)  # what StreamSession.ask does before answering
+    keys, _, first = snapshot.append(torch.full((1, 2, 5, 4), 9.0), torch.zeros(1, 2, 5, 4))
+    assert first == 0 and keys.shape[2] == 308
+    assert torch.equal(cache.keys, torch.cat(chunks[:2], 2)), "the original must not see the snapshot's tokens"
+    for chunk in chunks[2:]:
+        keys, values, _ = cache.append(chunk, -chunk)
+    assert torch.equal(keys, torch.cat(chunks, 2)) and torch.equal(values, -torch.cat(chunks, 2))
+    assert cache.key_buffer is buffer, "appends within capacity write in place (no re-allocation)"
+    assert cache.end == 354
