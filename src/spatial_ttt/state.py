@@ -19,7 +19,7 @@ from .ops.fast_weight import FastWeights, TokenStream
 class KVCache:
     """Keys/values [B, H_kv, L, hd] of the last L tokens (all tokens when ``window`` is None).
 
-    A full cache grows inside a buffer of doubling capacity, written in place: appending costs the new tokens
+    A full cache grows inside a buffer (capacity +25% when full), written in place: appending costs the new tokens
     only, not a copy of the whole cache (which would make a long stream or a long decode quadratic). A copy of
     this object (a snapshot) shares the buffer; its appends write past the original's ``keys`` view, which they
     never touch, and the original overwrites them when it advances (a snapshot lives only until then).
@@ -51,7 +51,7 @@ class KVCache:
     def _grow(self, cached: int, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
         length = cached + keys.shape[2]
         if self.key_buffer is None or length > self.key_buffer.shape[2]:
-            capacity = max(2 * length, 256)
+            capacity = length + max(length // 4, 256)  # amortised O(1) per token, at most 25% slack
             key_buffer = keys.new_empty(*keys.shape[:2], capacity, keys.shape[3])
             value_buffer = values.new_empty(*values.shape[:2], capacity, values.shape[3])
             if cached:

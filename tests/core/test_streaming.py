@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+import spatial_ttt.ops.fast_weight as fw
+
 from spatial_ttt.streaming import StreamError, StreamSession, feed, final_logits, new_stream, segments_from_tokens
 from spatial_ttt.tiny import tiny_model
 
@@ -47,18 +49,27 @@ def test_streamed_logits_equal_one_shot_forward(cuts):
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
 
 
-def test_streamed_logits_with_muon_agree_within_bf16_noise():
+def newton_schulz_fp32(g):
+    """The same quintic iteration in fp32: no bf16 rounding for the chaos of a random model to amplify."""
+    x = g.transpose(-1, -2) if g.shape[-2] > g.shape[-1] else g
+    x = x / (x.norm(dim=(-2, -1), keepdim=True) + 1e-7)
+    for a, b, c in fw.NS_COEFFICIENTS:
+        gram = x @ x.transpose(-1, -2)
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.transpose(-1, -2) if g.shape[-2] > g.shape[-1] else x
+
+
+def test_streamed_logits_with_muon_equal_one_shot(monkeypatch):
+    """Muon, momentum and renormalisation stream exactly: with NS in fp32 the streamed logits match to 5.6e-5
+    (measured). With the released bf16 NS they differ by relative L2 0.16 on this random model: segment-wise
+    matmuls round k/v differently in the last bits and bf16 NS amplifies that chaotically (docs/model.md)."""
+    monkeypatch.setattr(fw, "newton_schulz5", newton_schulz_fp32)
     model = tiny_model(lact_chunk_size=10)
     inputs = video_prompt(frames_groups=6, grid_hw=4)
     with torch.no_grad():
         expected = model(**inputs).logits
     got = stream_logits(model, inputs, [1, 2, 3, 4, 5], groups=6)
-    rel = ((got - expected).norm() / expected.norm()).item()
-    top1 = (got.argmax(-1) == expected.argmax(-1)).float().mean().item()
-    # measured: rel L2 0.158, top-1 0.84. Segment-wise matmuls round k/v differently in the last float bits, and
-    # bf16 Newton-Schulz amplifies that chaotically on this random model (see test_golden: 0.52 for a mere
-    # re-association of NS). A structural error (wrong chunk, conv or state) gives rel L2 > 0.5.
-    assert rel < 0.3 and top1 > 0.75, (rel, top1)
+    torch.testing.assert_close(got, expected, atol=1e-3, rtol=0)
 
 
 def test_ask_answers_like_generate_on_the_video_so_far_and_leaves_memory_unchanged():
