@@ -14,7 +14,7 @@ from safetensors import safe_open
 from torch import Tensor
 
 from .configuration import SpatialTTTConfig
-from .models.modeling import SpatialTTTForConditionalGeneration
+from .models.modeling import SpatialTTTForConditionalGeneration, is_ttt_parameter
 
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
@@ -157,11 +157,6 @@ def convert_qwen3vl(
     model = SpatialTTTForConditionalGeneration(spatial_config)
     layers = set(spatial_config.ttt_layers)
     tensors = {ttt_key(k, layers): v for k, v in read_tensors(folder).items()}
-    fresh = {k for k in model.state_dict() if ".self_attn." in k and ".attn_layer." not in k and _is_ttt_key(k, layers)}
+    fresh = {k for k in model.state_dict() if is_ttt_parameter(k, layers)}
     load_state_strict(model, tensors, allow_missing=fresh)
     return model.to(dtype=dtype)
-
-
-def _is_ttt_key(key: str, ttt_layers: set[int]) -> bool:
-    parts = key.split(".")
-    return parts[:3] == ["model", "language_model", "layers"] and int(parts[3]) in ttt_layers

@@ -27,6 +27,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from .checkpoint import CheckpointError, checkpoint_kind, convert_qwen3vl, load_model, read_config, save_model
+from .models.modeling import is_ttt_parameter
 
 app = typer.Typer(
     add_completion=False,
@@ -92,7 +93,7 @@ def info(model: Path = typer.Argument(..., help="A checkpoint folder (reference 
     else:
         cfg = loaded.config
         text = cfg.text_config
-        ttt = [n for n, p in loaded.named_parameters() if ".self_attn." in n and ".attn_layer." not in n and "layers" in n]
+        ttt_parameters = sum(p.numel() for n, p in loaded.named_parameters() if is_ttt_parameter(n, cfg.ttt_layers))
         rows = {
             "layers": text.num_hidden_layers,
             "hidden / heads / kv heads / head_dim": f"{text.hidden_size} / {text.num_attention_heads} / {text.num_key_value_heads} / {text.head_dim}",
@@ -102,7 +103,7 @@ def info(model: Path = typer.Argument(..., help="A checkpoint folder (reference 
             "fast-weight heads / chunk / window": f"{cfg.num_lact_heads} / {cfg.lact_chunk_size} / {cfg.window_size}",
             "muon / momentum / conv / low rank": f"{cfg.use_muon} / {cfg.use_momentum} / {cfg.use_conv_layer} / {cfg.w0_w2_low_rank}",
             "parameters (all)": f"{sum(p.numel() for p in loaded.parameters()):,}",
-            "parameters (TTT)": f"{sum(loaded.get_parameter(n).numel() for n in ttt):,}",
+            "parameters (TTT)": f"{ttt_parameters:,}",
         }
         for key, value in rows.items():
             table.add_row(key, str(value))

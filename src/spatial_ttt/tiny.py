@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from .configuration import SpatialTTTConfig
-from .models.modeling import SpatialTTTForConditionalGeneration
+from .models.modeling import SpatialTTTForConditionalGeneration, is_ttt_parameter
 
 
 def tiny_config(**overrides: Any) -> SpatialTTTConfig:
@@ -41,6 +41,6 @@ def tiny_model(seed: int = 0, perturb_ttt: bool = True, **overrides: Any) -> Spa
     if perturb_ttt:
         with torch.no_grad():
             for name, param in model.named_parameters():
-                if ".self_attn." in name and ".attn_layer." not in name:
+                if is_ttt_parameter(name, model.config.ttt_layers):
                     param.add_(0.1 * torch.randn_like(param))
     return model.eval()

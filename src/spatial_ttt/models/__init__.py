@@ -1,3 +1,3 @@
-from .modeling import SpatialTTTForConditionalGeneration, SpatialTTTOutput
+from .modeling import SpatialTTTForConditionalGeneration, SpatialTTTOutput, is_ttt_parameter
 
-__all__ = ["SpatialTTTForConditionalGeneration", "SpatialTTTOutput"]
+__all__ = ["SpatialTTTForConditionalGeneration", "SpatialTTTOutput", "is_ttt_parameter"]

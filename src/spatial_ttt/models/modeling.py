@@ -6,6 +6,7 @@ that every layer can carry state (:mod:`spatial_ttt.state`) across prefill, deco
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +28,18 @@ from ..layers.spatial_conv import VideoSpan, video_spans
 from ..layers.ttt import TTTAttention
 from ..state import KVCache, LayerState, ModelState, TTTState
 from .positions import rope_positions
+
+
+def is_ttt_parameter(name: str, ttt_layers: Collection[int]) -> bool:
+    """Whether a parameter is one a TTT layer adds to Qwen3-VL: everything under that layer's ``self_attn``
+    except the pretrained ``attn_layer`` (anchor layers add nothing)."""
+    parts = name.split(".")
+    return (
+        parts[:3] == ["model", "language_model", "layers"]
+        and int(parts[3]) in ttt_layers
+        and parts[4] == "self_attn"
+        and parts[5] != "attn_layer"
+    )
 
 
 @dataclass

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..models.modeling import is_ttt_parameter
 from .config import TrainConfig
 
 
@@ -16,11 +17,7 @@ def parameter_kind(name: str, ttt_layers: set[int]) -> str:
     ``.self_attn.`` except the pretrained ``attn_layer``) or 'llm' (the rest of the language model + lm_head)."""
     if name.startswith("model.visual."):
         return "vision"
-    parts = name.split(".")
-    if parts[:3] == ["model", "language_model", "layers"] and int(parts[3]) in ttt_layers:
-        if parts[4] == "self_attn" and parts[5] != "attn_layer":
-            return "ttt"
-    return "llm"
+    return "ttt" if is_ttt_parameter(name, ttt_layers) else "llm"
 
 
 def decays(name: str) -> bool:
