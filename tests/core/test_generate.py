@@ -32,3 +32,14 @@ def logits_after_two(model, inputs, two_tokens):
     model(**inputs, state=state)
     model.start_decoding(state)
     return model(two_tokens, state=state).logits[:, -1]
+
+
+def test_a_generated_placeholder_id_is_decoded_as_text():
+    model = tiny_model()
+    inputs = video_prompt()
+    state = model.new_state(1)
+    model(**inputs, state=state)
+    logits = torch.zeros(1, model.config.text_config.vocab_size)
+    logits[0, model.config.video_token_id] = 1.0  # the greedy choice is the video placeholder id
+    tokens = model.decode(state, logits, max_new_tokens=3)
+    assert tokens[0, 0].item() == model.config.video_token_id and tokens.shape == (1, 3)

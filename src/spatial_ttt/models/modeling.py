@@ -341,7 +341,8 @@ class SpatialTTTForConditionalGeneration(PreTrainedModel):
             finished |= torch.isin(token, stops)
             if bool(finished.all()) or step == max_new_tokens - 1:
                 break
-            logits = self(token[:, None], state=state).logits[:, -1]
+            # generated tokens are text, even one whose id is a vision placeholder's
+            logits = self(token[:, None], state=state, mm_token_type_ids=torch.zeros_like(token[:, None])).logits[:, -1]
         return torch.stack(new_tokens, dim=1)
 
 
