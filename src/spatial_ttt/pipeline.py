@@ -199,15 +199,8 @@ def chunk_frames(
 
 
 def _stop_ids(processor: SpatialTTTProcessor, folder: Path | None) -> list[int]:
-    """eos of the tokenizer, <|im_end|> and <|endoftext|> where the vocabulary has them, and the eos ids of a
-    generation_config.json in the model folder."""
-    ids: set[int] = set()
-    if processor.eos_token_id is not None:
-        ids.add(int(processor.eos_token_id))
-    vocab = processor.tokenizer.get_vocab()
-    for token in ("<|im_end|>", "<|endoftext|>"):
-        if token in vocab:
-            ids.add(int(vocab[token]))
+    """The processor's stop tokens and the eos ids of a generation_config.json in the model folder."""
+    ids = set(processor.stop_token_ids)
     if folder is not None and (folder / "generation_config.json").is_file():
         try:
             eos = json.loads((folder / "generation_config.json").read_text()).get("eos_token_id")

@@ -224,7 +224,7 @@ class StreamSession:
         if not self.started:
             self._start()
         suffix = processor.suffix(question).input_ids.repeat(self.batch_size, 1)
-        sampling.setdefault("stop_token_ids", self._stop_ids())
+        sampling.setdefault("stop_token_ids", processor.stop_token_ids)
         tokens = self.ask_tokens(suffix, max_new_tokens, keep=keep, **sampling)
         answers = [processor.decode(row.tolist()) for row in tokens]
         return answers[0] if self.batch_size == 1 else answers
@@ -289,11 +289,6 @@ class StreamSession:
         prefix = self.processor.prefix().input_ids.repeat(self.batch_size, 1)
         self.observe_tokens(prefix)
         self.started = True
-
-    def _stop_ids(self) -> list[int]:
-        tokenizer = getattr(self.processor, "tokenizer", None)
-        ids = {getattr(tokenizer, "eos_token_id", None), tokenizer.convert_tokens_to_ids("<|im_end|>") if tokenizer else None}
-        return [i for i in ids if isinstance(i, int) and i >= 0]
 
 
 def model_fingerprint(model: SpatialTTTForConditionalGeneration) -> str:

@@ -157,6 +157,14 @@ class SpatialTTTProcessor:
         return self.tokenizer.eos_token_id
 
     @property
+    def stop_token_ids(self) -> list[int]:
+        """Tokens that end an answer: the tokenizer's eos, and <|im_end|> / <|endoftext|> where the vocabulary has them."""
+        ids = {int(self.eos_token_id)} if self.eos_token_id is not None else set()
+        vocab = self.tokenizer.get_vocab()
+        ids.update(int(vocab[token]) for token in ("<|im_end|>", "<|endoftext|>") if token in vocab)
+        return sorted(ids)
+
+    @property
     def pad_token_id(self) -> int | None:
         return self.tokenizer.pad_token_id
 
