@@ -13,6 +13,23 @@ def golden_dir() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def processor_dir(tmp_path_factory) -> Path:
+    """A working tiny Qwen3-VL processor folder (ids match spatial_ttt.tiny's model)."""
+    from spatial_ttt.video import make_tiny_processor
+
+    folder = tmp_path_factory.mktemp("processor")
+    make_tiny_processor(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def processor(processor_dir):
+    from spatial_ttt.video import SpatialTTTProcessor
+
+    return SpatialTTTProcessor.from_pretrained(processor_dir)
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)

@@ -6,14 +6,7 @@ import torch
 
 from spatial_ttt.streaming import StreamError
 from spatial_ttt.tiny import tiny_model
-from spatial_ttt.video import SpatialTTTProcessor, VideoClip, make_tiny_processor
-
-
-@pytest.fixture(scope="module")
-def processor(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("processor")
-    make_tiny_processor(folder)
-    return SpatialTTTProcessor.from_pretrained(folder)
+from spatial_ttt.video import VideoClip
 
 
 def frames(count, seed=0):

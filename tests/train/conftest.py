@@ -1,4 +1,4 @@
-"""A tiny SFT dataset (two short PyAV videos, short QA records) and the tiny processor, built in seconds."""
+"""A tiny SFT dataset (two short PyAV videos, short QA records), built in seconds; the processor comes from tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from spatial_ttt.train import load_config
-from spatial_ttt.video import SpatialTTTProcessor, make_tiny_processor
 
 QA = [
     ("How many chairs are in the room?", "2"),
@@ -51,18 +50,6 @@ def dataset(tmp_path_factory) -> Path:
         {"from": "human", "value": "How many tables are in the room?"}, {"from": "gpt", "value": "1"}]})
     (root / "sft" / "sft-00000.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return root
-
-
-@pytest.fixture(scope="session")
-def processor_dir(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("processor")
-    make_tiny_processor(folder)
-    return folder
-
-
-@pytest.fixture(scope="session")
-def processor(processor_dir) -> SpatialTTTProcessor:
-    return SpatialTTTProcessor.from_pretrained(processor_dir)
 
 
 TINY_MODEL = {"use_muon": False, "text_config": {"num_hidden_layers": 4}, "ttt_layers": [0, 1, 2], "lact_chunk_size": 16}

@@ -1,4 +1,4 @@
-"""Shared fixtures: small videos written with PyAV, and the tiny processor folder."""
+"""Shared fixtures: small videos written with PyAV (the tiny processor comes from tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ import av
 import numpy as np
 import pytest
 
-from spatial_ttt.video.processing import SpatialTTTProcessor
-from spatial_ttt.video.tiny import make_tiny_processor
 
 
 def level(i: int) -> int:
@@ -39,13 +37,3 @@ def video30(tmp_path_factory) -> Path:
     return write_video(tmp_path_factory.mktemp("vid") / "grey30.mp4", 30)
 
 
-@pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("tiny_processor")
-    make_tiny_processor(folder)
-    return folder
-
-
-@pytest.fixture(scope="session")
-def processor(tiny_dir) -> SpatialTTTProcessor:
-    return SpatialTTTProcessor.from_pretrained(tiny_dir)

@@ -127,11 +127,11 @@ def test_odd_piece_rejected(processor):
         processor.encode_frames(make_clip(3).frames, (0.0, 1.0, 2.0))
 
 
-def test_patchify_matches_image_processor(tiny_dir):
+def test_patchify_matches_image_processor(processor_dir):
     # Qwen3-VL treats an image as a video of 2 identical frames: both paths must agree
-    vp = TorchVideoProcessor.from_folder(tiny_dir)
+    vp = TorchVideoProcessor.from_folder(processor_dir)
     frame = make_clip(1, 64, 96).frames[0]
-    cfg = json.loads((tiny_dir / "preprocessor_config.json").read_text())
+    cfg = json.loads((processor_dir / "preprocessor_config.json").read_text())
     ip = Qwen2VLImageProcessorPil(**{k: cfg[k] for k in ("patch_size", "temporal_patch_size", "merge_size", "image_mean", "image_std")})
     ref = ip(images=[frame.numpy()], do_resize=False, return_tensors="pt")
     got, grid = vp.patchify(frame[None].repeat(2, 1, 1, 1))
