@@ -35,6 +35,17 @@ class VideoClip:
         if len(self.timestamps) != f.shape[0]:
             raise ValueError(f"{self.source}: {f.shape[0]} frames but {len(self.timestamps)} timestamps")
 
+    @classmethod
+    def from_sampled(cls, frames: dict[int, torch.Tensor], indices: list[int], rate: float, source: str) -> "VideoClip":
+        """A clip of the source frames at ``indices`` (``frames`` maps source index -> frame), timed at ``rate``."""
+        return cls(
+            frames=torch.stack([frames[i] for i in indices]),
+            timestamps=tuple(i / rate for i in indices),
+            frame_indices=tuple(indices),
+            video_fps=rate,
+            source=source,
+        )
+
     @property
     def num_frames(self) -> int:
         return int(self.frames.shape[0])

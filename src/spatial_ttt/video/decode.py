@@ -104,10 +104,4 @@ def read_video(
         total = decoded  # the header over-counted: sample again over the frames that really exist
     else:
         raise VideoError(f"frame count of {path} is inconsistent between decoding passes")
-    return VideoClip(
-        frames=torch.stack([kept[i] for i in indices]),
-        timestamps=tuple(i / video_fps for i in indices),
-        frame_indices=tuple(indices),
-        video_fps=video_fps,
-        source=str(path),
-    )
+    return VideoClip.from_sampled(kept, indices, video_fps, str(path))

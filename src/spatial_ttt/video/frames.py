@@ -97,13 +97,7 @@ def read_image_folder(
     shapes = {tuple(f.shape) for f in loaded.values()}
     if len(shapes) > 1:
         raise VideoError(f"images in {folder} have different sizes {sorted(shapes)}; pass size=(H, W)")
-    return VideoClip(
-        frames=torch.stack([loaded[i] for i in indices]),
-        timestamps=tuple(i / frame_rate for i in indices),
-        frame_indices=tuple(indices),
-        video_fps=frame_rate,
-        source=str(folder),
-    )
+    return VideoClip.from_sampled(loaded, indices, frame_rate, str(folder))
 
 
 @dataclass(frozen=True)
