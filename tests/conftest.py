@@ -1,4 +1,3 @@
-import os
 from pathlib import Path
 
 import pytest
@@ -7,9 +6,9 @@ import torch
 
 @pytest.fixture(scope="session")
 def golden_dir() -> Path:
-    """shared/golden/official_tiny beside the checkout (or $SPATIAL_TTT_GOLDEN)."""
-    path = Path(os.environ.get("SPATIAL_TTT_GOLDEN", Path(__file__).resolve().parents[2] / "shared/golden/official_tiny"))
-    assert path.is_dir(), f"golden fixtures not found at {path}: set SPATIAL_TTT_GOLDEN"
+    """The reference implementation's outputs on the tiny random model, carried in tests/fixtures/golden."""
+    path = Path(__file__).resolve().parent / "fixtures/golden/official_tiny"
+    assert path.is_dir(), f"golden fixtures missing at {path}"
     return path
 
 
