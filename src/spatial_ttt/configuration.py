@@ -37,6 +37,13 @@ class SpatialTTTConfig(Qwen3VLConfig):
     qkv_silu: bool = True
     lr_dim: int = 1
     fp32_states: bool = True
+    # How the fast-weight products run (ours, not the reference's): "fp32" multiplies in fp32 like the reference's
+    # inference path (exact); "bf16" takes bf16 operands with fp32 accumulation (fast mode). Prefill, decode and
+    # streaming, CPU and GPU, all honour it.
+    fast_weight_precision: str = "fp32"
+    # Which implementation of the fast-weight operator runs: "auto" (compiled + CUDA graphs on CUDA, plain on CPU),
+    # "reference" (plain PyTorch), "compiled" (torch.compile'd step) or "graphed" (compiled step in a CUDA graph).
+    ttt_kernel: str = "auto"
 
     def __post_init__(self, **kwargs: Any) -> None:
         super().__post_init__(**kwargs)
@@ -65,6 +72,10 @@ class SpatialTTTConfig(Qwen3VLConfig):
                 problems.append(f"{name} must be positive")
         if self.w0_w2_low_rank < 0 or (self.w0_w2_low_rank and self.inter_multi != 1):
             problems.append("w0_w2_low_rank must be >= 0, and low rank needs inter_multi == 1")
+        if self.fast_weight_precision not in ("fp32", "bf16"):
+            problems.append(f"fast_weight_precision must be 'fp32' or 'bf16', not {self.fast_weight_precision!r}")
+        if self.ttt_kernel not in ("auto", "reference", "compiled", "graphed"):
+            problems.append(f"ttt_kernel must be one of auto/reference/compiled/graphed, not {self.ttt_kernel!r}")
         if self.ttt_base_lr <= 0:
             problems.append("ttt_base_lr must be positive")
         unsupported = {"learnable_ttt_scale": True, "ttt_prenorm": False, "qkv_silu": True, "lr_dim": 1, "fp32_states": True}
