@@ -235,10 +235,14 @@ class Trainer:
             counts = acc.reduce(torch.tensor([tokens, answer, sequences], device=acc.device, dtype=torch.float64), "sum")
             loss = acc.reduce(torch.stack(losses).mean().detach().to(acc.device), "mean")
             elapsed = time.perf_counter() - start
+            peak = None
+            if acc.device.type == "cuda":  # the largest per-process peak, since the start
+                peak = float(acc.reduce(torch.tensor(torch.cuda.max_memory_allocated(acc.device) / 2**30, device=acc.device), "max"))
             record = {"step": self.step, "loss": float(loss), "lr": lrs.get("llm"), "lact_lr": lrs.get("ttt"),
                       "grad_norm": None if grad_norm is None else float(grad_norm), "tokens": int(counts[0]),
                       "answer_tokens": int(counts[1]), "sequences": int(counts[2]), "step_s": round(elapsed, 4),
-                      "tokens_per_s": round(float(counts[0]) / elapsed, 1)}
+                      "tokens_per_s": round(float(counts[0]) / elapsed, 1),
+                      "peak_gib_per_process": None if peak is None else round(peak, 2)}
             self.history.append(record)
             if acc.is_main_process:
                 with open(self.out / "log.jsonl", "a") as fh:
