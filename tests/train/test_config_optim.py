@@ -35,6 +35,8 @@ def test_parameter_groups_and_freezing():
     cfg = load_config(None, {"lr": 1e-6, "lact_lr": 1e-5})
     counts = configure_trainable(model, cfg)
     assert counts["vision"] == 0 and counts["ttt"] > 0 and counts["llm"] > 0
+    # the convs: 6 TTT layers x conv_q/k/v, each [64, 1, 3, 3, 3], no bias
+    assert counts["conv"] == 6 * 3 * 64 * 27
     assert not any(p.requires_grad for n, p in model.named_parameters() if n.startswith("model.visual."))
     groups = parameter_groups(model, cfg)
     names = {g["kind"]: set() for g in groups}
@@ -45,19 +47,22 @@ def test_parameter_groups_and_freezing():
             assert all(n.endswith(".bias") or "norm" in n for n in g["names"])
     ttt = names["ttt"]
     layer0 = "model.language_model.layers.0.self_attn."
-    for key in ("w0", "w1", "w2", "lr_proj.weight", "q_scale", "k_offset", "ttt_scale_proj.weight", "ttt_norm.weight",
-                "momentum_proj.0.weight", "conv_q.weight"):
+    # the reference's lact_lr keyword list; the spatial convs train at the backbone rate (1e-6)
+    for key in ("w0", "w1", "w2", "lr_proj.weight", "lr_proj.bias", "q_scale", "q_offset", "k_scale", "k_offset",
+                "ttt_scale_proj.weight", "ttt_norm.weight", "momentum_proj.0.weight"):
         assert layer0 + key in ttt
+    assert names["conv"] == {f"model.language_model.layers.{i}.self_attn.conv_{x}.weight" for i in (0, 1, 2, 4, 5, 6) for x in "qkv"}
+    assert {g["lr"] for g in groups if g["kind"] == "conv"} == {1e-6}
     assert not any(".attn_layer." in n for n in ttt)
     assert layer0 + "attn_layer.q_proj.weight" in names["llm"]
     assert "model.language_model.layers.3.self_attn.q_proj.weight" in names["llm"]  # anchor layer
     assert parameter_kind("model.visual.merger.linear_fc1.weight", {0}) == "vision"
     everything = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert ttt | names["llm"] == everything
+    assert ttt | names["conv"] | names["llm"] == everything
     cfg2 = load_config(None, {"freeze_vision": False, "freeze_llm": True, "vision_lr": 3e-6})
     counts = configure_trainable(model, cfg2)
-    assert counts["llm"] == 0 and counts["vision"] > 0
-    assert {g["kind"]: g["lr"] for g in parameter_groups(model, cfg2)} == {"ttt": 1e-5, "vision": 3e-6}
+    assert counts["llm"] == 0 and counts["vision"] > 0 and counts["conv"] == 6 * 3 * 64 * 27  # convs still train
+    assert {g["kind"]: g["lr"] for g in parameter_groups(model, cfg2)} == {"ttt": 1e-5, "conv": 1e-6, "vision": 3e-6}
 
 
 def test_cosine_schedule_with_floor():

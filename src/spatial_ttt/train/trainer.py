@@ -21,7 +21,8 @@ import torch
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
-from ..checkpoint import checkpoint_kind, convert_qwen3vl, load_model, load_state_strict, read_config, read_tensors
+from ..checkpoint import convert_qwen3vl, load_model, load_state_strict, read_tensors
+from ..layouts import folder_layout
 from ..tiny import tiny_model
 from ..video import SpatialTTTProcessor, make_tiny_processor
 from .config import TrainConfig
@@ -80,8 +81,8 @@ def load_training_model(config: TrainConfig):
     if config.model == "tiny":
         model = tiny_model(seed=config.seed, **config.model_settings)
     else:
-        kind = checkpoint_kind(read_config(config.model))
-        model = convert_qwen3vl(config.model, **config.model_settings) if kind == "qwen3_vl" else load_model(config.model)
+        fresh = folder_layout(config.model) == "qwen3_vl"
+        model = (convert_qwen3vl if fresh else load_model)(config.model, **config.model_settings)
     return model.float().train()
 
 
@@ -235,7 +236,7 @@ class Trainer:
             counts = acc.reduce(torch.tensor([tokens, answer, sequences], device=acc.device, dtype=torch.float64), "sum")
             loss = acc.reduce(torch.stack(losses).mean().detach().to(acc.device), "mean")
             elapsed = time.perf_counter() - start
-            record = {"step": self.step, "loss": float(loss), "lr": lrs.get("llm"), "lact_lr": lrs.get("ttt"),
+            record = {"step": self.step, "loss": float(loss), "lr": lrs.get("llm", lrs.get("conv")), "lact_lr": lrs.get("ttt"),
                       "grad_norm": None if grad_norm is None else float(grad_norm), "tokens": int(counts[0]),
                       "answer_tokens": int(counts[1]), "sequences": int(counts[2]), "step_s": round(elapsed, 4),
                       "tokens_per_s": round(float(counts[0]) / elapsed, 1)}
