@@ -1,0 +1,67 @@
+"""The CLI on the authors' released layout: the TTT settings in effect with their sources, and overrides."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from spatial_ttt.video import make_tiny_processor
+
+from .conftest import SMALL, run_cli
+
+
+@pytest.fixture(scope="module")
+def released_model(released_dir, tmp_path_factory):
+    """The golden model in the released layout, with the tiny processor beside it (its ids match)."""
+    folder = tmp_path_factory.mktemp("released") / "model"
+    shutil.copytree(released_dir, folder)
+    make_tiny_processor(folder)
+    return folder
+
+
+def test_info_json_gives_every_setting_and_its_source(released_model):
+    result = run_cli("info", released_model, "--json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["layout"] == "released"
+    settings = info["ttt_settings"]
+    assert settings["use_muon"] == {"value": False, "source": "released evaluation default"}
+    assert settings["lact_chunk_size"] == {"value": 2648, "source": "released evaluation default"}
+    assert settings["ttt_layers"] == {"value": [0, 1, 2, 4, 5, 6], "source": "read off tensors"}
+    assert settings["num_lact_heads"] == {"value": 4, "source": "read off tensors"}
+
+
+def test_overrides_from_the_command_line(cli, released_model):
+    result = cli("info", released_model, "--json", "--muon", "--chunk-size", "40", "--window", "4096",
+                 "--precision", "bf16", "--ttt", "ttt_kernel=reference", "--ttt", "ttt_base_lr=0.002")
+    assert result.exit_code == 0, result.output
+    settings = json.loads(result.stdout)["ttt_settings"]
+    expected = {"use_muon": True, "lact_chunk_size": 40, "window_size": 4096, "fast_weight_precision": "bf16",
+                "ttt_kernel": "reference", "ttt_base_lr": 0.002}
+    for name, value in expected.items():
+        assert settings[name] == {"value": value, "source": "override"}, name
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--ttt", "chunk=40"], "error: --ttt chunk: unknown TTT setting (known: ttt_layers, num_lact_heads,"),
+    (["--ttt", "use_muon"], "error: --ttt 'use_muon': write KEY=VALUE, e.g. --ttt lact_chunk_size=56"),
+    (["--muon", "--ttt", "use_muon=false"], "error: --ttt use_muon is given twice"),
+    (["--precision", "fp16"], "fast_weight_precision must be 'fp32' or 'bf16', not 'fp16'"),
+])
+def test_bad_overrides_exit_2_with_one_line(cli, released_model, args, message):
+    result = cli("info", released_model, *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and result.stdout == ""
+
+
+def test_ask_on_a_released_folder_says_the_settings_in_effect(released_model, video):
+    result = run_cli("ask", released_model, video, "How many chairs?", "--size", SMALL, "--num-frames", "4",
+                     "--max-new-tokens", "2", "--chunk-size", "40", "--json")
+    assert result.returncode == 0, result.stderr
+    assert ("TTT settings: lact_chunk_size=40 (override), window_size=2648 (released evaluation default), "
+            "use_muon=False (released evaluation default)") in result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["ttt_settings"]["lact_chunk_size"] == {"value": 40, "source": "override"}
+    assert answer["ttt_settings"]["use_muon"]["value"] is False
