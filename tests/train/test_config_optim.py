@@ -6,6 +6,7 @@ import torch
 from spatial_ttt.tiny import tiny_model
 from spatial_ttt.train import load_config, parameter_groups, parameter_kind
 from spatial_ttt.train.optim import build_optimizer, build_scheduler, configure_trainable, lr_factor
+from spatial_ttt.video.sampling import num_sampled_frames
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -16,6 +17,13 @@ def test_released_recipe_is_the_default_config():
     assert cfg.bf16 and cfg.gradient_checkpointing and cfg.freeze_vision and cfg.packing
     assert (cfg.epochs, cfg.max_length, cfg.min_frames, cfg.max_frames, cfg.grad_accum) == (1, 65536, 16, 128, 1)
     assert cfg.strategy == "fsdp" and not cfg.fsdp_reshard_after_forward  # ZeRO-2-like sharding
+    # the reference's sampling (video_fps 30, 16..128 frames): 128 frames of any video longer than ~4 s
+    assert (cfg.fps, cfg.num_frames, cfg.system_prompt) == (30.0, None, None)
+    frames = dict(fps=cfg.fps, max_frames=cfg.max_frames, min_frames=cfg.min_frames)
+    assert num_sampled_frames(1800, 30.0, **frames) == 128  # 60 s at 30 fps
+    assert num_sampled_frames(600, 10.0, **frames) == 128  # 60 s at 10 fps
+    assert num_sampled_frames(90, 30.0, **frames) == 90  # 3 s: every frame
+    assert num_sampled_frames(8, 30.0, **frames) == 8
 
 
 def test_overrides_types_and_errors(tmp_path):

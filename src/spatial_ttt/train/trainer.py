@@ -73,8 +73,7 @@ def load_processor(config: TrainConfig, accelerator) -> tuple[SpatialTTTProcesso
         with accelerator.main_process_first():
             if accelerator.is_main_process or not (folder / "tokenizer.json").exists():
                 make_tiny_processor(folder)
-    kwargs = {} if config.system_prompt is None else {"system_prompt": config.system_prompt}
-    return SpatialTTTProcessor.from_pretrained(folder, **kwargs), Path(folder)
+    return SpatialTTTProcessor.from_pretrained(folder), Path(folder)
 
 
 def load_training_model(config: TrainConfig):
