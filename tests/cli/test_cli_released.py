@@ -65,3 +65,39 @@ def test_ask_on_a_released_folder_says_the_settings_in_effect(released_model, vi
     answer = json.loads(result.stdout)
     assert answer["ttt_settings"]["lact_chunk_size"] == {"value": 40, "source": "override"}
     assert answer["ttt_settings"]["use_muon"]["value"] is False
+
+
+def test_info_on_a_checkpoint_file_over_a_base_folder(cli, released_model, tmp_path):
+    """The reference's two-folder form from the command line: --base QWEN3VL_DIR, MODEL a checkpoint file."""
+    from safetensors.torch import load_file, save_file
+
+    base = tmp_path / "base"
+    base.mkdir()
+    shutil.copy(released_model / "config.json", base)
+    make_tiny_processor(base)
+    tensors = load_file(released_model / "model.safetensors")
+    save_file({k: v for k, v in tensors.items() if k.startswith("model.visual.")}, base / "model.safetensors")
+    checkpoint = tmp_path / "checkpoint.safetensors"
+    save_file({k: v for k, v in tensors.items() if not k.startswith("model.visual.")}, checkpoint)
+    result = cli("info", checkpoint, "--base", base, "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["layout"] == "checkpoint over base"
+    assert info["ttt_settings"]["num_lact_heads"] == {"value": 4, "source": "read off tensors"}
+    alone = cli("info", base)
+    assert alone.exit_code == 0 and "plain Qwen3-VL" in alone.stdout
+
+
+def test_eval_loads_a_released_folder_and_says_the_settings(cli, released_model, tmp_path):
+    from spatial_ttt.demo import write_synthetic_video
+
+    root = tmp_path / "VSI-Bench"
+    (root / "scannet").mkdir(parents=True)
+    write_synthetic_video(root / "scannet" / "scene0.mp4", seconds=1.0, fps=2, size=(64, 96))
+    record = {"id": 1, "dataset": "scannet", "scene_name": "scene0", "question_type": "object_counting",
+              "question": "How many chair(s) are in this room?", "options": None, "ground_truth": "2"}
+    (root / "test.jsonl").write_text(json.dumps(record) + "\n")
+    result = cli("eval", "vsibench", "--data", root, "--model", released_model, "--out", tmp_path / "run",
+                 "--max-new-tokens", "1")
+    assert result.exit_code == 0, result.output
+    assert "TTT settings: lact_chunk_size=2648 (released evaluation default)" in result.stderr

@@ -91,3 +91,14 @@ def test_cosine_schedule_with_floor():
         sched.step()
     assert lrs[0]["ttt"] == 0 and lrs[2]["ttt"] == pytest.approx(1e-5) and lrs[2]["llm"] == pytest.approx(1e-6)
     assert lrs[-1]["ttt"] > 1e-6 and torch.tensor([x["ttt"] for x in lrs[2:]]).diff().le(0).all()
+
+
+def test_training_starts_from_a_released_folder_with_model_settings_as_overrides(released_dir):
+    """A released folder loads as it is (no conversion); model_settings override its settings, e.g. Muon back on
+    for training as the released recipe trained."""
+    from spatial_ttt.train.trainer import load_training_model
+
+    model = load_training_model(load_config(None, {"model": str(released_dir), "model_settings": {"use_muon": True}}))
+    assert model.training and model.config.use_muon is True
+    assert model.ttt_settings["use_muon"].source == "override"
+    assert model.ttt_settings["ttt_layers"].value == [0, 1, 2, 4, 5, 6]
