@@ -16,7 +16,7 @@ from torch import Tensor
 
 from .configuration import SpatialTTTConfig
 from .layouts import (
-    FROM_CONFIG,
+    FROM_MODEL,
     TTT_SETTINGS,
     CheckpointError,
     Setting,
@@ -125,6 +125,11 @@ def load_model(
     """
     if base is not None:
         return _load_over_base(folder, base, ttt_settings).to(device=device, dtype=dtype).eval()
+    if Path(folder).is_file():
+        raise CheckpointError(
+            f"{folder} is a file: a model is a folder; to lay a checkpoint file over a Qwen3-VL folder pass "
+            "base=QWEN3VL_FOLDER (--base on the command line)"
+        )
     config = read_config(folder)
     layout = folder_layout(folder, config)
     read_off: dict[str, Any] = {}
@@ -179,7 +184,7 @@ def load_reference_checkpoint(
 def settings_in_effect(model: SpatialTTTForConditionalGeneration) -> dict[str, Setting]:
     """The TTT settings of a model and their sources (as loaded; a model built in code: its config's values)."""
     known = getattr(model, "ttt_settings", {})
-    return {name: known.get(name, Setting(getattr(model.config, name), FROM_CONFIG)) for name in TTT_SETTINGS}
+    return {name: known.get(name, Setting(getattr(model.config, name), FROM_MODEL)) for name in TTT_SETTINGS}
 
 
 def save_model(model: SpatialTTTForConditionalGeneration, folder: str | Path, max_shard_size: str = "5GB") -> None:

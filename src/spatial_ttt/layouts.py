@@ -33,6 +33,7 @@ FROM_TENSORS = "read off tensors"
 FROM_RELEASED = "released evaluation default"
 FROM_LIBRARY = "library default"
 FROM_OVERRIDE = "override"
+FROM_MODEL = "model config"  # a model built in code, not loaded from a folder
 
 # The TTT settings: SpatialTTTConfig's fields beyond Qwen3-VL's.
 TTT_SETTINGS: tuple[str, ...] = tuple(

@@ -205,3 +205,30 @@ def test_provenance_of_the_fixture_format_and_ours(golden_dir, tmp_path):
     assert ours.pop("window_size") == (64, "override")
     assert {source for _, source in ours.values()} == {"checkpoint config"}
     assert ours["use_muon"] == (True, "checkpoint config")
+
+
+def test_released_config_written_by_transformers_4_57_loads(golden_dir, tmp_path, golden):
+    """The release was saved by transformers 4.57: its config.json is the fixture's qwen3vl_config verbatim
+    (rope_scaling, transformers_version 4.57.1)."""
+    inputs, expected = golden
+    folder = tmp_path / "v457"
+    folder.mkdir()
+    qwen = json.loads((golden_dir / "muon_off/config.json").read_text())["qwen3vl_config"]
+    assert qwen["transformers_version"] == "4.57.1" and qwen["model_type"] == "qwen3_vl"
+    (folder / "config.json").write_text(json.dumps(qwen))
+    shutil.copy(golden_dir / "muon_off/model.safetensors", folder)
+    model = load_model(folder, lact_chunk_size=40, window_size=4096)
+    with torch.no_grad():
+        torch.testing.assert_close(model(**inputs).logits, expected["logits_stream"], atol=1e-4, rtol=0)
+
+
+def test_a_checkpoint_file_without_base_says_how_to_use_it(released_dir):
+    with pytest.raises(CheckpointError, match=r"model\.safetensors is a file: .* pass base=QWEN3VL_FOLDER"):
+        load_model(released_dir / "model.safetensors")
+
+
+def test_a_model_built_in_code_reports_its_config(golden_dir):
+    from spatial_ttt.tiny import tiny_model
+
+    got = sources(tiny_model(use_muon=False))
+    assert got["use_muon"] == (False, "model config") and {s for _, s in got.values()} == {"model config"}
