@@ -125,11 +125,6 @@ def load_model(
     """
     if base is not None:
         return _load_over_base(folder, base, ttt_settings).to(device=device, dtype=dtype).eval()
-    if Path(folder).is_file():
-        raise CheckpointError(
-            f"{folder} is a file: a model is a folder; to lay a checkpoint file over a Qwen3-VL folder pass "
-            "base=QWEN3VL_FOLDER (--base on the command line)"
-        )
     config = read_config(folder)
     layout = folder_layout(folder, config)
     read_off: dict[str, Any] = {}

@@ -86,6 +86,11 @@ class Setting:
 
 
 def read_config(folder: str | Path) -> dict[str, Any]:
+    if Path(folder).is_file():
+        raise CheckpointError(
+            f"{folder} is a file: a model is a folder; to lay a checkpoint file over a Qwen3-VL folder pass "
+            "base=QWEN3VL_FOLDER (--base on the command line)"
+        )
     path = Path(folder) / "config.json"
     if not path.is_file():
         raise CheckpointError(f"{folder}: no config.json (is this a model folder?)")

@@ -67,18 +67,26 @@ def test_ask_on_a_released_folder_says_the_settings_in_effect(released_model, vi
     assert answer["ttt_settings"]["use_muon"]["value"] is False
 
 
-def test_info_on_a_checkpoint_file_over_a_base_folder(cli, released_model, tmp_path):
-    """The reference's two-folder form from the command line: --base QWEN3VL_DIR, MODEL a checkpoint file."""
+@pytest.fixture(scope="module")
+def base_and_checkpoint(released_model, tmp_path_factory):
+    """The reference's two-folder form: a Qwen3-VL folder (here: the vision tower only, with the processor files)
+    and a checkpoint file holding everything else."""
     from safetensors.torch import load_file, save_file
 
-    base = tmp_path / "base"
+    root = tmp_path_factory.mktemp("two_folders")
+    base = root / "base"
     base.mkdir()
     shutil.copy(released_model / "config.json", base)
     make_tiny_processor(base)
     tensors = load_file(released_model / "model.safetensors")
     save_file({k: v for k, v in tensors.items() if k.startswith("model.visual.")}, base / "model.safetensors")
-    checkpoint = tmp_path / "checkpoint.safetensors"
+    checkpoint = root / "checkpoint.safetensors"
     save_file({k: v for k, v in tensors.items() if not k.startswith("model.visual.")}, checkpoint)
+    return base, checkpoint
+
+
+def test_info_on_a_checkpoint_file_over_a_base_folder(cli, base_and_checkpoint):
+    base, checkpoint = base_and_checkpoint
     result = cli("info", checkpoint, "--base", base, "--json")
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
@@ -86,6 +94,21 @@ def test_info_on_a_checkpoint_file_over_a_base_folder(cli, released_model, tmp_p
     assert info["ttt_settings"]["num_lact_heads"] == {"value": 4, "source": "read off tensors"}
     alone = cli("info", base)
     assert alone.exit_code == 0 and "plain Qwen3-VL" in alone.stdout
+    file_only = cli("info", checkpoint)
+    assert file_only.exit_code == 2 and "pass base=QWEN3VL_FOLDER" in file_only.stderr
+
+
+def test_ask_and_stream_over_a_base_folder_with_overrides(cli, base_and_checkpoint, video):
+    base, checkpoint = base_and_checkpoint
+    ask = cli("ask", checkpoint, video, "How many chairs?", "--base", base, "--size", SMALL, "--num-frames", "4",
+              "--max-new-tokens", "2", "--muon", "--window", "4096")
+    assert ask.exit_code == 0, ask.output
+    assert "use_muon=True (override)" in ask.stderr and "window_size=4096 (override)" in ask.stderr
+    stream = cli("stream", checkpoint, video, "--base", base, "--size", SMALL, "--fps", "2", "--chunk-frames", "2",
+                 "--max-new-tokens", "2", "--ttt", "lact_chunk_size=16", "--at", "1", "How many chairs?")
+    assert stream.exit_code == 0, stream.output
+    assert "lact_chunk_size=16 (override), window_size=2648 (released evaluation default)" in stream.stderr
+    assert stream.stdout.startswith("1\t")
 
 
 def test_eval_loads_a_released_folder_and_says_the_settings(cli, released_model, tmp_path):
