@@ -124,3 +124,10 @@ def test_eval_loads_a_released_folder_and_says_the_settings(cli, released_model,
                  "--max-new-tokens", "1")
     assert result.exit_code == 0, result.output
     assert "TTT settings: lact_chunk_size=2648 (released evaluation default)" in result.stderr
+
+
+def test_convert_refuses_a_released_folder(cli, released_model, tmp_path):
+    result = cli("convert", released_model, tmp_path / "out")
+    assert result.exit_code == 2
+    assert f"error: {released_model} is already Spatial-TTT (the released layout" in result.stderr
+    assert not (tmp_path / "out").exists()
