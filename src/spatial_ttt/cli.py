@@ -26,8 +26,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .checkpoint import CheckpointError, convert_qwen3vl, load_model, read_config, save_model, settings_in_effect
-from .layouts import TTT_SETTINGS, describe, folder_layout, summary_line
+from .checkpoint import CheckpointError, convert_qwen3vl, load_model, read_config, save_model
 
 app = typer.Typer(
     add_completion=False,
@@ -80,7 +79,7 @@ MuonOpt = typer.Option(
 PrecisionOpt = typer.Option(None, "--precision", help="Fast-weight products: fp32 (exact, default) or bf16 (fast).")
 ChunkOpt = typer.Option(None, "--chunk-size", min=1, help="TTT chunk size in tokens (lact_chunk_size).")
 WindowOpt = typer.Option(None, "--window", min=1, help="Sliding-window attention width in tokens (window_size).")
-TTTOpt = typer.Option(None, "--ttt", metavar="KEY=VALUE", help="Any TTT setting, e.g. --ttt use_momentum=false. Repeat.")
+TTTOpt = typer.Option(None, "--ttt", metavar="KEY=VALUE", help="Any TTT setting, e.g. --ttt ttt_kernel=reference. Repeat.")
 
 
 def _ttt_overrides(
@@ -88,6 +87,8 @@ def _ttt_overrides(
 ) -> dict[str, Any]:
     """The TTT settings given on the command line (values of --ttt read as YAML: true, 56, fp32, [0, 1])."""
     import yaml
+
+    from .layouts import TTT_SETTINGS
 
     given = {"use_muon": muon, "fast_weight_precision": precision, "lact_chunk_size": chunk_size, "window_size": window}
     overrides = {k: v for k, v in given.items() if v is not None}
@@ -120,6 +121,8 @@ def info(
 ) -> None:
     """Show what a checkpoint holds: layout, architecture, every TTT setting in effect with its source, and
     parameter counts."""
+    from .checkpoint import settings_in_effect
+    from .layouts import folder_layout
     from .train.optim import parameter_kind
 
     if not model.exists():
@@ -135,7 +138,7 @@ def info(
     except (CheckpointError, ValueError, TypeError) as err:
         fail(str(err))
     if as_json:
-        settings = {} if loaded is None else describe(settings_in_effect(loaded))
+        settings = {} if loaded is None else _settings_json(loaded)
         out.print_json(json.dumps({"layout": layout, "ttt_settings": settings}))
         return
     table = Table(title=f"{model} ({layout} layout)")
@@ -299,8 +302,24 @@ def _load_pipeline(
         fail(str(err))
     except (RuntimeError, AssertionError) as err:  # e.g. an unavailable device
         fail(f"cannot load {model} on {device}: {err}")
-    console.print(escape(summary_line(settings_in_effect(pipe.model))))
+    _say_settings(pipe.model)
     return pipe
+
+
+def _settings_json(model) -> dict[str, Any]:
+    """Every TTT setting in effect: {name: {"value", "source"}}."""
+    from .checkpoint import settings_in_effect
+    from .layouts import describe
+
+    return describe(settings_in_effect(model))
+
+
+def _say_settings(model) -> None:
+    """The TTT settings that change the computation, with their sources, on stderr."""
+    from .checkpoint import settings_in_effect
+    from .layouts import summary_line
+
+    console.print(escape(summary_line(settings_in_effect(model))))
 
 
 def _check_video(video: Path) -> None:
@@ -370,7 +389,7 @@ def ask(
         out.print_json(json.dumps({
             "answer": text, "prompt": prompt, "frames": clip.num_frames, "prompt_tokens": prompt_tokens,
             "new_tokens": len(tokens), "timings_s": {k: round(v, 4) for k, v in timings.items()},
-            "ttt_settings": describe(settings_in_effect(pipe.model)),
+            "ttt_settings": _settings_json(pipe.model),
         }))
         return
     console.print(
@@ -497,7 +516,7 @@ def _eval_loader(path: str):
         pipe = SpatialTTTPipeline.from_pretrained(path)
     except (CheckpointError, FileNotFoundError) as err:
         raise EvalError(str(err)) from None
-    console.print(escape(summary_line(settings_in_effect(pipe.model))))
+    _say_settings(pipe.model)
     return pipe
 
 
