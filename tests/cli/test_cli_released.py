@@ -21,9 +21,9 @@ def released_model(released_dir, tmp_path_factory):
     return folder
 
 
-def test_info_json_gives_every_setting_and_its_source(released_model):
-    result = run_cli("info", released_model, "--json")
-    assert result.returncode == 0, result.stderr
+def test_info_json_gives_every_setting_and_its_source(cli, released_model):
+    result = cli("info", released_model, "--json")
+    assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
     assert info["layout"] == "released"
     settings = info["ttt_settings"]

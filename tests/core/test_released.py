@@ -157,16 +157,16 @@ def overlay_without_vision(released_dir, path):
     return path
 
 
-def test_checkpoint_over_base_takes_the_missing_keys_from_the_base(released_dir, base_dir, tmp_path, golden):
-    inputs, expected = golden
+def test_checkpoint_over_base_takes_the_missing_keys_from_the_base(released_dir, base_dir, tmp_path):
+    """The same tensors as the released folder (which reproduces the golden outputs): the vision tower from the
+    base, everything else from the checkpoint, none of the base's perturbed tensors."""
     overlay = overlay_without_vision(released_dir, tmp_path / "checkpoint.safetensors")
     model = load_model(overlay, base=base_dir, lact_chunk_size=40, window_size=4096)
     reference = load_model(released_dir, lact_chunk_size=40, window_size=4096)
     for (name, a), (_, b) in zip(model.state_dict().items(), reference.state_dict().items()):
         assert torch.equal(a, b), name
     assert sources(model)["use_muon"] == (False, "released evaluation default")
-    with torch.no_grad():
-        torch.testing.assert_close(model(**inputs).logits, expected["logits_stream"], atol=1e-4, rtol=0)
+    assert model.config.to_dict() == reference.config.to_dict()
 
 
 def test_checkpoint_over_base_errors(released_dir, base_dir, tmp_path):
