@@ -1,11 +1,12 @@
-"""Loading and saving checkpoints: reference-format Spatial-TTT, our own format, and Qwen3-VL conversion.
+"""Loading and saving checkpoints in every layout (spatial_ttt.layouts), and Qwen3-VL conversion.
 
 Loading is always strict: a missing, unexpected or mis-shaped tensor raises :class:`CheckpointError` naming it.
+The loaded model carries ``model.ttt_settings``: every TTT setting in effect and where it came from.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,53 +15,39 @@ from safetensors import safe_open
 from torch import Tensor
 
 from .configuration import SpatialTTTConfig
+from .layouts import (
+    FROM_MODEL,
+    TTT_SETTINGS,
+    CheckpointError,
+    Setting,
+    fixture_settings,
+    folder_layout,
+    qwen_fields,
+    read_config,
+    resolve_settings,
+    settings_from_tensors,
+    tensor_shapes,
+    weight_files,
+)
 from .models.modeling import SpatialTTTForConditionalGeneration, is_ttt_parameter
 
-WEIGHTS_NAME = "model.safetensors"
-INDEX_NAME = "model.safetensors.index.json"
+__all__ = [
+    "CheckpointError",
+    "convert_qwen3vl",
+    "load_model",
+    "load_reference_checkpoint",
+    "load_state_strict",
+    "read_config",
+    "read_tensors",
+    "save_model",
+    "settings_in_effect",
+]
 
 
-class CheckpointError(ValueError):
-    """A checkpoint folder that cannot be loaded as asked (what is wrong is in the message)."""
-
-
-def read_config(folder: str | Path) -> dict[str, Any]:
-    path = Path(folder) / "config.json"
-    if not path.is_file():
-        raise CheckpointError(f"{folder}: no config.json (is this a model folder?)")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path}: not valid JSON ({err})") from err
-
-
-def checkpoint_kind(config: dict[str, Any]) -> str:
-    """'reference' (config with qwen3vl_config + lact), 'spatial_ttt' (ours) or 'qwen3_vl' (plain Qwen3-VL)."""
-    if "qwen3vl_config" in config and "lact" in config:
-        return "reference"
-    if config.get("model_type") in ("spatial_ttt", "qwen3_vl"):
-        return config["model_type"]
-    raise CheckpointError(f"unrecognised config.json (model_type={config.get('model_type')!r})")
-
-
-def weight_files(folder: str | Path) -> list[Path]:
-    folder = Path(folder)
-    if (folder / INDEX_NAME).is_file():
-        index = json.loads((folder / INDEX_NAME).read_text())
-        files = sorted({folder / name for name in index["weight_map"].values()})
-    elif (folder / WEIGHTS_NAME).is_file():
-        files = [folder / WEIGHTS_NAME]
-    else:
-        raise CheckpointError(f"{folder}: no {WEIGHTS_NAME} or {INDEX_NAME}")
-    missing = [str(f) for f in files if not f.is_file()]
-    if missing:
-        raise CheckpointError(f"{folder}: shard files listed in the index are missing: {missing}")
-    return files
-
-
-def read_tensors(folder: str | Path) -> dict[str, Tensor]:
+def read_tensors(location: str | Path) -> dict[str, Tensor]:
+    """All tensors of a model folder (single file or shards + index) or of one safetensors file."""
     tensors: dict[str, Tensor] = {}
-    for file in weight_files(folder):
+    for file in weight_files(location):
         try:
             with safe_open(str(file), framework="pt") as f:
                 for key in f.keys():
@@ -102,32 +89,97 @@ def load_state_strict(
             expected[key].copy_(value)
 
 
-def load_reference_checkpoint(
-    folder: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
-) -> SpatialTTTForConditionalGeneration:
-    """A reference-format checkpoint (config.json with ``qwen3vl_config`` and ``lact``; reference key names),
-    as a model in eval mode (fp32 on CPU unless asked otherwise)."""
-    config = read_config(folder)
-    if checkpoint_kind(config) != "reference":
-        raise CheckpointError(f"{folder}: config.json has no 'qwen3vl_config'/'lact' (not a reference checkpoint)")
-    model = SpatialTTTForConditionalGeneration(SpatialTTTConfig.from_reference(config["qwen3vl_config"], config["lact"]))
-    load_state_strict(model, read_tensors(folder))
-    return model.to(device=device, dtype=dtype).eval()
+def _build(qwen: Mapping[str, Any], settings: Mapping[str, Setting], where: str) -> SpatialTTTForConditionalGeneration:
+    try:
+        config = SpatialTTTConfig(**qwen, **{name: s.value for name, s in settings.items()})
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f"{where}: {err}") from err
+    model = SpatialTTTForConditionalGeneration(config)
+    model.ttt_settings = dict(settings)
+    return model
+
+
+def _plain_qwen3vl_error(folder: str | Path) -> CheckpointError:
+    return CheckpointError(
+        f"{folder} is a plain Qwen3-VL checkpoint (model_type qwen3_vl, no TTT tensors): wrap it as Spatial-TTT "
+        f"with `spatial-ttt convert {folder} OUT` (fresh TTT layers, for training), or load a Spatial-TTT "
+        f"checkpoint over it with load_model(CHECKPOINT, base='{folder}')"
+    )
 
 
 def load_model(
-    folder: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+    folder: str | Path,
+    base: str | Path | None = None,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    **ttt_settings: Any,
 ) -> SpatialTTTForConditionalGeneration:
-    """Any Spatial-TTT checkpoint folder (reference format or ours), strictly, in eval mode."""
+    """A Spatial-TTT checkpoint in any layout (ours, the fixture format, the authors' released folder), strictly,
+    in eval mode (fp32 on CPU unless asked otherwise).
+
+    ``base``: the reference's two-folder form: ``folder`` is then a checkpoint file or folder whose tensors are
+    laid over the plain Qwen3-VL folder ``base`` (keys the checkpoint lacks come from the base).
+    ``ttt_settings`` override any TTT setting (e.g. ``lact_chunk_size=56``, ``use_muon=True``); unknown names
+    are an error. ``model.ttt_settings`` tells every setting in effect and its source.
+    """
+    if base is not None:
+        return _load_over_base(folder, base, ttt_settings).to(device=device, dtype=dtype).eval()
     config = read_config(folder)
-    kind = checkpoint_kind(config)
-    if kind == "reference":
-        return load_reference_checkpoint(folder, dtype, device)
-    if kind == "qwen3_vl":
-        raise CheckpointError(f"{folder} is a plain Qwen3-VL checkpoint: convert it first (spatial-ttt convert)")
-    model = SpatialTTTForConditionalGeneration(SpatialTTTConfig.from_dict(config))
+    layout = folder_layout(folder, config)
+    read_off: dict[str, Any] = {}
+    if layout == "qwen3_vl":
+        raise _plain_qwen3vl_error(folder)
+    if layout == "spatial_ttt":
+        qwen = qwen_fields({k: v for k, v in config.items() if k not in TTT_SETTINGS})
+        stated = {k: config[k] for k in TTT_SETTINGS if k in config}
+    elif layout == "fixture":
+        qwen = qwen_fields(config["qwen3vl_config"])
+        stated = fixture_settings(config["lact"], str(folder))
+    else:  # released
+        qwen, stated = qwen_fields(config), {}
+        read_off = settings_from_tensors(tensor_shapes(folder), str(folder))
+    model = _build(qwen, resolve_settings(layout, stated, read_off, ttt_settings), str(folder))
     load_state_strict(model, read_tensors(folder))
     return model.to(device=device, dtype=dtype).eval()
+
+
+def _load_over_base(
+    checkpoint: str | Path, base: str | Path, overrides: Mapping[str, Any]
+) -> SpatialTTTForConditionalGeneration:
+    """The released evaluation's loading: Qwen3-VL ``base`` wrapped (attention moved into ``attn_layer``), then
+    the checkpoint's tensors laid over it. Unlike the reference (strict=False) nothing may be left over or
+    missing: a key neither has, a checkpoint key the model lacks, or a mis-shaped one is an error."""
+    base_config = read_config(base)
+    base_layout = folder_layout(base, base_config)
+    if base_layout != "qwen3_vl":
+        raise CheckpointError(f"base={base}: expected a plain Qwen3-VL folder, found the {base_layout} layout")
+    read_off = settings_from_tensors(tensor_shapes(checkpoint), str(checkpoint))
+    model = _build(qwen_fields(base_config), resolve_settings("released", {}, read_off, overrides), str(checkpoint))
+    layers = set(model.config.ttt_layers)
+    overlay = read_tensors(checkpoint)
+    unexpected = sorted(set(overlay) - set(model.state_dict()))
+    if unexpected:
+        raise CheckpointError(f"{checkpoint}: unexpected keys for the wrapped model: {_listed(unexpected)}")
+    tensors = {ttt_key(k, layers): v for k, v in read_tensors(base).items()}
+    tensors.update(overlay)
+    load_state_strict(model, tensors)
+    return model
+
+
+def load_reference_checkpoint(
+    folder: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+) -> SpatialTTTForConditionalGeneration:
+    """A fixture-format checkpoint (config.json with ``qwen3vl_config`` and ``lact``), as :func:`load_model`."""
+    if folder_layout(folder) != "fixture":
+        raise CheckpointError(f"{folder}: config.json has no 'qwen3vl_config'/'lact' (not the fixture format)")
+    return load_model(folder, dtype=dtype, device=device)
+
+
+def settings_in_effect(model: SpatialTTTForConditionalGeneration) -> dict[str, Setting]:
+    """The TTT settings of a model and their sources (as loaded; a model built in code: its config's values)."""
+    known = getattr(model, "ttt_settings", {})
+    return {name: known.get(name, Setting(getattr(model.config, name), FROM_MODEL)) for name in TTT_SETTINGS}
 
 
 def save_model(model: SpatialTTTForConditionalGeneration, folder: str | Path, max_shard_size: str = "5GB") -> None:
@@ -150,10 +202,18 @@ def convert_qwen3vl(
     """Wraps a Qwen3-VL checkpoint as Spatial-TTT: pretrained weights kept (attention moves into
     ``attn_layer``), new TTT parameters initialised as the spec says. ``ttt_settings`` override the defaults."""
     config = read_config(folder)
-    if checkpoint_kind(config) != "qwen3_vl":
+    layout = folder_layout(folder, config)
+    if layout == "released":
+        raise CheckpointError(
+            f"{folder} is already Spatial-TTT (the released layout: a Qwen3-VL config.json with TTT tensors); "
+            "load it as it is (spatial_ttt.load_model, spatial-ttt info/ask) instead of converting it"
+        )
+    if layout != "qwen3_vl":
         raise CheckpointError(f"{folder}: model_type is {config.get('model_type')!r}, expected 'qwen3_vl'")
-    qwen = {k: v for k, v in config.items() if k not in ("model_type", "architectures", "transformers_version")}
-    spatial_config = SpatialTTTConfig(**qwen, **ttt_settings)
+    unknown = sorted(set(ttt_settings) - set(TTT_SETTINGS))
+    if unknown:
+        raise CheckpointError(f"unknown TTT setting(s) {', '.join(unknown)} (known: {', '.join(TTT_SETTINGS)})")
+    spatial_config = SpatialTTTConfig(**qwen_fields(config), **ttt_settings)
     model = SpatialTTTForConditionalGeneration(spatial_config)
     layers = set(spatial_config.ttt_layers)
     tensors = {ttt_key(k, layers): v for k, v in read_tensors(folder).items()}

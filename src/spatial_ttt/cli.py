@@ -26,8 +26,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .checkpoint import CheckpointError, checkpoint_kind, convert_qwen3vl, load_model, read_config, save_model
-from .models.modeling import is_ttt_parameter
+from .checkpoint import CheckpointError, convert_qwen3vl, load_model, read_config, save_model
 
 app = typer.Typer(
     add_completion=False,
@@ -71,43 +70,111 @@ def _processor_status(folder: Path) -> str:
     return "present" if not missing else f"missing {', '.join(missing)} (pass --processor DIR to ask/stream)"
 
 
+# TTT setting overrides, shared by info / ask / stream (spatial_ttt.load_model keywords).
+BaseOpt = typer.Option(
+    None, "--base", help="A plain Qwen3-VL folder to lay MODEL (a checkpoint file or folder) over, as the reference loads.")
+MuonOpt = typer.Option(
+    None, "--muon/--no-muon", help="Newton-Schulz on the fast-weight updates at inference (use_muon). "
+    "Default: the checkpoint's; off for released checkpoints, as the released evaluation ran.", show_default=False)
+PrecisionOpt = typer.Option(None, "--precision", help="Fast-weight products: fp32 (exact, default) or bf16 (fast).")
+ChunkOpt = typer.Option(None, "--chunk-size", min=1, help="TTT chunk size in tokens (lact_chunk_size).")
+WindowOpt = typer.Option(None, "--window", min=1, help="Sliding-window attention width in tokens (window_size).")
+TTTOpt = typer.Option(None, "--ttt", metavar="KEY=VALUE", help="Any TTT setting, e.g. --ttt ttt_kernel=reference. Repeat.")
+
+
+def _ttt_overrides(
+    muon: bool | None, precision: str | None, chunk_size: int | None, window: int | None, ttt: list[str] | None
+) -> dict[str, Any]:
+    """The TTT settings given on the command line (values of --ttt read as YAML: true, 56, fp32, [0, 1])."""
+    import yaml
+
+    from .layouts import TTT_SETTINGS
+
+    given = {"use_muon": muon, "fast_weight_precision": precision, "lact_chunk_size": chunk_size, "window_size": window}
+    overrides = {k: v for k, v in given.items() if v is not None}
+    for item in ttt or []:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            fail(f"--ttt {item!r}: write KEY=VALUE, e.g. --ttt lact_chunk_size=56")
+        if key not in TTT_SETTINGS:
+            fail(f"--ttt {key}: unknown TTT setting (known: {', '.join(TTT_SETTINGS)})")
+        if key in overrides:
+            fail(f"--ttt {key} is given twice")
+        try:
+            overrides[key] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            fail(f"--ttt {item!r}: cannot read the value {raw!r}")
+    return overrides
+
+
 @app.command()
-def info(model: Path = typer.Argument(..., help="A checkpoint folder (reference format, ours or Qwen3-VL).")) -> None:
-    """Show what a checkpoint holds: format, architecture, TTT settings and parameter counts."""
-    if not model.is_dir():
+def info(
+    model: Path = typer.Argument(..., help="A checkpoint folder (ours, the released layout, a fixture, or Qwen3-VL)."),
+    base: Optional[Path] = BaseOpt,
+    muon: Optional[bool] = MuonOpt,
+    precision: Optional[str] = PrecisionOpt,
+    chunk_size: Optional[int] = ChunkOpt,
+    window: Optional[int] = WindowOpt,
+    ttt: Optional[list[str]] = TTTOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print the layout and the TTT settings in effect as JSON."),
+) -> None:
+    """Show what a checkpoint holds: layout, architecture, every TTT setting in effect with its source, and
+    parameter counts."""
+    from .checkpoint import settings_in_effect
+    from .layouts import folder_layout
+    from .train.optim import parameter_kind
+
+    if not model.exists():
         fail(f"model folder not found: {model}")
+    overrides = _ttt_overrides(muon, precision, chunk_size, window, ttt)
     try:
-        config = read_config(model)
-        kind = checkpoint_kind(config)
-        loaded = None if kind == "qwen3_vl" else load_model(model)
+        if base is None:
+            config = read_config(model)
+            layout = folder_layout(model, config)
+        else:
+            layout, config = "checkpoint over base", read_config(base)
+        loaded = None if layout == "qwen3_vl" else load_model(model, base=base, **overrides)
     except (CheckpointError, ValueError, TypeError) as err:
         fail(str(err))
-    table = Table(title=f"{model} ({kind} format)")
+    if as_json:
+        settings = {} if loaded is None else _settings_json(loaded)
+        out.print_json(json.dumps({"layout": layout, "ttt_settings": settings}))
+        return
+    table = Table(title=f"{model} ({layout} layout)")
     table.add_column("setting")
     table.add_column("value")
+    table.add_column("source")
     if loaded is None:
         text = config.get("text_config", {})
-        table.add_row("layers", str(text.get("num_hidden_layers")))
-        table.add_row("hidden", str(text.get("hidden_size")))
-        table.add_row("note", "plain Qwen3-VL: run `spatial-ttt convert` to wrap it as Spatial-TTT")
+        table.add_row("layers", str(text.get("num_hidden_layers")), "")
+        table.add_row("hidden", str(text.get("hidden_size")), "")
+        table.add_row("note", "plain Qwen3-VL: run `spatial-ttt convert` to wrap it as Spatial-TTT", "")
     else:
         cfg = loaded.config
         text = cfg.text_config
-        ttt_parameters = sum(p.numel() for n, p in loaded.named_parameters() if is_ttt_parameter(n, cfg.ttt_layers))
+        layers = set(cfg.ttt_layers)
+        counts: dict[str, int] = {}
+        for name, param in loaded.named_parameters():
+            kind = parameter_kind(name, layers)
+            counts[kind] = counts.get(kind, 0) + param.numel()
         rows = {
             "layers": text.num_hidden_layers,
             "hidden / heads / kv heads / head_dim": f"{text.hidden_size} / {text.num_attention_heads} / {text.num_key_value_heads} / {text.head_dim}",
             "vocabulary": text.vocab_size,
-            "TTT layers": "/".join(map(str, cfg.ttt_layers)),
-            "anchor layers": "/".join(str(i) for i in range(text.num_hidden_layers) if i not in cfg.ttt_layers),
-            "fast-weight heads / chunk / window": f"{cfg.num_lact_heads} / {cfg.lact_chunk_size} / {cfg.window_size}",
-            "muon / momentum / conv / low rank": f"{cfg.use_muon} / {cfg.use_momentum} / {cfg.use_conv_layer} / {cfg.w0_w2_low_rank}",
+            "anchor layers": "/".join(str(i) for i in range(text.num_hidden_layers) if i not in layers),
             "parameters (all)": f"{sum(p.numel() for p in loaded.parameters()):,}",
-            "parameters (TTT)": f"{ttt_parameters:,}",
+            "parameters (TTT, trained at lact_lr)": f"{counts.get('ttt', 0):,}",
+            "parameters (TTT conv_q/k/v, trained at lr)": f"{counts.get('conv', 0):,}",
+            "parameters (language model, at lr)": f"{counts.get('llm', 0):,}",
+            "parameters (vision)": f"{counts.get('vision', 0):,}",
         }
         for key, value in rows.items():
-            table.add_row(key, str(value))
-    table.add_row("processor files", _processor_status(model))
+            table.add_row(key, str(value), "")
+        for name, setting in settings_in_effect(loaded).items():
+            value = "/".join(map(str, setting.value)) if name == "ttt_layers" else str(setting.value)
+            table.add_row(name, value, setting.source)
+    table.add_row("processor files", _processor_status(model if model.is_dir() else base), "")
     out.print(table)
 
 
@@ -201,7 +268,10 @@ def _prompt(question: str, options: list[str] | None, raw: bool) -> str:
     return build_prompt(question, options)
 
 
-def _load_pipeline(model: Path, processor: Path | None, device: str, dtype: str, **settings: Any):
+def _load_pipeline(
+    model: Path, processor: Path | None, device: str, dtype: str, base: Path | None, ttt: dict[str, Any], **settings: Any
+):
+    """The pipeline on MODEL (over ``base``, with the TTT overrides ``ttt``); says the TTT settings in effect."""
     import torch
 
     from .pipeline import ModelFolderError, SpatialTTTPipeline
@@ -216,19 +286,40 @@ def _load_pipeline(model: Path, processor: Path | None, device: str, dtype: str,
         fail(f"--device {device}: CUDA is not available in this torch build or on this machine")
     if not model.exists():
         fail(f"model folder not found: {model}")
-    if not model.is_dir():
+    if not model.is_dir() and base is None:
         fail(f"{model} is a file; MODEL must be a model folder (config.json + safetensors + processor files)")
+    if base is not None and not base.is_dir():
+        fail(f"base folder not found: {base}")
     if processor is not None and not processor.is_dir():
         fail(f"processor folder not found: {processor}")
     try:
         with _spinner(f"loading {model}"):
-            return SpatialTTTPipeline.from_pretrained(
-                model, processor=processor, dtype=getattr(torch, _DTYPES[dtype.lower()]), device=device, **settings
+            pipe = SpatialTTTPipeline.from_pretrained(
+                model, processor=processor, dtype=getattr(torch, _DTYPES[dtype.lower()]), device=device, base=base,
+                ttt=ttt, **settings
             )
     except (CheckpointError, ModelFolderError, FileNotFoundError) as err:
         fail(str(err))
     except (RuntimeError, AssertionError) as err:  # e.g. an unavailable device
         fail(f"cannot load {model} on {device}: {err}")
+    _say_settings(pipe.model)
+    return pipe
+
+
+def _settings_json(model) -> dict[str, Any]:
+    """Every TTT setting in effect: {name: {"value", "source"}}."""
+    from .checkpoint import settings_in_effect
+    from .layouts import describe
+
+    return describe(settings_in_effect(model))
+
+
+def _say_settings(model) -> None:
+    """The TTT settings that change the computation, with their sources, on stderr."""
+    from .checkpoint import settings_in_effect
+    from .layouts import summary_line
+
+    console.print(escape(summary_line(settings_in_effect(model))))
 
 
 def _check_video(video: Path) -> None:
@@ -251,7 +342,13 @@ def ask(
     processor: Optional[Path] = ProcessorOpt,
     device: str = DeviceOpt,
     dtype: str = DtypeOpt,
-    as_json: bool = typer.Option(False, "--json", help="Print the answer, prompt size and timings as JSON."),
+    base: Optional[Path] = BaseOpt,
+    muon: Optional[bool] = MuonOpt,
+    precision: Optional[str] = PrecisionOpt,
+    chunk_size: Optional[int] = ChunkOpt,
+    window: Optional[int] = WindowOpt,
+    ttt: Optional[list[str]] = TTTOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print the answer, prompt size, timings and TTT settings as JSON."),
 ) -> None:
     """Answer a question about a video: decode, preprocess, prefill, generate. The answer goes to stdout.
 
@@ -268,8 +365,9 @@ def ask(
     prompt = _prompt(question, options, raw)
     hw = _size(size)
     _check_video(video)
+    overrides = _ttt_overrides(muon, precision, chunk_size, window, ttt)
     settings = dict(fps=None if num_frames else (fps or EVAL_FPS), num_frames=num_frames, max_frames=max_frames, size=hw)
-    pipe = _load_pipeline(model, processor, device, dtype, **settings)
+    pipe = _load_pipeline(model, processor, device, dtype, base, overrides, **settings)
     timings: dict[str, float] = {}
     try:
         start = time.perf_counter()
@@ -291,6 +389,7 @@ def ask(
         out.print_json(json.dumps({
             "answer": text, "prompt": prompt, "frames": clip.num_frames, "prompt_tokens": prompt_tokens,
             "new_tokens": len(tokens), "timings_s": {k: round(v, 4) for k, v in timings.items()},
+            "ttt_settings": _settings_json(pipe.model),
         }))
         return
     console.print(
@@ -335,6 +434,12 @@ def stream(
     processor: Optional[Path] = ProcessorOpt,
     device: str = DeviceOpt,
     dtype: str = DtypeOpt,
+    base: Optional[Path] = BaseOpt,
+    muon: Optional[bool] = MuonOpt,
+    precision: Optional[str] = PrecisionOpt,
+    chunk_size: Optional[int] = ChunkOpt,
+    window: Optional[int] = WindowOpt,
+    ttt: Optional[list[str]] = TTTOpt,
     save: Optional[Path] = typer.Option(None, "--save", help="Save the stream's memory here at the end."),
 ) -> None:
     """Feed a long video into the model's test-time-training memory and ask questions at given times.
@@ -364,7 +469,8 @@ def stream(
         duration = video_duration(video)
     except VideoError as err:
         fail(str(err))
-    pipe = _load_pipeline(model, processor, device, dtype, size=hw, stream_fps=fps, chunk_frames=chunk_frames)
+    overrides = _ttt_overrides(muon, precision, chunk_size, window, ttt)
+    pipe = _load_pipeline(model, processor, device, dtype, base, overrides, size=hw, stream_fps=fps, chunk_frames=chunk_frames)
     try:
         session = pipe.open_stream()
     except ImportError as err:
@@ -407,9 +513,11 @@ def _eval_loader(path: str):
     from .pipeline import SpatialTTTPipeline
 
     try:
-        return SpatialTTTPipeline.from_pretrained(path)
+        pipe = SpatialTTTPipeline.from_pretrained(path)
     except (CheckpointError, FileNotFoundError) as err:
         raise EvalError(str(err)) from None
+    _say_settings(pipe.model)
+    return pipe
 
 
 def _register_subcommands() -> None:

@@ -84,17 +84,3 @@ class SpatialTTTConfig(Qwen3VLConfig):
                 problems.append(f"{name}={getattr(self, name)!r} is not implemented (only the released {released!r})")
         if problems:
             raise ValueError("invalid SpatialTTTConfig: " + "; ".join(problems))
-
-    @classmethod
-    def from_reference(cls, qwen3vl_config: dict, lact: dict) -> "SpatialTTTConfig":
-        """Builds the config from a reference checkpoint's ``qwen3vl_config`` and ``lact`` dicts."""
-        qwen = {k: v for k, v in qwen3vl_config.items() if k not in ("model_type", "architectures", "transformers_version")}
-        settings = dict(lact)
-        layers = settings.pop("lact_layers", None)
-        if isinstance(layers, str):
-            layers = [int(i) for i in layers.split("/") if i != ""]
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(settings) - known)
-        if unknown:
-            raise ValueError(f"unknown TTT settings in checkpoint: {unknown}")
-        return cls(**qwen, ttt_layers=layers, **settings)

@@ -271,25 +271,30 @@ class SpatialTTTPipeline:
         processor: str | Path | None = None,
         dtype: torch.dtype = torch.float32,
         device: str | torch.device = "cpu",
+        base: str | Path | None = None,
+        ttt: dict[str, Any] | None = None,
         **settings: Any,
     ) -> SpatialTTTPipeline:
         """Load a model folder (checkpoint + processor files; or the processor from ``processor``), strictly.
 
-        Raises CheckpointError (missing folder, not a checkpoint, mis-matched tensors), ModelFolderError (the
-        processor does not fit the checkpoint) or FileNotFoundError (processor files missing), naming the folder.
+        Every checkpoint layout loads (spatial_ttt.load_model); ``base`` lays the checkpoint ``folder`` (a file or
+        folder) over a plain Qwen3-VL folder, whose processor files are then used; ``ttt`` overrides TTT settings
+        (e.g. ``{"use_muon": True}``). Raises CheckpointError (missing folder, not a checkpoint, mis-matched
+        tensors), ModelFolderError (the processor does not fit the checkpoint) or FileNotFoundError (processor
+        files missing), naming the folder.
         """
         folder = Path(folder)
-        if not folder.is_dir():
+        if not folder.is_dir() and base is None:
             raise CheckpointError(f"model folder not found: {folder}")
-        model = load_model(folder, dtype=dtype, device=device)
-        proc_dir = Path(processor) if processor is not None else folder
+        model = load_model(folder, base=base, dtype=dtype, device=device, **(ttt or {}))
+        proc_dir = Path(processor) if processor is not None else Path(base) if base is not None else folder
         try:
             with quiet_transformers():  # it warns about the checkpoint's config.json beside the processor files
                 proc = SpatialTTTProcessor.from_pretrained(proc_dir)
         except FileNotFoundError as err:
             hint = "" if processor is not None else " (put the processor files beside the checkpoint or pass a processor folder)"
             raise ModelFolderError(f"{err}{hint}") from None
-        settings.setdefault("stop_token_ids", _stop_ids(proc, folder))
+        settings.setdefault("stop_token_ids", _stop_ids(proc, folder if folder.is_dir() else Path(base)))
         return cls(model, proc, source=str(folder), **settings)
 
     # ------------------------------------------------------------------------------------------------------------

@@ -24,11 +24,30 @@ def test_labels_cover_answers_only(processor, make_config):
     assert n_video == int(ex["video_grid_thw"].prod()) // 4 == ex["pixel_values_videos"].shape[0] // 4
     assert (ex["mm_token_type_ids"] == 2).sum() == n_video
     text = processor.decode(ex["input_ids"], skip_special_tokens=False)
-    assert text.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n<0.")
+    assert text.startswith("<|im_start|>user\n<0.")  # no system turn, as the reference's SFT messages
     assert "<|vision_end|>How many chairs are in the room?<|im_end|>\n<|im_start|>assistant\n2" in text
     multi = encoder.encode(records[-1])
     assert labelled_text(processor, multi) == "2<|im_end|>\n1<|im_end|>\n"
     assert answer_tokens(multi) == int((multi["labels"] != IGNORE_INDEX).sum())
+
+
+def test_messages_are_built_as_the_reference_builds_them(processor, make_config):
+    """No system turn (the chat template adds none by itself), user text split at <video> and stripped,
+    assistant text verbatim; a configured system prompt comes first."""
+    record = {"video": "videos/v0.mp4", "conversations": [
+        {"from": "human", "value": "<video>\n  How many chairs?  "}, {"from": "gpt", "value": " two chairs\n"}]}
+    encoder = SFTEncoder(processor, make_config())
+    assert encoder.messages(record) == [
+        {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "How many chairs?"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": " two chairs\n"}]},
+    ]
+    assert encoder.text(record) == (
+        "<|im_start|>user\n<|video_pad|>How many chairs?<|im_end|>\n<|im_start|>assistant\n two chairs\n<|im_end|>\n"
+    )
+    with_system = SFTEncoder(processor, make_config(system_prompt="You are a helpful assistant."))
+    assert with_system.text(record).startswith(
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n<|video_pad|>How many chairs?"
+    )
 
 
 def test_length_estimate_is_exact(processor, make_config):

@@ -17,7 +17,7 @@ class TrainConfig:
     model: str = "tiny"  # a Spatial-TTT folder, a Qwen3-VL folder (converted on load) or "tiny" (random, for tests)
     model_settings: dict[str, Any] = field(default_factory=dict)  # TTT settings for Qwen3-VL conversion / tiny
     processor: str | None = None  # processor folder; None: the model folder; "tiny": the tiny test processor
-    system_prompt: str | None = None  # None: the processor's default ("You are a helpful assistant.")
+    system_prompt: str | None = None  # None: no system turn, as the reference's SFT messages
     # data
     data_path: str = "."  # root of the records' relative video paths
     data_files: list[str] = field(default_factory=lambda: ["sft/*.jsonl"])  # globs under data_path (JSONL or JSON list)

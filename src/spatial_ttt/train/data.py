@@ -61,12 +61,16 @@ def record_videos(record: Record) -> list[str]:
 
 class SFTEncoder:
     """Turns a record into model inputs: the Qwen3-VL chat with the video tokens expanded, and labels that keep
-    the assistant turns only (their text, <|im_end|> and the newline after it; -100 elsewhere)."""
+    the assistant turns only (their text, <|im_end|> and the newline after it; -100 elsewhere).
+
+    Messages are built as the reference's training data code builds them: no system turn (unless the config's
+    ``system_prompt`` or the record gives one; Qwen3-VL's chat template adds none of its own, unlike Qwen2-VL's),
+    user text split at the ``<video>`` placeholders with each piece stripped, assistant text verbatim."""
 
     def __init__(self, processor: SpatialTTTProcessor, config: TrainConfig) -> None:
         self.processor = processor
         self.config = config
-        self.system_prompt = processor.system_prompt if config.system_prompt is None else config.system_prompt
+        self.system_prompt = config.system_prompt
         hf = processor.processor
         self.block = hf.vision_start_token + hf.video_token + hf.vision_end_token
         tok = processor.tokenizer
@@ -90,6 +94,9 @@ class SFTEncoder:
             if role is None:
                 raise ValueError(f"record {record.get('id', '?')}: unknown speaker {turn['from']!r}")
             value = turn["value"]
+            if role == "assistant":
+                msgs.append({"role": role, "content": [{"type": "text", "text": value}]})
+                continue
             if placed == 0 and n_videos and role == "user" and not any(m["role"] == "user" for m in msgs):
                 value = "<video>" * n_videos + value
             content = []

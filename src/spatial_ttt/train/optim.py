@@ -12,12 +12,20 @@ from ..models.modeling import is_ttt_parameter
 from .config import TrainConfig
 
 
+# Parameters a TTT layer adds that the reference nevertheless trains at the backbone rate: its lact_lr keyword list
+# (w0, w1, w2, lr_proj, q/k scale/offset, ttt_scale_proj, ttt_norm, momentum_proj) has no conv.
+BACKBONE_RATE_TTT_MODULES = frozenset({"conv_q", "conv_k", "conv_v"})
+
+
 def parameter_kind(name: str, ttt_layers: set[int]) -> str:
     """'vision' (model.visual.*: tower and mergers), 'ttt' (what a TTT layer adds: everything under
-    ``.self_attn.`` except the pretrained ``attn_layer``) or 'llm' (the rest of the language model + lm_head)."""
+    ``.self_attn.`` except the pretrained ``attn_layer``, trained at ``lact_lr``), 'conv' (the TTT layers'
+    conv_q/k/v, added like 'ttt' but trained at ``lr``) or 'llm' (the rest of the language model + lm_head)."""
     if name.startswith("model.visual."):
         return "vision"
-    return "ttt" if is_ttt_parameter(name, ttt_layers) else "llm"
+    if is_ttt_parameter(name, ttt_layers):
+        return "conv" if name.split(".")[5] in BACKBONE_RATE_TTT_MODULES else "ttt"
+    return "llm"
 
 
 def decays(name: str) -> bool:
@@ -29,9 +37,10 @@ def decays(name: str) -> bool:
 
 
 def configure_trainable(model: nn.Module, config: TrainConfig) -> dict[str, int]:
-    """Freezes the vision tower (default) and, with freeze_llm, the backbone; returns trainable counts per kind."""
+    """Freezes the vision tower (default) and, with freeze_llm, the backbone (not the convs: the TTT layers add
+    them); returns trainable counts per kind."""
     ttt_layers = set(model.config.ttt_layers)
-    counts = {"ttt": 0, "llm": 0, "vision": 0}
+    counts = {"ttt": 0, "conv": 0, "llm": 0, "vision": 0}
     for name, param in model.named_parameters():
         kind = parameter_kind(name, ttt_layers)
         trainable = not ((kind == "vision" and config.freeze_vision) or (kind == "llm" and config.freeze_llm))
@@ -42,9 +51,15 @@ def configure_trainable(model: nn.Module, config: TrainConfig) -> dict[str, int]
 
 
 def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
-    """AdamW groups: (ttt | llm | vision) x (decay | no decay), trainable parameters only, empty groups left out."""
+    """AdamW groups: (ttt | conv | llm | vision) x (decay | no decay), trainable parameters only, empty groups
+    left out."""
     ttt_layers = set(model.config.ttt_layers)
-    lrs = {"ttt": config.lact_lr, "llm": config.lr, "vision": config.lr if config.vision_lr is None else config.vision_lr}
+    lrs = {
+        "ttt": config.lact_lr,
+        "conv": config.lr,
+        "llm": config.lr,
+        "vision": config.lr if config.vision_lr is None else config.vision_lr,
+    }
     groups: dict[tuple[str, bool], dict[str, Any]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:

@@ -21,7 +21,8 @@ import torch
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
-from ..checkpoint import checkpoint_kind, convert_qwen3vl, load_model, load_state_strict, read_config, read_tensors
+from ..checkpoint import convert_qwen3vl, load_model, load_state_strict, read_tensors
+from ..layouts import folder_layout
 from ..tiny import tiny_model
 from ..video import SpatialTTTProcessor, make_tiny_processor
 from .config import TrainConfig
@@ -72,16 +73,15 @@ def load_processor(config: TrainConfig, accelerator) -> tuple[SpatialTTTProcesso
         with accelerator.main_process_first():
             if accelerator.is_main_process or not (folder / "tokenizer.json").exists():
                 make_tiny_processor(folder)
-    kwargs = {} if config.system_prompt is None else {"system_prompt": config.system_prompt}
-    return SpatialTTTProcessor.from_pretrained(folder, **kwargs), Path(folder)
+    return SpatialTTTProcessor.from_pretrained(folder), Path(folder)
 
 
 def load_training_model(config: TrainConfig):
     if config.model == "tiny":
         model = tiny_model(seed=config.seed, **config.model_settings)
     else:
-        kind = checkpoint_kind(read_config(config.model))
-        model = convert_qwen3vl(config.model, **config.model_settings) if kind == "qwen3_vl" else load_model(config.model)
+        fresh = folder_layout(config.model) == "qwen3_vl"
+        model = (convert_qwen3vl if fresh else load_model)(config.model, **config.model_settings)
     return model.float().train()
 
 
@@ -238,7 +238,7 @@ class Trainer:
             peak = None
             if acc.device.type == "cuda":  # the largest per-process peak, since the start
                 peak = float(acc.reduce(torch.tensor(torch.cuda.max_memory_allocated(acc.device) / 2**30, device=acc.device), "max"))
-            record = {"step": self.step, "loss": float(loss), "lr": lrs.get("llm"), "lact_lr": lrs.get("ttt"),
+            record = {"step": self.step, "loss": float(loss), "lr": lrs.get("llm", lrs.get("conv")), "lact_lr": lrs.get("ttt"),
                       "grad_norm": None if grad_norm is None else float(grad_norm), "tokens": int(counts[0]),
                       "answer_tokens": int(counts[1]), "sequences": int(counts[2]), "step_s": round(elapsed, 4),
                       "tokens_per_s": round(float(counts[0]) / elapsed, 1),
