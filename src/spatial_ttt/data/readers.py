@@ -145,8 +145,8 @@ def _only(folder: Path, hits: list[Path], what: str, pattern: str) -> Path:
     return hits[0]
 
 
-def _scannet_files(folder: Path) -> tuple[str, Path, Path, Path]:
-    """(scene id, aggregation, mesh, segments of that mesh) of a ScanNet scan folder.
+def _scannet_files(folder: Path) -> tuple[str, Path, Any, Path, Path]:
+    """(scene id, aggregation file and its JSON, mesh, segments of that mesh) of a ScanNet scan folder.
 
     A full scan folder has two of each: <id>.aggregation.json + <id>_vh_clean_2.0.010000.segs.json belong to the
     decimated mesh <id>_vh_clean_2.ply; <id>_vh_clean.aggregation.json + <id>_vh_clean.segs.json to the full one.
@@ -158,11 +158,13 @@ def _scannet_files(folder: Path) -> tuple[str, Path, Path, Path]:
     if not mesh.is_file():
         meshes = [p for p in folder.glob("*.ply") if not p.name.endswith(".labels.ply")]
         mesh = _only(folder, sorted(meshes), "mesh", f"{scene_id}_vh_clean_2.ply")
-    named = str(_load_json(agg).get("segmentsFile", "")).removeprefix("scannet.")  # e.g. scannet.<id>_vh_...
+    agg_json = _load_json(agg)
+    named = str(agg_json.get("segmentsFile", "") if isinstance(agg_json, dict) else "").removeprefix("scannet.")
     if named and (folder / named).is_file():
-        return scene_id, agg, mesh, folder / named
+        return scene_id, agg, agg_json, mesh, folder / named
     segs = [p for p in folder.glob("*.segs.json") if p.name.startswith(mesh.stem + ".")]
-    return scene_id, agg, mesh, _only(folder, sorted(segs), f"segments file of {mesh.name}", f"{mesh.stem}.*segs.json")
+    segs_path = _only(folder, sorted(segs), f"segments file of {mesh.name}", f"{mesh.stem}.*segs.json")
+    return scene_id, agg, agg_json, mesh, segs_path
 
 
 def _read_matrix(path: Path, shape: tuple[int, int]) -> np.ndarray:
@@ -176,7 +178,7 @@ def _read_matrix(path: Path, shape: tuple[int, int]) -> np.ndarray:
 
 
 def _axis_alignment(folder: Path, scene_id: str, allow_unaligned: bool) -> np.ndarray:
-    """The scan's axisAlignment (4x4, in <id>.txt): it makes the floor z = 0 and the walls parallel to x and y."""
+    """The scan's axisAlignment (4x4, in <id>.txt): it turns the scan about z so the walls run along x and y."""
     meta = folder / f"{scene_id}.txt"
     m = re.search(r"^\s*axisAlignment\s*=(.*)$", meta.read_text(), re.M) if meta.is_file() else None
     if m:
@@ -242,7 +244,7 @@ def read_scannet(folder: str | Path, fps: float = 30.0, room_height: float | Non
     <id>.txt has no axisAlignment (warns) instead of refusing it.
     """
     folder = Path(folder)
-    scene_id, agg_path, ply_path, segs_path = _scannet_files(folder)
+    scene_id, agg_path, agg, ply_path, segs_path = _scannet_files(folder)
     if label_map is None:
         found = find_scannet_label_map(folder)
         if found is None:
@@ -258,7 +260,7 @@ def read_scannet(folder: str | Path, fps: float = 30.0, room_height: float | Non
     if len(seg_idx) != len(verts):
         raise SceneValidationError(
             f"{segs_path}: segIndices has {len(seg_idx)} entries but the mesh {ply_path.name} has {len(verts)} vertices")
-    groups = _need(_load_json(agg_path), "segGroups", "aggregation file", str(agg_path))
+    groups = _need(agg, "segGroups", "aggregation file", str(agg_path))
     if not groups:
         raise SceneValidationError(f"{agg_path}: segGroups is empty: the scan has no annotated objects")
     objects, kept = [], []
