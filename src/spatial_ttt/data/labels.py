@@ -22,8 +22,8 @@ SCANNET_LABEL_MAP = "scannetv2-labels.combined.tsv"
 STRUCTURE = frozenset({"wall", "floor", "ceiling"})
 # NYU40 classes too broad to name an object: the tsv's cleaned raw name is used instead
 _CATCH_ALL = frozenset({"otherfurniture", "otherprop", "otherstructure"})
-# NYU40 / ARKitScenes spellings -> the names of the synthetic CATALOG (NYU40 misspells refrigerator)
-_RESPELL = {"refridgerator": "refrigerator", "television": "tv", "tv monitor": "tv", "night stand": "nightstand"}
+# NYU40 spellings -> the names of the synthetic CATALOG (NYU40 misspells refrigerator)
+_RESPELL = {"refridgerator": "refrigerator", "television": "tv", "night stand": "nightstand"}
 
 
 def normalize(label: str) -> str:
@@ -45,9 +45,7 @@ class LabelMap:
     def __call__(self, raw: str) -> str | None:
         key = normalize(raw)
         category = self.mapping.get(key, key)
-        if not category or category in STRUCTURE:
-            return None
-        return _RESPELL.get(category, category)
+        return None if not category or category in STRUCTURE else category
 
     @classmethod
     def from_file(cls, path: str | Path) -> LabelMap:
@@ -72,7 +70,7 @@ class LabelMap:
         mapping = {}
         for r in rows:
             nyu = normalize(r["nyu40class"])
-            mapping[r["raw_category"]] = r["category"] if nyu in _CATCH_ALL or not nyu else nyu
+            mapping[r["raw_category"]] = r["category"] if nyu in _CATCH_ALL or not nyu else _RESPELL.get(nyu, nyu)
         return cls(mapping, str(path))
 
 
@@ -82,7 +80,7 @@ ARKITSCENES_CLASSES = ("cabinet", "refrigerator", "shelf", "stove", "bed", "sink
 
 def arkitscenes_labels() -> LabelMap:
     """ARKitScenes' own 17 classes, kept (tv_monitor written "tv")."""
-    return LabelMap({c: c for c in ARKITSCENES_CLASSES}, "ARKitScenes classes")
+    return LabelMap({c: "tv" if c == "tv_monitor" else c for c in ARKITSCENES_CLASSES}, "ARKitScenes classes")
 
 
 def find_scannet_label_map(folder: Path) -> Path | None:
