@@ -204,14 +204,25 @@ def test_scannet_segments_must_match_the_mesh(tmp_path):
 
 
 def test_scannet_cli_flags(tmp_path):
-    folder = scannet_scan(tmp_path, alignment=False)
-    run = [sys.executable, "-m", "spatial_ttt", "data", "validate", str(folder)]
-    env = {**os.environ, "COLUMNS": "300"}  # rich would wrap long paths
-    res = subprocess.run(run, capture_output=True, text=True, env=env)
-    assert res.returncode == 1 and "has no axisAlignment" in res.stderr
-    res = subprocess.run(run + ["--allow-unaligned"], capture_output=True, text=True, env=env)
+    import typer
+    from typer.testing import CliRunner
+
+    from spatial_ttt.data.cli import register
+
+    folder = scannet_scan(tmp_path, alignment=False, groups=[("Cabinet ", [3]), ("chair", [6]), ("chair", [7])])
+    app = typer.Typer()
+    app.callback()(lambda: None)
+    register(app)
+    res = CliRunner().invoke(app, ["data", "validate", str(folder)], env={"COLUMNS": "300"})
+    assert res.exit_code == 1 and "has no axisAlignment" in res.output
+    user = tmp_path / "map.json"
+    user.write_text(json.dumps({"cabinet": "storage"}))
+    # the real command, in a fresh process, with both flags
+    res = subprocess.run([sys.executable, "-m", "spatial_ttt", "data", "validate", str(folder), "--allow-unaligned",
+                          "--label-map", str(user)], capture_output=True, text=True, env={**os.environ, "COLUMNS": "300"})
     assert res.returncode == 0, res.stderr
-    assert res.stdout.startswith("scene0000_00: 1 room(s), 27.0 m2, 7 objects in 4 categories")
+    assert res.stdout.startswith("scene0000_00: 1 room(s), 27.0 m2, 3 objects in 2 categories")
+    assert "has no axisAlignment" in res.stderr and "kept as written: chair" in res.stderr  # the warnings
 
 
 # ---------------------------------------------------------------- ARKitScenes
@@ -245,7 +256,7 @@ def arkit_scan(root, video_id="41069021", mesh=True):
             for i, (lab, cen, ln, ax) in enumerate(boxes)], "stats": {}, "version": "v1"}))
     if mesh:  # floor at z = -1.2 (ARKit's origin is where the phone started), room 5 x 4 m, 2.6 m high
         pts = [[x, y, z] for x in (0, 5) for y in (0, 4) for z in (-1.2, 1.4)]
-        write_ply(folder / f"{video_id}_3dod_mesh.ply", pts, fmt="ascii")
+        write_ply(folder / f"{video_id}_3dod_mesh.ply", pts)
     return folder, boxes
 
 
