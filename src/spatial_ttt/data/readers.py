@@ -404,7 +404,7 @@ def read_arkitscenes(path: str | Path, *, label_map: LabelMap | str | Path | Non
         kept.append(label)
     _check_sizes(objects, src)
     _warn_unmapped(labels, kept, src)
-    video_id = path.name.removesuffix(_ARKIT_ANNOTATION)
+    video_id = path.name.removesuffix(_ARKIT_ANNOTATION) if path.name.endswith(_ARKIT_ANNOTATION) else path.stem
     mesh = path.with_name(f"{video_id}_3dod_mesh.ply")
     if mesh.is_file():
         verts = read_ply_vertices(mesh)
