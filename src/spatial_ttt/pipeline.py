@@ -123,7 +123,7 @@ def iter_video_frames(
     one frame. Seeks to start_s. Errors raise VideoError naming the file."""
     import av
 
-    from .video.decode import _open
+    from .video.decode import _open, upright_rgb
 
     path = Path(path)
     if not path.is_file():
@@ -155,7 +155,7 @@ def iter_video_frames(
                     continue
                 while next_t <= t + 1e-6:
                     next_t += 1.0 / fps
-                rgb = torch.from_numpy(frame.to_ndarray(format="rgb24"))
+                rgb = upright_rgb(frame, str(path))
                 yield (resize_frames(rgb[None], size)[0] if size else rgb), t
         except av.FFmpegError as err:
             raise VideoError(f"corrupt video {path}: {err}") from err

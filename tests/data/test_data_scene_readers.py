@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from spatial_ttt.data.readers import UnknownLayoutError, read_ply_vertices, read_scene
+from spatial_ttt.data.readers import UnknownLayoutError, read_scene
 from spatial_ttt.data.scene import SceneValidationError, load_scene, save_scene, scene_to_dict
 
 
@@ -60,57 +60,6 @@ def test_unknown_layouts(tmp_path):
         read_scene(tmp_path / "missing.json")
 
 
-def _write_ply(path, verts, binary):
-    header = ("ply\nformat {} 1.0\nelement vertex {}\nproperty float x\nproperty float y\nproperty float z\n"
-              "property uchar red\nproperty uchar green\nproperty uchar blue\nelement face 0\n"
-              "property list uchar int vertex_indices\nend_header\n").format(
-        "binary_little_endian" if binary else "ascii", len(verts))
-    with open(path, "wb") as fh:
-        fh.write(header.encode())
-        if binary:
-            rec = np.zeros(len(verts), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("r", "u1"), ("g", "u1"), ("b", "u1")])
-            rec["x"], rec["y"], rec["z"] = verts.T
-            fh.write(rec.tobytes())
-        else:
-            fh.write("".join(f"{x} {y} {z} 128 128 128\n" for x, y, z in verts).encode())
-
-
-@pytest.mark.parametrize("binary", [True, False])
-def test_scannet_layout(tmp_path, binary):
-    folder = tmp_path / "scene0000_00"
-    folder.mkdir()
-    # walls: segment 0 spans the room 0..5 x 0..4 x 0..2.5; a table (segment 1) and a chair (segments 2+3)
-    verts = np.array([[0, 0, 0], [5, 4, 2.5],
-                      [1, 1, 0], [2, 1.5, 0.75],
-                      [3, 3, 0], [3.5, 3.2, 0.45], [3.1, 3.5, 0.9]], dtype=float)
-    seg = [0, 0, 1, 1, 2, 2, 3]
-    _write_ply(folder / "scene0000_00_vh_clean_2.ply", verts, binary)
-    (folder / "scene0000_00_vh_clean_2.0.010000.segs.json").write_text(json.dumps({"segIndices": seg}))
-    (folder / "scene0000_00.aggregation.json").write_text(json.dumps({"segGroups": [
-        {"objectId": 0, "label": "table", "segments": [1]}, {"objectId": 1, "label": "chair", "segments": [2, 3]}]}))
-    # an axis alignment that shifts everything by +10 in x
-    (folder / "scene0000_00.txt").write_text("axisAlignment = 1 0 0 10 0 1 0 0 0 0 1 0 0 0 0 1\n")
-    s = read_scene(folder)
-    table, chair = s.objects
-    assert table.category == "table" and table.box.center == pytest.approx((11.5, 1.25, 0.375))
-    assert table.box.size == pytest.approx((1, 0.5, 0.75))
-    assert chair.box.center == pytest.approx((13.25, 3.25, 0.45)) and chair.box.size == pytest.approx((0.5, 0.5, 0.9))
-    assert s.total_area() == pytest.approx(20.0) and s.rooms[0].height == pytest.approx(2.5)
-    np.testing.assert_allclose(read_ply_vertices(folder / "scene0000_00_vh_clean_2.ply"), verts, rtol=1e-6)
-
-
-def test_scannet_errors(tmp_path):
-    folder = tmp_path / "sc"
-    folder.mkdir()
-    (folder / "sc.aggregation.json").write_text(json.dumps({"segGroups": []}))
-    with pytest.raises(SceneValidationError, match="segments file"):
-        read_scene(folder)
-    (folder / "sc_vh_clean_2.0.010000.segs.json").write_text(json.dumps({"segIndices": [0, 0]}))
-    _write_ply(folder / "sc_vh_clean_2.ply", np.zeros((3, 3)), True)
-    with pytest.raises(SceneValidationError, match="2 entries but the mesh"):
-        read_scene(folder)
-
-
 def test_box_list_json(tmp_path):
     yaw = math.radians(30)
     rot = [[math.cos(yaw), -math.sin(yaw), 0], [math.sin(yaw), math.cos(yaw), 0], [0, 0, 1]]
@@ -124,13 +73,3 @@ def test_box_list_json(tmp_path):
     bad = _write(tmp_path, {"objects": [{"label": "x", "center": [0, 0, 0], "size": [1, 0, 1]}]}, "bad.json")
     with pytest.raises(SceneValidationError, match=r"bad.json: object 0 \('x'\) has a non-positive box size"):
         read_scene(bad)
-
-
-def test_arkit_style_json(tmp_path):
-    p = _write(tmp_path, {"data": [{"label": "bed", "segments": {"obbAligned": {
-        "centroid": [1, 2, 0.3], "axesLengths": [2, 1.6, 0.6], "normalizedAxes": [0, 1, 0, -1, 0, 0, 0, 0, 1]}}}]},
-        "arkit.json")
-    s = read_scene(p)
-    assert s.objects[0].box.yaw == pytest.approx(-math.pi / 2) and s.objects[0].box.size == (2, 1.6, 0.6)
-    # no room annotated: the rectangle around the (rotated) bed footprint, 1.6 x 2 m
-    assert s.total_area() == pytest.approx(3.2)

@@ -115,3 +115,43 @@ def test_default_cap_is_128_frames(tmp_path):
     clip = read_video(path, size=None)  # 2 fps over 140 s wants 280 frames
     assert clip.num_frames == 128
     assert clip.frame_indices[:3] == (0, 1, 2) and clip.frame_indices[-1] == 139
+
+
+def _write_rotated(path: Path, ccw_degrees: int) -> Path:
+    """4 frames of 32 x 64 (H x W), black with a white 8 x 8 square in the top-left corner, tagged with a
+    display rotation (counter-clockwise degrees, as phones write it)."""
+    img = np.zeros((32, 64, 3), np.uint8)
+    img[:8, :8] = 255
+    with av.open(str(path), mode="w") as out:
+        stream = out.add_stream("libx264rgb", rate=10, options={"qp": "0"})
+        stream.width, stream.height, stream.pix_fmt = 64, 32, "rgb24"
+        stream.set_display_rotation(ccw_degrees)
+        for _ in range(4):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        out.mux(stream.encode())
+    return path
+
+
+# where the top-left marker is shown after rotating the picture counter-clockwise by the tag, and the shown (H, W)
+@pytest.mark.parametrize("ccw, corner, shape", [
+    (0, (slice(0, 8), slice(0, 8)), (32, 64)),
+    (90, (slice(56, 64), slice(0, 8)), (64, 32)),     # ccw quarter turn: top-left goes to bottom-left
+    (180, (slice(24, 32), slice(56, 64)), (32, 64)),  # half turn: bottom-right
+    (270, (slice(0, 8), slice(24, 32)), (64, 32)),    # = 90 clockwise (a phone's "rotate 90"): top-right
+])
+def test_rotation_tag_is_applied(tmp_path, ccw, corner, shape):
+    from spatial_ttt.pipeline import iter_video_frames
+
+    path = _write_rotated(tmp_path / f"rot{ccw}.mp4", ccw)
+    want = np.zeros((*shape, 3), np.uint8)
+    want[corner] = 255
+    frames = read_video(path, num_frames=2, size=None).frames
+    assert frames.shape == (2, *shape, 3)
+    np.testing.assert_array_equal(frames[0].numpy(), want)
+    streamed = [f for f, _ in iter_video_frames(path, fps=10, size=None)]  # the `stream` command's reader
+    assert len(streamed) == 4
+    np.testing.assert_array_equal(streamed[0].numpy(), want)
+    # rotation comes before the resize: a portrait picture is resized as portrait
+    small = read_video(path, num_frames=2, size=(shape[0] // 2, shape[1] // 2)).frames[0].float().mean(-1)
+    r, c = corner
+    assert small[r.start // 2:r.stop // 2, c.start // 2:c.stop // 2].min() > 200

@@ -96,3 +96,20 @@ def test_group_frames_arguments():
         list(group_frames([grey(0)], group_size=3, fps=1.0))
     with pytest.raises(VideoError, match="live frame 0"):
         list(group_frames([np.zeros((4, 4), dtype=np.uint8)], fps=1.0))
+
+
+def test_resize_is_the_reference_float32_kernel():
+    """qwen-vl-utils resizes uint8 frames with torchvision's tensor resize: float32 bicubic with antialiasing,
+    clamped and rounded. Pillow's float ("F") resampling is the same antialiased bicubic (a = -0.5), computed
+    independently; torch's uint8 fixed-point path differs on this frame, so the test tells the kernels apart."""
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (120, 200, 3), dtype=np.uint8)
+    got = resize_frames(torch.from_numpy(frame)[None], (96, 160))[0].numpy()
+    want = np.stack([np.asarray(Image.fromarray(frame[..., c].astype(np.float32), mode="F")
+                                .resize((160, 96), Image.BICUBIC)) for c in range(3)], axis=-1)
+    err = np.abs(got - np.clip(want, 0, 255))  # got is the reference value rounded (1e-3: float32 vs PIL's sums)
+    assert err.max() <= 0.5 + 1e-3
+    chw = torch.from_numpy(frame).permute(2, 0, 1)[None]
+    uint8_path = torch.nn.functional.interpolate(chw, size=(96, 160), mode="bicubic", antialias=True)
+    diff = (uint8_path[0].permute(1, 2, 0).int() - torch.from_numpy(got).int()).abs()
+    assert diff.max() >= 5 and (diff > 0).float().mean() > 0.1

@@ -15,6 +15,10 @@ def register(app: typer.Typer) -> None:
     data = typer.Typer(help="Build training data: synthetic scenes, dense scene descriptions and spatial QA.",
                        no_args_is_help=True)
     console = Console(stderr=True, soft_wrap=True)  # never break file paths in error messages
+    label_map_option = typer.Option(None, "--label-map", help="Label map for raw labels: ScanNet's "
+                                    "scannetv2-labels.combined.tsv format or JSON {\"raw\": \"category\" or null}.")
+    unaligned_option = typer.Option(False, "--allow-unaligned", help="Accept a ScanNet scan without axisAlignment "
+                                    "(measures in the raw scan frame).")
 
     @data.command("synth")
     def synth(
@@ -45,24 +49,31 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Seed for question sampling and phrasing."),
         qa_per_type: int = typer.Option(3, "--qa-per-type", min=0, help="Questions per VSI-Bench type."),
         shard_size: int = typer.Option(1000, "--shard-size", min=1, help="Records per JSONL shard."),
+        label_map: Path | None = label_map_option,
+        allow_unaligned: bool = unaligned_option,
     ) -> None:
         """Write a dense description and spatial QA for one annotated scene as SFT shards."""
         from .dataset import build_dataset_from_annotations
 
         try:
-            summary = build_dataset_from_annotations(scene, out, video, seed, qa_per_type, shard_size)
+            summary = build_dataset_from_annotations(scene, out, video, seed, qa_per_type, shard_size,
+                                                     label_map=label_map, allow_unaligned=allow_unaligned)
         except SceneValidationError as e:
             console.print(f"[red]error:[/red] {e}")
             raise typer.Exit(1) from None
         typer.echo(f"{summary['scene_id']}: {summary['records']} records in {len(summary['shards'])} shard(s)")
 
     @data.command("validate")
-    def validate(scene: Path = typer.Argument(..., help="Annotation to check (any supported layout).")) -> None:
+    def validate(
+        scene: Path = typer.Argument(..., help="Annotation to check (any supported layout)."),
+        label_map: Path | None = label_map_option,
+        allow_unaligned: bool = unaligned_option,
+    ) -> None:
         """Read and validate an annotation; print a one-line summary or the problem."""
         from .readers import read_scene
 
         try:
-            s = read_scene(scene)
+            s = read_scene(scene, label_map=label_map, allow_unaligned=allow_unaligned)
         except SceneValidationError as e:
             console.print(f"[red]invalid:[/red] {e}")
             raise typer.Exit(1) from None

@@ -77,12 +77,14 @@ def generate_synthetic_dataset(out_dir: str | Path, num_scenes: int, frames_per_
 
 
 def build_dataset_from_annotations(scene_path: str | Path, out_dir: str | Path, video: str, seed: int = 0,
-                                   qa_per_type: int = 3, shard_size: int = 1000) -> dict[str, Any]:
+                                   qa_per_type: int = 3, shard_size: int = 1000, *,
+                                   label_map: str | Path | None = None, allow_unaligned: bool = False) -> dict[str, Any]:
     """Read one annotated scene (any supported layout), write its descriptions and QA as SFT shards.
 
-    video is stored in the records as given: the scene's video path relative to the dataset's data_path.
+    video is stored in the records as given: the scene's video path relative to the dataset's data_path;
+    label_map and allow_unaligned go to read_scene.
     """
-    scene = read_scene(scene_path)
+    scene = read_scene(scene_path, label_map=label_map, allow_unaligned=allow_unaligned)
     records = build_sft_records(scene, video, seed, qa_per_type)
     shards = write_sft_shards(records, out_dir, shard_size, prefix=f"sft-{scene.scene_id}")
     return {"scene_id": scene.scene_id, "objects": len(scene.objects), "frames": len(scene.frames),

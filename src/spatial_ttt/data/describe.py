@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .geometry import box_distance, camera_floor_view, stacked_on, viewpoint_coords
-from .scene import Room, Scene, SceneObject
+from .scene import Room, Scene, SceneObject, SceneValidationError
 
 DESCRIPTION_PROMPTS = (
     "Describe this scene in detail: the room, every object and how the objects are arranged.",
@@ -113,6 +113,8 @@ def _room_sentence(rng: np.random.Generator, room: Room, label: str) -> str:
 
 def describe_scene(scene: Scene, seed: int) -> str:
     """A dense, deterministic (given seed) description of the scene in plain sentences."""
+    if not scene.objects:
+        raise SceneValidationError(f"{scene.source}: scene {scene.scene_id!r} has no objects to describe")
     rng = np.random.default_rng([seed, 7])
     view = viewpoint(scene)
     ordered = scene.objects_in_appearance_order()
@@ -154,10 +156,9 @@ def _object_sentence(rng: np.random.Generator, o: SceneObject, introduced: list[
     name = names[o.id]
     dims = "x".join(f"{s:.1f}" for s in sorted(o.box.size, reverse=True))
     seen = f" (first seen at {scene.frames[first[o.id]].timestamp:.1f} s)" if o.id in first else ""
-    big = ", the largest piece of furniture here," if o.id == landmark.id else ""
-    head = (f"{name.capitalize()}{seen}{big} about {dims} m, is {region_phrase(o, room, view)}",
-            f"Next comes {name}{seen}{big} roughly {dims} m, {region_phrase(o, room, view)}")[int(rng.integers(2))]
-    head = head.replace(f"{seen} about", f"{seen}, about").replace(f"{seen} roughly", f"{seen}, roughly")
+    aside = ", the largest piece of furniture here, " if o.id == landmark.id else ", "
+    head = (f"{name.capitalize()}{seen}{aside}about {dims} m, is {region_phrase(o, room, view)}",
+            f"Next comes {name}{seen}{aside}roughly {dims} m, {region_phrase(o, room, view)}")[int(rng.integers(2))]
     parts = []
     ref = min(introduced, key=lambda r: box_distance(o.box, r.box)) if introduced else None
     if ref is not None:

@@ -54,6 +54,24 @@ def box_distance(a: Box3D, b: Box3D) -> float:
     return math.hypot(d_xy, d_z)
 
 
+def convex_hull(points: np.ndarray) -> np.ndarray:
+    """Convex hull (k, 2) of floor points (n, 2), counter-clockwise, collinear points dropped (monotone chain)."""
+    pts = [tuple(p) for p in np.unique(np.asarray(points, dtype=float), axis=0).tolist()]  # sorted by x, then y
+    if len(pts) < 3:
+        return np.array(pts, dtype=float).reshape(-1, 2)
+
+    def half(seq: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        out: list[tuple[float, float]] = []
+        for x, y in seq:
+            while len(out) >= 2 and ((out[-1][0] - out[-2][0]) * (y - out[-2][1])
+                                     - (out[-1][1] - out[-2][1]) * (x - out[-2][0])) <= 0:
+                out.pop()
+            out.append((x, y))
+        return out
+
+    return np.array(half(pts)[:-1] + half(pts[::-1])[:-1])
+
+
 # ---------------------------------------------------------------- directions
 
 

@@ -2,13 +2,14 @@
 
 Layouts recognised by read_scene(path):
 - this package's own scene.json ("format": "spatial-ttt-scene/1");
-- ScanNet-style folder: <id>.aggregation.json (segGroups with label + segments), <id>_vh_clean_2*.segs.json
-  (per-vertex segIndices), <id>_vh_clean_2.ply mesh (vertex x y z); optional <id>.txt with axisAlignment,
-  optional pose/<n>.txt (4x4 camera-to-world) and intrinsic/intrinsic_color.txt (4x4 or 3x3) for frames;
+- ScanNet scan folder: <id>.aggregation.json (segGroups with label + segments), the segments file of the mesh
+  (<id>_vh_clean_2.0.010000.segs.json for <id>_vh_clean_2.ply), <id>.txt with axisAlignment, optional
+  pose/<n>.txt (4x4 camera-to-world) and intrinsic/intrinsic_color.txt (4x4 or 3x3) for frames; labels are
+  curated through scannetv2-labels.combined.tsv (see labels.py);
+- ARKitScenes 3DOD folder: <video_id>_3dod_annotation.json ({"data": [{"label", "segments": {"obbAligned":
+  {"centroid", "axesLengths", "normalizedAxes"}}}]}) and <video_id>_3dod_mesh.ply for the room;
 - per-object box lists in JSON: {"objects": [{"label"|"category", "center", "size", "yaw"|"rotation"}]}
-  (optionally "scene_id", "room": {"polygon", "height"} or {"min", "max"}, "frames"), and the
-  ARKitScenes-style {"data": [{"label", "segments": {"obbAligned": {"centroid", "axesLengths",
-  "normalizedAxes"}}}]}.
+  (optionally "scene_id", "room": {"polygon", "height"} or {"min", "max"}, "frames").
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from __future__ import annotations
 import json
 import math
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .geometry import frustum_visibility
+from .geometry import convex_hull, frustum_visibility
+from .labels import LabelMap, arkitscenes_labels, find_scannet_label_map, normalize
 from .scene import (
     Box3D, Frame, Intrinsics, Room, Scene, SceneObject, SceneValidationError, _finite, _need, check_rigid,
     frame_from_dict, scene_from_dict, validate_scene,
@@ -39,12 +42,31 @@ _PLY_TYPES = {"char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short":
               "float": "f4", "float32": "f4", "double": "f8", "float64": "f8"}
 
 
+def _skip(fh, fmt: str, order: str, count: int, props: list) -> None:
+    """Move past the data of an element stored before 'vertex' (faces, edges, ...)."""
+    if fmt == "ascii":
+        for _ in range(count):
+            fh.readline()
+        return
+    if all(t is not None for _, t, _ in props):
+        fh.seek(count * sum(np.dtype(t).itemsize for _, t, _ in props), 1)
+        return
+    for _ in range(count):  # records with list properties: each list says how long it is
+        for _, t, lst in props:
+            if t is not None:
+                fh.seek(np.dtype(t).itemsize, 1)
+            else:
+                count_t, item_t = lst
+                n = int(np.frombuffer(fh.read(np.dtype(count_t).itemsize), order + count_t)[0])
+                fh.seek(n * np.dtype(item_t).itemsize, 1)
+
+
 def read_ply_vertices(path: Path) -> np.ndarray:
-    """Vertex positions (N, 3) of an ascii or binary PLY whose first element is 'vertex'."""
+    """Vertex positions (N, 3) of an ascii or binary PLY (the vertex element may come after others)."""
     with open(path, "rb") as fh:
         if fh.readline().strip() != b"ply":
             raise SceneValidationError(f"{path}: not a PLY file (missing 'ply' magic)")
-        fmt, elements = None, []  # elements: [name, count, [(prop, dtype)]]
+        fmt, elements = None, []  # elements: [name, count, [(prop, dtype or None for lists, list count dtype)]]
         while True:
             line = fh.readline()
             if not line:
@@ -59,19 +81,28 @@ def read_ply_vertices(path: Path) -> np.ndarray:
             elif words[0] == "property":
                 if not elements:
                     raise SceneValidationError(f"{path}: PLY property before any element")
-                if words[1] == "list":
-                    elements[-1][2].append((words[-1], None))
+                if words[1] == "list" and len(words) == 5 and words[2] in _PLY_TYPES and words[3] in _PLY_TYPES:
+                    elements[-1][2].append((words[4], None, (_PLY_TYPES[words[2]], _PLY_TYPES[words[3]])))
                 elif words[1] in _PLY_TYPES:
-                    elements[-1][2].append((words[2], _PLY_TYPES[words[1]]))
+                    elements[-1][2].append((words[2], _PLY_TYPES[words[1]], None))
                 else:
-                    raise SceneValidationError(f"{path}: unknown PLY property type {words[1]!r}")
+                    raise SceneValidationError(f"{path}: unknown PLY property type {' '.join(words[1:-1])!r}")
             elif words[0] == "end_header":
                 break
-        if not elements or elements[0][0] != "vertex":
-            raise SceneValidationError(f"{path}: PLY's first element must be 'vertex'")
-        _, count, props = elements[0]
-        names = [p for p, _ in props]
-        if any(t is None for _, t in props) or not {"x", "y", "z"} <= set(names):
+        if fmt not in ("ascii", "binary_little_endian", "binary_big_endian"):
+            raise SceneValidationError(f"{path}: unsupported PLY format {fmt!r}")
+        names = [e[0] for e in elements]
+        if "vertex" not in names:
+            raise SceneValidationError(f"{path}: PLY has no 'vertex' element")
+        order = "<" if fmt == "binary_little_endian" else ">"
+        try:
+            for _, count, props in elements[: names.index("vertex")]:
+                _skip(fh, fmt, order, count, props)
+        except (ValueError, IndexError):
+            raise SceneValidationError(f"{path}: PLY data before the vertices is truncated or malformed") from None
+        _, count, props = elements[names.index("vertex")]
+        cols = [p for p, _, _ in props]
+        if any(t is None for _, t, _ in props) or not {"x", "y", "z"} <= set(cols):
             raise SceneValidationError(f"{path}: PLY vertex element needs scalar x, y, z properties")
         if fmt == "ascii":
             rows = [fh.readline().split() for _ in range(count)]
@@ -81,11 +112,8 @@ def read_ply_vertices(path: Path) -> np.ndarray:
                 raise SceneValidationError(f"{path}: PLY vertex data is truncated or malformed") from None
             if data.shape != (count, len(props)):
                 raise SceneValidationError(f"{path}: PLY vertex data is truncated or malformed")
-            return data[:, [names.index(c) for c in "xyz"]]
-        if fmt not in ("binary_little_endian", "binary_big_endian"):
-            raise SceneValidationError(f"{path}: unsupported PLY format {fmt!r}")
-        order = "<" if fmt == "binary_little_endian" else ">"
-        dtype = np.dtype([(p, order + t) for p, t in props])
+            return data[:, [cols.index(c) for c in "xyz"]]
+        dtype = np.dtype([(p, order + t) for p, t, _ in props])
         buf = fh.read(dtype.itemsize * count)
         if len(buf) < dtype.itemsize * count:
             raise SceneValidationError(f"{path}: PLY vertex data is truncated")
@@ -110,6 +138,35 @@ def _one(folder: Path, pattern: str, what: str) -> Path:
     return hits[0]
 
 
+def _only(folder: Path, hits: list[Path], what: str, pattern: str) -> Path:
+    if len(hits) != 1:
+        found = f"found {', '.join(h.name for h in hits)}" if hits else "found none"
+        raise SceneValidationError(f"{folder}: expected one {what} ({pattern}), {found}")
+    return hits[0]
+
+
+def _scannet_files(folder: Path) -> tuple[str, Path, Any, Path, Path]:
+    """(scene id, aggregation file and its JSON, mesh, segments of that mesh) of a ScanNet scan folder.
+
+    A full scan folder has two of each: <id>.aggregation.json + <id>_vh_clean_2.0.010000.segs.json belong to the
+    decimated mesh <id>_vh_clean_2.ply; <id>_vh_clean.aggregation.json + <id>_vh_clean.segs.json to the full one.
+    """
+    aggs = [p for p in folder.glob("*.aggregation.json") if not p.name.endswith("_vh_clean.aggregation.json")]
+    agg = _only(folder, sorted(aggs), "aggregation file", "<id>.aggregation.json")
+    scene_id = agg.name[: -len(".aggregation.json")]
+    mesh = folder / f"{scene_id}_vh_clean_2.ply"
+    if not mesh.is_file():
+        meshes = [p for p in folder.glob("*.ply") if not p.name.endswith(".labels.ply")]
+        mesh = _only(folder, sorted(meshes), "mesh", f"{scene_id}_vh_clean_2.ply")
+    agg_json = _load_json(agg)
+    named = str(agg_json.get("segmentsFile", "") if isinstance(agg_json, dict) else "").removeprefix("scannet.")
+    if named and (folder / named).is_file():
+        return scene_id, agg, agg_json, mesh, folder / named
+    segs = [p for p in folder.glob("*.segs.json") if p.name.startswith(mesh.stem + ".")]
+    segs_path = _only(folder, sorted(segs), f"segments file of {mesh.name}", f"{mesh.stem}.*segs.json")
+    return scene_id, agg, agg_json, mesh, segs_path
+
+
 def _read_matrix(path: Path, shape: tuple[int, int]) -> np.ndarray:
     try:
         m = np.loadtxt(path, dtype=float)
@@ -120,17 +177,22 @@ def _read_matrix(path: Path, shape: tuple[int, int]) -> np.ndarray:
     return m.reshape(shape)
 
 
-def _axis_alignment(folder: Path, scene_id: str) -> np.ndarray:
+def _axis_alignment(folder: Path, scene_id: str, allow_unaligned: bool) -> np.ndarray:
+    """The scan's axisAlignment (4x4, in <id>.txt): it turns the scan about z so the walls run along x and y."""
     meta = folder / f"{scene_id}.txt"
-    if meta.exists():
-        m = re.search(r"axisAlignment\s*=\s*([-0-9eE.+\s]+)", meta.read_text())
-        if m:
-            vals = m.group(1).split()
-            if len(vals) != 16:
-                raise SceneValidationError(f"{meta}: axisAlignment needs 16 numbers, got {len(vals)}")
-            align = np.array(vals, dtype=float).reshape(4, 4)
-            check_rigid(align, "axisAlignment", str(meta))
-            return align
+    m = re.search(r"^\s*axisAlignment\s*=(.*)$", meta.read_text(), re.M) if meta.is_file() else None
+    if m:
+        vals = m.group(1).split()
+        if len(vals) != 16:
+            raise SceneValidationError(f"{meta}: axisAlignment needs 16 numbers, got {len(vals)}")
+        align = _finite(vals, "axisAlignment", str(meta)).reshape(4, 4)
+        check_rigid(align, "axisAlignment", str(meta))
+        return align
+    problem = f"{meta} has no axisAlignment" if meta.is_file() else f"{meta} (with the axisAlignment) is missing"
+    problem += ": room size and object sizes would be measured in the raw, unaligned scan frame"
+    if not allow_unaligned:
+        raise SceneValidationError(f"{problem}; pass allow_unaligned=True (CLI: --allow-unaligned) to use it anyway")
+    warnings.warn(problem, stacklevel=3)
     return np.eye(4)
 
 
@@ -157,36 +219,73 @@ def _scannet_frames(folder: Path, align: np.ndarray, fps: float) -> list[Frame]:
     return frames
 
 
-def read_scannet(folder: str | Path, fps: float = 30.0, room_height: float | None = None) -> Scene:
-    """ScanNet-style folder -> Scene with axis-aligned object boxes (yaw 0) and the mesh bounds as the room."""
+def _floor_room(verts: np.ndarray, height: float, name: str) -> Room:
+    """The room as the convex hull of the mesh's floor projection (see docs/data.md, room size)."""
+    return Room(tuple(map(tuple, convex_hull(verts[:, :2]).tolist())), float(height), name)
+
+
+def _as_label_map(label_map: LabelMap | str | Path) -> LabelMap:
+    return label_map if isinstance(label_map, LabelMap) else LabelMap.from_file(label_map)
+
+
+def _warn_unmapped(labels: LabelMap, raw_labels: list[str], source: str) -> None:
+    unmapped = sorted({normalize(r) for r in raw_labels if not labels.knows(r)})
+    if labels.mapping and unmapped:
+        warnings.warn(f"{source}: labels not in the label map {labels.source}, kept as written: "
+                      f"{', '.join(unmapped)}", stacklevel=3)
+
+
+def read_scannet(folder: str | Path, fps: float = 30.0, room_height: float | None = None, *,
+                 label_map: LabelMap | str | Path | None = None, allow_unaligned: bool = False) -> Scene:
+    """ScanNet scan folder -> Scene with axis-aligned object boxes (yaw 0) and the mesh footprint as the room.
+
+    label_map: a LabelMap, or a file (ScanNet tsv / JSON); default: scannetv2-labels.combined.tsv found in the
+    folder or up to two levels above, else the raw labels (with a warning). allow_unaligned: accept a scan whose
+    <id>.txt has no axisAlignment (warns) instead of refusing it.
+    """
     folder = Path(folder)
-    agg_path = _one(folder, "*.aggregation.json", "aggregation file")
-    scene_id = agg_path.name[: -len(".aggregation.json")]
-    segs_path = _one(folder, "*.segs.json", "segments file")
-    ply_path = _one(folder, "*_vh_clean_2.ply", "mesh") if list(folder.glob("*_vh_clean_2.ply")) \
-        else _one(folder, "*.ply", "mesh")
-    align = _axis_alignment(folder, scene_id)
+    scene_id, agg_path, agg, ply_path, segs_path = _scannet_files(folder)
+    if label_map is None:
+        found = find_scannet_label_map(folder)
+        if found is None:
+            warnings.warn(f"{folder}: no scannetv2-labels.combined.tsv here or above; raw labels are used "
+                          "(pass label_map= to curate them)", stacklevel=2)
+        labels = LabelMap.from_file(found) if found else LabelMap({}, "<none>")
+    else:
+        labels = _as_label_map(label_map)
+    align = _axis_alignment(folder, scene_id, allow_unaligned)
     verts = read_ply_vertices(ply_path)
     verts = verts @ align[:3, :3].T + align[:3, 3]
     seg_idx = np.asarray(_need(_load_json(segs_path), "segIndices", "segments file", str(segs_path)))
     if len(seg_idx) != len(verts):
         raise SceneValidationError(
             f"{segs_path}: segIndices has {len(seg_idx)} entries but the mesh {ply_path.name} has {len(verts)} vertices")
-    objects = []
-    for i, g in enumerate(_need(_load_json(agg_path), "segGroups", "aggregation file", str(agg_path))):
+    groups = _need(agg, "segGroups", "aggregation file", str(agg_path))
+    if not groups:
+        raise SceneValidationError(f"{agg_path}: segGroups is empty: the scan has no annotated objects")
+    objects, kept = [], []
+    for i, g in enumerate(groups):
         where = f"segGroups[{i}]"
         label = str(_need(g, "label", where, str(agg_path)))
+        category = labels(label)
+        if category is None:  # structure (wall, floor, ceiling) or mapped to nothing
+            continue
         mask = np.isin(seg_idx, _need(g, "segments", where, str(agg_path)))
         if not mask.any():
-            raise SceneValidationError(f"{agg_path}: {where} ({label!r}) has no mesh vertices")
+            warnings.warn(f"{agg_path}: {where} ({label!r}) has no mesh vertices; skipped", stacklevel=2)
+            continue
         pts = verts[mask]
         lo, hi = pts.min(axis=0), pts.max(axis=0)
         size = np.maximum(hi - lo, 1e-3)  # a planar segment still gets a thin, valid box
-        objects.append(SceneObject(int(g.get("objectId", g.get("id", i))), label,
+        objects.append(SceneObject(int(g.get("objectId", g.get("id", i))), category,
                                    Box3D(tuple(((lo + hi) / 2).tolist()), tuple(size.tolist()), 0.0)))
+        kept.append(label)
+    if not objects:
+        raise SceneValidationError(f"{agg_path}: no objects left once structure (wall, floor, ceiling) and "
+                                   "empty groups are dropped")
+    _warn_unmapped(labels, kept, str(agg_path))
     lo, hi = verts.min(axis=0), verts.max(axis=0)
-    room = Room(((lo[0], lo[1]), (hi[0], lo[1]), (hi[0], hi[1]), (lo[0], hi[1])),
-                float(room_height if room_height is not None else hi[2] - min(lo[2], 0.0)), scene_id)
+    room = _floor_room(verts, room_height if room_height is not None else hi[2] - min(lo[2], 0.0), scene_id)
     scene = Scene(scene_id, [room], objects, _scannet_frames(folder, align, fps), fps, str(folder))
     return frustum_visibility(validate_scene(scene)) if scene.frames else validate_scene(scene)
 
@@ -194,16 +293,20 @@ def read_scannet(folder: str | Path, fps: float = 30.0, room_height: float | Non
 # ---------------------------------------------------------------- per-object box lists in JSON
 
 
-def _yaw_from_rotation(rot: Any, where: str, source: str) -> float:
-    """Yaw of a gravity-aligned 3x3 rotation (row-major list of 9 or nested); tilted boxes are rejected."""
-    r = _finite(rot, f"{where} rotation", source).reshape(-1)
-    if r.size != 9:
-        raise SceneValidationError(f"{source}: {where} rotation must have 9 numbers, got {r.size}")
-    r = r.reshape(3, 3)
-    if abs(abs(r[2, 2]) - 1) > 0.02:
-        raise SceneValidationError(f"{source}: {where} box is tilted (rotation[2][2] = {r[2, 2]:.3f}); "
+def _upright_box(axes: Any, lengths: np.ndarray, where: str, source: str) -> tuple[tuple[float, ...], float]:
+    """(size, yaw) of a box given by its three axes as the ROWS of a 3x3 (unit vectors in world coordinates) and
+    the box's extent along each; the axis closest to vertical becomes the box's z, the first other one its x.
+    Tilted boxes are rejected: the scene schema has gravity-aligned boxes only."""
+    a = _finite(axes, f"{where} axes", source).reshape(-1)
+    if a.size != 9:
+        raise SceneValidationError(f"{source}: {where} rotation must have 9 numbers, got {a.size}")
+    a = a.reshape(3, 3)
+    up = int(np.argmax(np.abs(a[:, 2])))
+    if abs(abs(a[up, 2]) - 1) > 0.02:
+        raise SceneValidationError(f"{source}: {where} box is tilted (no axis within 0.02 of vertical); "
                                    "only boxes rotated about the vertical axis are supported")
-    return math.atan2(r[1, 0], r[0, 0])
+    x, y = (k for k in range(3) if k != up)
+    return (float(lengths[x]), float(lengths[y]), float(lengths[up])), math.atan2(a[x, 1], a[x, 0])
 
 
 def _room_from(d: Any, objects: list[SceneObject], source: str) -> Room:
@@ -220,42 +323,44 @@ def _room_from(d: Any, objects: list[SceneObject], source: str) -> Room:
     return Room(((lo[0], lo[1]), (hi[0], lo[1]), (hi[0], hi[1]), (lo[0], hi[1])), float(hi[2] - lo[2]))
 
 
-def read_box_json(path: str | Path) -> Scene:
-    """Per-object box list JSON (generic or ARKitScenes-style) -> Scene."""
+def _check_sizes(objects: list[SceneObject], src: str) -> None:
+    if not objects:
+        raise SceneValidationError(f"{src}: the box list is empty")
+    for o in objects:  # validated before a room fallback uses the boxes
+        if min(o.box.size) <= 0:
+            raise SceneValidationError(f"{src}: object {o.id} ({o.category!r}) has a non-positive box size "
+                                       f"{list(o.box.size)}")
+
+
+def read_box_json(path: str | Path, *, label_map: LabelMap | str | Path | None = None) -> Scene:
+    """Per-object box list JSON -> Scene; categories go through label_map when one is given."""
     path = Path(path)
     src = str(path)
     d = _load_json(path)
-    objects = []
-    if isinstance(d, dict) and "data" in d and "objects" not in d:  # ARKitScenes-style
-        for i, item in enumerate(d["data"]):
-            where = f"data[{i}]"
-            obb = _need(_need(item, "segments", where, src), "obbAligned", f"{where}.segments", src)
-            center = _finite(_need(obb, "centroid", where, src), f"{where} centroid", src, 3)
-            size = _finite(_need(obb, "axesLengths", where, src), f"{where} axesLengths", src, 3)
-            yaw = _yaw_from_rotation(_need(obb, "normalizedAxes", where, src), where, src)
-            objects.append(SceneObject(i, str(_need(item, "label", where, src)),
-                                       Box3D(tuple(center.tolist()), tuple(size.tolist()), yaw)))
-    else:
-        for i, item in enumerate(_need(d, "objects", "file", src)):
-            where = f"objects[{i}]"
-            label = item.get("category", item.get("label")) if isinstance(item, dict) else None
-            if label is None:
-                raise SceneValidationError(f"{src}: {where} is missing required field 'category' (or 'label')")
-            center = _finite(_need(item, "center", where, src), f"{where} center", src, 3)
-            size_key = "size" if "size" in item else "extent"
-            size = _finite(_need(item, size_key, where, src), f"{where} {size_key}", src, 3)
-            if "rotation" in item:
-                yaw = _yaw_from_rotation(item["rotation"], where, src)
-            else:
-                yaw = float(item.get("yaw", item.get("heading", 0.0)))
-            objects.append(SceneObject(int(item.get("id", i)), str(label),
-                                       Box3D(tuple(center.tolist()), tuple(size.tolist()), yaw)))
-    if not objects:
-        raise SceneValidationError(f"{src}: the box list is empty")
-    if any(min(o.box.size) <= 0 for o in objects):  # validate before the room fallback uses the boxes
-        bad = next(o for o in objects if min(o.box.size) <= 0)
-        raise SceneValidationError(f"{src}: object {bad.id} ({bad.category!r}) has a non-positive box size "
-                                   f"{list(bad.box.size)}")
+    labels = _as_label_map(label_map) if label_map is not None else None
+    objects, kept = [], []
+    for i, item in enumerate(_need(d, "objects", "file", src)):
+        where = f"objects[{i}]"
+        label = item.get("category", item.get("label")) if isinstance(item, dict) else None
+        if label is None:
+            raise SceneValidationError(f"{src}: {where} is missing required field 'category' (or 'label')")
+        category = labels(str(label)) if labels else str(label)
+        if category is None:
+            continue
+        center = _finite(_need(item, "center", where, src), f"{where} center", src, 3)
+        size_key = "size" if "size" in item else "extent"
+        size = _finite(_need(item, size_key, where, src), f"{where} {size_key}", src, 3)
+        yaw = float(item.get("yaw", item.get("heading", 0.0)))
+        if "rotation" in item:  # box-to-world rotation: its columns are the box's axes
+            rot = _finite(item["rotation"], f"{where} rotation", src)
+            if rot.size != 9:
+                raise SceneValidationError(f"{src}: {where} rotation must have 9 numbers, got {rot.size}")
+            size, yaw = _upright_box(rot.reshape(3, 3).T, size, where, src)
+        objects.append(SceneObject(int(item.get("id", i)), category, Box3D(tuple(center.tolist()), tuple(size), yaw)))
+        kept.append(str(label))
+    _check_sizes(objects, src)
+    if labels:
+        _warn_unmapped(labels, kept, src)
     room = _room_from(d.get("room"), objects, src)
     frames = [frame_from_dict(f, i, src) for i, f in enumerate(d.get("frames", []))]
     fps = float(d.get("fps", 30.0))
@@ -263,25 +368,83 @@ def read_box_json(path: str | Path) -> Scene:
     return frustum_visibility(validate_scene(scene)) if frames else validate_scene(scene)
 
 
+# ---------------------------------------------------------------- ARKitScenes 3DOD
+
+_ARKIT_ANNOTATION = "_3dod_annotation.json"
+
+
+def read_arkitscenes(path: str | Path, *, label_map: LabelMap | str | Path | None = None) -> Scene:
+    """ARKitScenes 3DOD scan (the folder, or its <video_id>_3dod_annotation.json) -> Scene.
+
+    Boxes follow Apple's ARKitScenes box utilities: normalizedAxes is a row-major 3x3 whose ROWS are the box's
+    axes in world coordinates (corners = R^T @ local corner + centroid), axesLengths the extents along them.
+    The room is the footprint of <video_id>_3dod_mesh.ply (convex hull) and its height the mesh's z extent; the
+    scene is shifted so that the mesh's lowest point (the floor) is z = 0. Without the mesh the room is the
+    rectangle around the boxes (with a warning).
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = _only(path, sorted(path.glob(f"*{_ARKIT_ANNOTATION}")), "ARKitScenes annotation",
+                     f"<video_id>{_ARKIT_ANNOTATION}")
+    src = str(path)
+    d = _load_json(path)
+    labels = _as_label_map(label_map) if label_map is not None else arkitscenes_labels()
+    objects, kept = [], []
+    for i, item in enumerate(_need(d, "data", "file", src)):
+        where = f"data[{i}]"
+        label = str(_need(item, "label", where, src))
+        category = labels(label)
+        if category is None:
+            continue
+        obb = _need(_need(item, "segments", where, src), "obbAligned", f"{where}.segments", src)
+        center = _finite(_need(obb, "centroid", where, src), f"{where} centroid", src, 3)
+        lengths = _finite(_need(obb, "axesLengths", where, src), f"{where} axesLengths", src, 3)
+        size, yaw = _upright_box(_need(obb, "normalizedAxes", where, src), lengths, where, src)
+        objects.append(SceneObject(i, category, Box3D(tuple(center.tolist()), size, yaw)))
+        kept.append(label)
+    _check_sizes(objects, src)
+    _warn_unmapped(labels, kept, src)
+    video_id = path.name.removesuffix(_ARKIT_ANNOTATION) if path.name.endswith(_ARKIT_ANNOTATION) else path.stem
+    mesh = path.with_name(f"{video_id}_3dod_mesh.ply")
+    if mesh.is_file():
+        verts = read_ply_vertices(mesh)
+        floor = float(verts[:, 2].min())
+        room = _floor_room(verts, float(verts[:, 2].max()) - floor, video_id)
+        objects = [SceneObject(o.id, o.category, Box3D((*o.box.center[:2], o.box.center[2] - floor), o.box.size,
+                                                       o.box.yaw)) for o in objects]
+    else:
+        warnings.warn(f"{mesh} not found: the room is the rectangle around the boxes", stacklevel=2)
+        room = _room_from(None, objects, src)
+    return validate_scene(Scene(video_id, [room], objects, [], 30.0, src))
+
+
 # ---------------------------------------------------------------- dispatch
 
 
-def read_scene(path: str | Path) -> Scene:
-    """Detect the layout of path (folder or JSON file) and read it; raise UnknownLayoutError otherwise."""
+def read_scene(path: str | Path, *, label_map: LabelMap | str | Path | None = None,
+               allow_unaligned: bool = False) -> Scene:
+    """Detect the layout of path (folder or JSON file) and read it; raise UnknownLayoutError otherwise.
+
+    label_map (ScanNet, ARKitScenes, box lists) and allow_unaligned (ScanNet) are passed to the reader."""
     path = Path(path)
     if not path.exists():
         raise SceneValidationError(f"{path}: no such file or folder")
     if path.is_dir():
         if list(path.glob("*.aggregation.json")):
-            return read_scannet(path)
+            return read_scannet(path, label_map=label_map, allow_unaligned=allow_unaligned)
+        if list(path.glob(f"*{_ARKIT_ANNOTATION}")):
+            return read_arkitscenes(path, label_map=label_map)
         if (path / "scene.json").exists():
             return read_scene(path / "scene.json")
-        raise UnknownLayoutError(f"{path}: folder has neither a ScanNet *.aggregation.json nor a scene.json")
+        raise UnknownLayoutError(f"{path}: folder has no ScanNet *.aggregation.json, ARKitScenes "
+                                 f"*{_ARKIT_ANNOTATION} or scene.json")
     if path.suffix.lower() != ".json":
         raise UnknownLayoutError(f"{path}: unknown annotation layout (expected a folder or a .json file)")
     d = _load_json(path)
     if isinstance(d, dict) and str(d.get("format", "")).startswith("spatial-ttt-scene"):
         return scene_from_dict(d, str(path))
-    if isinstance(d, dict) and ("objects" in d or "data" in d):
-        return read_box_json(path)
+    if isinstance(d, dict) and "data" in d and "objects" not in d:
+        return read_arkitscenes(path, label_map=label_map)
+    if isinstance(d, dict) and "objects" in d:
+        return read_box_json(path, label_map=label_map)
     raise UnknownLayoutError(f"{path}: unknown JSON layout (expected 'format', 'objects' or 'data' keys)")

@@ -45,6 +45,20 @@ def probe(path: Path) -> tuple[int, float]:
     return total, float(rate)
 
 
+def upright_rgb(frame: av.VideoFrame, source: str = "<frame>") -> torch.Tensor:
+    """The frame as a player shows it: uint8 [H, W, 3] RGB with the stream's rotation applied.
+
+    Phones store sideways or upside-down pictures plus a display matrix (`frame.rotation`: degrees
+    counter-clockwise); the reference's readers (torchcodec, decord) return the rotated picture, so we do too,
+    before any resize. Mirroring display matrices are not handled (no phone writes them).
+    """
+    rgb = torch.from_numpy(frame.to_ndarray(format="rgb24"))
+    if frame.rotation % 90:
+        raise VideoError(f"{source}: unsupported display rotation of {frame.rotation} degrees (only multiples of 90)")
+    turns = frame.rotation // 90 % 4
+    return torch.rot90(rgb, turns, dims=(0, 1)).contiguous() if turns else rgb
+
+
 def _decode_indices(
     path: Path, wanted: set[int], size: tuple[int, int] | None
 ) -> tuple[dict[int, torch.Tensor], int]:
@@ -58,7 +72,7 @@ def _decode_indices(
         try:
             for frame in container.decode(stream):
                 if count in wanted:
-                    rgb = torch.from_numpy(frame.to_ndarray(format="rgb24"))
+                    rgb = upright_rgb(frame, str(path))
                     kept[count] = resize_frames(rgb[None], size)[0] if size else rgb
                 count += 1
                 if count > last:

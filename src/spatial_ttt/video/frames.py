@@ -33,17 +33,18 @@ def to_frame(frame: FrameLike, source: str = "<frame>") -> torch.Tensor:
 
 
 def resize_frames(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Resize uint8 [T, H, W, 3] frames to `size` (H, W).
+    """Resize uint8 [T, H, W, 3] frames to `size` (H, W), pixel for pixel as the reference does.
 
-    Bicubic with antialiasing on the uint8 tensor: the same kernel qwen-vl-utils reaches through
-    torchvision's `resize(..., BICUBIC, antialias=True)`, so frames match the reference pipeline, and
-    antialiasing avoids aliasing when a large video is shrunk.
+    qwen-vl-utils resizes with torchvision's tensor `resize(..., BICUBIC, antialias=True)`, which casts
+    uint8 to float32, interpolates (bicubic, antialiased), clamps to [0, 255] and rounds back to uint8.
+    torch's uint8 `F.interpolate` is a fixed-point approximation of it, several levels off on some pixels,
+    so the cast is done here too.
     """
     if tuple(frames.shape[1:3]) == tuple(size):
         return frames
-    chw = frames.permute(0, 3, 1, 2).contiguous()
+    chw = frames.permute(0, 3, 1, 2).to(torch.float32)
     out = F.interpolate(chw, size=tuple(size), mode="bicubic", antialias=True, align_corners=False)
-    return out.permute(0, 2, 3, 1).contiguous()
+    return out.clamp_(0, 255).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
 def _natural_key(path: Path) -> list:
