@@ -194,3 +194,20 @@ def test_a_question_between_odd_frames_leaves_the_memory_unchanged(processor):
     assert asked.num_frames == plain.num_frames == 6 and asked.pending is None
     assert_same_memory(asked.stream, plain.stream, atol=1e-5)  # text is cut into other segments: float rounding
     assert asked.ask("How many?", max_new_tokens=5, stop_token_ids=[]) == plain.ask("How many?", max_new_tokens=5, stop_token_ids=[])
+
+
+def test_a_question_with_an_odd_frame_pending_answers_like_the_one_shot_prompt(processor):
+    """The question sees the pending frame padded (Qwen3-VL pads an odd video by repeating its last frame)."""
+    from spatial_ttt.video import VideoClip
+
+    model = tiny_model(use_muon=False, lact_chunk_size=16)
+    video, times = frames(3), [0.0, 0.5, 1.0]
+    session = model.stream(processor)
+    session.observe(video, times)
+    answer = session.ask("How many chairs?", max_new_tokens=6, stop_token_ids=[])
+    clip = VideoClip(frames=torch.from_numpy(video), timestamps=times, frame_indices=[0, 1, 2], video_fps=2.0, source="t")
+    inputs = processor(clip, "How many chairs?")
+    assert inputs["video_grid_thw"].tolist() == [[2, 4, 4]]
+    generated = model.generate(**inputs, max_new_tokens=6)
+    assert answer == processor.decode(generated[0, inputs["input_ids"].shape[1]:])
+    assert session.pending is not None and session.stream.num_frame_groups == 1  # the memory holds one pair
