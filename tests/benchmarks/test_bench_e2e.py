@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_bench_e2e_tiny_writes_the_json(tmp_path):
     out = tmp_path / "e2e.json"
-    env = dict(os.environ, PYTHONPATH=f"{ROOT / "src"}{os.pathsep}{ROOT / "benchmarks"}", OMP_NUM_THREADS="1")
+    env = dict(os.environ, PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{ROOT / 'benchmarks'}", OMP_NUM_THREADS="1")
     cmd = [sys.executable, str(ROOT / "benchmarks/bench_e2e.py"), "--tiny", "--out", str(out), "--frames", "4",
            "--precisions", "bf16", "--decode-tokens", "1", "--stream-frames", "8"]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
