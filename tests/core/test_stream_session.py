@@ -177,6 +177,15 @@ def test_a_kept_answer_closes_its_turn(processor):
     # 3 tokens answered (the last one fed when the turn closes), then the turn end
     assert session.stream.model.num_tokens == before + len(processor.suffix("Q")) + 3 + len(TURN_END)
     assert answer.shape == (1, 3)
+    # an answer that stops: its stop token is not fed, the turn end (which starts with <|im_end|>) is
+    second = model.stream(processor)
+    second.observe(frames(2), [0.0, 0.5])
+    first = second.ask_tokens(processor.suffix("Q").input_ids, 3, stop_token_ids=[])[0, 0]
+    start = second.stream.model.num_tokens
+    kept = second.ask_tokens(processor.suffix("Q").input_ids, 3, keep=True, turn_end_ids=TURN_END,
+                             stop_token_ids=[int(first)])
+    assert kept[0, 0] == first
+    assert second.stream.model.num_tokens == start + len(processor.suffix("Q")) + len(TURN_END)
 
 
 # -- odd frames ----------------------------------------------------------------------------------------------
