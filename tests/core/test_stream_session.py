@@ -167,8 +167,10 @@ def test_kept_answers_in_a_batch_equal_each_stream_alone():
 
 
 def test_a_kept_answer_closes_its_turn(processor):
-    """After ask(keep=True) the memory holds question, answer and the end of the turn (the next observe opens a
-    new user turn): exactly the tokens a one-shot chat of both turns has."""
+    """After ask(keep=True) the memory holds question, answer and the end of the turn, so the next observe opens a
+    new user turn as the chat template of two turns does."""
+    assert processor.turn_end().input_ids[0].tolist() == TURN_END
+    assert processor.decode(TURN_END, skip_special_tokens=False) == "<|im_end|>\n<|im_start|>user\n"
     model = tiny_model(use_muon=False, lact_chunk_size=16)
     session = model.stream(processor)
     session.observe(frames(2), [0.0, 0.5])
