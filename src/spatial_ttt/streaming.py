@@ -178,10 +178,6 @@ def final_logits(model: SpatialTTTForConditionalGeneration, segments: list[Segme
 # the session
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# the session
-
-
 @dataclass
 class PendingFrame:
     """The last frame of each stream after an odd number of frames: frames enter the memory in pairs (Qwen3-VL's
