@@ -4,7 +4,7 @@ from .checkpoint import CheckpointError, convert_qwen3vl, load_model, load_refer
 from .configuration import SpatialTTTConfig
 from .models import SpatialTTTForConditionalGeneration
 from .state import ModelState
-from .streaming import StreamError, StreamSession
+from .streaming import StaleSnapshotError, StreamError, StreamSession
 
 __version__ = "0.1.0"
 
@@ -13,6 +13,7 @@ __all__ = [
     "ModelState",
     "SpatialTTTConfig",
     "SpatialTTTForConditionalGeneration",
+    "StaleSnapshotError",
     "StreamError",
     "StreamSession",
     "convert_qwen3vl",

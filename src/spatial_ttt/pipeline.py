@@ -175,8 +175,8 @@ def video_duration(path: str | Path) -> float:
 def chunk_frames(
     frames: Iterator[tuple[torch.Tensor, float]], chunk: int = DEFAULT_CHUNK_FRAMES
 ) -> Iterator[tuple[torch.Tensor, tuple[float, ...]]]:
-    """Groups (frame, seconds) pairs into [chunk, H, W, 3] batches; a final odd batch repeats its last frame
-    (Qwen3-VL's padding rule) so every batch has an even number of frames."""
+    """Groups (frame, seconds) pairs into [chunk, H, W, 3] batches; the final batch may be shorter, and odd (a
+    StreamSession carries an odd frame over to the next batch instead of padding it into the memory)."""
     if chunk < 2 or chunk % 2:
         raise ValueError(f"chunk must be a positive even number of frames, got {chunk}")
     buf: list[torch.Tensor] = []
@@ -188,9 +188,6 @@ def chunk_frames(
             yield torch.stack(buf), tuple(times)
             buf, times = [], []
     if buf:
-        if len(buf) % 2:
-            buf.append(buf[-1])
-            times.append(times[-1])
         yield torch.stack(buf), tuple(times)
 
 

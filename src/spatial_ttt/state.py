@@ -23,7 +23,8 @@ class KVCache:
     A full cache grows inside a buffer (in blocks of GROWTH tokens), written in place: appending costs the new tokens
     only, not a copy of the whole cache (which would make a long stream or a long decode quadratic). A copy of
     this object (a snapshot) shares the buffer; its appends write past the original's ``keys`` view, which they
-    never touch, and the original overwrites them when it advances (a snapshot lives only until then).
+    never touch, and the original overwrites them when it advances (a snapshot lives only until then, which
+    spatial_ttt.session_state enforces).
     A window cache is small and is re-assembled on each append.
     """
 
@@ -102,31 +103,3 @@ class ModelState:
     num_tokens: int = 0  # tokens seen so far (absolute index of the next token)
     next_position: int = 0  # next text position of the 3D rope (max position so far + 1)
     decoding: bool = False  # switched to the reference's decode rule (see TTTAttention)
-
-
-@dataclass
-class Segment:
-    """Tokens travelling up the layers of a stream: a run of text or exactly one video frame group.
-
-    ``hidden`` is the input of the layer whose queue holds the segment. A frame group carries its grid and
-    deepstack features; ``projected`` caches its projections at that layer once computed for a neighbour's conv.
-    """
-
-    hidden: Tensor  # [B, n, D]
-    cos: Tensor
-    sin: Tensor
-    start: int  # absolute index of the first token
-    grid_hw: tuple[int, int] | None = None  # set for a video frame group
-    deepstack: list[Tensor] | None = None  # per level [B, n, D], frame groups only
-    projected: object | None = None
-
-
-@dataclass
-class StreamState:
-    """A stream through the model: the model state plus, per layer, the segments waiting to enter it and the
-    previous frame group's pre-conv features (the temporal conv needs both neighbours of a group)."""
-
-    model: ModelState
-    queues: list[list[Segment]]
-    previous_group: list[tuple[Tensor, Tensor, Tensor] | None]
-    num_frame_groups: int = 0

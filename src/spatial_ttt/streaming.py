@@ -5,7 +5,8 @@ queue in order, except that a TTT layer with the spatial conv holds a frame grou
 reached it: the temporal conv sees the next frame. Each such layer therefore lags one group behind the layer
 below; the lag is bounded by the number of conv layers. ``ask`` answers from a snapshot: it flushes the lagging
 groups as if the video ended there (replicate padding, exactly what a one-shot prompt of the video so far does),
-prefills the question and decodes, leaving the stream's memory untouched.
+prefills the question and decodes, leaving the stream's memory untouched. What a stream keeps besides the
+model's state (queues, snapshots, the stream file) is spatial_ttt.session_state.
 
 What stays per layer (spatial_ttt.state): fast weights + momentum + the last chunk of update inputs and the last
 W keys/values in TTT layers (bounded), and the full KV cache in anchor layers (grows by one entry per token).
@@ -15,24 +16,32 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from .layers.spatial_conv import conv_frame_group
 from .models.modeling import SpatialTTTForConditionalGeneration
 from .models.positions import rope_positions
-from .ops.fast_weight import FastWeights, TokenStream
-from .state import KVCache, LayerState, ModelState, Segment, StreamState, TTTState
+from .ops.fast_weight import FastWeights
+from .session_state import (
+    Segment,
+    StaleSnapshotError,
+    StreamError,
+    StreamState,
+    load_stream,
+    read_stream_info,
+    save_stream,
+    select_rows,
+    snapshot,
+)
 
-
-class StreamError(ValueError):
-    """Bad input to a stream, or a saved stream that does not fit the model."""
+__all__ = ["StaleSnapshotError", "StreamError", "StreamSession", "feed", "final_logits", "new_stream",
+           "segments_from_tokens", "snapshot"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -42,19 +51,6 @@ class StreamError(ValueError):
 def new_stream(model: SpatialTTTForConditionalGeneration, batch_size: int = 1) -> StreamState:
     layers = len(model.model.language_model.layers)
     return StreamState(model.new_state(batch_size), [[] for _ in range(layers)], [None] * layers)
-
-
-def snapshot(stream: StreamState) -> StreamState:
-    """A copy that can advance independently. Cheap: state tensors are never modified in place, only replaced."""
-    layers = [
-        LayerState(replace(layer.kv), None if layer.ttt is None else replace(layer.ttt)) for layer in stream.model.layers
-    ]
-    return StreamState(
-        replace(stream.model, layers=layers),
-        [list(queue) for queue in stream.queues],
-        list(stream.previous_group),
-        stream.num_frame_groups,
-    )
 
 
 @torch.no_grad()
@@ -69,6 +65,7 @@ def segments_from_tokens(
     types = model.token_types(input_ids)
     if not bool((types == types[:1]).all()):
         raise StreamError("the streams of a batch must have the same token layout (same frame sizes and times)")
+    stream.advance()
     merge = model.config.vision_config.spatial_merge_size
     hidden, visual_mask, deepstack = model.embed(input_ids, types, None, None, pixel_values_videos, video_grid_thw)
     state = stream.model
@@ -109,16 +106,34 @@ def feed(
 ) -> list[Segment]:
     """Pushes segments up through all layers as far as they can go; returns those that left the last layer.
     ``flush`` treats every held-back frame group as the last one of the video."""
+    stream.advance()
     layers = model.model.language_model.layers
-    stream.queues[0].extend(segments)
+    _enqueue(stream.queues[0], segments)
     finished: list[Segment] = []
     for index, layer in enumerate(layers):
         done = _advance_layer(model, stream, index, flush)
         for segment in done:
             if segment.deepstack is not None and index < len(segment.deepstack):
                 segment.hidden = segment.hidden + segment.deepstack[index]
-        (stream.queues[index + 1] if index + 1 < len(layers) else finished).extend(done)
+        if index + 1 < len(layers):
+            _enqueue(stream.queues[index + 1], done)
+        else:
+            finished.extend(done)
     return finished
+
+
+def _enqueue(queue: list[Segment], segments: list[Segment]) -> None:
+    """Appends segments, joining text that continues a queued text segment: the same tokens are then cut into the
+    same segments however the input was split into pieces (pieces cut between a frame group's vision_end and the
+    next timestamp), so a stream computes the same numbers whatever its piece sizes."""
+    for segment in segments:
+        last = queue[-1] if queue else None
+        if last is not None and last.grid_hw is None and segment.grid_hw is None:
+            queue[-1] = Segment(*(torch.cat([a, b], dim=1) for a, b in
+                                  ((last.hidden, segment.hidden), (last.cos, segment.cos), (last.sin, segment.sin))),
+                                last.start)
+        else:
+            queue.append(segment)
 
 
 def _advance_layer(model: SpatialTTTForConditionalGeneration, stream: StreamState, index: int, flush: bool) -> list[Segment]:
@@ -163,19 +178,38 @@ def final_logits(model: SpatialTTTForConditionalGeneration, segments: list[Segme
 # the session
 
 
+@dataclass
+class PendingFrame:
+    """The last frame of each stream after an odd number of frames: frames enter the memory in pairs (Qwen3-VL's
+    temporal patch), so it waits for the next frame instead of being padded into the memory."""
+
+    frames: list[np.ndarray]  # per stream [1, H, W, 3]
+    timestamp: float
+
+
 class StreamSession:
     """A live stream into a model: ``observe`` frames, ``ask`` questions at any time.
 
     With a ``processor`` (spatial_ttt.video.SpatialTTTProcessor) it takes frames and text; ``observe_tokens`` /
     ``ask_tokens`` take token-level inputs. ``batch_size`` > 1 runs independent streams in lock step (same
-    frame sizes and times, different pixels; questions of the same token length).
+    frame sizes and times, different pixels; questions of the same token length). ``ask(keep=True)`` makes each
+    stream's answer part of its memory; answers differ in length, so from then on each stream has its own state
+    (``lanes``) and they are fed one after the other.
     """
 
     def __init__(self, model: SpatialTTTForConditionalGeneration, processor: Any = None, batch_size: int = 1) -> None:
         self.model, self.processor, self.batch_size = model, processor, batch_size
-        self.stream = new_stream(model, batch_size)
-        self.num_frames = 0
+        self.lanes: list[StreamState] = [new_stream(model, batch_size)]  # all streams, or one lane per stream
+        self.num_frames = 0  # frames observed (a pending odd frame included)
+        self.pending: PendingFrame | None = None
         self.started = False
+
+    @property
+    def stream(self) -> StreamState:
+        """The state of all streams while they run in lock step."""
+        if len(self.lanes) != 1:
+            raise StreamError("the streams of this session run apart since ask(keep=True): see session.lanes")
+        return self.lanes[0]
 
     # -- input ----------------------------------------------------------------------------------------------
 
@@ -183,99 +217,134 @@ class StreamSession:
                        video_grid_thw: Tensor | None = None) -> None:
         if input_ids.shape[0] != self.batch_size:
             raise StreamError(f"input has {input_ids.shape[0]} rows but the session holds {self.batch_size} streams")
-        feed(self.model, self.stream, segments_from_tokens(self.model, self.stream, input_ids, pixel_values_videos, video_grid_thw))
+        for lane, piece in zip(self.lanes, self._per_lane(input_ids, pixel_values_videos, video_grid_thw)):
+            feed(self.model, lane, segments_from_tokens(self.model, lane, *piece))
 
     def observe(self, frames: Any, timestamps: Sequence[float] | None = None) -> None:
-        """Frames: uint8 [T, H, W, 3] (a VideoClip works too), or a list of such arrays, one per stream;
-        T even (frames enter in pairs, Qwen3-VL's temporal patch). Timestamps in seconds, one per frame."""
-        processor = self._need_processor()
+        """Frames: uint8 [T, H, W, 3] (a VideoClip works too), or a list of such arrays, one per stream, with
+        timestamps in seconds, one per frame. Frames enter the memory in pairs; an odd last frame waits for the
+        next call (a question asked meanwhile sees it padded, as a one-shot prompt of the video so far would)."""
+        self._need_processor()
         if hasattr(frames, "frames") and timestamps is None:
             frames, timestamps = frames.frames, frames.timestamps
-        per_stream = list(frames) if isinstance(frames, (list, tuple)) else [frames]
+        per_stream = [np.asarray(f) for f in (frames if isinstance(frames, (list, tuple)) else [frames])]
         if len(per_stream) != self.batch_size:
             raise StreamError(f"got frames for {len(per_stream)} streams, the session holds {self.batch_size}")
         if timestamps is None:
             raise StreamError("timestamps (seconds, one per frame) are required")
-        pieces = [processor.encode_frames(torch.as_tensor(np.asarray(f)), list(timestamps)) for f in per_stream]
-        if not self.started:
+        times = [float(t) for t in timestamps]
+        if any(len(f) != len(times) for f in per_stream):
+            raise StreamError(f"{[len(f) for f in per_stream]} frames but {len(times)} timestamps")
+        self.num_frames += len(times)
+        if self.pending is not None:
+            per_stream = [np.concatenate([p, f]) for p, f in zip(self.pending.frames, per_stream)]
+            times = [self.pending.timestamp, *times]
+        paired = len(times) - len(times) % 2
+        self.pending = PendingFrame([f[paired:] for f in per_stream], times[paired]) if paired < len(times) else None
+        if paired:
             self._start()
-        ids = torch.cat([p.input_ids for p in pieces])
-        pixels = torch.cat([p.pixel_values_videos for p in pieces])
-        grids = torch.cat([p.video_grid_thw for p in pieces])
-        self.observe_tokens(ids, pixels, grids[:1] if self.batch_size == 1 else grids)
-        self.num_frames += len(timestamps)
+            self.observe_tokens(*self._encode([f[:paired] for f in per_stream], times[:paired]))
 
     # -- questions ------------------------------------------------------------------------------------------
 
-    def ask_tokens(self, suffix_ids: Tensor, max_new_tokens: int = 16, keep: bool = False, **sampling: Any) -> Tensor:
-        """New tokens [B, n] answering the suffix (question through assistant start) from a snapshot.
-        With ``keep``, the question and answer become part of the stream (the video restarts after them)."""
-        stream = self.stream if keep else snapshot(self.stream)
-        out = feed(self.model, stream, segments_from_tokens(self.model, stream, suffix_ids), flush=True)
-        logits = final_logits(self.model, out[-1:])[:, -1]
-        tokens = self.model.decode(stream.model, logits, max_new_tokens, **sampling)
-        if keep:
-            stream.model.decoding = False
-            stream.previous_group = [None] * len(stream.previous_group)
-        return tokens
+    def ask_tokens(self, suffix_ids: Tensor, max_new_tokens: int = 16, keep: bool = False,
+                   turn_end_ids: Sequence[int] | None = None, **sampling: Any) -> Tensor:
+        """New tokens [B, n] answering the suffix (question through assistant start) from a snapshot; a stream
+        that stopped early is padded with its last token. With ``keep``, the question and the answer become part
+        of the stream, closed by ``turn_end_ids`` (the tokens between an answer and the next user turn's content,
+        ``processor.turn_end()``); the video restarts after them."""
+        return self._ask(suffix_ids, None, max_new_tokens, keep, turn_end_ids, sampling)
 
     def ask(self, question: str, max_new_tokens: int = 16, keep: bool = False, **sampling: Any) -> str | list[str]:
         processor = self._need_processor()
-        if not self.started:
-            self._start()
-        suffix = processor.suffix(question).input_ids.repeat(self.batch_size, 1)
+        self._start()
+        suffix = processor.suffix(question).input_ids.repeat(self.batch_size, 1).to(self.model.device)
         sampling.setdefault("stop_token_ids", processor.stop_token_ids)
-        tokens = self.ask_tokens(suffix, max_new_tokens, keep=keep, **sampling)
+        video = None
+        if self.pending is not None:  # the question sees the odd frame padded; the memory does not (unless kept)
+            video = self._encode([np.concatenate([f, f]) for f in self.pending.frames], [self.pending.timestamp] * 2)
+        tokens = self._ask(suffix, video, max_new_tokens, keep, processor.turn_end().input_ids[0].tolist(), sampling)
         answers = [processor.decode(row.tolist()) for row in tokens]
         return answers[0] if self.batch_size == 1 else answers
+
+    def _ask(self, suffix_ids: Tensor, video: tuple | None, max_new_tokens: int, keep: bool,
+             turn_end_ids: Sequence[int] | None, sampling: dict[str, Any]) -> Tensor:
+        if suffix_ids.shape[0] != self.batch_size:
+            raise StreamError(f"question has {suffix_ids.shape[0]} rows but the session holds {self.batch_size} streams")
+        if keep and turn_end_ids is None:
+            raise StreamError("ask_tokens(keep=True) needs turn_end_ids, the tokens that close the answer's turn")
+        if keep and len(self.lanes) == 1 and self.batch_size > 1:
+            # a stream must not be fed past its own stop token while the others still decode
+            self.lanes = [select_rows(self.lanes[0], [row]) for row in range(self.batch_size)]
+        suffixes = [ids for ids, _, _ in self._per_lane(suffix_ids, None, None)]
+        videos = self._per_lane(*video) if video is not None else [None] * len(self.lanes)
+        answers = []
+        for lane, suffix, piece in zip(self.lanes, suffixes, videos):
+            stream = lane if keep else snapshot(lane)
+            if piece is not None:
+                feed(self.model, stream, segments_from_tokens(self.model, stream, *piece))
+            out = feed(self.model, stream, segments_from_tokens(self.model, stream, suffix), flush=True)
+            logits = final_logits(self.model, out[-1:])[:, -1]
+            tokens = self.model.decode(stream.model, logits, max_new_tokens, **sampling)
+            if keep:
+                self._close_turn(stream, tokens[0].tolist(), sampling.get("stop_token_ids") or [], turn_end_ids)
+            answers.append(tokens)
+        if keep:
+            self.pending = None  # its padded pair is part of the kept turn now
+        longest = max(a.shape[1] for a in answers)
+        return torch.cat([torch.cat([a, a[:, -1:].expand(-1, longest - a.shape[1])], 1) for a in answers])
+
+    def _close_turn(self, stream: StreamState, tokens: list[int], stops: Sequence[int], turn_end_ids: Sequence[int]) -> None:
+        """Ends a kept answer as the chat template does: the last token if decoding ran out of max_new_tokens (it
+        was generated, not fed), then turn_end_ids (which end the turn; a generated stop token is not fed)."""
+        stream.model.decoding = False
+        stream.previous_group = [None] * len(stream.previous_group)  # the video restarts after the answer
+        closing = ([] if tokens[-1] in stops else [tokens[-1]]) + list(turn_end_ids)
+        ids = torch.tensor([closing], device=self.model.device)
+        feed(self.model, stream, segments_from_tokens(self.model, stream, ids))
 
     # -- persistence ----------------------------------------------------------------------------------------
 
     def save(self, path: str | Path) -> None:
-        """The whole session (memory, caches, pending segments) to one safetensors file, written atomically."""
-        tensors, meta = _flatten(self.stream)
-        meta.update(num_frames=self.num_frames, started=self.started, batch_size=self.batch_size,
+        """The whole session (memory, caches, pending segments and frame) to one stream file, written atomically."""
+        extra = {}
+        if self.pending is not None:
+            extra["pending_frames"] = torch.from_numpy(np.stack(self.pending.frames))
+        info = dict(num_frames=self.num_frames, started=self.started, batch_size=self.batch_size,
+                    pending_timestamp=None if self.pending is None else self.pending.timestamp,
                     fingerprint=model_fingerprint(self.model))
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata={"spatial_ttt_stream": json.dumps(meta)})
-        tmp.replace(path)
+        save_stream(path, self.stream, info, extra)
 
     @classmethod
     def load(cls, path: str | Path, model: SpatialTTTForConditionalGeneration, processor: Any = None) -> "StreamSession":
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                raw = (f.metadata() or {}).get("spatial_ttt_stream")
-        except Exception as err:
-            raise StreamError(f"{path}: not a readable stream file ({err})") from err
-        if raw is None:
-            raise StreamError(f"{path}: not a spatial-ttt stream file")
-        meta = json.loads(raw)
-        if meta["fingerprint"] != model_fingerprint(model):
+        """A saved session on ``model``, its tensors on the model's device (wherever it was saved from)."""
+        if read_stream_info(path)["fingerprint"] != model_fingerprint(model):
             raise StreamError(f"{path} was saved from another model or config; it cannot continue with this one")
+        stream, meta, extra = load_stream(path, model.device)
         session = cls(model, processor, meta["batch_size"])
-        session.stream = _unflatten(load_file(str(path)), meta)
+        session.lanes = [stream]
         session.num_frames, session.started = meta["num_frames"], meta["started"]
+        if "pending_frames" in extra:
+            session.pending = PendingFrame(list(extra["pending_frames"].numpy()), meta["pending_timestamp"])
         return session
 
     # -- accounting -----------------------------------------------------------------------------------------
 
     def memory_bytes(self) -> dict[str, int]:
-        """Bytes held by the stream, by kind: fast weights, TTT pending inputs, window KV, anchor KV, queues."""
+        """Bytes held by the streams, by kind: fast weights, TTT pending inputs, window KV, anchor KV, queues."""
         sizes = dict(fast_weights=0, ttt_recent=0, window_kv=0, anchor_kv=0, queued=0)
-        for layer in self.stream.model.layers:
-            kv = sum(t.numel() * t.element_size() for t in (layer.kv.keys, layer.kv.values) if t is not None)
-            if layer.ttt is None:
-                sizes["anchor_kv"] += kv
-                continue
-            sizes["window_kv"] += kv
-            sizes["fast_weights"] += sum(_bytes(t) for t in _weight_tensors(layer.ttt.weights))
-            if layer.ttt.recent is not None:
-                sizes["ttt_recent"] += sum(_bytes(t) for t in layer.ttt.recent if t is not None)
-        for queue in self.stream.queues:
-            sizes["queued"] += sum(_bytes(s.hidden) + _bytes(s.cos) * 2 for s in queue)
+        for stream in self.lanes:
+            for layer in stream.model.layers:
+                kv = sum(_bytes(t) for t in (layer.kv.keys, layer.kv.values))
+                if layer.ttt is None:
+                    sizes["anchor_kv"] += kv
+                    continue
+                sizes["window_kv"] += kv
+                sizes["fast_weights"] += sum(_bytes(t) for t in _weight_tensors(layer.ttt.weights))
+                if layer.ttt.recent is not None:
+                    sizes["ttt_recent"] += sum(_bytes(t) for t in layer.ttt.recent if t is not None)
+            for queue in stream.queues:
+                sizes["queued"] += sum(_bytes(s.hidden) + _bytes(s.cos) * 2 for s in queue)
         return sizes
 
     # -- helpers --------------------------------------------------------------------------------------------
@@ -286,9 +355,29 @@ class StreamSession:
         return self.processor
 
     def _start(self) -> None:
-        prefix = self.processor.prefix().input_ids.repeat(self.batch_size, 1)
-        self.observe_tokens(prefix)
-        self.started = True
+        """The chat's start (system turn, user turn opening) before the first frames or question."""
+        if not self.started:
+            self.started = True
+            self.observe_tokens(self.processor.prefix().input_ids.repeat(self.batch_size, 1).to(self.model.device))
+
+    def _encode(self, per_stream: list[np.ndarray], timestamps: list[float]) -> tuple[Tensor, Tensor, Tensor]:
+        """input_ids, pixel_values_videos, video_grid_thw of frames (the same times for every stream)."""
+        pieces = [self.processor.encode_frames(torch.as_tensor(f), timestamps) for f in per_stream]
+        device = self.model.device
+        return (torch.cat([p.input_ids for p in pieces]).to(device),
+                torch.cat([p.pixel_values_videos for p in pieces]).to(device),
+                torch.cat([p.video_grid_thw for p in pieces]).to(device))
+
+    def _per_lane(self, input_ids: Tensor, pixels: Tensor | None, grid: Tensor | None) -> list[tuple]:
+        """A batch input split into each lane's rows (input_ids, pixel_values_videos, video_grid_thw)."""
+        if len(self.lanes) == 1:
+            return [(input_ids, pixels, grid)]
+        rows = []
+        for row in range(self.batch_size):
+            row_pixels = None if pixels is None else pixels.view(self.batch_size, -1, pixels.shape[-1])[row]
+            row_grid = None if grid is None else grid[row : row + 1] if len(grid) == self.batch_size else grid
+            rows.append((input_ids[row : row + 1], row_pixels, row_grid))
+        return rows
 
 
 def model_fingerprint(model: SpatialTTTForConditionalGeneration) -> str:
@@ -306,66 +395,3 @@ def _bytes(t: Tensor | None) -> int:
 
 def _weight_tensors(weights: FastWeights) -> list[Tensor]:
     return [weights.w0, weights.w1, weights.w2, *weights.norms, *(weights.momentum or ())]
-
-
-def _flatten(stream: StreamState) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Tensors by key plus JSON metadata describing the structure."""
-    tensors: dict[str, Tensor] = {"next_position": stream.model.next_position}
-    meta: dict[str, Any] = dict(num_tokens=stream.model.num_tokens, decoding=stream.model.decoding,
-                                num_frame_groups=stream.num_frame_groups, layers=[])
-    for i, layer in enumerate(stream.model.layers):
-        entry: dict[str, Any] = dict(window=layer.kv.window, kv_end=layer.kv.end, kv=layer.kv.keys is not None)
-        if layer.kv.keys is not None:
-            tensors[f"{i}.k"], tensors[f"{i}.v"] = layer.kv.keys, layer.kv.values
-        if layer.ttt is not None:
-            w = layer.ttt.weights
-            for name, t in zip(("w0", "w1", "w2", "n0", "n1", "n2"), (w.w0, w.w1, w.w2, *w.norms)):
-                tensors[f"{i}.{name}"] = t
-            entry["momentum"] = w.momentum is not None
-            for j, t in enumerate(w.momentum or ()):
-                tensors[f"{i}.m{j}"] = t
-            entry["pending"] = layer.ttt.pending
-            entry["recent"] = layer.ttt.recent is not None
-            if layer.ttt.recent is not None:
-                entry["recent_momentum"] = layer.ttt.recent.momentum is not None
-                for name, t in zip(TokenStream._fields, layer.ttt.recent):
-                    if t is not None:
-                        tensors[f"{i}.recent.{name}"] = t
-        if stream.previous_group[i] is not None:
-            for j, t in enumerate(stream.previous_group[i]):
-                tensors[f"{i}.prev{j}"] = t
-        entry["queue"] = []
-        for s, seg in enumerate(stream.queues[i]):
-            key = f"{i}.q{s}"
-            tensors[f"{key}.hidden"], tensors[f"{key}.cos"], tensors[f"{key}.sin"] = seg.hidden, seg.cos, seg.sin
-            for d, t in enumerate(seg.deepstack or ()):
-                tensors[f"{key}.ds{d}"] = t
-            entry["queue"].append(dict(start=seg.start, grid=seg.grid_hw, deepstack=len(seg.deepstack or ())))
-        meta["layers"].append(entry)
-    return {k: v.contiguous() for k, v in tensors.items()}, meta
-
-
-def _unflatten(tensors: dict[str, Tensor], meta: dict[str, Any]) -> StreamState:
-    layers, queues, previous = [], [], []
-    for i, entry in enumerate(meta["layers"]):
-        kv = KVCache(entry["window"], tensors.get(f"{i}.k"), tensors.get(f"{i}.v"), entry["kv_end"])
-        ttt = None
-        if f"{i}.w0" in tensors:
-            momentum = tuple(tensors[f"{i}.m{j}"] for j in range(3)) if entry["momentum"] else None
-            weights = FastWeights(tensors[f"{i}.w0"], tensors[f"{i}.w1"], tensors[f"{i}.w2"],
-                                  tuple(tensors[f"{i}.n{j}"] for j in range(3)), momentum)
-            recent = None
-            if entry["recent"]:
-                recent = TokenStream(*(tensors.get(f"{i}.recent.{name}") for name in TokenStream._fields))
-            ttt = TTTState(weights, recent, entry["pending"])
-        layers.append(LayerState(kv, ttt))
-        previous.append(tuple(tensors[f"{i}.prev{j}"] for j in range(3)) if f"{i}.prev0" in tensors else None)
-        queue = []
-        for s, seg in enumerate(entry["queue"]):
-            key = f"{i}.q{s}"
-            deepstack = [tensors[f"{key}.ds{d}"] for d in range(seg["deepstack"])] or None
-            grid = tuple(seg["grid"]) if seg["grid"] is not None else None
-            queue.append(Segment(tensors[f"{key}.hidden"], tensors[f"{key}.cos"], tensors[f"{key}.sin"], seg["start"], grid, deepstack))
-        queues.append(queue)
-    model_state = ModelState(layers, meta["num_tokens"], tensors["next_position"], meta["decoding"])
-    return StreamState(model_state, queues, previous, meta["num_frame_groups"])

@@ -29,6 +29,16 @@ def test_stream_saves_its_memory(cli, tiny_folder, video, tmp_path):
     assert session.num_frames == 4
 
 
+def test_an_earlier_question_does_not_change_a_later_answer(cli, tiny_folder, video):
+    """--at 1.2 X --at 3 Q answers Q exactly like --at 3 Q; the odd frame before 1.2 s is not duplicated."""
+    args = ("--size", SMALL, "--fps", "2", "--chunk-frames", "4", "--max-new-tokens", "6")
+    both = cli("stream", tiny_folder, video, "--at", "1.2", "Is there a table?", "--at", "3", "How many chairs?", *args)
+    one = cli("stream", tiny_folder, video, "--at", "3", "How many chairs?", *args)
+    assert both.exit_code == one.exit_code == 0, both.output + one.output
+    assert both.stdout.splitlines()[1] == one.stdout.splitlines()[0]
+    assert "[3.0 s] 6 frames in memory" in both.stderr and "[3.0 s] 6 frames in memory" in one.stderr
+
+
 def test_questions_after_the_end_see_the_whole_video(cli, tiny_folder, video):
     result = cli("stream", tiny_folder, video, "--at", "99", "How many chairs?", *FAST)
     assert result.exit_code == 0, result.output

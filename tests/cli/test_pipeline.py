@@ -92,6 +92,26 @@ def test_streaming_in_segments_equals_streaming_at_once(pipe, video):
     whole.close()
 
 
+def test_a_question_after_an_odd_number_of_frames_leaves_the_memory_unchanged(pipe, video):
+    """Frames enter in pairs: 3 frames before the first question, the third waits for its pair (it used to be
+    padded into the memory, so the stream saw 7 frames where the video has 6)."""
+    from spatial_ttt.session_state import flatten
+
+    prompt = build_prompt("How many chairs?")
+    asked = pipe.open_stream()
+    asked.observe_video(video, 0, 1.2)  # 2 fps: frames at 0, 0.5, 1.0
+    asked.ask(build_prompt("Is there a table?"), max_new_tokens=2)
+    asked.observe_video(video, 1.2, None)
+    whole = pipe.open_stream()
+    whole.observe_video(video)
+    assert asked.num_frames == whole.num_frames == 6
+    a, b = (flatten(s.session.stream)[0] for s in (asked, whole))  # the model state (queues are cut differently)
+    assert asked.session.stream.model.num_tokens == whole.session.stream.model.num_tokens
+    for key in (k for k in a if ".q" not in k):
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=0, msg=key)
+    assert asked.ask(prompt, max_new_tokens=6) == whole.ask(prompt, max_new_tokens=6)
+
+
 def test_a_processor_that_does_not_fit_is_refused(tmp_path):
     from spatial_ttt.pipeline import make_tiny_model_folder
 

@@ -30,6 +30,7 @@ from .patches import CONFIG_FILES, TorchVideoProcessor
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 _QUESTION_MARK = "\x00QUESTION\x00"  # stand-in for the question while splitting the rendered template
+_ANSWER_MARK = "\x00ANSWER\x00"  # stand-in for an answer, likewise
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,11 @@ class SpatialTTTProcessor:
         if chat.count(block) != 1 or chat.count(_QUESTION_MARK) != 1:
             raise ValueError("chat template does not render one video placeholder followed by the question")
         self._prefix_text, self._suffix_template = chat.split(block)
+        # A second turn after an answer: what the template puts between the answer and the next user content.
+        follow_up = [{"role": "assistant", "content": [{"type": "text", "text": _ANSWER_MARK}]},
+                     {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": _QUESTION_MARK}]}]
+        chat = processor.apply_chat_template(self._messages(_QUESTION_MARK) + follow_up, tokenize=False)
+        self._turn_end_text = chat.split(_ANSWER_MARK, 1)[1].split(block, 1)[0]
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, *, system_prompt: str = DEFAULT_SYSTEM_PROMPT) -> SpatialTTTProcessor:
@@ -215,6 +221,11 @@ class SpatialTTTProcessor:
     def suffix(self, question: str) -> PromptPiece:
         """Tokens after the video: the question, end of the user turn, and the assistant start."""
         return self._text_piece(self._suffix_text(question))
+
+    def turn_end(self) -> PromptPiece:
+        """Tokens between an answer and the next user turn's content: the end of the assistant turn and the start
+        of a new user turn (a stream that keeps an answer continues after them)."""
+        return self._text_piece(self._turn_end_text)
 
     def decode(self, token_ids: torch.Tensor | Sequence[int], skip_special_tokens: bool = True) -> str:
         if isinstance(token_ids, torch.Tensor):

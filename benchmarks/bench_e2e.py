@@ -1,0 +1,361 @@
+"""The user's path, end to end: pixels -> vision tower -> LLM -> generate, ours beside plain Qwen3-VL.
+
+    PYTHONPATH=src:benchmarks python benchmarks/bench_e2e.py --out e2e.json     # one GPU, Qwen3-VL-2B shape
+    PYTHONPATH=src:benchmarks python benchmarks/bench_e2e.py --tiny --out e2e.json   # CPU, seconds (tests)
+
+Both models get random weights of the same shape (spec/official-model.md: Qwen3-VL-2B; ``--tiny``: the tiny test
+shape) in bf16 (fp32 with --tiny), and the same prompt: 10 text tokens, then per 2-frame temporal group 5 timestamp
+tokens, <|vision_start|>, 165 video tokens (352x480 frames), <|vision_end|>, then 20 question tokens; the same
+normalised pixel patches go into both vision towers. Ours runs the released settings with Muon off, once per
+``fast_weight_precision``; plain is transformers' Qwen3VLForConditionalGeneration (SDPA). Each is built, measured
+and freed before the next, so a peak includes only that model's weights.
+
+Per video length, with the public API only (``generate`` below is the one adapter):
+  prefill_s        generate(max_new_tokens=1): vision tower + LLM prefill + first token (after a warm-up call);
+  decode_ms        (generate(1 + D) - generate(1)) / D per further token;
+  peak_gib         torch.cuda.max_memory_allocated during generate(1), weights included;
+  state_gib        memory still allocated after generate(1) while its state is held (ours: the ModelState passed
+                   in; plain: the returned past_key_values): what a conversation that continues keeps;
+  retained_gib     memory still allocated after the call once the state is dropped (should be 0: anything
+                   else is a cache or a leak).
+Then a long stream through StreamSession (ours): pieces of --piece-frames frames, frames/s over the stream, and
+per 128 frames the growth of allocated memory and of StreamSession.memory_bytes() by kind; a question at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from spatial_ttt.configuration import SpatialTTTConfig
+from spatial_ttt.models.modeling import SpatialTTTForConditionalGeneration
+
+GIB = 2**30
+
+# spec/official-model.md, "Qwen3-VL-2B shape"
+TEXT_2B = dict(
+    vocab_size=151936, hidden_size=2048, intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16,
+    num_key_value_heads=8, head_dim=128, max_position_embeddings=262144, rms_norm_eps=1e-6, tie_word_embeddings=True,
+    rope_parameters={"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [24, 20, 20], "mrope_interleaved": True},
+)
+VISION_2B = dict(
+    depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16, patch_size=16, spatial_merge_size=2,
+    temporal_patch_size=2, out_hidden_size=2048, num_position_embeddings=2304, deepstack_visual_indexes=[5, 11, 17],
+    in_channels=3,
+)
+IDS_2B = dict(image_token_id=151655, video_token_id=151656, vision_start_token_id=151652, vision_end_token_id=151653)
+
+
+@dataclass(frozen=True)
+class Shape:
+    text: dict
+    vision: dict
+    ids: dict
+    ttt: dict  # TTT settings beyond the released defaults
+    frame_hw: tuple[int, int]
+    dtype: torch.dtype
+
+    @property
+    def patch_grid(self) -> tuple[int, int]:
+        p = self.vision["patch_size"]
+        return self.frame_hw[0] // p, self.frame_hw[1] // p
+
+    @property
+    def tokens_per_group(self) -> int:
+        h, w = self.patch_grid
+        m = self.vision["spatial_merge_size"]
+        return (h // m) * (w // m)
+
+
+def shape_2b() -> Shape:
+    return Shape(TEXT_2B, VISION_2B, IDS_2B, {}, (352, 480), torch.bfloat16)
+
+
+def shape_tiny() -> Shape:
+    from spatial_ttt.tiny import tiny_config
+
+    cfg = tiny_config()
+    text = {k: getattr(cfg.text_config, k) for k in (
+        "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+        "num_key_value_heads", "head_dim", "max_position_embeddings", "rms_norm_eps", "rope_parameters")}
+    vision = {k: getattr(cfg.vision_config, k) for k in (
+        "depth", "hidden_size", "intermediate_size", "num_heads", "patch_size", "spatial_merge_size",
+        "temporal_patch_size", "out_hidden_size", "num_position_embeddings", "deepstack_visual_indexes")}
+    ids = {k: getattr(cfg, k) for k in IDS_2B}
+    ttt = dict(ttt_layers=cfg.ttt_layers, lact_chunk_size=cfg.lact_chunk_size, window_size=cfg.window_size)
+    return Shape(text, vision, ids, ttt, (64, 64), torch.float32)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# inputs (built once on the CPU, identical for every model)
+
+
+def prompt(shape: Shape, groups: int, prefix: int = 10, suffix: int = 20, seed: int = 0) -> dict[str, torch.Tensor]:
+    """input_ids / mm_token_type_ids / attention_mask [1, S], pixel_values_videos [groups * h * w, 3 * 2 * p * p]
+    (normalised pixels, as the processor writes them), video_grid_thw [[groups, h, w]]."""
+    g = torch.Generator().manual_seed(seed)
+    low, high = 10, min(100000, shape.ids["image_token_id"])
+    text = lambda n: torch.randint(low, high, (n,), generator=g).tolist()  # noqa: E731
+    video = [shape.ids["vision_start_token_id"]] + [shape.ids["video_token_id"]] * shape.tokens_per_group
+    ids = text(prefix)
+    for _ in range(groups):
+        ids += text(5) + video + [shape.ids["vision_end_token_id"]]
+    ids += text(suffix)
+    input_ids = torch.tensor([ids])
+    h, w = shape.patch_grid
+    p, tp = shape.vision["patch_size"], shape.vision["temporal_patch_size"]
+    out = dict(
+        input_ids=input_ids,
+        attention_mask=torch.ones_like(input_ids),
+        mm_token_type_ids=(input_ids == shape.ids["video_token_id"]).long() * 2,
+    )
+    if groups:
+        out["pixel_values_videos"] = torch.randn(groups * h * w, 3 * tp * p * p, generator=g).clamp(-2, 2)
+        out["video_grid_thw"] = torch.tensor([[groups, h, w]])
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# models and the one generate adapter
+
+
+def build_ours(shape: Shape, device: torch.device, precision: str) -> SpatialTTTForConditionalGeneration:
+    config = SpatialTTTConfig(
+        text_config=dict(shape.text), vision_config=dict(shape.vision), tie_word_embeddings=True, **shape.ids,
+        use_muon=False, fast_weight_precision=precision, **shape.ttt,
+    )
+    return _build(lambda: SpatialTTTForConditionalGeneration(config), shape.dtype, device)
+
+
+def build_plain(shape: Shape, device: torch.device):
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    config = Qwen3VLConfig(text_config=dict(shape.text), vision_config=dict(shape.vision), tie_word_embeddings=True, **shape.ids)
+    for c in (config, config.text_config, config.vision_config):
+        c._attn_implementation = "sdpa"
+    return _build(lambda: Qwen3VLForConditionalGeneration(config), shape.dtype, device)
+
+
+def _build(make, dtype: torch.dtype, device: torch.device):
+    torch.manual_seed(0)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with device:
+            model = make()
+    finally:
+        torch.set_default_dtype(previous)
+    return model.eval()
+
+
+def generate(model, inputs: dict[str, torch.Tensor], new_tokens: int, state: Any = None):
+    """New tokens, and the state the call leaves (ours: the ModelState given; plain: its past_key_values)."""
+    if isinstance(model, SpatialTTTForConditionalGeneration):
+        return model.generate(**inputs, max_new_tokens=new_tokens, stop_token_ids=[], state=state), state
+    out = model.generate(
+        **inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, eos_token_id=None,
+        pad_token_id=0, return_dict_in_generate=True,
+    )
+    return out.sequences, out.past_key_values
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# measuring
+
+
+class Clock:
+    """Wall-clock seconds and CUDA memory (bytes) around a call; memory is 0 on the CPU."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def allocated(self) -> int:
+        return torch.cuda.memory_allocated() if self.cuda else 0
+
+    def run(self, fn) -> tuple[Any, float, int]:
+        """fn's result, its seconds and the peak allocated bytes during it."""
+        gc.collect()
+        if self.cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        self.sync()
+        start = time.perf_counter()
+        result = fn()
+        self.sync()
+        seconds = time.perf_counter() - start
+        return result, seconds, torch.cuda.max_memory_allocated() if self.cuda else 0
+
+
+def measure_generate(model, inputs: dict, decode_tokens: int, clock: Clock, ours: bool) -> dict:
+    generate(model, inputs, 1 + decode_tokens)  # warm-up: compilation, autotuning, graph capture
+    gc.collect()
+    before = clock.allocated()
+    state = model.new_state(1) if ours else None
+    (_, state), prefill_s, peak = clock.run(lambda: generate(model, inputs, 1, state))
+    state_bytes = clock.allocated() - before
+    del state
+    gc.collect()
+    retained = clock.allocated() - before
+    _, total_s, _ = clock.run(lambda: generate(model, inputs, 1 + decode_tokens))
+    return dict(
+        tokens=int(inputs["input_ids"].shape[1]),
+        prefill_s=prefill_s,
+        decode_ms=1e3 * (total_s - prefill_s) / decode_tokens,
+        peak_gib=peak / GIB,
+        state_gib=state_bytes / GIB,
+        retained_gib=retained / GIB,
+    )
+
+
+def measure_stream(model, shape: Shape, frames: int, piece_frames: int, clock: Clock, device: torch.device) -> dict:
+    """StreamSession.observe_tokens in pieces of ``piece_frames`` frames, then one question."""
+    from spatial_ttt.streaming import StreamSession
+
+    to = lambda d: {k: v.to(device) for k, v in d.items() if k in ("input_ids", "pixel_values_videos", "video_grid_thw")}  # noqa: E731
+    prefix = to(prompt(shape, 0, prefix=10, suffix=0))
+    pieces = [to(prompt(shape, piece_frames // 2, prefix=0, suffix=0, seed=1 + i)) for i in range(frames // piece_frames)]
+    question = to(prompt(shape, 0, prefix=0, suffix=20))["input_ids"]
+    gc.collect()
+    base = clock.allocated()
+    session = StreamSession(model)
+    session.observe_tokens(**prefix)
+    marks, fed = [], 0
+    clock.sync()
+    start = time.perf_counter()
+    for piece in pieces:
+        session.observe_tokens(**piece)
+        fed += piece_frames
+        if fed % 128 == 0:
+            clock.sync()
+            marks.append(dict(frames=fed, seconds=time.perf_counter() - start,
+                              allocated_gib=(clock.allocated() - base) / GIB, session_bytes=session.memory_bytes()))
+    clock.sync()
+    seconds = time.perf_counter() - start
+    _, ask_s, peak = clock.run(lambda: session.ask_tokens(question, max_new_tokens=1))
+    growth = {}
+    if len(marks) >= 2:
+        first, last, steps = marks[0], marks[-1], len(marks) - 1
+        growth = {k: (last["session_bytes"][k] - first["session_bytes"][k]) / steps / GIB for k in last["session_bytes"]}
+        growth["allocated"] = (last["allocated_gib"] - first["allocated_gib"]) / steps
+    return dict(frames=fed, piece_frames=piece_frames, seconds=seconds, frames_per_s=fed / seconds, ask_s=ask_s,
+                ask_peak_gib=peak / GIB, gib_per_128_frames=growth, marks=marks)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def environment(device: torch.device) -> dict:
+    import platform
+
+    import transformers
+
+    env = dict(torch=torch.__version__, transformers=transformers.__version__, python=platform.python_version(),
+               device=str(device))
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        env.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / GIB, 1), cuda=torch.version.cuda)
+    return env
+
+
+def write_json(path: str, payload: dict) -> None:
+    """Atomic: a crash mid-run leaves the last complete JSON."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=2)
+    os.replace(tmp, path)
+
+
+def ratios(runs: list[dict]) -> list[dict]:
+    """ours / plain for each ours variant and length measured on both."""
+    plain = {r["frames"]: r for r in runs if r["model"] == "plain" and "prefill_s" in r}
+    out = []
+    for r in runs:
+        p = plain.get(r["frames"])
+        if r["model"] == "plain" or p is None or "prefill_s" not in r:
+            continue
+        out.append(dict(model=r["model"], frames=r["frames"],
+                        **{k: r[k] / p[k] if p[k] else None for k in ("prefill_s", "decode_ms", "peak_gib")}))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="JSON file to write (rewritten after every measurement)")
+    parser.add_argument("--tiny", action="store_true", help="the tiny shape on the CPU: checks the script, in seconds")
+    parser.add_argument("--frames", type=int, nargs="+", help="video lengths (default 128 512 1024; tiny: 4 8)")
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], help="fast_weight_precision values of ours")
+    parser.add_argument("--models", nargs="+", default=["ours", "plain"], choices=["ours", "plain"])
+    parser.add_argument("--decode-tokens", type=int, help="tokens timed after the first (default 16; tiny: 2)")
+    parser.add_argument("--stream-frames", type=int, help="length of the long stream (default 1024; tiny: 16)")
+    parser.add_argument("--piece-frames", type=int, help="frames per observe step (default 32; tiny: 4)")
+    parser.add_argument("--budget-s", type=float, default=1e9, help="skip what is left after this many seconds")
+    args = parser.parse_args()
+    tiny = args.tiny
+    shape = shape_tiny() if tiny else shape_2b()
+    device = torch.device("cpu" if tiny or not torch.cuda.is_available() else "cuda")
+    frames_list = args.frames or ([4, 8] if tiny else [128, 512, 1024])
+    decode_tokens = args.decode_tokens or (2 if tiny else 16)
+    stream_frames = args.stream_frames or (16 if tiny else 1024)
+    piece_frames = args.piece_frames or (4 if tiny else 32)
+    clock = Clock(device)
+    t0 = time.time()
+    results: dict[str, Any] = dict(env=environment(device), shape="tiny" if tiny else "qwen3-vl-2b",
+                                   frame_hw=list(shape.frame_hw), decode_tokens=decode_tokens, runs=[], streams=[],
+                                   ratios=[])
+    inputs = {frames: prompt(shape, frames // 2) for frames in frames_list}
+
+    def over_budget(what: str) -> bool:
+        if time.time() - t0 > args.budget_s:
+            print(f"skip {what}: over --budget-s", flush=True)
+            return True
+        return False
+
+    def record(key: str, entry: dict, fn) -> None:
+        try:
+            entry.update(fn())
+        except Exception as error:  # one failing case must not lose the others' numbers
+            entry["error"] = repr(error)[:500]
+        print(json.dumps({k: v for k, v in entry.items() if k != "marks"}), flush=True)
+        results[key].append(entry)
+        results["ratios"] = ratios(results["runs"])
+        write_json(args.out, results)
+
+    variants = [(f"ours_{p}", p) for p in args.precisions] if "ours" in args.models else []
+    variants += [("plain", None)] if "plain" in args.models else []
+    for name, precision in variants:
+        if over_budget(name):
+            continue
+        model = build_ours(shape, device, precision) if precision else build_plain(shape, device)
+        for frames in frames_list:
+            if not over_budget(f"{name} {frames}"):
+                on_device = {k: v.to(device) for k, v in inputs[frames].items()}
+                record("runs", dict(model=name, frames=frames),
+                       lambda: measure_generate(model, on_device, decode_tokens, clock, precision is not None))
+        if precision and not over_budget(f"{name} stream"):
+            record("streams", dict(model=name),
+                   lambda: measure_stream(model, shape, stream_frames, piece_frames, clock, device))
+        del model
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    results["seconds"] = time.time() - t0
+    write_json(args.out, results)
+    for r in results["ratios"]:
+        print(f"{r['model']} / plain at {r['frames']} frames: prefill x{r['prefill_s']:.2f}, "
+              f"decode x{r['decode_ms']:.2f}, peak x{r['peak_gib'] or float('nan'):.2f}")
+
+
+if __name__ == "__main__":
+    main()
