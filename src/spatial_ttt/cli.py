@@ -415,11 +415,13 @@ def _eval_loader(path: str):
 def _register_subcommands() -> None:
     from .data.cli import register as register_data
     from .eval.cli import register as register_eval
+    from .serve.cli import register as register_serve
     from .train.cli import register as register_train
 
     register_eval(app, _eval_loader)
     register_data(app)
     register_train(app)
+    register_serve(app)
 
 
 _register_subcommands()
