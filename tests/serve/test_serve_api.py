@@ -84,8 +84,9 @@ def test_session_lifecycle(start_server, pipeline):
 def test_fps_keeps_frames_at_the_session_rate(start_server):
     c = start_server().client
     c.post("/api/sessions", json={"id": "s", "fps": 1})
-    kept = [push(c, "s", i, t=t).json()["kept"] for i, t in enumerate([0.0, 0.4, 0.99, 1.0, 2.5, 2.9, 3.0])]
-    assert kept == [1, 0, 0, 1, 1, 0, 1]
+    # slots at 0, 1, 2, 3 s: a frame takes the nearest slot if it is free
+    kept = [push(c, "s", i, t=t).json()["kept"] for i, t in enumerate([0.0, 0.4, 0.6, 1.45, 1.55, 3.0, 3.2])]
+    assert kept == [1, 0, 1, 0, 1, 1, 0]
     assert c.get("/api/sessions/s").json()["dropped"] == 3
 
 

@@ -95,17 +95,21 @@ class Session:
         return sum(frame.nbytes for frame, _ in self.pending)
 
     def admit(self, times: list[float]) -> tuple[list[bool], float | None]:
-        """Which frames the session's fps keeps, and the next time it accepts; refuses frames out of order."""
+        """Which frames the session's fps keeps, and the next slot time; refuses frames out of order.
+
+        Slots lie 1/fps apart from the first frame; a frame fills the slot nearest to it if that one is still
+        free, so a camera's jitter around the chosen rate loses no frames."""
         last, next_t, keep = self.last_t, self.next_t, []
+        half = 0.5 / self.settings.fps
         for t in times:
             if last is not None and t <= last:
                 raise ClientError(409, f"frames out of order: t={t:g} s is not after the previous frame (t={last:g} s) of session {self.id}")
             last = t
-            if next_t is None or t >= next_t - 1e-6:
+            if next_t is None or t >= next_t - half:
                 keep.append(True)
                 next_t = t if next_t is None else next_t
-                while next_t <= t + 1e-6:
-                    next_t += 1.0 / self.settings.fps
+                while next_t < t + half:
+                    next_t += 2 * half
             else:
                 keep.append(False)
         return keep, next_t
