@@ -281,8 +281,11 @@ def main() -> None:
     parser.add_argument("--frames", type=int, nargs="+", default=[16, 64, 256])
     parser.add_argument("--chunk-frames", type=int, default=8)
     parser.add_argument("--port", type=int, default=8931)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: the tiny model is fastest so, "
+                        "and a busy machine does not stall it)")
     parser.add_argument("--out", help="write the JSON result here")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     if args.what == "load" and args.device.startswith("cuda") is False and args.shape == "2b":
         parser.error("the 2B shape load test is for a GPU (--device cuda)")
     result = {"load": load, "state": state, "batch": batch, "sizes": sizes}[args.what](args)

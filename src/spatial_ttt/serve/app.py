@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import secrets
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
+from starlette.background import BackgroundTask
 
 from .errors import ClientError
 from .frames import check_time, decode_image, decode_video
@@ -83,8 +86,14 @@ def create_app(pipeline: Any, settings: ServeSettings) -> FastAPI:
 
     @api.post("/sessions/import", status_code=201)
     async def import_session(request: Request, id: str | None = None) -> dict[str, Any]:
-        data = await _read_body(request, settings.max_import_bytes, "the session file", "--max-import-mb")
-        return (await manager.import_tar(data, id)).describe()
+        handle, name = tempfile.mkstemp(dir=manager.state_dir, prefix=".import-", suffix=".tar")
+        try:
+            with os.fdopen(handle, "wb") as file:
+                async for chunk in _body(request, settings.max_import_bytes, "the session file", "--max-import-mb"):
+                    file.write(chunk)
+            return (await manager.import_tar(Path(name), id)).describe()
+        finally:
+            os.unlink(name)
 
     @api.get("/sessions/{session_id}")
     async def describe(session_id: str) -> dict[str, Any]:
@@ -143,9 +152,9 @@ def create_app(pipeline: Any, settings: ServeSettings) -> FastAPI:
 
     @api.get("/sessions/{session_id}/export")
     async def export(session_id: str) -> Response:
-        data = await manager.export(session_id)
-        return Response(data, media_type="application/x-tar",
-                        headers={"Content-Disposition": f'attachment; filename="{session_id}.tar"'})
+        path = await manager.export(session_id)
+        return FileResponse(path, media_type="application/x-tar", filename=f"{session_id}.tar",
+                            background=BackgroundTask(os.unlink, path))
 
     app.include_router(api)
 
@@ -164,19 +173,21 @@ def create_app(pipeline: Any, settings: ServeSettings) -> FastAPI:
     return app
 
 
-async def _read_body(request: Request, limit: int, what: str, option: str) -> bytes:
-    """The request body, refused with 413 as soon as it is known to pass ``limit`` bytes."""
-    too_big = f"{what} is over the upload limit of {limit} bytes ({option})"
+async def _body(request: Request, limit: int, what: str, option: str) -> AsyncIterator[bytes]:
+    """The request body in pieces, refused with 413 as soon as it is known to pass ``limit`` bytes."""
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise ClientError(413, f"{what} is {int(length)} bytes, over the upload limit of {limit} bytes ({option})")
-    chunks, size = [], 0
+    size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise ClientError(413, too_big)
-        chunks.append(chunk)
-    return b"".join(chunks)
+            raise ClientError(413, f"{what} is over the upload limit of {limit} bytes ({option})")
+        yield chunk
+
+
+async def _read_body(request: Request, limit: int, what: str, option: str) -> bytes:
+    return b"".join([chunk async for chunk in _body(request, limit, what, option)])
 
 
 async def _sse(first: dict[str, Any], events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:

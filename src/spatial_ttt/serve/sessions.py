@@ -12,12 +12,13 @@ On disk a session is a folder ``STATE_DIR/<id>/``: ``stream.safetensors`` (Strea
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import math
+import os
 import re
 import shutil
 import tarfile
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -287,21 +288,22 @@ class SessionManager:
         self.sessions[copy_id] = copy
         return copy
 
-    async def export(self, session_id: str) -> bytes:
-        """The session's folder as an uncompressed tar (saved first)."""
+    async def export(self, session_id: str) -> Path:
+        """The session's folder as an uncompressed tar file (saved first); the caller removes the file."""
         session = await self.save(session_id)
         folder = self.state_dir / session.id
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as tar:
-            for name in FILES:
-                if (folder / name).is_file():
-                    tar.add(folder / name, arcname=name)
-        return buffer.getvalue()
+        handle, name = tempfile.mkstemp(dir=self.state_dir, prefix=".export-", suffix=".tar")
+        os.close(handle)
+        with tarfile.open(name, mode="w") as tar:
+            for file in FILES:
+                if (folder / file).is_file():
+                    tar.add(folder / file, arcname=file)
+        return Path(name)
 
-    async def import_tar(self, data: bytes, wanted_id: str | None) -> Session:
+    async def import_tar(self, path: Path, wanted_id: str | None) -> Session:
         """A session exported by another server (same model): checked by loading it, then kept in memory."""
         try:
-            with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            with tarfile.open(path, mode="r:") as tar:
                 members = {m.name: m for m in tar.getmembers()}
                 unknown = [n for n, m in members.items() if n not in FILES or not m.isfile()]
                 if unknown or "session.json" not in members or "stream.safetensors" not in members:
@@ -311,9 +313,10 @@ class SessionManager:
                 session_id = self.new_id(wanted_id or meta.get("id"))
                 folder = self.state_dir / session_id
                 folder.mkdir()
-                for name in members:
-                    (folder / name).write_bytes(tar.extractfile(members[name]).read())
-        except (tarfile.TarError, json.JSONDecodeError, UnicodeDecodeError) as err:
+                for name, member in members.items():
+                    with tar.extractfile(member) as source, open(folder / name, "wb") as target:
+                        shutil.copyfileobj(source, target, 16 * MB)
+        except (tarfile.TarError, json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
             raise ClientError(400, f"not an exported session (a tar of session.json and stream.safetensors): {err}") from None
         session = self._read_folder(folder, session_id)
         self.sessions[session_id] = session
