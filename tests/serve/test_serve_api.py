@@ -189,6 +189,7 @@ def test_memory_limits(start_server, pipeline):
     c.post("/api/sessions", json={"id": "b"})
     for i in range(4):
         assert push(c, "b", 10 + i).status_code == 200
+    ask(c, "b")  # runs after b's chunk (one model queue): the limit has been enforced by then
     states = {s["id"]: s["in_memory"] for s in c.get("/api/sessions").json()["sessions"]}
     assert states == {"a": False, "b": True}  # a, idle, was parked on disk to make room
     assert ask(c, "a") == answer_a  # and comes back on use (b goes to disk)

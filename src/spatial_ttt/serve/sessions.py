@@ -81,7 +81,8 @@ class Session:
     pending: list[tuple[np.ndarray, float]] = field(default_factory=list)
     last_t: float | None = None  # the last frame received (kept or not)
     next_t: float | None = None  # frames before this time are dropped: the session's fps
-    frames: int = 0  # observed by the stream
+    frames: int = 0  # handed to the model (observed, or in the chunk being observed)
+    observing: asyncio.Future | None = None  # the chunk being observed while the client sends the next one
     dropped: int = 0
     memory: int = 0  # bytes of the stream while in memory (StreamSession.memory_bytes)
     disk_bytes: int = 0
@@ -212,8 +213,20 @@ class SessionManager:
             chunk = session.settings.chunk_frames
             while len(session.pending) >= chunk:
                 batch, session.pending = session.pending[:chunk], session.pending[chunk:]
-                await self.run(session, self._observe, batch)
+                await self._observe_next(session, batch)
             return {**session.describe(), "kept": len(kept), "received": len(frames)}
+
+    async def _observe_next(self, session: Session, batch: list[tuple[np.ndarray, float]]) -> None:
+        """Starts observing ``batch`` once the session's previous chunk is done, without waiting for it: the client
+        sends the next chunk's frames meanwhile (a camera stalls for no chunk), and at most one chunk per session
+        waits for the model (back-pressure). A failure of the previous chunk is reported here."""
+        if session.observing is not None:
+            previous, session.observing = session.observing, None
+            await previous
+        session.frames += len(batch)
+        session.observing = asyncio.ensure_future(self.run(session, self._observe, batch))
+        session.observing.add_done_callback(lambda done: done.cancelled() or done.exception())  # seen if unawaited
+
 
     async def answer(self, session_id: str, question: str, max_new_tokens: int) -> AsyncIterator[dict[str, Any]]:
         """Events of one answer: {"token": text piece}... then {"answer", "frames", ...}; the memory is unchanged.
@@ -226,6 +239,7 @@ class SessionManager:
         try:
             pairs = len(session.pending) // 2 * 2
             batch, session.pending = session.pending[:pairs], session.pending[pairs:]
+            session.frames += pairs
             start = time.perf_counter()
             job = asyncio.ensure_future(self.run(
                 session, self._ask, batch, question, max_new_tokens,
@@ -363,7 +377,6 @@ class SessionManager:
         finally:
             if session.stream is not None:
                 session.memory = stream_bytes(session.stream)
-                session.frames = session.stream.num_frames
             self._settle(session)
 
     def _restore(self, session: Session) -> None:
@@ -422,7 +435,7 @@ class SessionManager:
                            stop_token_ids=self.pipeline.stop_token_ids)
 
     def _reset(self, session: Session) -> None:
-        session.stream = self.pipeline.stream()
+        session.stream, session.frames = self.pipeline.stream(), 0
         session.pending, session.last_t, session.next_t, session.dropped, session.per_frame = [], None, None, 0, 0.0
         shutil.rmtree(self.state_dir / session.id, ignore_errors=True)
 
