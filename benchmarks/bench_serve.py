@@ -277,7 +277,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--sessions", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--fps", type=float, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--seconds", type=float, default=8.0, help="load: seconds of video each client pushes")
+    parser.add_argument("--seconds", type=float, default=24.0, help="load: seconds of video each client pushes")
     parser.add_argument("--frames", type=int, nargs="+", default=[16, 64, 256])
     parser.add_argument("--chunk-frames", type=int, default=8)
     parser.add_argument("--port", type=int, default=8931)

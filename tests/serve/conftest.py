@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+import av
 import httpx
 import numpy as np
 import pytest
@@ -108,3 +109,20 @@ def ask(client: httpx.Client, session: str, question: str = "What is on the tabl
     response = client.post(f"/api/sessions/{session}/ask", json={"question": question, "max_new_tokens": tokens, "stream": False})
     assert response.status_code == 200, response.text
     return response.json()["answer"]
+
+
+def write_webm(path: Path, seconds: float = 4.0, rate: int = 10, size: int = 128) -> Path:
+    """A small VP8 video (every Chromium build plays VP8): a bright square moving across a dark room."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libvpx", rate=rate)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for i in range(int(seconds * rate)):
+            frame = np.full((size, size, 3), 30, dtype=np.uint8)
+            x = i * (size - 32) // int(seconds * rate)
+            frame[48:80, x:x + 32] = (230, 200, 40)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path

@@ -14,7 +14,7 @@ from PIL import Image
 
 from spatial_ttt.serve.frames import decode_image
 
-from .conftest import SIZE, ask, frame_png, push
+from .conftest import SIZE, ask, frame_png, push, write_webm
 
 QUESTION = "What is on the table?"
 
@@ -237,3 +237,16 @@ def test_sessions_survive_a_restart(start_server, tmp_path, pipeline):
     assert push(c, "s", 9, t=3.5).status_code == 409  # the clock came back too
     assert push(c, "s", 5).status_code == 200
     assert ask(c, "s") == reference_answer(pipeline, list(range(6)))
+
+
+def test_video_chunks(start_server, tmp_path):
+    c = start_server().client
+    c.post("/api/sessions", json={"id": "s", "fps": 2})
+    chunk = write_webm(tmp_path / "chunk.webm", seconds=2.0, rate=10, size=64).read_bytes()
+    first = c.post("/api/sessions/s/video", params={"start": 0}, content=chunk).json()
+    assert (first["received"], first["kept"], first["last_t"]) == (4, 4, 1.5)  # 2 s at 2 frames/s
+    second = c.post("/api/sessions/s/video", params={"start": 2}, content=chunk).json()
+    assert (second["frames"], second["pending"], second["last_t"]) == (8, 0, 3.5)
+    late = c.post("/api/sessions/s/video", params={"start": 3}, content=chunk)
+    assert (late.status_code, late.json()["detail"]) == (
+        409, "frames out of order: t=3 s is not after the previous frame (t=3.5 s) of session s")
