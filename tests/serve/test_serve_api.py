@@ -114,7 +114,11 @@ def test_bad_input_gets_a_4xx_naming_the_problem(start_server, pipeline):
     assert detail(c.post(url, params={"t": "nan"}, content=frame_png(9)), 422) == (
         "t must be a finite number of seconds >= 0, got nan")
     assert detail(c.post(url, params={"t": 9}, content=b"x" * 60_000), 413) == (
-        "the frame is 60000 bytes, over the upload limit of 50000 bytes (--max-upload-mb)")
+        "the request body is 60000 bytes, over the upload limit of 50000 bytes (--max-upload-mb)")
+    chunked = c.post(url, params={"t": 9}, content=iter([b"x" * 30_000, b"x" * 30_000]))  # no Content-Length
+    assert detail(chunked, 413) == "the frame is over the upload limit of 50000 bytes (--max-upload-mb)"
+    assert detail(c.post("/api/sessions/s/ask", json={"question": "x" * 60_000}), 413).startswith(
+        "the request body is 600")
     assert detail(push(c, "nope", 9), 404) == "unknown session 'nope'"
     assert detail(c.post("/api/sessions/s/video", params={"start": 9}, content=b"\x00" * 1000), 400).startswith(
         "the video chunk cannot be decoded")

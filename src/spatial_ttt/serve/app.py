@@ -57,6 +57,17 @@ def create_app(pipeline: Any, settings: ServeSettings) -> FastAPI:
     app = FastAPI(title="spatial-ttt serve", lifespan=lifespan)
     app.state.manager = manager
 
+    @app.middleware("http")
+    async def body_limit(request: Request, call_next: Any) -> Response:
+        """Any body over the upload limit (imports: the import limit) is refused before it is read."""
+        limit, option = ((settings.max_import_bytes, "--max-import-mb") if request.url.path == "/api/sessions/import"
+                         else (settings.max_upload_bytes, "--max-upload-mb"))
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            return JSONResponse({"detail": f"the request body is {int(length)} bytes, over the upload limit of {limit} "
+                                 f"bytes ({option})"}, status_code=413)
+        return await call_next(request)
+
     @app.exception_handler(ClientError)
     async def client_error(request: Request, err: ClientError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
@@ -174,10 +185,8 @@ def create_app(pipeline: Any, settings: ServeSettings) -> FastAPI:
 
 
 async def _body(request: Request, limit: int, what: str, option: str) -> AsyncIterator[bytes]:
-    """The request body in pieces, refused with 413 as soon as it is known to pass ``limit`` bytes."""
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise ClientError(413, f"{what} is {int(length)} bytes, over the upload limit of {limit} bytes ({option})")
+    """The request body in pieces, refused with 413 once it passes ``limit`` bytes (a body whose Content-Length
+    says so never gets here: see ``body_limit``)."""
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
