@@ -98,7 +98,6 @@ def jpeg_frames(count: int = 8, size: tuple[int, int] = SIZE) -> list[bytes]:
 
 
 def load(args) -> dict:
-    import httpx
     import uvicorn
 
     from spatial_ttt.serve import ServeSettings, create_app

@@ -227,7 +227,6 @@ class SessionManager:
         session.observing = asyncio.ensure_future(self.run(session, self._observe, batch))
         session.observing.add_done_callback(lambda done: done.cancelled() or done.exception())  # seen if unawaited
 
-
     async def answer(self, session_id: str, question: str, max_new_tokens: int) -> AsyncIterator[dict[str, Any]]:
         """Events of one answer: {"token": text piece}... then {"answer", "frames", ...}; the memory is unchanged.
         Frames waiting for a full chunk are observed first (complete pairs), so the answer sees them."""
@@ -248,6 +247,7 @@ class SessionManager:
         except BaseException:
             session.lock.release()
             raise
+
         def finished(done: asyncio.Future) -> None:
             session.lock.release()
             tokens.put_nowait(None)
