@@ -254,3 +254,15 @@ def test_video_chunks(start_server, tmp_path):
     late = c.post("/api/sessions/s/video", params={"start": 3}, content=chunk)
     assert (late.status_code, late.json()["detail"]) == (
         409, "frames out of order: t=3 s is not after the previous frame (t=3.5 s) of session s")
+
+
+def test_on_token_sees_every_decoded_token(pipeline):
+    """The hook the SSE answers stand on: StreamSession.ask(..., on_token=f) passes f to model.decode."""
+    session = pipeline.stream()
+    frames = np.stack([decode_image(frame_png(i), SIZE) for i in range(4)])
+    session.observe(torch.from_numpy(frames), [0.0, 1.0, 2.0, 3.0])
+    seen: list[int] = []
+    answer = session.ask(QUESTION, max_new_tokens=6, on_token=lambda token: seen.append(int(token[0])))
+    assert len(seen) == 6 or seen[-1] in pipeline.stop_token_ids
+    assert pipeline.processor.decode(seen) == answer
+    assert session.ask(QUESTION, max_new_tokens=6) == answer  # the hook changed nothing
