@@ -4,6 +4,7 @@
     spatial-ttt ask MODEL VIDEO "question"        one answer about a video (file, image folder)
     spatial-ttt stream MODEL VIDEO --at 12.5 "q"  feed a long video, ask at given times
     spatial-ttt info MODEL | convert QWEN3VL OUT | eval BENCH ... | data ...
+    spatial-ttt serve MODEL                       live video sessions over HTTP, web page at / (docs/serving.md)
 
 Errors in what the user gave (missing/corrupt files, a folder that is no model, bad options) print one line
 naming the file and exit with code 2.
@@ -523,11 +524,13 @@ def _eval_loader(path: str):
 def _register_subcommands() -> None:
     from .data.cli import register as register_data
     from .eval.cli import register as register_eval
+    from .serve.cli import register as register_serve
     from .train.cli import register as register_train
 
     register_eval(app, _eval_loader)
     register_data(app)
     register_train(app)
+    register_serve(app)
 
 
 _register_subcommands()

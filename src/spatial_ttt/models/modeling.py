@@ -6,7 +6,7 @@ that every layer can carry state (:mod:`spatial_ttt.state`) across prefill, deco
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import torch
@@ -327,8 +327,10 @@ class SpatialTTTForConditionalGeneration(PreTrainedModel):
         top_p: float | None = None,
         stop_token_ids: list[int] | None = None,
         generator: torch.Generator | None = None,
+        on_token: Callable[[Tensor], None] | None = None,
     ) -> Tensor:
-        """New tokens [B, n] after a prefilled ``state`` whose last logits [B, V] are given."""
+        """New tokens [B, n] after a prefilled ``state`` whose last logits [B, V] are given. ``on_token`` sees each
+        new token [B] as soon as it is chosen (for streaming answers; raising there stops decoding)."""
         self.start_decoding(state)
         stops = torch.tensor(stop_token_ids or [], dtype=torch.long, device=logits.device)
         finished = torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
@@ -338,6 +340,8 @@ class SpatialTTTForConditionalGeneration(PreTrainedModel):
             if new_tokens:
                 token = torch.where(finished, new_tokens[-1], token)
             new_tokens.append(token)
+            if on_token is not None:
+                on_token(token)
             finished |= torch.isin(token, stops)
             if bool(finished.all()) or step == max_new_tokens - 1:
                 break
