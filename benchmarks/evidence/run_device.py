@@ -59,6 +59,7 @@ def main() -> None:
     parser.add_argument("data")
     parser.add_argument("out")
     parser.add_argument("--limit", type=float, default=230.0, help="training seconds per run (all run at once)")
+    parser.add_argument("--grace", type=float, default=150.0, help="seconds past --limit before a run is killed")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
     parser.add_argument("--work", default="/tmp/evidence")
@@ -79,8 +80,13 @@ def main() -> None:
                    str(seed), str(run), str(work / "data"), str(args.limit)]
             procs[name] = (subprocess.Popen(cmd, env=env, stdout=open(run / "stdout.log", "w"), stderr=subprocess.STDOUT), run)
     results = {}
+    deadline = time.perf_counter() + args.limit + args.grace
     for name, (proc, run) in procs.items():
-        proc.wait()
+        try:
+            proc.wait(timeout=max(1.0, deadline - time.perf_counter()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
         log = (run / "stdout.log").read_text()
         print(f"== {name}: exit {proc.returncode}\n{log[-1500:]}", flush=True)
         if (run / "result.json").exists():

@@ -122,6 +122,14 @@ def questions(walk: RenderedWalk, stride: int, rng: np.random.Generator) -> list
     return [first, order, count, room]
 
 
+def walk_questions(walk: RenderedWalk, seed: int) -> dict[str, list[MemoryQA]] | None:
+    """Questions of every length (drawn in STRIDES order from the scene's own random stream, so a subset of
+    lengths gets the same questions), or None when some length cannot pose them all."""
+    rng = np.random.default_rng([seed, 7])
+    per_length = {length: questions(walk, stride, rng) for length, stride in STRIDES.items()}
+    return None if any(q is None for q in per_length.values()) else per_length
+
+
 def encode_video(frames: np.ndarray, path: Path, fps: float = FPS, crf: int = 32) -> None:
     """H.264 (yuv420p) at a high CRF: the flat-shaded frames stay clean and a 256-frame walk takes ~45 KB.
     Atomic: written to a temporary file, then renamed."""
@@ -159,23 +167,24 @@ def scene_records(seed: int, out: Path, lengths: tuple[str, ...] = tuple(STRIDES
     """Render the scene of ``seed``, write one video per length under ``out/videos`` and return its records
     (None when some length cannot pose every question; the caller moves on to the next seed)."""
     walk = render_walk(seed)
-    rng = np.random.default_rng([seed, 7])
-    per_length = {length: questions(walk, STRIDES[length], rng) for length in lengths}
-    if any(q is None for q in per_length.values()):
+    per_length = walk_questions(walk, seed)
+    if per_length is None:
         return None
     records = []
-    for length, qas in per_length.items():
+    for length in lengths:
+        qas = per_length[length]
         name = f"videos/{seed:07d}_{length}.mp4"
         encode_video(walk.rgb[:: STRIDES[length]], out / name)
         records.append(record(name, qas, f"{seed:07d}", length))
     return records
 
 
-def iter_scene_records(first_seed: int, num_scenes: int, out: Path) -> Iterator[list[dict]]:
+def iter_scene_records(first_seed: int, num_scenes: int, out: Path,
+                       lengths: tuple[str, ...] = tuple(STRIDES)) -> Iterator[list[dict]]:
     """Records of ``num_scenes`` usable scenes, trying seeds upwards from ``first_seed``."""
     seed, made = first_seed, 0
     while made < num_scenes:
-        recs = scene_records(seed, out)
+        recs = scene_records(seed, out, lengths)
         seed += 1
         if recs is not None:
             made += 1
