@@ -1,7 +1,8 @@
 """Tables and plots for benchmarks/EVIDENCE.md from run_device.py's results.json.
 
-python benchmarks/evidence/report.py RESULTS_JSON OUT_DIR   (needs the `bench` extra: matplotlib)
-Writes OUT_DIR/evidence_tables.md, OUT_DIR/evidence_accuracy_vs_length.png, OUT_DIR/evidence_training.png.
+python benchmarks/evidence/report.py RESULTS_JSON OUT_DIR [DATA_DIR]   (needs the `bench` extra: matplotlib)
+With DATA_DIR (train.jsonl / eval.jsonl), the tables get a row for a blind guesser that always gives the most
+common training answer of each task and length. Writes OUT_DIR/evidence_tables.md, OUT_DIR/evidence_accuracy_vs_length.png, OUT_DIR/evidence_training.png.
 """
 
 from __future__ import annotations
@@ -32,7 +33,26 @@ def cell(values: list[float]) -> str:
     return f"{v.mean():.1f} ± {(v.max() - v.min()) / 2:.1f}"
 
 
-def tables(results: dict) -> str:
+def prior_accuracy(data: Path) -> dict[str, dict[str, float]]:
+    """Per length and task: eval accuracy of always answering the most common training answer."""
+    def answers(split: str) -> dict[tuple[str, str], list[str]]:
+        out = defaultdict(list)
+        for line in (data / f"{split}.jsonl").read_text().splitlines():
+            rec = json.loads(line)
+            for task, turn in zip(rec["tasks"], rec["conversations"][1::2]):
+                out[(rec["length"], task)].append(turn["value"])
+        return out
+    train, held_out = answers("train"), answers("eval")
+    table: dict[str, dict[str, float]] = defaultdict(dict)
+    for (length, task), values in held_out.items():
+        guess = max(set(train[(length, task)]), key=train[(length, task)].count)
+        table[length][task] = sum(v == guess for v in values) / len(values)
+    for length, row in table.items():
+        row["all"] = sum(row.values()) / len(row)
+    return table
+
+
+def tables(results: dict, prior: dict | None = None) -> str:
     groups = by_variant(results)
     lines = []
     for length in LENGTHS:
@@ -43,6 +63,9 @@ def tables(results: dict) -> str:
             row = [cell([r["accuracy"][length][t] for r in runs]) for t in TASKS]
             steps = "/".join(str(r["steps"]) for r in runs)
             lines.append(f"| {VARIANTS.get(variant, variant)} | {len(runs)} | {steps} | " + " | ".join(row) + " |")
+        if prior is not None:
+            lines.append("| most common training answer (blind) | - | - | "
+                         + " | ".join(f"{100 * prior[length][t]:.1f}" for t in TASKS) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -85,14 +108,15 @@ def plots(results: dict, out: Path) -> None:
     plt.close(fig)
 
 
-def main(path: str, out: str) -> None:
+def main(path: str, out: str, data: str | None = None) -> None:
     results = json.loads(Path(path).read_text())
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "evidence_tables.md").write_text(tables(results))
+    text = tables(results, prior_accuracy(Path(data)) if data else None)
+    (out_dir / "evidence_tables.md").write_text(text)
     plots(results, out_dir)
-    print(tables(results))
+    print(text)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:4])
