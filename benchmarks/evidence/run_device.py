@@ -1,6 +1,6 @@
 """The memory evidence study in one GPU call: every variant x seed trained concurrently on one GPU, then scored.
 
-python benchmarks/evidence/run_device.py DATA_DIR OUT_DIR [--limit 230] [--seeds 1 2]
+python benchmarks/evidence/run_device.py DATA_DIR OUT_DIR [--limit 230] [--seeds 1 2] [--variants ...] [--set KEY=VALUE]
 
 DATA_DIR holds train.jsonl / eval.jsonl and videos/ (python -m spatial_ttt.data.memory_tasks). The videos are
 first unpacked to PNG frame folders with OpenCV (the device image has no PyAV); records then point at the
@@ -62,6 +62,7 @@ def main() -> None:
     parser.add_argument("--grace", type=float, default=150.0, help="seconds past --limit before a run is killed")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="training setting KEY=VALUE, for every run")
     parser.add_argument("--work", default="/tmp/evidence")
     args = parser.parse_args()
     work, out = Path(args.work), Path(args.out)
@@ -77,7 +78,7 @@ def main() -> None:
             run = work / "runs" / name
             run.mkdir(parents=True, exist_ok=True)
             cmd = [sys.executable, str(Path(__file__).with_name("worker.py")), f"configs/evidence_{variant}.yaml",
-                   str(seed), str(run), str(work / "data"), str(args.limit)]
+                   str(seed), str(run), str(work / "data"), str(args.limit), *args.overrides]
             procs[name] = (subprocess.Popen(cmd, env=env, stdout=open(run / "stdout.log", "w"), stderr=subprocess.STDOUT), run)
     results = {}
     deadline = time.perf_counter() + args.limit + args.grace

@@ -1,7 +1,8 @@
 """One training run of the memory evidence study, then its held-out evaluation (used by run_device.py).
 
-python benchmarks/evidence/worker.py CONFIG SEED RUN_DIR DATA_DIR TIME_LIMIT_S
-Trains with the repository's trainer for the config's max_steps or until TIME_LIMIT_S of training have passed
+python benchmarks/evidence/worker.py CONFIG SEED RUN_DIR DATA_DIR TIME_LIMIT_S [KEY=VALUE ...]
+Trains with the repository's trainer (settings: CONFIG, then the KEY=VALUE overrides) for its max_steps or until
+TIME_LIMIT_S of training have passed
 (whichever comes first; the step count reached is recorded), saves the model folder, reloads it in fp32 and
 scores the held-out streams (DATA_DIR/eval.jsonl). Writes RUN_DIR/result.json.
 """
@@ -28,8 +29,8 @@ from spatial_ttt.train.trainer import Trainer
 spatial_conv_gpu._compiled = spatial_conv_gpu.depthwise_conv3_replicate
 
 
-def main(config_path: str, seed: int, run_dir: str, data_dir: str, limit_s: float) -> None:
-    overrides = [f"seed={seed}", f"output_dir={run_dir}", f"data_path={data_dir}", "save_steps=1000000"]
+def main(config_path: str, seed: int, run_dir: str, data_dir: str, limit_s: float, extra: list[str]) -> None:
+    overrides = [*extra, f"seed={seed}", f"output_dir={run_dir}", f"data_path={data_dir}", "save_steps=1000000"]
     config = load_config(config_path, overrides)
     start = time.perf_counter()
     trainer = Trainer(config)
@@ -54,4 +55,4 @@ def main(config_path: str, seed: int, run_dir: str, data_dir: str, limit_s: floa
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], float(sys.argv[5]))
+    main(sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], float(sys.argv[5]), sys.argv[6:])
