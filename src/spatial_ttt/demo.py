@@ -4,6 +4,8 @@ The model in ``assets/evidence_model`` was trained from scratch on the memory ta
 benchmarks/EVIDENCE.md says how and how well). The job renders a held-out walk (a scene never trained on),
 writes and reads it back as a video, streams it into the model, asks the suite's four questions one after another
 and prints each answer beside the truth, with timings. No downloads; a few seconds on a CPU.
+
+``synthetic_frames`` / ``write_synthetic_video`` make a moving-shapes video in code, for tests and examples.
 """
 
 from __future__ import annotations
