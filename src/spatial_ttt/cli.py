@@ -53,7 +53,7 @@ def fail(message: str) -> NoReturn:
 
 @app.callback(invoke_without_command=True)
 def default(ctx: typer.Context) -> None:
-    """With no command: run the whole pipeline on an embedded tiny untrained model and a synthetic video."""
+    """With no command: the embedded small trained model answers memory questions about a held-out rendered walk."""
     if ctx.invoked_subcommand is None:
         from .demo import run_demo
 

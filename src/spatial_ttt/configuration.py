@@ -26,6 +26,9 @@ class SpatialTTTConfig(Qwen3VLConfig):
     use_muon: bool = True
     use_momentum: bool = True
     use_conv_layer: bool = True
+    # False switches the fast-weight branch off (its parameters stay, unused): TTT layers become sliding-window
+    # attention only. For ablations; the released models keep it on.
+    ttt_branch: bool = True
     w0_w2_low_rank: int = 0
     inter_multi: int = 1
     ttt_base_lr: float = 0.001

@@ -1,23 +1,32 @@
-"""The embedded default job (`spatial-ttt` with no arguments): the whole pipeline, no downloads.
+"""The embedded default job (`spatial-ttt` with no arguments): a small model trained here answers memory questions.
 
-It writes a tiny *untrained* model folder (checkpoint + processor) and a short synthetic video (moving coloured
-shapes, encoded with PyAV) into a temporary folder, then runs what a user would: read_video -> processor ->
-model -> answer for one question, and a streaming run with questions at two different times. Each step is
-printed with its timing. The answers are meaningless: the weights are random.
+The model in ``assets/evidence_model`` was trained from scratch on the memory task suite (rendered two-room walks,
+benchmarks/EVIDENCE.md says how and how well). The job renders a held-out walk (a scene never trained on),
+writes and reads it back as a video, streams it into the model, asks the suite's four questions one after another
+and prints each answer beside the truth, with timings. No downloads; a few seconds on a CPU.
+
+``synthetic_frames`` / ``write_synthetic_video`` make a moving-shapes video in code, for tests and examples.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 from rich.console import Console
 
-QUESTION = "How many objects are in the room?"
-STREAM_QUESTIONS = ((2.0, "What is the closest object to the red square?"), (4.0, "How many objects are in the room?"))
+DEMO_SEED_OFFSET = 0  # the first held-out scene
+DEMO_LENGTH = "4x"  # 64 frames, about 4 attention windows
+
+
+def embedded_model_folder() -> Path:
+    """The packaged model folder (checkpoint + processor files + provenance.json)."""
+    return Path(str(resources.files("spatial_ttt") / "assets" / "evidence_model"))
 
 
 def synthetic_frames(num_frames: int, size: tuple[int, int] = (352, 480)) -> np.ndarray:
@@ -58,16 +67,12 @@ def write_synthetic_video(
     return path
 
 
-def _step(console: Console, label: str, seconds: float, detail: str = "") -> None:
-    console.print(f"  [cyan]{label:<28}[/] {seconds:6.2f}s  {detail}")
-
-
 def run_demo(console: Console | None = None) -> None:
     """Run the embedded default job and print what it did, with timings."""
     import torch
 
     threads = torch.get_num_threads()
-    # The tiny model's matrices are far too small to gain from threads, and on a busy machine torch's thread
+    # The small model's matrices are far too small to gain from threads, and on a busy machine torch's thread
     # pool makes it many times slower (waiting for descheduled workers at every op): run it on one thread.
     torch.set_num_threads(1)
     try:
@@ -77,64 +82,55 @@ def run_demo(console: Console | None = None) -> None:
 
 
 def _run(console: Console) -> None:
-    from .pipeline import SpatialTTTPipeline, make_tiny_model_folder
+    from .checkpoint import load_model
+    from .data.memory_tasks import HELD_OUT_SEED, STRIDES, scene_records
+    from .eval.memory_suite import answer_turns, suite_encoder
+    from .video import SpatialTTTProcessor
 
     total = time.perf_counter()
+    folder = embedded_model_folder()
+    provenance = json.loads((folder / "provenance.json").read_text())
     console.print(
-        "[bold]spatial-ttt[/] embedded default: a tiny [bold yellow]UNTRAINED[/] model (random weights) on a "
-        "synthetic video.\n[yellow]The answers below are meaningless: this model is untrained. It shows the pipeline "
-        "running end to end.[/] For real answers: [bold]spatial-ttt ask MODEL_FOLDER VIDEO \"question\"[/]."
+        "[bold]spatial-ttt[/] embedded default: a small model [bold]trained here[/] on rendered walks "
+        f"({provenance['summary']}), answering memory questions about a held-out walk it has never seen."
     )
+    start = time.perf_counter()
+    model = load_model(folder).eval()
+    processor = SpatialTTTProcessor.from_pretrained(folder)
+    cfg = model.config
+    branch = "on" if cfg.ttt_branch else "off: the sliding-window variant"
+    _step(console, "load embedded model", time.perf_counter() - start,
+          f"{sum(p.numel() for p in model.parameters()):,} parameters, {cfg.text_config.num_hidden_layers} layers, "
+          f"TTT layers {cfg.ttt_layers} (fast-weight branch {branch}), window {cfg.window_size} tokens")
+
     with tempfile.TemporaryDirectory(prefix="spatial-ttt-demo-") as tmp:
-        tmp_path = Path(tmp)
-        start = time.perf_counter()
-        folder = make_tiny_model_folder(tmp_path / "tiny-model")
-        _step(console, "write tiny model folder", time.perf_counter() - start, f"{folder.name}/ (checkpoint + processor)")
+        seed = HELD_OUT_SEED + DEMO_SEED_OFFSET
+        records, seconds = _timed(lambda: scene_records(seed, Path(tmp), lengths=(DEMO_LENGTH,)))
+        record = records[0]
+        _step(console, "render held-out walk", seconds, f"scene {seed}: two rooms, {256 // STRIDES[DEMO_LENGTH]} "
+              f"frames 96x64 (every {STRIDES[DEMO_LENGTH]}th of the walk), H.264")
+        encoder = suite_encoder(processor, tmp)
+        answers, seconds = _timed(lambda: answer_turns(model, encoder, record))
+        tokens = int(encoder.encode(record)["input_ids"].shape[0])
+        _step(console, "stream + answer", seconds, f"{tokens} tokens ({tokens / cfg.window_size:.1f} windows): video "
+              "and questions through one model state, greedy answers")
+    turns = record["conversations"]
+    right = 0
+    for task, question, truth, answer in zip(record["tasks"], turns[0::2], turns[1::2], answers):
+        ok = answer == truth["value"]
+        right += ok
+        mark = "[green]right[/]" if ok else "[red]wrong[/]"
+        console.print(f"  {task:<10} {question['value'].removeprefix('<video>').strip():<52} "
+                      f"model: {answer!r:<14} truth: {truth['value']!r:<14} {mark}")
+    console.print(f"{right}/{len(answers)} right on this walk. On {provenance['eval_questions']} held-out questions this "
+                  f"model scores {100 * provenance['eval_accuracy']:.1f}% (always giving the most common training answer: "
+                  f"{100 * provenance['prior_accuracy']:.1f}%); benchmarks/EVIDENCE.md has the study.")
+    console.print(f"done in {time.perf_counter() - total:.2f}s. Your own model and video: "
+                  "[bold]spatial-ttt ask MODEL_FOLDER VIDEO \"question\"[/].")
 
-        start = time.perf_counter()
-        video = write_synthetic_video(tmp_path / "synthetic.mp4", seconds=4.0, fps=8)
-        _step(console, "write synthetic video", time.perf_counter() - start, "4 s, 8 fps, 352x480, moving shapes (PyAV)")
 
-        start = time.perf_counter()
-        pipe = SpatialTTTPipeline.from_pretrained(folder, num_frames=8, stream_fps=2.0, chunk_frames=4)
-        params = sum(p.numel() for p in pipe.model.parameters())
-        _step(
-            console, "load model + processor", time.perf_counter() - start,
-            f"{params:,} parameters, {pipe.model.config.text_config.num_hidden_layers} layers, "
-            f"TTT layers {pipe.model.config.ttt_layers}",
-        )
-
-        console.print(f"[bold]ask[/] (one shot): {QUESTION!r}")
-        clip, seconds = _timed(lambda: pipe.read(video))
-        _step(console, "read_video", seconds, f"{clip.num_frames} frames {clip.size[0]}x{clip.size[1]}, "
-              f"t = {clip.timestamps[0]:.2f}..{clip.timestamps[-1]:.2f} s")
-        from .pipeline import build_prompt
-
-        inputs, seconds = _timed(lambda: pipe.inputs(clip, build_prompt(QUESTION)))
-        tokens = int(inputs["input_ids"].shape[1])
-        _step(console, "processor", seconds, f"{tokens} prompt tokens ({clip.num_frames // 2} frame pairs x "
-              f"{pipe.processor.tokens_per_group(*clip.size)} video tokens + text)")
-        new, seconds = _timed(lambda: pipe.generate(inputs, max_new_tokens=8))
-        _step(console, "model: prefill + generate", seconds, f"{len(new)} new tokens")
-        console.print(f"  answer (untrained model): {pipe.decode(new)!r}  token ids {new}")
-
-        console.print(f"[bold]stream[/]: video fed at 2 fps in chunks of 4 frames, questions at "
-                      f"{', '.join(f'{t:g} s' for t, _ in STREAM_QUESTIONS)}")
-        try:
-            stream = pipe.open_stream()
-        except ImportError as err:  # the streaming engine is not available in this build
-            console.print(f"  [yellow]streaming skipped: {err}[/]")
-        else:
-            fed = 0.0
-            for at, question in STREAM_QUESTIONS:
-                _, seconds = _timed(lambda: stream.observe_video(video, fed, at))
-                _step(console, f"observe {fed:g}-{at:g} s", seconds, f"{stream.num_frames} frames in memory so far")
-                fed = at
-                text, seconds = _timed(lambda: stream.ask(build_prompt(question), max_new_tokens=8))
-                _step(console, f"ask at {at:g} s", seconds, f"{question!r} -> {text!r} (untrained)")
-            stream.close()
-    console.print(f"done in {time.perf_counter() - total:.2f}s. The model is untrained, so the answers are noise; "
-                  "load a trained Spatial-TTT folder with [bold]spatial-ttt ask[/] / [bold]spatial-ttt stream[/].")
+def _step(console: Console, label: str, seconds: float, detail: str = "") -> None:
+    console.print(f"  [cyan]{label:<28}[/] {seconds:6.2f}s  {detail}")
 
 
 def _timed(fn: Callable):

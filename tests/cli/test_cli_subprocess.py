@@ -8,15 +8,17 @@ import json
 from .conftest import SMALL, run_cli
 
 
-def test_no_arguments_runs_the_embedded_default_and_says_it_is_untrained():
+def test_no_arguments_runs_the_embedded_trained_model_on_a_held_out_walk():
     result = run_cli()
     assert result.returncode == 0, result.stderr
     text = result.stdout
-    assert "untrained" in text.lower()
-    for step in ("write tiny model folder", "write synthetic video", "read_video", "processor", "prefill + generate"):
+    for step in ("load embedded model", "render held-out walk", "stream + answer"):
         assert step in text
-    assert "answer (untrained model):" in text
-    assert "done in" in text
+    # the first held-out walk's four questions, each with the model's answer beside the truth
+    assert "Which object did you see first?" in text and "truth: 'bed'" in text
+    assert "Which appeared first, the bookshelf or the lamp?" in text and "truth: 'lamp'" in text
+    assert text.count("model: '") == 4
+    assert "right on this walk" in text and "done in" in text
     assert "Traceback" not in result.stderr
 
 

@@ -41,7 +41,8 @@ def conv_video_tokens(x: Tensor, conv: nn.Conv3d, videos: list[VideoSpan]) -> Te
         t, h, w = video.grid
         tokens = x[video.row, video.indices]  # [t*h*w, C]
         volume = tokens.transpose(0, 1).reshape(1, -1, t, h, w)
-        out[video.row, video.indices] = conv(volume).reshape(x.shape[-1], -1).transpose(0, 1)
+        # under autocast the conv computes in bf16 while x (and out) may be fp32
+        out[video.row, video.indices] = conv(volume).reshape(x.shape[-1], -1).transpose(0, 1).to(out.dtype)
     return out
 
 
