@@ -28,7 +28,8 @@ from .layers.spatial_conv import conv_frame_group
 from .models.modeling import SpatialTTTForConditionalGeneration
 from .models.positions import rope_positions
 from .ops.fast_weight import FastWeights, TokenStream
-from .state import KVCache, LayerState, ModelState, Segment, StreamState, TTTState
+from .ops.fast_weight_memory import FastWeightMemory
+from .state import KVCache, LayerState, ModelState, Segment, StreamState
 
 
 class StreamError(ValueError):
@@ -357,7 +358,7 @@ def _unflatten(tensors: dict[str, Tensor], meta: dict[str, Any]) -> StreamState:
             recent = None
             if entry["recent"]:
                 recent = TokenStream(*(tensors.get(f"{i}.recent.{name}") for name in TokenStream._fields))
-            ttt = TTTState(weights, recent, entry["pending"])
+            ttt = FastWeightMemory(weights, recent, entry["pending"])
         layers.append(LayerState(kv, ttt))
         previous.append(tuple(tensors[f"{i}.prev{j}"] for j in range(3)) if f"{i}.prev0" in tensors else None)
         queue = []
