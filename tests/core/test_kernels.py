@@ -126,7 +126,7 @@ def test_a_model_owns_one_kernel_shared_by_its_layers_and_copies_get_their_own()
     other = tiny_model()
     assert other.model.language_model.layers[0].self_attn.kernel is not model.model.language_model.layers[0].self_attn.kernel
     kernel = model.model.language_model.layers[0].self_attn.kernel
-    kernel._compiled[len] = len  # stands for a compiled callable
+    kernel.compiled(len)  # stands for a compiled step (torch.compile is lazy: nothing compiles here)
     copied = copy.deepcopy(model).model.language_model.layers[0].self_attn.kernel
     assert copied is not kernel and not copied._compiled and copied.config is not model.config
 
@@ -162,3 +162,18 @@ def test_one_stencil_equals_conv3d_for_whole_videos_and_frame_groups(grid):
             after = groups[:, i + 1] if i + 1 < t else None
             piece = conv_frame_group(conv, before, groups[:, i], after, (h, w))
             torch.testing.assert_close(piece[0], out[0, 3 + i * h * w : 3 + (i + 1) * h * w], atol=1e-6, rtol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_tiny_model_generates_the_same_tokens_on_cuda_with_every_kernel():
+    model = tiny_model(lact_chunk_size=8, use_muon=False)
+    inputs = video_prompt(frames_groups=4, grid_hw=4)
+    expected = model.generate(**inputs, max_new_tokens=8)[0, -8:].tolist()
+    model = model.cuda()
+    cuda_inputs = {k: v.cuda() for k, v in inputs.items()}
+    for kind in ("reference", "compiled", "graphed"):
+        model.config.ttt_kernel = kind
+        with torch.inference_mode():  # then no_grad (generate's own): the graph buffers must serve both
+            first = model(**cuda_inputs).logits
+        assert model.generate(**cuda_inputs, max_new_tokens=8)[0, -8:].tolist() == expected, kind
+        assert first.isfinite().all()

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 import threading
-from types import SimpleNamespace
+from types import FunctionType, SimpleNamespace
 from typing import Callable
 
 import torch
@@ -45,6 +45,12 @@ def flat_step(
     out, new = chunk_step(weights, q, TokenStream(k, v, lr0, lr1, lr2, mom), use_muon, precision)
     momentum = new.momentum if mom is not None else (m0, m1, m2)
     return (out, new.w0, new.w1, new.w2, *momentum) if q is not None else (new.w0, new.w1, new.w2, *momentum)
+
+
+def private_copy(fn: Callable) -> Callable:
+    """``fn`` with a code object of its own. Dynamo keeps compiled variants, and counts its recompile limit, per
+    code object: a private copy per kernel object keeps models (and precisions) from using up each other's."""
+    return FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
 
 
 class ChunkGraph:
@@ -124,11 +130,11 @@ class FastWeightKernel:
             return "compiled"
         return setting
 
-    def compiled(self, fn: Callable) -> Callable:
-        """``fn`` through torch.compile, once per kernel object (dynamo's automatic dynamic shapes)."""
-        if fn not in self._compiled:
-            self._compiled[fn] = torch.compile(fn, fullgraph=True)
-        return self._compiled[fn]
+    def compiled(self, fn: Callable, variant: object = None) -> Callable:
+        """``fn`` through torch.compile, once per kernel object and ``variant`` (dynamo's automatic dynamic shapes)."""
+        if (fn, variant) not in self._compiled:
+            self._compiled[fn, variant] = torch.compile(private_copy(fn), fullgraph=True)
+        return self._compiled[fn, variant]
 
     def fused(self, fn: Callable, t: Tensor) -> Callable:
         """``fn`` for elementwise stages around the operator: compiled unless the reference kernel runs."""
@@ -154,7 +160,7 @@ class FastWeightKernel:
         if kind == "graphed":
             res = self._graph(args, muon, precision)
         else:
-            res = self.compiled(flat_step)(*args, muon, precision)
+            res = self.compiled(flat_step, (muon, precision))(*args, muon, precision)
         if q is not None:
             out, res = res[0], res[1:]
         new_momentum = None if weights.momentum is None and chunk.momentum is None else tuple(res[3:])
@@ -165,7 +171,7 @@ class FastWeightKernel:
         capture = args[0].is_cuda
         with self._lock:
             if key not in self._graphs:
-                step = self.compiled(flat_step) if capture else flat_step
+                step = self.compiled(flat_step, (muon, precision)) if capture else flat_step
 
                 def bound(*tensors: Tensor | None) -> tuple[Tensor, ...]:
                     return step(*tensors, muon, precision)
