@@ -126,7 +126,7 @@ def test_a_model_owns_one_kernel_shared_by_its_layers_and_copies_get_their_own()
     other = tiny_model()
     assert other.model.language_model.layers[0].self_attn.kernel is not model.model.language_model.layers[0].self_attn.kernel
     kernel = model.model.language_model.layers[0].self_attn.kernel
-    kernel.compiled(len)  # stands for a compiled step (torch.compile is lazy: nothing compiles here)
+    kernel.compiled(rel)  # torch.compile is lazy: wraps, compiles nothing until called
     copied = copy.deepcopy(model).model.language_model.layers[0].self_attn.kernel
     assert copied is not kernel and not copied._compiled and copied.config is not model.config
 
