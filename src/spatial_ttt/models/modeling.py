@@ -50,6 +50,9 @@ class SpatialTTTOutput(ModelOutput):
     logits: Tensor | None = None
 
 
+MLP_PIECE = 16384  # tokens per MLP call in a long prefill without autograd
+
+
 class DecoderLayer(nn.Module):
     def __init__(self, config: SpatialTTTConfig, layer_idx: int) -> None:
         super().__init__()
@@ -78,7 +81,14 @@ class DecoderLayer(nn.Module):
         else:
             h = self.self_attn(h, cos, sin, None if state is None else state.kv, start)
         x = x + h
-        return x + self.mlp(self.post_attention_layernorm(x))
+        return x + self.feed_forward(x)
+
+    def feed_forward(self, x: Tensor) -> Tensor:
+        """mlp(post_attention_layernorm(x)), row by row; a long prompt without autograd goes in pieces of MLP_PIECE
+        tokens, so its [S, intermediate] activations never exist whole (2B, 88k tokens: 3 x 1.1 GB otherwise)."""
+        if torch.is_grad_enabled() or x.shape[1] <= MLP_PIECE:
+            return self.mlp(self.post_attention_layernorm(x))
+        return torch.cat([self.mlp(self.post_attention_layernorm(p)) for p in x.split(MLP_PIECE, dim=1)], dim=1)
 
 
 class SpatialTTTTextModel(nn.Module):
