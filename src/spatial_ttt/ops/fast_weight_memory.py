@@ -72,9 +72,8 @@ class FastWeightMemory:
     def _remember(self, tokens: TokenStream, chunk: int) -> None:
         """Keeps a compact copy of the last C tokens' update inputs."""
         if tokens.length >= chunk or self.recent is None:
-            kept = tokens.slice(max(tokens.length - chunk, 0))
-        else:
+            if tokens.length:
+                self.recent = tokens.slice(max(tokens.length - chunk, 0)).clone()
+        elif tokens.length:  # a fresh, compact concatenation
             older = self.recent.slice(max(self.recent.length + tokens.length - chunk, 0))
-            kept = TokenStream.cat([older, tokens])
-        if kept.length:
-            self.recent = kept.clone()
+            self.recent = TokenStream(*(None if a is None else torch.cat([a, b], dim=1) for a, b in zip(older, tokens)))
