@@ -60,8 +60,9 @@ class KVCache:
             # Whole blocks: slack stays under one block, and few distinct buffer strides means few recompiles of
             # the compiled GPU attention (every stride change cost one: 26 of them took 7.4 s instead of 5.5 s).
             capacity = (length // self.GROWTH + 1) * self.GROWTH
-            key_buffer = keys.new_empty(*keys.shape[:2], capacity, keys.shape[3])
-            value_buffer = values.new_empty(*values.shape[:2], capacity, values.shape[3])
+            with torch.inference_mode(False):  # a normal tensor: a state filled under inference_mode stays writable
+                key_buffer = keys.new_empty(*keys.shape[:2], capacity, keys.shape[3])
+                value_buffer = values.new_empty(*values.shape[:2], capacity, values.shape[3])
             if cached:
                 key_buffer[:, :, :cached] = self.keys
                 value_buffer[:, :, :cached] = self.values

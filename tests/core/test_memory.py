@@ -38,3 +38,18 @@ def test_mlp_in_pieces_gives_the_same_logits(monkeypatch):
         monkeypatch.setattr(modeling, "MLP_PIECE", 5)
         pieces = model(**inputs).logits
     torch.testing.assert_close(pieces, whole, atol=1e-6, rtol=0)
+
+
+def test_a_state_filled_under_inference_mode_continues_under_no_grad():
+    """Was: the anchor KV buffer, allocated under inference_mode, refused the next no_grad append ('Inplace update
+    to inference tensor outside InferenceMode')."""
+    model = tiny_model(lact_chunk_size=8)
+    inputs = video_prompt(frames_groups=2, grid_hw=4)
+    logits = []
+    for mode in (torch.inference_mode, torch.no_grad):
+        state = model.new_state(1)
+        with mode():
+            model(**inputs, state=state)
+        with torch.no_grad():
+            logits.append(model(torch.tensor([[5]]), state=state).logits)
+    torch.testing.assert_close(logits[0], logits[1], atol=0, rtol=0)
