@@ -93,7 +93,7 @@ class FastWeightKernel:
 
     def __init__(self, config) -> None:
         self.config = config
-        self._compiled: dict[Callable, Callable] = {}
+        self._compiled: dict[tuple, Callable] = {}
         self._graphs: dict[tuple, ChunkGraph] = {}
         self._pool = None
         self._lock = threading.Lock()
