@@ -53,3 +53,23 @@ def test_a_state_filled_under_inference_mode_continues_under_no_grad():
         with torch.no_grad():
             logits.append(model(torch.tensor([[5]]), state=state).logits)
     torch.testing.assert_close(logits[0], logits[1], atol=0, rtol=0)
+
+
+def test_fast_weight_branch_in_pieces_gives_the_same_logits_and_state(monkeypatch):
+    from spatial_ttt.layers import ttt
+
+    model = tiny_model(lact_chunk_size=8, use_muon=False)
+    inputs = video_prompt(frames_groups=6, grid_hw=4)  # 50 tokens: 7 chunks
+    results = []
+    for piece in (16384, 16):  # 16: pieces of 2 chunks
+        monkeypatch.setattr(ttt, "BRANCH_PIECE", piece)
+        state = model.new_state(1)
+        with torch.no_grad():
+            logits = model(**inputs, state=state).logits
+            stateless = model(**inputs).logits
+        results.append((logits, stateless, state.layers[0].ttt))
+    (whole, whole_stateless, whole_memory), (pieces, pieces_stateless, pieces_memory) = results
+    torch.testing.assert_close(pieces, whole, atol=1e-6, rtol=0)
+    torch.testing.assert_close(pieces_stateless, whole_stateless, atol=1e-6, rtol=0)
+    torch.testing.assert_close(pieces_memory.weights.w0, whole_memory.weights.w0, atol=1e-6, rtol=0)
+    assert pieces_memory.pending == whole_memory.pending == 2

@@ -84,6 +84,9 @@ def branch_epilogue(
     return (out * gate).flatten(2).to(dtype)
 
 
+BRANCH_PIECE = 16384  # tokens per pass of the fast-weight branch in a long prefill without autograd
+
+
 class Projected(NamedTuple):
     """A TTT layer's projections of its input: attention q/k/v per head, fast-weight q/k/v before the conv."""
 
@@ -232,8 +235,25 @@ class TTTAttention(nn.Module):
     ) -> Tensor:
         """The fast-weight branch: per-head q/k/v and rates (``branch_prologue``), the operator (the layer's
         memory, ``state``, or a fresh one when stateless), then ttt_norm and the gate (``branch_epilogue``). The
-        elementwise stages run compiled unless the reference kernel runs; the projections of ``x`` stay modules."""
-        batch = x.shape[0]
+        elementwise stages run compiled unless the reference kernel runs; the projections of ``x`` stay modules.
+        Without autograd a long prompt goes through in pieces of whole chunks (BRANCH_PIECE tokens or fewer): every
+        stage is per token except the memory, which takes pieces exactly, so the [S, hidden] fp32 operator rows
+        never exist whole."""
+        memory = FastWeightMemory(self.initial_weights(x.shape[0])) if state is None else state
+        chunk = self.config.lact_chunk_size
+        piece = max(BRANCH_PIECE // chunk, 1) * chunk
+        if torch.is_grad_enabled() or x.shape[1] <= piece:
+            return self._branch_piece(x, qf, kf, vf, cos, sin, memory, decoding)
+        parts = [slice(start, start + piece) for start in range(0, x.shape[1], piece)]
+        return torch.cat(
+            [self._branch_piece(x[:, p], qf[:, p], kf[:, p], vf[:, p], cos[:, p], sin[:, p], memory, decoding) for p in parts],
+            dim=1,
+        )
+
+    def _branch_piece(
+        self, x: Tensor, qf: Tensor, kf: Tensor, vf: Tensor, cos: Tensor, sin: Tensor, memory: FastWeightMemory,
+        decoding: bool,
+    ) -> Tensor:
         cfg = self.config
         lr_logits = self.lr_proj(x)
         momentum = self.momentum_proj(x) if cfg.use_momentum else None
@@ -242,7 +262,6 @@ class TTTAttention(nn.Module):
             qf, kf, vf, cos, sin, lr_logits, momentum, self.nh, self.lr_offset, not cfg.no_v_silu, not cfg.ttt_nope
         )
         gate_logits = self.ttt_scale_proj(x)
-        memory = FastWeightMemory(self.initial_weights(batch)) if state is None else state
         out = memory.advance(q, TokenStream(*rows), self.kernel, decoding)
         del q, rows  # the operator's inputs are not needed past it
         epilogue = self.kernel.fused(branch_epilogue, x)
