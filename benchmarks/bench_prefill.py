@@ -5,10 +5,12 @@
 Cases, each at 352x480 frames (165 LLM tokens per 2-frame temporal group, plus 5 timestamp tokens and
 vision_start / vision_end around each group, 10 prompt tokens before and 20 after):
   ttt        Spatial-TTT in this library (21 TTT layers, 7 full-attention anchors), one prefill call;
-  ttt_eager  the same with the TTT branch's elementwise stages run eagerly (SPATIAL_TTT_BRANCH=eager): the A/B
-             of the fused (compiled) pre/post processing, in the same process;
+  ttt_eager  the same with ttt_kernel="reference" (nothing compiled or graphed: the elementwise stages, conv and
+             fast-weight step run eagerly): the A/B of the compiled kernels, in the same process;
   full_hf    the same architecture as plain Qwen3-VL: transformers' Qwen3VLForConditionalGeneration text model
              (SDPA attention), same positions and deepstack inputs;
+  generate   Spatial-TTT through generate's path: prefill into a ModelState, then --new-tokens greedy tokens;
+             prefill seconds, decode ms/token, peak memory, and the memory the state still holds afterwards;
   stream     Spatial-TTT ingesting the same video in pieces of --piece-frames frames (state carried), then the
              question;
   vision     the vision tower alone on the video's pixels (identical for all three cases).
@@ -22,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import sys
 import time
 import types
@@ -34,7 +35,7 @@ from common import cuda_time, environment, matmul_peak, median, write_json
 from spatial_ttt.configuration import SpatialTTTConfig
 from spatial_ttt.models.modeling import SpatialTTTForConditionalGeneration
 from spatial_ttt.models.positions import rope_positions
-from spatial_ttt.ops.fast_weight_gpu import scan_flops
+from spatial_ttt.ops.fast_weight import scan_flops
 
 TEXT = dict(
     vocab_size=151936, hidden_size=2048, intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16,
@@ -120,15 +121,48 @@ def run_ttt(model, frames: int, repeat: int) -> dict:
 
 
 def run_ttt_eager_branch(model, frames: int, repeat: int) -> dict:
-    previous = os.environ.get("SPATIAL_TTT_BRANCH")
-    os.environ["SPATIAL_TTT_BRANCH"] = "eager"
+    previous, model.config.ttt_kernel = model.config.ttt_kernel, "reference"
     try:
         return run_ttt(model, frames, repeat)
     finally:
-        if previous is None:
-            os.environ.pop("SPATIAL_TTT_BRANCH")
-        else:
-            os.environ["SPATIAL_TTT_BRANCH"] = previous
+        model.config.ttt_kernel = previous
+
+
+def run_generate(model, frames: int, new_tokens: int) -> dict:
+    from spatial_ttt.generation import decode
+
+    ids = video_ids(frames // 2).cuda()
+    grid = torch.tensor([[frames // 2, H_PATCH, W_PATCH]], device="cuda")
+    dummy = torch.zeros(1, 1, device="cuda")
+
+    def once():
+        state = model.new_state(1)
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        with torch.no_grad():  # what generate uses
+            logits = model(input_ids=ids, pixel_values_videos=dummy, video_grid_thw=grid, state=state, logits_to_keep=1).logits
+            torch.cuda.synchronize()
+            prefill = time.perf_counter() - start
+            decode(model, state, logits[:, -1], 2)  # first decoded tokens include the update on the last chunk
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            decode(model, state, logits[:, -1], new_tokens)
+            torch.cuda.synchronize()
+            per_token = (time.perf_counter() - start) / (new_tokens - 1)
+        return state, prefill, per_token
+
+    once()  # warm-up (compilation, graph capture)
+    gc.collect()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    state, prefill, per_token = once()
+    peak = torch.cuda.max_memory_allocated()
+    gc.collect()
+    held = torch.cuda.memory_allocated() - base
+    del state
+    return {"tokens": ids.shape[1], "seconds": prefill, "decode_ms_per_token": 1e3 * per_token, "peak_gib": peak / 2**30,
+            "resident_gib": base / 2**30, "state_gib": held / 2**30}
 
 
 def run_stream(model, frames: int, piece_frames: int, repeat: int) -> dict:
@@ -205,6 +239,9 @@ def main() -> None:
     parser.add_argument("--frames", type=int, nargs="+", default=[128, 512, 1024])
     parser.add_argument("--cases", nargs="+", default=["ttt", "full_hf", "stream", "vision"])
     parser.add_argument("--piece-frames", type=int, default=32)
+    parser.add_argument("--new-tokens", type=int, default=16)
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="fast_weight_precision")
+    parser.add_argument("--muon", action="store_true", help="Newton-Schulz at inference (the released eval: off)")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--out", default=None)
     parser.add_argument("--budget-s", type=float, default=1e9, help="skip remaining cases after this many seconds")
@@ -237,11 +274,13 @@ def main() -> None:
         results["runs"].append(r)
         write_json(args.out, results)
 
-    ours = [c for c in args.cases if c in ("ttt", "ttt_eager", "stream", "vision")]
+    ours = [c for c in args.cases if c in ("ttt", "ttt_eager", "generate", "stream", "vision")]
     if ours:
         torch.set_default_dtype(torch.bfloat16)
         with torch.device("cuda"):
-            model = SpatialTTTForConditionalGeneration(config()).eval()
+            model = SpatialTTTForConditionalGeneration(
+                config(fast_weight_precision=args.precision, use_muon=args.muon)
+            ).eval()
         torch.set_default_dtype(torch.float32)
         model.embed = types.MethodType(fake_embed, model)
         for frames in args.frames:
@@ -249,6 +288,8 @@ def main() -> None:
                 record("ttt", frames, lambda: run_ttt(model, frames, args.repeat))
             if "ttt_eager" in args.cases:
                 record("ttt_eager", frames, lambda: run_ttt_eager_branch(model, frames, args.repeat))
+            if "generate" in args.cases:
+                record("generate", frames, lambda: run_generate(model, frames, args.new_tokens))
             if "stream" in args.cases:
                 record("stream", frames, lambda: run_stream(model, frames, args.piece_frames, args.repeat))
             if "vision" in args.cases:

@@ -22,7 +22,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from .ops.fast_weight import FastWeights, TokenStream
-from .state import KVCache, LayerState, ModelState, TTTState
+from .ops.fast_weight_memory import FastWeightMemory
+from .state import KVCache, LayerState, ModelState
 
 FORMAT_VERSION = 1  # bump when the layout of a stream file changes; load refuses any other
 METADATA_KEY = "spatial_ttt_stream"
@@ -208,7 +209,7 @@ def unflatten(tensors: dict[str, Tensor], meta: dict[str, Any]) -> StreamState:
             recent = None
             if entry["recent"]:
                 recent = TokenStream(*(tensors.get(f"{i}.recent.{name}") for name in TokenStream._fields))
-            ttt = TTTState(weights, recent, entry["pending"])
+            ttt = FastWeightMemory(weights, recent, entry["pending"])
         layers.append(LayerState(kv, ttt))
         previous.append(tuple(tensors[f"{i}.prev{j}"] for j in range(3)) if f"{i}.prev0" in tensors else None)
         queue = []

@@ -13,7 +13,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from .ops.fast_weight import FastWeights, TokenStream
+from .ops.fast_weight_memory import FastWeightMemory
 
 
 @dataclass
@@ -25,7 +25,8 @@ class KVCache:
     this object (a snapshot) shares the buffer; its appends write past the original's ``keys`` view, which they
     never touch, and the original overwrites them when it advances (a snapshot lives only until then, which
     spatial_ttt.session_state enforces).
-    A window cache is small and is re-assembled on each append.
+    A window cache is small and is re-assembled on each append; it keeps a copy of its last W keys, never a view
+    of a prompt's keys (which would keep the whole prompt's keys alive).
     """
 
     GROWTH: ClassVar[int] = 16384
@@ -50,6 +51,8 @@ class KVCache:
             values = torch.cat([self.values, values], dim=2)
         keep = min(self.window, keys.shape[2])
         self.keys, self.values = keys[:, :, -keep:], values[:, :, -keep:]
+        if keys.shape[2] > 2 * keep:  # a long prompt: copy the window out (a decode step's source is W + 1)
+            self.keys, self.values = self.keys.clone(), self.values.clone()
         return keys, values, first
 
     def _grow(self, cached: int, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
@@ -58,8 +61,9 @@ class KVCache:
             # Whole blocks: slack stays under one block, and few distinct buffer strides means few recompiles of
             # the compiled GPU attention (every stride change cost one: 26 of them took 7.4 s instead of 5.5 s).
             capacity = (length // self.GROWTH + 1) * self.GROWTH
-            key_buffer = keys.new_empty(*keys.shape[:2], capacity, keys.shape[3])
-            value_buffer = values.new_empty(*values.shape[:2], capacity, values.shape[3])
+            with torch.inference_mode(False):  # a normal tensor: a state filled under inference_mode stays writable
+                key_buffer = keys.new_empty(*keys.shape[:2], capacity, keys.shape[3])
+                value_buffer = values.new_empty(*values.shape[:2], capacity, values.shape[3])
             if cached:
                 key_buffer[:, :, :cached] = self.keys
                 value_buffer[:, :, :cached] = self.values
@@ -70,29 +74,11 @@ class KVCache:
 
 
 @dataclass
-class TTTState:
-    """Fast-weight memory of one TTT layer.
-
-    ``recent`` holds the update inputs of the last max(chunk, pending) tokens; its trailing ``pending`` tokens
-    have not been used in an update yet. The reference's decode re-reads the prompt's last chunk from it.
-    """
-
-    weights: FastWeights
-    recent: TokenStream | None = None
-    pending: int = 0
-
-    def remember(self, tokens: TokenStream, pending: int, chunk_size: int) -> None:
-        merged = tokens if self.recent is None else TokenStream.cat([self.recent, tokens])
-        self.recent = merged.slice(-max(chunk_size, pending))
-        self.pending = pending
-
-
-@dataclass
 class LayerState:
     """One decoder layer's state: a KV cache, plus fast weights for TTT layers."""
 
     kv: KVCache
-    ttt: TTTState | None = None
+    ttt: FastWeightMemory | None = None
 
 
 @dataclass
@@ -102,4 +88,12 @@ class ModelState:
     layers: list[LayerState]
     num_tokens: int = 0  # tokens seen so far (absolute index of the next token)
     next_position: int = 0  # next text position of the 3D rope (max position so far + 1)
-    decoding: bool = False  # switched to the reference's decode rule (see TTTAttention)
+    decoding: bool = False  # the reference's decode rule is in force (see spatial_ttt.ops.fast_weight_memory)
+
+    def begin_decode(self) -> None:
+        """Switches every TTT layer to the reference's decode rule (its last C tokens become pending again)."""
+        self.decoding = True
+        for layer in self.layers:
+            if layer.ttt is not None:
+                layer.ttt.begin_decode()
+

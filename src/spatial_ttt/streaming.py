@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .layers.spatial_conv import conv_frame_group
+from .layers.spatial_conv import conv_frame_group, depthwise_conv3
 from .models.modeling import SpatialTTTForConditionalGeneration
 from .models.positions import rope_positions
 from .ops.fast_weight import FastWeights
@@ -155,9 +155,10 @@ def _advance_layer(model: SpatialTTTForConditionalGeneration, stream: StreamStat
                 following.projected = following.projected or attention.project(layer.input_layernorm(following.hidden))
                 after = following.projected[3:]
             before = stream.previous_group[index]
+            stencil = attention.kernel.fused(depthwise_conv3, segment.hidden)  # the one-shot prompt's conv
             extra["conv_features"] = tuple(
                 conv_frame_group(conv, None if before is None else before[j], current[3 + j],
-                                 None if after is None else after[j], segment.grid_hw)
+                                 None if after is None else after[j], segment.grid_hw, stencil)
                 for j, conv in enumerate(attention.convs)
             )
             extra["projected"] = current

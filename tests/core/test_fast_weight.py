@@ -1,8 +1,11 @@
 """The fast-weight operator against autograd and brute-force references."""
 
+from dataclasses import replace
+
+import pytest
 import torch
 
-from spatial_ttt.ops import FastWeights, TokenStream, fast_weight_scan, fast_weight_update, newton_schulz5, swiglu_apply
+from spatial_ttt.ops import FastWeightKernel, FastWeightMemory, FastWeights, TokenStream, fast_weight_update, newton_schulz5, swiglu_apply
 from spatial_ttt.ops.fast_weight import swiglu_descent
 
 
@@ -74,24 +77,67 @@ def brute_force_scan(weights, q, tokens, chunk, use_muon):
     return torch.cat(outputs, 1), weights
 
 
+def scan(weights, q, tokens, chunk, use_muon):
+    """One-shot prefill through the memory: outputs, final memory."""
+    memory = FastWeightMemory(weights)
+    out = memory.advance(q, tokens, FastWeightKernel.standalone(chunk, use_muon))
+    return out, memory
+
+
 def test_scan_matches_brute_force_and_applies_the_last_chunk_rule():
     for n, chunk in ((23, 5), (20, 5), (4, 5)):
         weights, tokens, q = random_weights(), random_tokens(n=n), torch.randn(3, n, 8)
-        out, final, pending = fast_weight_scan(weights, q, tokens, 0, chunk, use_muon=False)
+        out, memory = scan(weights, q, tokens, chunk, use_muon=False)
         expected, expected_final = brute_force_scan(weights, q, tokens, chunk, use_muon=False)
         torch.testing.assert_close(out, expected)
-        torch.testing.assert_close(final.w1, expected_final.w1)
-        assert pending == (n - 1) % chunk + 1  # the last chunk (even a complete one) stays pending
+        torch.testing.assert_close(memory.weights.w1, expected_final.w1)
+        assert memory.pending == (n - 1) % chunk + 1  # the last chunk (even a complete one) stays pending
+        assert memory.recent.length == min(n, chunk)
+        torch.testing.assert_close(memory.recent.k, tokens.k[:, -min(n, chunk):])
 
 
 def test_scan_in_pieces_equals_one_scan():
     weights, tokens, q = random_weights(), random_tokens(n=31), torch.randn(3, 31, 8)
-    whole, whole_final, _ = fast_weight_scan(weights, q, tokens, 0, 6, use_muon=True)
-    outputs, pending, state, start = [], 0, weights, 0
+    whole, whole_memory = scan(weights, q, tokens, 6, use_muon=True)
+    kernel = FastWeightKernel.standalone(6, True)
+    memory, outputs, start = FastWeightMemory(weights), [], 0
     for end in (3, 12, 18, 19, 31):
-        piece = TokenStream.cat([tokens.slice(start - pending, start), tokens.slice(start, end)])
-        out, state, pending = fast_weight_scan(state, q[:, start:end], piece, pending, 6, use_muon=True)
-        outputs.append(out)
+        outputs.append(memory.advance(q[:, start:end], tokens.slice(start, end), kernel))
         start = end
     torch.testing.assert_close(torch.cat(outputs, 1), whole)
-    torch.testing.assert_close(state.w0, whole_final.w0)
+    torch.testing.assert_close(memory.weights.w0, whole_memory.weights.w0)
+    assert memory.pending == whole_memory.pending
+
+
+def spec_decode(weights, recent, q, tokens, chunk):
+    """The spec's decode rule, literally: pending = the last C prompt tokens; per token: answer with the current
+    weights, append to pending, and once C are pending update on the first C and drop them."""
+    pending, outputs = recent, []
+    for i in range(tokens.length):
+        outputs.append(swiglu_apply(weights, q[:, i : i + 1]))
+        pending = TokenStream.cat([pending, tokens.slice(i, i + 1)])
+        if pending.length >= chunk:
+            weights = fast_weight_update(weights, *pending.slice(0, chunk), use_muon=False)
+            pending = pending.slice(chunk)
+    return torch.cat(outputs, 1), weights
+
+
+@pytest.mark.parametrize("prompt", [13, 15, 4])  # a partial last chunk, exactly 3 chunks, shorter than a chunk
+def test_decode_follows_the_reference_decode_rule(prompt):
+    weights, tokens, q = random_weights(), random_tokens(n=prompt + 12), torch.randn(3, prompt + 12, 8)
+    kernel = FastWeightKernel.standalone(5, False)
+    memory = FastWeightMemory(weights)
+    memory.advance(q[:, :prompt], tokens.slice(0, prompt), kernel)
+    memory.begin_decode()
+    assert memory.pending == min(prompt, 5)
+    at_once = replace(memory)  # a snapshot: advancing it leaves ``memory`` as it is
+    many = at_once.advance(q[:, prompt:], tokens.slice(prompt), kernel, decoding=True)
+    expected, expected_weights = spec_decode(memory.weights, memory.recent, q[:, prompt:], tokens.slice(prompt), 5)
+    steps = [memory.advance(q[:, i : i + 1], tokens.slice(i, i + 1), kernel, decoding=True) for i in range(prompt, prompt + 12)]
+    torch.testing.assert_close(torch.cat(steps, 1), expected)
+    torch.testing.assert_close(memory.weights.w0, expected_weights.w0)
+    torch.testing.assert_close(many, expected)  # several tokens in one call follow the same rule
+    # the first decoded token is answered before the prompt's last chunk updates, unlike a longer prefill
+    longer, _ = scan(weights, q[:, : prompt + 1], tokens.slice(0, prompt + 1), 5, use_muon=False)
+    differs = (longer[:, -1] - steps[0][:, 0]).abs().max() > 1e-4
+    assert differs == (prompt % 5 == 0)  # where the prompt fills its last chunk, the rules part

@@ -15,7 +15,7 @@ def test_decode_matches_a_manual_reference_decode_loop():
     out = model.generate(**inputs, max_new_tokens=6)
     state = model.new_state(1)
     logits = model(**inputs, state=state).logits[:, -1]
-    model.start_decoding(state)
+    state.begin_decode()
     tokens = []
     for _ in range(6):
         tokens.append(int(logits.argmax(-1)))
@@ -30,7 +30,7 @@ def test_decode_matches_a_manual_reference_decode_loop():
 def logits_after_two(model, inputs, two_tokens):
     state = model.new_state(1)
     model(**inputs, state=state)
-    model.start_decoding(state)
+    state.begin_decode()
     return model(two_tokens, state=state).logits[:, -1]
 
 

@@ -6,8 +6,7 @@ import torch.nn.functional as F
 
 from spatial_ttt.layers.rope import apply_partial_rope
 from spatial_ttt.layers.ttt import TTTAttention, branch_epilogue, branch_prologue, fast_weight_inputs
-from spatial_ttt.ops import TokenStream
-from spatial_ttt.ops.ttt_branch_gpu import dispatch, use_compiled_branch
+from spatial_ttt.ops import FastWeightMemory, TokenStream
 from spatial_ttt.tiny import tiny_config
 
 
@@ -43,7 +42,7 @@ def legacy_branch(self, x, qf, kf, vf, cos, sin, state, decoding):
         momentum = per_head(self.momentum_proj(x).float().view(batch, length, self.nh, 1))
     qf, kf, vf = (t.reshape(batch * self.nh, length, self.d).float() for t in (qf, kf, vf))
     tokens = TokenStream(kf, vf, lr0, lr1, lr2, momentum)
-    out = self.memorise(qf, tokens, state, decoding, batch)
+    out = FastWeightMemory(self.initial_weights(batch)).advance(qf, tokens, self.kernel, decoding)
     out = self.ttt_norm(out.view(batch, self.nh, length, self.d)).transpose(1, 2)
     gate = F.silu(self.ttt_scale_proj(x)).float().unsqueeze(-1)
     return (out * gate).flatten(2).to(x.dtype)
@@ -80,7 +79,7 @@ CASES = [
 def test_branch_functions_equal_the_previous_branch_exactly(dtype, over):
     layer = make_layer(dtype, **over)
     x, cos, sin = inputs(layer, dtype)
-    assert not use_compiled_branch(x) and dispatch(branch_prologue, x) is branch_prologue  # CPU: no compile
+    assert layer.kernel.fused(branch_prologue, x) is branch_prologue  # CPU, kernel "auto": the reference
     with torch.no_grad():
         new_p, old_p = layer.project(x), legacy_project(layer, x)
         for a, b in zip(new_p, old_p):
@@ -136,14 +135,14 @@ def rel(a, b):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_compiled_branch_on_cuda_matches_eager(monkeypatch):
+def test_compiled_branch_on_cuda_matches_eager():
     """Each compiled stage against the same function run eagerly on CUDA (bf16 model: the compiled kernels skip
     the intermediate bf16 roundings, so they agree to bf16 accuracy, not bitwise), and the whole branch with the
     operator in apply-only mode (one chunk longer than the sequence: no Muon step to amplify rounding)."""
     layer = make_layer(torch.bfloat16, num_lact_heads=2, lact_chunk_size=64).cuda()
     x, cos, sin = (t.cuda() for t in inputs(layer, torch.bfloat16, length=40))
-    monkeypatch.setenv("SPATIAL_TTT_BRANCH", "compiled")
-    assert dispatch(branch_prologue, x) is not branch_prologue
+    dispatch = layer.kernel.fused
+    assert dispatch(branch_prologue, x) is not branch_prologue  # CUDA, kernel "auto": compiled
     with torch.no_grad():
         q, k, v = layer.attn_layer.project(x)
         args = (q, k, v, layer.q_scale, layer.q_offset, layer.k_scale, layer.k_offset, 2)
@@ -158,7 +157,7 @@ def test_compiled_branch_on_cuda_matches_eager(monkeypatch):
         a, b = dispatch(branch_epilogue, x)(*epi), branch_epilogue(*epi)
         assert a.dtype == b.dtype == torch.bfloat16 and rel(a, b) < 1e-2
         outs = []
-        for mode in ("eager", "compiled"):
-            monkeypatch.setenv("SPATIAL_TTT_BRANCH", mode)
+        for kind in ("reference", "compiled"):
+            layer.config.ttt_kernel = kind
             outs.append(layer.fast_weight_branch(x, qf, kf, vf, cos, sin, None, False))
     assert rel(outs[1], outs[0]) < 2e-2

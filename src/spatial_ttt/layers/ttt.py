@@ -10,16 +10,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLTextRMSNorm
 
-from ..ops import FastWeights, TokenStream, fast_weight_scan, fast_weight_update, swiglu_apply
-from ..ops.ttt_branch_gpu import dispatch
-from ..state import LayerState, TTTState
+from ..ops import FastWeightKernel, FastWeightMemory, FastWeights, TokenStream
+from ..state import LayerState
 from .attention import Attention
 from .rope import apply_partial_rope
-from .spatial_conv import VideoSpan, conv_video_tokens, init_identity, make_conv
+from .spatial_conv import VideoSpan, conv_video_tokens, depthwise_conv3, init_identity, make_conv
 
 
-# The elementwise math of the fast-weight branch, as plain functions of tensors: CPU runs them as they are, CUDA
-# through their torch.compile'd wrappers (ops/ttt_branch_gpu.py), so there is one copy of the math.
+# The elementwise math of the fast-weight branch, as plain functions of tensors: the reference kernel runs them as
+# they are, the compiled kernels through torch.compile (FastWeightKernel.fused), so there is one copy of the math.
 
 
 def fast_weight_inputs(
@@ -85,6 +84,9 @@ def branch_epilogue(
     return (out * gate).flatten(2).to(dtype)
 
 
+BRANCH_PIECE = 16384  # tokens per pass of the fast-weight branch in a long prefill without autograd
+
+
 class Projected(NamedTuple):
     """A TTT layer's projections of its input: attention q/k/v per head, fast-weight q/k/v before the conv."""
 
@@ -147,6 +149,8 @@ class TTTAttention(nn.Module):
             self.conv_q, self.conv_k, self.conv_v = (make_conv(qk_width) for _ in range(3))
         # softplus(x + lr_offset) == base lr where the projection outputs 0
         self.lr_offset = math.log(math.expm1(config.ttt_base_lr))
+        # how the operator runs (config.ttt_kernel); the model hands all its TTT layers one shared kernel
+        self.kernel = FastWeightKernel(config)
         self.reset_ttt_parameters()
 
     @torch.no_grad()
@@ -182,7 +186,7 @@ class TTTAttention(nn.Module):
         """Attention q/k/v and the fast-weight branch's q/k/v before the spatial conv."""
         q, k, v = self.attn_layer.project(x)
         group = self.num_heads // self.num_kv_heads
-        expand = dispatch(fast_weight_inputs, x)  # CUDA: the same function, torch.compile'd (fused)
+        expand = self.kernel.fused(fast_weight_inputs, x)
         qf, kf, vf = expand(q, k, v, self.q_scale, self.q_offset, self.k_scale, self.k_offset, group)
         return Projected(q, k, v, qf, kf, vf)
 
@@ -208,7 +212,8 @@ class TTTAttention(nn.Module):
         if conv_features is not None:
             qf, kf, vf = conv_features
         elif self.config.use_conv_layer:
-            qf, kf, vf = (conv_video_tokens(t, c, videos) for t, c in zip(p[3:], self.convs))
+            stencil = self.kernel.fused(depthwise_conv3, x)
+            qf, kf, vf = (conv_video_tokens(t, c, videos, stencil) for t, c in zip(p[3:], self.convs))
         else:
             qf, kf, vf = p.qf, p.kf, p.vf
         del p, projected  # dead from here: dropping the pre-conv projections lowers peak memory on long prompts
@@ -227,48 +232,39 @@ class TTTAttention(nn.Module):
         vf: Tensor,
         cos: Tensor,
         sin: Tensor,
-        state: TTTState | None,
+        state: FastWeightMemory | None,
         decoding: bool,
     ) -> Tensor:
-        """The fast-weight branch: per-head q/k/v and rates (``branch_prologue``), the operator (``memorise``),
-        then ttt_norm and the gate (``branch_epilogue``). The two elementwise stages run fused (compiled) on CUDA,
-        as they are elsewhere; the small projections of ``x`` stay ordinary modules."""
-        batch = x.shape[0]
+        """The fast-weight branch: per-head q/k/v and rates (``branch_prologue``), the operator (the layer's
+        memory, ``state``, or a fresh one when stateless), then ttt_norm and the gate (``branch_epilogue``). The
+        elementwise stages run compiled unless the reference kernel runs; the projections of ``x`` stay modules.
+        Without autograd a long prompt goes through in pieces of whole chunks (BRANCH_PIECE tokens or fewer): every
+        stage is per token except the memory, which takes pieces exactly, so the [S, hidden] fp32 operator rows
+        never exist whole."""
+        memory = FastWeightMemory(self.initial_weights(x.shape[0])) if state is None else state
+        chunk = self.config.lact_chunk_size
+        piece = max(BRANCH_PIECE // chunk, 1) * chunk
+        if torch.is_grad_enabled() or x.shape[1] <= piece:
+            return self._branch_piece(x, qf, kf, vf, cos, sin, memory, decoding)
+        parts = [slice(start, start + piece) for start in range(0, x.shape[1], piece)]
+        return torch.cat(
+            [self._branch_piece(x[:, p], qf[:, p], kf[:, p], vf[:, p], cos[:, p], sin[:, p], memory, decoding) for p in parts],
+            dim=1,
+        )
+
+    def _branch_piece(
+        self, x: Tensor, qf: Tensor, kf: Tensor, vf: Tensor, cos: Tensor, sin: Tensor, memory: FastWeightMemory,
+        decoding: bool,
+    ) -> Tensor:
         cfg = self.config
         lr_logits = self.lr_proj(x)
         momentum = self.momentum_proj(x) if cfg.use_momentum else None
-        prologue = dispatch(branch_prologue, x)
+        prologue = self.kernel.fused(branch_prologue, x)
         q, *rows = prologue(
             qf, kf, vf, cos, sin, lr_logits, momentum, self.nh, self.lr_offset, not cfg.no_v_silu, not cfg.ttt_nope
         )
         gate_logits = self.ttt_scale_proj(x)
-        out = self.memorise(q, TokenStream(*rows), state, decoding, batch)
+        out = memory.advance(q, TokenStream(*rows), self.kernel, decoding)
         del q, rows  # the operator's inputs are not needed past it
-        epilogue = dispatch(branch_epilogue, x)
+        epilogue = self.kernel.fused(branch_epilogue, x)
         return epilogue(out, self.ttt_norm.weight, self.ttt_norm.variance_epsilon, gate_logits, self.nh, x.dtype)
-
-    def memorise(self, q: Tensor, tokens: TokenStream, state: TTTState | None, decoding: bool, batch: int) -> Tensor:
-        """Answers every query from the fast weights and updates them, keeping ``state`` current."""
-        chunk, muon = self.config.lact_chunk_size, self.config.use_muon
-        if state is None:
-            out, _, _ = fast_weight_scan(self.initial_weights(batch), q, tokens, 0, chunk, muon)
-            return out
-        if not decoding:
-            pending = [state.recent.slice(-state.pending)] if state.pending else []
-            out, state.weights, left = fast_weight_scan(
-                state.weights, q, TokenStream.cat([*pending, tokens]), state.pending, chunk, muon
-            )
-            state.remember(tokens, left, chunk)
-            return out
-        # The reference's decode rule: a token is answered by the current weights, then joins the pending
-        # tokens; as soon as a chunk's worth is pending, the first chunk updates the weights.
-        outputs = []
-        for i in range(q.shape[1]):
-            outputs.append(swiglu_apply(state.weights, q[:, i : i + 1]))
-            state.remember(tokens.slice(i, i + 1), state.pending + 1, chunk)
-            if state.pending >= chunk:
-                first = -state.pending
-                update = state.recent.slice(first, first + chunk or None)
-                state.weights = fast_weight_update(state.weights, *update, use_muon=muon)
-                state.pending -= chunk
-        return torch.cat(outputs, dim=1)

@@ -6,7 +6,7 @@ that every layer can carry state (:mod:`spatial_ttt.state`) across prefill, deco
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import torch
@@ -22,11 +22,13 @@ from transformers.models.qwen3_vl.modeling_qwen3_vl import (
     Qwen3VLVisionModel,
 )
 
+from .. import generation
 from ..configuration import SpatialTTTConfig
 from ..layers.attention import Attention
 from ..layers.spatial_conv import VideoSpan, video_spans
 from ..layers.ttt import TTTAttention
-from ..state import KVCache, LayerState, ModelState, TTTState
+from ..ops import FastWeightKernel, FastWeightMemory
+from ..state import KVCache, LayerState, ModelState
 from .positions import rope_positions
 
 
@@ -46,6 +48,9 @@ def is_ttt_parameter(name: str, ttt_layers: Collection[int]) -> bool:
 class SpatialTTTOutput(ModelOutput):
     loss: Tensor | None = None
     logits: Tensor | None = None
+
+
+MLP_PIECE = 16384  # tokens per MLP call in a long prefill without autograd
 
 
 class DecoderLayer(nn.Module):
@@ -76,7 +81,14 @@ class DecoderLayer(nn.Module):
         else:
             h = self.self_attn(h, cos, sin, None if state is None else state.kv, start)
         x = x + h
-        return x + self.mlp(self.post_attention_layernorm(x))
+        return x + self.feed_forward(x)
+
+    def feed_forward(self, x: Tensor) -> Tensor:
+        """mlp(post_attention_layernorm(x)), row by row; a long prompt without autograd goes in pieces of MLP_PIECE
+        tokens, so its [S, intermediate] activations never exist whole (2B, 88k tokens: 3 x 1.1 GB otherwise)."""
+        if torch.is_grad_enabled() or x.shape[1] <= MLP_PIECE:
+            return self.mlp(self.post_attention_layernorm(x))
+        return torch.cat([self.mlp(self.post_attention_layernorm(p)) for p in x.split(MLP_PIECE, dim=1)], dim=1)
 
 
 class SpatialTTTTextModel(nn.Module):
@@ -88,6 +100,10 @@ class SpatialTTTTextModel(nn.Module):
         self.norm = Qwen3VLTextRMSNorm(text.hidden_size, eps=text.rms_norm_eps)
         self.rotary_emb = Qwen3VLTextRotaryEmbedding(config=text)
         self.gradient_checkpointing = False
+        kernel = FastWeightKernel(config)  # one per model: its compiled steps and CUDA graphs serve every layer
+        for layer in self.layers:
+            if layer.is_ttt:
+                layer.self_attn.kernel = kernel
 
 
 class SpatialTTTModel(nn.Module):
@@ -141,7 +157,7 @@ class SpatialTTTForConditionalGeneration(PreTrainedModel):
             if layer.is_ttt:
                 with torch.no_grad():
                     weights = layer.self_attn.initial_weights(batch_size)
-                layers.append(LayerState(KVCache(self.config.window_size), TTTState(weights)))
+                layers.append(LayerState(KVCache(self.config.window_size), FastWeightMemory(weights)))
             else:
                 layers.append(LayerState(KVCache(None)))
         return ModelState(layers, next_position=torch.zeros(batch_size, dtype=torch.long))
@@ -151,14 +167,6 @@ class SpatialTTTForConditionalGeneration(PreTrainedModel):
         from ..streaming import StreamSession  # the session builds on the model, not the other way round
 
         return StreamSession(self, processor, batch_size)
-
-    @staticmethod
-    def start_decoding(state: ModelState) -> None:
-        """Switches to the reference's decode rule: the prompt's last chunk of tokens counts as pending again."""
-        state.decoding = True
-        for layer in state.layers:
-            if layer.ttt is not None and layer.ttt.recent is not None:
-                layer.ttt.pending = layer.ttt.recent.length
 
     # ----------------------------------------------------------------------------------------------------------
     # forward
@@ -289,87 +297,12 @@ class SpatialTTTForConditionalGeneration(PreTrainedModel):
         return SpatialTTTOutput(loss=loss, logits=logits)
 
     # ----------------------------------------------------------------------------------------------------------
-    # generation
+    # generation lives in spatial_ttt.generation; these are the HF-style entry points
 
-    @torch.no_grad()
-    def generate(
-        self,
-        input_ids: Tensor,
-        max_new_tokens: int = 16,
-        do_sample: bool = False,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        stop_token_ids: list[int] | None = None,
-        generator: torch.Generator | None = None,
-        state: ModelState | None = None,
-        **inputs: Tensor | None,
-    ) -> Tensor:
-        """Prompt + new tokens [B, S + n], HF-style. The fast weights keep learning during decode, as the
-        reference does. Rows that emit a stop token are padded with it afterwards; decoding ends when all have.
-        With ``state``, the prompt continues that state (which is left at the end of generation)."""
-        if max_new_tokens <= 0:
-            return input_ids
-        state = self.new_state(input_ids.shape[0]) if state is None else state
-        logits = self(input_ids, state=state, logits_to_keep=1, **inputs).logits[:, -1]
-        new_tokens = self.decode(state, logits, max_new_tokens, do_sample, temperature, top_k, top_p, stop_token_ids, generator)
-        return torch.cat([input_ids, new_tokens], dim=1)
+    def generate(self, input_ids: Tensor, max_new_tokens: int = 16, **kwargs: object) -> Tensor:
+        """Prompt + new tokens [B, S + n]: :func:`spatial_ttt.generation.generate`."""
+        return generation.generate(self, input_ids, max_new_tokens, **kwargs)
 
-    @torch.no_grad()
-    def decode(
-        self,
-        state: ModelState,
-        logits: Tensor,
-        max_new_tokens: int,
-        do_sample: bool = False,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        stop_token_ids: list[int] | None = None,
-        generator: torch.Generator | None = None,
-        on_token: Callable[[Tensor], None] | None = None,
-    ) -> Tensor:
-        """New tokens [B, n] after a prefilled ``state`` whose last logits [B, V] are given. ``on_token`` sees each
-        new token [B] as soon as it is chosen (for streaming answers; raising there stops decoding)."""
-        self.start_decoding(state)
-        stops = torch.tensor(stop_token_ids or [], dtype=torch.long, device=logits.device)
-        finished = torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
-        new_tokens: list[Tensor] = []
-        for step in range(max_new_tokens):
-            token = next_token(logits, do_sample, temperature, top_k, top_p, generator)
-            if new_tokens:
-                token = torch.where(finished, new_tokens[-1], token)
-            new_tokens.append(token)
-            if on_token is not None:
-                on_token(token)
-            finished |= torch.isin(token, stops)
-            if bool(finished.all()) or step == max_new_tokens - 1:
-                break
-            # generated tokens are text, even one whose id is a vision placeholder's
-            logits = self(token[:, None], state=state, mm_token_type_ids=torch.zeros_like(token[:, None])).logits[:, -1]
-        return torch.stack(new_tokens, dim=1)
-
-
-def next_token(
-    logits: Tensor,
-    do_sample: bool,
-    temperature: float,
-    top_k: int | None,
-    top_p: float | None,
-    generator: torch.Generator | None,
-) -> Tensor:
-    """Greedy or sampled (temperature, top-k, top-p) choice from logits [B, V]."""
-    if not do_sample:
-        return logits.argmax(dim=-1)
-    if temperature <= 0:
-        raise ValueError("temperature must be positive when sampling")
-    logits = logits.float() / temperature
-    if top_k is not None and top_k > 0:
-        kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and top_p < 1.0:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
-        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        drop = cumulative - sorted_logits.softmax(dim=-1) >= top_p  # keep the smallest set reaching top_p
-        logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
-    return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(1)
+    def decode(self, state: ModelState, logits: Tensor, max_new_tokens: int, **kwargs: object) -> Tensor:
+        """New tokens [B, n] after a prefilled ``state``: :func:`spatial_ttt.generation.decode`."""
+        return generation.decode(self, state, logits, max_new_tokens, **kwargs)

@@ -1,6 +1,7 @@
 """The fast-weight operator of Spatial-TTT: SwiGLU fast weights, applied then updated chunk by chunk.
 
-Everything here is the plain PyTorch reference (CPU or GPU, differentiable). Shapes use a flattened
+Everything here is the plain PyTorch reference (CPU or GPU, differentiable), the source of truth for the
+compiled and graphed kernels (:mod:`spatial_ttt.ops.fast_weight_kernels`). Shapes use a flattened
 batch-of-heads dimension ``BH = batch * num_lact_heads``; tokens are rows:
 
     q, k, v:      [BH, N, d]
@@ -10,6 +11,10 @@ batch-of-heads dimension ``BH = batch * num_lact_heads``; tokens are rows:
 
 f(u) = W1 (silu(W0 u) * (W2 u)); one update is one gradient-descent step on -<f(k), v> with per-token rates,
 optionally combined with momentum, orthogonalised by Newton-Schulz (Muon) and followed by row renormalisation.
+
+``precision`` says how the matrix products run: "fp32" multiplies fp32 operands (the reference's inference path,
+exact); "bf16" rounds both operands to bf16 and accumulates in fp32 (the fast mode; the product is returned as
+bf16 and widened back, on CPU as on GPU). Weights, momentum and renormalisation stay fp32 in both.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+PRECISIONS = ("fp32", "bf16")
 
 # Quintic Newton-Schulz coefficients of the reference (one triple per step).
 NS_COEFFICIENTS = (
@@ -47,26 +54,62 @@ class FastWeights(NamedTuple):
         return cls(w0, w1, w2, norms, None)  # type: ignore[arg-type]
 
 
-def swiglu_apply(weights: FastWeights, x: Tensor) -> Tensor:
+class TokenStream(NamedTuple):
+    """Per-token inputs of the fast-weight update: keys, values, three rates and momentum gates."""
+
+    k: Tensor
+    v: Tensor
+    lr0: Tensor
+    lr1: Tensor
+    lr2: Tensor
+    momentum: Tensor | None
+
+    def slice(self, start: int, end: int | None = None) -> "TokenStream":
+        return TokenStream(*(None if t is None else t[:, start:end] for t in self))
+
+    def clone(self) -> "TokenStream":
+        """A compact copy: a kept slice must not hold its whole source tensor alive."""
+        return TokenStream(*(None if t is None else t.clone() for t in self))
+
+    @staticmethod
+    def cat(parts: list["TokenStream"]) -> "TokenStream":
+        parts = [p for p in parts if p is not None and p.length]
+        if len(parts) == 1:
+            return parts[0]
+        return TokenStream(*(None if items[0] is None else torch.cat(items, dim=1) for items in zip(*parts)))
+
+    @property
+    def length(self) -> int:
+        return self.k.shape[1]
+
+
+def matmul(a: Tensor, b: Tensor, precision: str) -> Tensor:
+    """a @ b in fp32, or with bf16 operands and fp32 accumulation (result widened back to fp32)."""
+    if precision == "bf16":
+        return (a.bfloat16() @ b.bfloat16()).float()
+    return a @ b
+
+
+def swiglu_apply(weights: FastWeights, x: Tensor, precision: str = "fp32") -> Tensor:
     """f(x) for rows x [BH, N, d] -> [BH, N, d]."""
-    gate = x @ weights.w0.transpose(-1, -2)
-    hidden = x @ weights.w2.transpose(-1, -2)
-    return (F.silu(gate) * hidden) @ weights.w1.transpose(-1, -2)
+    gate = matmul(x, weights.w0.transpose(-1, -2), precision)
+    hidden = matmul(x, weights.w2.transpose(-1, -2), precision)
+    return matmul(F.silu(gate) * hidden, weights.w1.transpose(-1, -2), precision)
 
 
 def swiglu_descent(
-    weights: FastWeights, k: Tensor, v: Tensor, lr0: Tensor, lr1: Tensor, lr2: Tensor
+    weights: FastWeights, k: Tensor, v: Tensor, lr0: Tensor, lr1: Tensor, lr2: Tensor, precision: str = "fp32"
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Negative gradient of sum_t lr_t * -<f(k_t), v_t> w.r.t. (W0, W1, W2), each scaled by its own rates."""
-    gate = k @ weights.w0.transpose(-1, -2)  # [BH, C, dh]
-    hidden = k @ weights.w2.transpose(-1, -2)
+    gate = matmul(k, weights.w0.transpose(-1, -2), precision)  # [BH, C, dh]
+    hidden = matmul(k, weights.w2.transpose(-1, -2), precision)
     sig = torch.sigmoid(gate)
     silu_gate = gate * sig
-    d_hidden = v @ weights.w1  # dL/d(silu(g)*h) rows: [BH, C, dh]
+    d_hidden = matmul(v, weights.w1, precision)  # dL/d(silu(g)*h) rows: [BH, C, dh]
     d_silu = sig * (1 + gate * (1 - sig))  # silu'(g)
-    dw1 = (v * lr1).transpose(-1, -2) @ (silu_gate * hidden)
-    dw2 = (d_hidden * silu_gate * lr2).transpose(-1, -2) @ k
-    dw0 = (d_hidden * hidden * d_silu * lr0).transpose(-1, -2) @ k
+    dw1 = matmul((v * lr1).transpose(-1, -2), silu_gate * hidden, precision)
+    dw2 = matmul((d_hidden * silu_gate * lr2).transpose(-1, -2), k, precision)
+    dw0 = matmul((d_hidden * hidden * d_silu * lr0).transpose(-1, -2), k, precision)
     return dw0, dw1, dw2
 
 
@@ -94,9 +137,10 @@ def fast_weight_update(
     lr2: Tensor,
     momentum: Tensor | None,
     use_muon: bool,
+    precision: str = "fp32",
 ) -> FastWeights:
     """One update on a chunk of keys/values [BH, C, d]; momentum [BH, C, 1] or None (no momentum)."""
-    steps = swiglu_descent(weights, k, v, lr0, lr1, lr2)
+    steps = swiglu_descent(weights, k, v, lr0, lr1, lr2, precision)
     new_momentum = None
     if momentum is not None:
         beta = momentum.mean(dim=1, keepdim=True)  # one gate per head and chunk
@@ -112,58 +156,25 @@ def fast_weight_update(
     return FastWeights(*updated, weights.norms, new_momentum)  # type: ignore[arg-type]
 
 
-class TokenStream(NamedTuple):
-    """Per-token inputs of the fast-weight update: keys, values, three rates and momentum gates."""
-
-    k: Tensor
-    v: Tensor
-    lr0: Tensor
-    lr1: Tensor
-    lr2: Tensor
-    momentum: Tensor | None
-
-    def slice(self, start: int, end: int | None = None) -> "TokenStream":
-        return TokenStream(*(None if t is None else t[:, start:end] for t in self))
-
-    @staticmethod
-    def cat(parts: list["TokenStream"]) -> "TokenStream":
-        fields = []
-        for items in zip(*parts):
-            fields.append(None if items[0] is None else torch.cat(items, dim=1))
-        return TokenStream(*fields)
-
-    @property
-    def length(self) -> int:
-        return self.k.shape[1]
+def chunk_step(
+    weights: FastWeights, q: Tensor | None, chunk: TokenStream | None, use_muon: bool, precision: str
+) -> tuple[Tensor | None, FastWeights]:
+    """The one step every kernel implements: answer the queries q [BH, n, d] with the current weights, then
+    update the weights on ``chunk`` (C tokens). Either part may be absent (None)."""
+    out = None if q is None else swiglu_apply(weights, q, precision)
+    if chunk is not None:
+        weights = fast_weight_update(weights, *chunk, use_muon=use_muon, precision=precision)
+    return out, weights
 
 
-def fast_weight_scan(
-    weights: FastWeights,
-    q: Tensor,
-    tokens: TokenStream,
-    num_pending: int,
-    chunk_size: int,
-    use_muon: bool,
-) -> tuple[Tensor, FastWeights, int]:
-    """Apply-then-update over exact chunks of ``chunk_size`` tokens.
-
-    ``tokens`` holds ``num_pending`` tokens not yet used in an update (they start on a chunk boundary) followed
-    by the new tokens, whose queries are ``q``. Each chunk's queries are answered by the weights as they were
-    before the chunk; a complete chunk then updates the weights, but only if at least one token follows it here
-    (the reference's last-chunk rule). Returns the outputs for ``q``, the new weights and the number of trailing
-    tokens still pending.
-    """
-    total = tokens.length
-    outputs = []
-    start = 0
-    while start < total:
-        end = min(start + chunk_size, total)
-        q_start, q_end = max(start - num_pending, 0), end - num_pending
-        if q_end > q_start:
-            outputs.append(swiglu_apply(weights, q[:, q_start:q_end]))
-        if end - start < chunk_size or end == total:
-            return torch.cat(outputs, dim=1), weights, end - start
-        chunk = tokens.slice(start, end)
-        weights = fast_weight_update(weights, *chunk, use_muon=use_muon)
-        start = end
-    return q.new_zeros(q.shape), weights, num_pending  # no tokens at all
+def scan_flops(num_heads_total: int, tokens: int, d: int, dh: int, chunk_size: int, use_muon: bool) -> dict[str, float]:
+    """Matrix-product FLOPs of one prefill of ``tokens`` tokens: apply 3 products of 2*N*d*dh; update 6 products
+    of 2*C*d*dh per updated chunk; Newton-Schulz per chunk and matrix 5 x (4m^2n + 2m^3), m = min(d, dh),
+    n = max(d, dh)."""
+    updates = max((tokens - 1) // chunk_size, 0)
+    apply = 3 * 2 * tokens * d * dh
+    update = updates * 6 * 2 * chunk_size * d * dh
+    m, n = min(d, dh), max(d, dh)
+    ns = updates * 3 * 5 * (4 * m * m * n + 2 * m**3) if use_muon else 0
+    per = num_heads_total
+    return {"apply": per * apply, "update": per * update, "newton_schulz": per * ns, "total": per * (apply + update + ns)}

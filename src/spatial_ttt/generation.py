@@ -1,0 +1,97 @@
+"""Generation: prefill a prompt into a :class:`~spatial_ttt.state.ModelState`, then decode token by token.
+
+Kept apart from the model (gpt-fast style): the model computes logits from tokens and a state; this module
+decides what to feed it. The fast weights keep learning while decoding, by the reference's decode rule
+(:mod:`spatial_ttt.ops.fast_weight_memory`), which ``ModelState.begin_decode`` switches on.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .state import ModelState
+
+
+@torch.no_grad()
+def generate(
+    model,
+    input_ids: Tensor,
+    max_new_tokens: int = 16,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    stop_token_ids: list[int] | None = None,
+    generator: torch.Generator | None = None,
+    state: ModelState | None = None,
+    **inputs: Tensor | None,
+) -> Tensor:
+    """Prompt + new tokens [B, S + n], HF-style. Rows that emit a stop token are padded with it afterwards;
+    decoding ends when all have. With ``state``, the prompt continues that state (left at the end of generation)."""
+    if max_new_tokens <= 0:
+        return input_ids
+    state = model.new_state(input_ids.shape[0]) if state is None else state
+    logits = model(input_ids, state=state, logits_to_keep=1, **inputs).logits[:, -1]
+    new_tokens = decode(model, state, logits, max_new_tokens, do_sample, temperature, top_k, top_p, stop_token_ids, generator)
+    return torch.cat([input_ids, new_tokens], dim=1)
+
+
+@torch.no_grad()
+def decode(
+    model,
+    state: ModelState,
+    logits: Tensor,
+    max_new_tokens: int,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    stop_token_ids: list[int] | None = None,
+    generator: torch.Generator | None = None,
+    on_token: Callable[[Tensor], None] | None = None,
+) -> Tensor:
+    """New tokens [B, n] after a prefilled ``state`` whose last logits [B, V] are given. ``on_token`` sees each
+    new token [B] as soon as it is chosen (for streaming answers; raising there stops decoding)."""
+    state.begin_decode()
+    stops = torch.tensor(stop_token_ids or [], dtype=torch.long, device=logits.device)
+    finished = torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
+    new_tokens: list[Tensor] = []
+    for step in range(max_new_tokens):
+        token = next_token(logits, do_sample, temperature, top_k, top_p, generator)
+        if new_tokens:
+            token = torch.where(finished, new_tokens[-1], token)
+        new_tokens.append(token)
+        if on_token is not None:
+            on_token(token)
+        finished |= torch.isin(token, stops)
+        if bool(finished.all()) or step == max_new_tokens - 1:
+            break
+        # generated tokens are text, even one whose id is a vision placeholder's
+        logits = model(token[:, None], state=state, mm_token_type_ids=torch.zeros_like(token[:, None])).logits[:, -1]
+    return torch.stack(new_tokens, dim=1)
+
+
+def next_token(
+    logits: Tensor,
+    do_sample: bool,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """Greedy or sampled (temperature, top-k, top-p) choice from logits [B, V]."""
+    if not do_sample:
+        return logits.argmax(dim=-1)
+    if temperature <= 0:
+        raise ValueError("temperature must be positive when sampling")
+    logits = logits.float() / temperature
+    if top_k is not None and top_k > 0:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        drop = cumulative - sorted_logits.softmax(dim=-1) >= top_p  # keep the smallest set reaching top_p
+        logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+    return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(1)

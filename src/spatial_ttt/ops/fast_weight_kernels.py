@@ -1,0 +1,182 @@
+"""Interchangeable kernels of the fast-weight chunk step, chosen by ``config.ttt_kernel``.
+
+Every kernel implements :func:`spatial_ttt.ops.fast_weight.chunk_step` (answer a run of queries, then update on
+a chunk of C tokens) with the same signature, like flash-linear-attention's naive / chunk / fused variants:
+
+* "reference": the plain PyTorch functions (CPU or GPU, differentiable): the source of truth;
+* "compiled":  the same step through ``torch.compile`` (elementwise work fused around the products;
+  differentiable, so training uses it on CUDA);
+* "graphed":   the compiled step captured in a CUDA graph over static buffers, replayed per chunk (inference:
+  a chunk is ~0.1-0.3 ms of GPU work at the released shapes, so launching ~40 kernels from Python per chunk
+  would dominate). On CPU the same buffers run eagerly, uncaptured (so their bookkeeping is testable).
+* "auto": graphed on CUDA without autograd, compiled on CUDA with autograd, reference on CPU.
+
+Only fixed-shape work goes through the compiled / graphed kernels (a chunk's update, or a full chunk of queries
+plus its update); runs of other lengths are answered by the reference apply (a few products, no recompiles).
+
+A :class:`FastWeightKernel` belongs to one model (its TTT layers share it): compiled callables and CUDA graphs
+live in it, not in the process, so two models never share buffers, and a lock keeps threads from interleaving
+replays. The precision (``config.fast_weight_precision``) is an argument of the step, so every kernel honours it.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from types import FunctionType, SimpleNamespace
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from .fast_weight import FastWeights, TokenStream, chunk_step, swiglu_apply
+
+KERNELS = ("auto", "reference", "compiled", "graphed")
+
+
+def flat_step(
+    w0: Tensor, w1: Tensor, w2: Tensor, n0: Tensor, n1: Tensor, n2: Tensor, m0: Tensor, m1: Tensor, m2: Tensor,
+    q: Tensor | None, k: Tensor, v: Tensor, lr0: Tensor, lr1: Tensor, lr2: Tensor, mom: Tensor | None,
+    use_muon: bool, precision: str,
+) -> tuple[Tensor, ...]:
+    """chunk_step on plain tensors (what compilation and graph capture see). The momentum always exists here:
+    zeros before the first update, which adds exactly nothing."""
+    weights = FastWeights(w0, w1, w2, (n0, n1, n2), (m0, m1, m2))
+    out, new = chunk_step(weights, q, TokenStream(k, v, lr0, lr1, lr2, mom), use_muon, precision)
+    momentum = new.momentum if mom is not None else (m0, m1, m2)
+    return (out, new.w0, new.w1, new.w2, *momentum) if q is not None else (new.w0, new.w1, new.w2, *momentum)
+
+
+def private_copy(fn: Callable) -> Callable:
+    """``fn`` with a code object of its own. Dynamo keeps compiled variants, and counts its recompile limit, per
+    code object: a private copy per kernel object keeps models (and precisions) from using up each other's."""
+    return FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+
+
+class ChunkGraph:
+    """A step captured once as a CUDA graph over static input buffers (created outside inference mode, so that
+    ``inference_mode`` and ``no_grad`` callers can both use them); a call copies the inputs in, replays and
+    returns copies of the outputs. Without ``capture`` (CPU) the same buffers run the step eagerly."""
+
+    def __init__(self, step: Callable[..., tuple[Tensor, ...]], example: list[Tensor | None], capture: bool,
+                 pool: object = None) -> None:
+        with torch.inference_mode(False), torch.no_grad():
+            self.inputs = [None if t is None else t.detach().clone() for t in example]
+            self.step = step
+            self.graph = None
+            if capture:
+                device = next(t for t in example if t is not None).device
+                side = torch.cuda.Stream(device)
+                side.wait_stream(torch.cuda.current_stream(device))
+                with torch.cuda.stream(side):
+                    for _ in range(2):  # compile and autotune before capture
+                        step(*self.inputs)
+                torch.cuda.current_stream(device).wait_stream(side)
+                self.graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(self.graph, pool=pool):
+                    self.outputs = step(*self.inputs)
+
+    def __call__(self, *tensors: Tensor | None) -> list[Tensor]:
+        with torch.inference_mode(False), torch.no_grad():
+            for dst, src in zip(self.inputs, tensors):
+                if dst is not None:
+                    dst.copy_(src)
+            if self.graph is None:
+                return list(self.step(*self.inputs))
+            self.graph.replay()
+            return [t.clone() for t in self.outputs]
+
+
+class FastWeightKernel:
+    """Runs the chunk step as ``config.ttt_kernel`` says, at ``config.fast_weight_precision``; owns the compiled
+    callables and CUDA graphs. Settings are read from the config at each call, so changing them takes effect."""
+
+    def __init__(self, config) -> None:
+        self.config = config
+        self._compiled: dict[tuple, Callable] = {}
+        self._graphs: dict[tuple, ChunkGraph] = {}
+        self._pool = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def standalone(
+        cls, chunk_size: int, use_muon: bool, precision: str = "fp32", kernel: str = "reference"
+    ) -> "FastWeightKernel":
+        """A kernel outside a model (operator tests and benchmarks)."""
+        settings = SimpleNamespace(
+            lact_chunk_size=chunk_size, use_muon=use_muon, fast_weight_precision=precision, ttt_kernel=kernel
+        )
+        return cls(settings)
+
+    def __deepcopy__(self, memo: dict) -> "FastWeightKernel":  # a copied model compiles and captures its own
+        return FastWeightKernel(copy.deepcopy(self.config, memo))
+
+    def __getstate__(self) -> dict:
+        return {"config": self.config}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["config"])
+
+    @property
+    def chunk_size(self) -> int:
+        return self.config.lact_chunk_size
+
+    def kind(self, t: Tensor, needs_grad: bool = False) -> str:
+        """The kernel that runs for tensors like ``t``: "reference", "compiled" or "graphed"."""
+        setting = self.config.ttt_kernel
+        if setting == "auto":
+            return "reference" if not t.is_cuda else "compiled" if needs_grad else "graphed"
+        if setting == "graphed" and needs_grad:  # a graph records no autograd
+            return "compiled"
+        return setting
+
+    def compiled(self, fn: Callable, variant: object = None) -> Callable:
+        """``fn`` through torch.compile, once per kernel object and ``variant`` (dynamo's automatic dynamic shapes)."""
+        if (fn, variant) not in self._compiled:
+            self._compiled[fn, variant] = torch.compile(private_copy(fn), fullgraph=True)
+        return self._compiled[fn, variant]
+
+    def fused(self, fn: Callable, t: Tensor) -> Callable:
+        """``fn`` for elementwise stages around the operator: compiled unless the reference kernel runs."""
+        return fn if self.kind(t, torch.is_grad_enabled()) == "reference" else self.compiled(fn)
+
+    def step(
+        self, weights: FastWeights, q: Tensor | None, chunk: TokenStream | None
+    ) -> tuple[Tensor | None, FastWeights]:
+        """chunk_step (answer q, then update on ``chunk``) with the configured kernel and precision."""
+        muon, precision = self.config.use_muon, self.config.fast_weight_precision
+        ref = chunk if chunk is not None else q
+        needs_grad = torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (q, *(chunk or ()), weights.w0, weights.w1, weights.w2)
+        )
+        kind = self.kind(ref.k if isinstance(ref, TokenStream) else ref, needs_grad)
+        if kind == "reference" or chunk is None:
+            return chunk_step(weights, q, chunk, muon, precision)
+        out = None
+        if q is not None and q.shape[1] != chunk.length:  # a run of another length: no recompile for it
+            out, q = swiglu_apply(weights, q, precision), None
+        momentum = weights.momentum or tuple(torch.zeros_like(w) for w in weights[:3])
+        args = (*weights[:3], *weights.norms, *momentum, q, *chunk)
+        if kind == "graphed":
+            res = self._graph(args, muon, precision)
+        else:
+            res = self.compiled(flat_step, (muon, precision))(*args, muon, precision)
+        if q is not None:
+            out, res = res[0], res[1:]
+        new_momentum = None if weights.momentum is None and chunk.momentum is None else tuple(res[3:])
+        return out, FastWeights(*res[:3], weights.norms, new_momentum)
+
+    def _graph(self, args: tuple, muon: bool, precision: str) -> list[Tensor]:
+        key = (tuple(None if t is None else (t.shape, t.dtype, t.device) for t in args), muon, precision)
+        capture = args[0].is_cuda
+        with self._lock:
+            if key not in self._graphs:
+                step = self.compiled(flat_step, (muon, precision)) if capture else flat_step
+
+                def bound(*tensors: Tensor | None) -> tuple[Tensor, ...]:
+                    return step(*tensors, muon, precision)
+
+                if capture and self._pool is None:
+                    self._pool = torch.cuda.graph_pool_handle()  # one memory pool for all of this model's graphs
+                self._graphs[key] = ChunkGraph(bound, list(args), capture, self._pool)
+            return self._graphs[key](*args)
