@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 
-import spatial_ttt.ops.spatial_conv_gpu as spatial_conv_gpu
 from spatial_ttt.checkpoint import load_model
 from spatial_ttt.eval.memory_suite import accuracy_table, score_records
 from spatial_ttt.train.config import load_config
@@ -24,13 +23,10 @@ from spatial_ttt.train.data import read_records
 from spatial_ttt.train.trainer import Trainer
 
 
-# Eight runs start at once on one GPU: compiling the conv for every stream length in each of them would eat the
-# time budget, so the conv runs eagerly here (the same math; SPATIAL_TTT_NO_COMPILE=1 does this for the rest).
-spatial_conv_gpu._compiled = spatial_conv_gpu.depthwise_conv3_replicate
-
-
 def main(config_path: str, seed: int, run_dir: str, data_dir: str, limit_s: float, extra: list[str]) -> None:
-    overrides = [*extra, f"seed={seed}", f"output_dir={run_dir}", f"data_path={data_dir}", "save_steps=1000000"]
+    # Eight runs start at once on one GPU: compiling for every stream length in each of them would eat the time
+    # budget, so the fast-weight step and the conv run the plain reference kernel (the same math).
+    overrides = ["model_settings.ttt_kernel=reference", *extra, f"seed={seed}", f"output_dir={run_dir}", f"data_path={data_dir}", "save_steps=1000000"]
     config = load_config(config_path, overrides)
     start = time.perf_counter()
     trainer = Trainer(config)
