@@ -50,7 +50,7 @@ def test_unknown_model_args_are_refused():
 
 def test_device_and_default_loader(tiny_folder):
     assert _construct("pretrained=p,loader=eval_fixtures:record_device", "cuda:1").model.loaded == ("p", "cuda:1")
-    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    expected = "cuda:0" if torch.cuda.is_available() else "cpu"
     assert _construct("pretrained=p,loader=eval_fixtures:record_device").model.loaded == ("p", expected)
     plugin = _construct(f"pretrained={tiny_folder},sum_rooms_hint=False", "cpu")  # no loader: our pipeline
     assert isinstance(plugin.model, SpatialTTTPipeline) and plugin.rooms_hint is False

@@ -8,7 +8,7 @@ requires it. model_args (anything else is an error):
 - `loader=package.module:function` (optional): called as function(PATH, device=DEVICE), returns a model
   with `answer(video, prompt, *, max_new_tokens)`; default: `SpatialTTTPipeline.from_pretrained`;
 - `sum_rooms_hint=true|false` (default true): the reference wrapper's multi-room sentence;
-- lmms-eval's own `--device` (default: cuda if available, else cpu) and `--batch_size` (must be 1).
+- lmms-eval's own `--device` (default: cuda:LOCAL_RANK if there is a GPU, else cpu) and `--batch_size` (1).
 lmms-eval builds the prompts and scores the answers itself; like the reference wrapper, this one adds the
 rooms hint, unwraps <answer>/\\boxed{} answers and turns in-memory images into files.
 """
@@ -23,6 +23,7 @@ from typing import Any
 
 from spatial_ttt.eval.interfaces import VideoQAModel
 from spatial_ttt.eval.metrics import unwrap_answer
+from spatial_ttt.eval.parallel import default_device
 from spatial_ttt.eval.prompts import with_rooms_hint
 
 MODEL_NAME = "spatial_ttt"
@@ -47,12 +48,6 @@ def load_pipeline(pretrained: str, *, device: str) -> VideoQAModel:
     from spatial_ttt.pipeline import SpatialTTTPipeline
 
     return SpatialTTTPipeline.from_pretrained(pretrained, device=device)
-
-
-def default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def parse_bool(name: str, value: Any) -> bool:
