@@ -14,7 +14,8 @@ def launcher_shard() -> tuple[int, int]:
     try:
         rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     except ValueError:
-        raise EvalError(f"RANK={os.environ.get('RANK')!r} / WORLD_SIZE={os.environ.get('WORLD_SIZE')!r}: not numbers") from None
+        raise EvalError(f"RANK / WORLD_SIZE set by the launcher are not numbers: {os.environ.get('RANK')!r}, "
+                        f"{os.environ.get('WORLD_SIZE')!r}") from None
     if not 0 <= rank < world:
         raise EvalError(f"RANK={rank} is not below WORLD_SIZE={world}")
     return rank, world
