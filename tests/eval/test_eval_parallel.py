@@ -66,3 +66,23 @@ def test_two_processes_give_the_single_process_summary(tiny_folder, tmp_path):
     expected = [json.loads(line) for line in (tmp_path / "single" / "results.jsonl").read_text().splitlines()]
     assert [by_id[r["id"]] for r in expected] == expected  # every answer identical, each asked once
     assert json.loads((out / "summary.json").read_text())["n_samples"] == 4
+
+
+def test_launcher_shard(monkeypatch):
+    import pytest
+
+    from spatial_ttt.eval import EvalError
+    from spatial_ttt.eval.parallel import launcher_shard
+
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert launcher_shard() == (0, 1)  # started directly
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert launcher_shard() == (1, 2)
+    monkeypatch.setenv("RANK", "2")
+    with pytest.raises(EvalError, match="RANK=2 is not below WORLD_SIZE=2"):
+        launcher_shard()
+    monkeypatch.setenv("RANK", "x")
+    with pytest.raises(EvalError, match="RANK / WORLD_SIZE set by the launcher are not numbers: 'x', '2'"):
+        launcher_shard()
