@@ -107,8 +107,8 @@ def plan_stream(
 
 def count_frames(path: Path, fps: float = STREAM_FPS) -> int:
     """How many frames a stream reads from `path` at `fps`: frame k (at k / fps s) exists if some video frame
-    is at or after it, so the count is floor(last frame time * fps) + 1. Reads packet times only (no decode),
-    from the last keyframe on where the stream's length is known."""
+    is at or after it, so the count is floor(last frame time * fps) + 1 (for videos of at least `fps` frames
+    per second). Reads packet times only (no decode), from the last keyframe on where the length is known."""
     import av
 
     try:
