@@ -508,13 +508,13 @@ def stream(
 # eval / data
 
 
-def _eval_loader(path: str):
+def _eval_loader(path: str, device: str = "cpu"):
     """The model the `eval` command evaluates: a pipeline on a model folder (evaluation video settings)."""
     from .eval.errors import EvalError
     from .pipeline import SpatialTTTPipeline
 
     try:
-        pipe = SpatialTTTPipeline.from_pretrained(path)
+        pipe = SpatialTTTPipeline.from_pretrained(path, device=device)
     except (CheckpointError, FileNotFoundError) as err:
         raise EvalError(str(err)) from None
     _say_settings(pipe.model)

@@ -117,3 +117,25 @@ def vsibench_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def vsibench_model() -> FakeVideoModel:
     return FakeVideoModel({r["question"]: pred for r, pred in VSIBENCH_CASES})
+
+
+def load_small_pipeline(path: str, *, device: str):
+    """An lmms-eval plug-in loader (`loader=eval_fixtures:load_small_pipeline`): the tiny model on 2 small frames."""
+    from spatial_ttt.pipeline import SpatialTTTPipeline
+
+    return SpatialTTTPipeline.from_pretrained(path, device=device, num_frames=2, size=(32, 32))
+
+
+def record_device(path: str, *, device: str) -> FakeVideoModel:
+    """A plug-in loader that remembers what it was given."""
+    model = FakeVideoModel({})
+    model.loaded = (path, device)
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory) -> Path:
+    """A complete tiny model folder (untrained checkpoint + processor)."""
+    from spatial_ttt.pipeline import make_tiny_model_folder
+
+    return make_tiny_model_folder(tmp_path_factory.mktemp("models") / "tiny")

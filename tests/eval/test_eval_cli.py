@@ -5,6 +5,7 @@ from eval_fixtures import VSIBENCH_CASES, FakeVideoModel
 from typer.testing import CliRunner
 
 from spatial_ttt.eval.cli import register
+from spatial_ttt.eval.parallel import default_device
 
 
 def _app(loaded: list):
@@ -14,8 +15,8 @@ def _app(loaded: list):
     def version() -> None:  # a second command keeps `eval` a subcommand
         print("0")
 
-    def load_model(path: str):
-        loaded.append(path)
+    def load_model(path: str, device: str):
+        loaded.append((path, device))
         return FakeVideoModel({r["question"]: pred for r, pred in VSIBENCH_CASES})
 
     register(app, load_model)
@@ -28,7 +29,7 @@ def test_eval_command_runs_and_prints_table(vsibench_dir, tmp_path):
     args = ["eval", "vsibench", "--data", str(vsibench_dir), "--model", "ckpt/", "--out", str(out)]
     result = CliRunner().invoke(_app(loaded), args)
     assert result.exit_code == 0, result.output
-    assert loaded == ["ckpt/"]
+    assert loaded == [("ckpt/", default_device())]  # cuda:LOCAL_RANK where there is a GPU, else cpu
     assert "64.6" in result.output and "object_counting" in result.output
     assert json.loads((out / "summary.json").read_text())["n_samples"] == 11
     assert json.loads((out / "run.json").read_text())["rooms_hint"] is True

@@ -4,9 +4,12 @@ from spatial_ttt.eval.metrics import (
     MRA_THRESHOLDS,
     fuzzy_match,
     mean_relative_accuracy,
+    normalize_answer,
     score_multiple_choice,
     score_numerical,
+    score_whole_number,
     to_float,
+    unwrap_answer,
 )
 
 
@@ -55,7 +58,8 @@ def test_mra_zero_ground_truth():
         ("B. table", "B"),
         ("B...", "B"),
         ("3.5 meters", "3.5"),
-        (" B", ""),  # split on one space like the reference: leading space -> empty first token
+        (" B", ""),  # split on one space like the reference (scoring strips first, see below)
+        ("3\nchairs", "3\nchairs"),  # a newline does not split
         ("B\n", "B"),
         ("", ""),
     ],
@@ -66,6 +70,8 @@ def test_fuzzy_match(prediction, extracted):
 
 def test_multiple_choice_is_case_insensitive_first_token():
     assert score_multiple_choice("b. table", "B") == ("b", 1.0)
+    assert score_multiple_choice(" B", "B") == ("B", 1.0)  # the harness strips before extraction
+    assert score_multiple_choice("\n B.\n", "B") == ("B", 1.0)
     assert score_multiple_choice("The answer is B", "B") == ("The", 0.0)
     assert score_multiple_choice("A", "B") == ("A", 0.0)
 
@@ -82,3 +88,52 @@ def test_to_float():
     assert to_float("2.5") == 2.5
     assert to_float("x") is None
     assert to_float("inf") is None
+
+
+@pytest.mark.parametrize(
+    "raw, unwrapped",
+    [
+        ("<answer>B</answer>", "B"),
+        ("think first <answer>\n  3.5 \n</answer> tail", "3.5"),  # whitespace around dropped, across lines
+        ("<answer>A</answer> <answer>B</answer>", "A"),  # the first one
+        ("\\boxed{ 12 }", "12"),
+        ("\\boxed{\\frac{1}{2}}", "\\frac{1"),  # up to the first "}", as the reference's regex
+        ("<answer>C</answer> \\boxed{D}", "C"),  # <answer> wins over \boxed
+        ("<answer>C", "<answer>C"),  # unclosed: unchanged
+        ("  B. table ", "  B. table "),  # unwrap alone does not strip
+    ],
+)
+def test_unwrap_answer(raw, unwrapped):
+    assert unwrap_answer(raw) == unwrapped
+
+
+def test_normalize_is_unwrap_then_strip():
+    assert normalize_answer("  B. table \n") == "B. table"
+    assert normalize_answer("\n<answer> B </answer>\n") == "B"
+    assert normalize_answer("x <answer></answer>") == ""
+
+
+def test_scoring_takes_raw_text():
+    assert score_multiple_choice("<answer>b. table</answer>", "B") == ("b", 1.0)
+    assert score_multiple_choice("The answer is \\boxed{B}", "B") == ("B", 1.0)
+    assert score_numerical("<answer> 9 meters</answer>", 10.0) == ("9", pytest.approx(0.9))
+    assert score_numerical("  \n4", 4.0) == ("4", 1.0)
+
+
+@pytest.mark.parametrize(
+    "raw, gt, extracted, score",
+    [
+        ("9", 10.0, "9", 0.9),
+        (" 9\n", 10.0, "9", 0.9),  # stripped first: float(" 9\n") would parse anyway
+        ("9.", 10.0, "9.", 0.9),  # Python float accepts "9."
+        ("3 chairs", 3.0, "3 chairs", 0.0),  # the WHOLE answer must parse (no first-token rule)
+        ("3.", 3.0, "3.", 1.0),
+        ("three", 3.0, "three", 0.0),
+        ("1e1", 10.0, "1e1", 1.0),
+        ("<answer>5</answer>", 4.0, "5", 0.6),  # error 0.25: θ = 0.50..0.75
+        ("\\boxed{4}", 4.0, "4", 1.0),
+        ("nan", 3.0, "nan", 0.0),
+    ],
+)
+def test_whole_number_score_for_vsisuper_count(raw, gt, extracted, score):
+    assert score_whole_number(raw, gt) == (extracted, pytest.approx(score))

@@ -4,7 +4,7 @@ import pytest
 from eval_fixtures import FakeVideoModel, touch, write_jsonl
 
 from spatial_ttt.eval import EvalError, run_benchmark
-from spatial_ttt.eval.mindcube import MindCube, extract_answer, setting_of
+from spatial_ttt.eval.mindcube import MindCube, extract_answer, score, setting_of
 
 
 @pytest.mark.parametrize(
@@ -15,7 +15,14 @@ from spatial_ttt.eval.mindcube import MindCube, extract_answer, setting_of
         ("The answer is D", "D"),
         ("E", "E"),
         ("<Answer>My answer is C</Answer>", "C"),
-        ("between A and B", "B"),  # letter + space / end of text, last one wins
+        ("between A and B", "A"),  # only the last fallback matches: first bare letter of the last line
+        ("The answer is C, not D", "C"),  # "answer is X"; no rule takes a letter merely followed by the end
+        ("DVD player", None),  # no rule matches a letter inside a word
+        ("Answer: B", "B"),  # letter at a line start, after "Answer: "
+        ("C\nD", "C"),  # line-start rule: the "\n" after C is consumed, so D is not at a line start
+        ("<Answer> A or B", "B"),  # <Answer> section: last bare letter
+        ("<Answer>my answer is A, or B</Answer>", "A"),  # section rule "my answer is" before bare letters
+        ("**B**", "B"),  # starred
         ('I pick "C"', "C"),
         ("no letter here", None),
         ("", None),
@@ -23,6 +30,13 @@ from spatial_ttt.eval.mindcube import MindCube, extract_answer, setting_of
 )
 def test_extract_answer(text, letter):
     assert extract_answer(text) == letter
+
+
+def test_score_takes_raw_text():
+    # unwrap (<answer> content) and strip first, then the official extraction
+    assert score("<answer>\nThe answer is C, not D\n</answer>", "C") == ("C", 1.0)
+    assert score("\\boxed{B}", "B") == ("B", 1.0)
+    assert score("  DVD player ", "D") == (None, 0.0)
 
 
 @pytest.mark.parametrize(

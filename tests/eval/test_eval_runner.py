@@ -77,3 +77,48 @@ def test_wrong_model_kind_and_bad_arguments(vsibench_dir, tmp_path):
         run_benchmark("vsi", vsibench_dir, FakeVideoModel({}), tmp_path / "o", progress=False)
     with pytest.raises(EvalError, match="--limit must be at least 1"):
         run_benchmark("vsibench", vsibench_dir, FakeVideoModel({}), tmp_path / "o", limit=0, progress=False)
+
+
+def _ids(path):
+    return [json.loads(line)["id"] for line in path.read_text().splitlines()]
+
+
+def test_shards_merge_into_the_single_process_summary(vsibench_dir, tmp_path):
+    single = run_benchmark("vsibench", vsibench_dir, _model(), tmp_path / "single", progress=False)
+    out = tmp_path / "sharded"
+    first, second = _model(), _model()
+    assert run_benchmark("vsibench", vsibench_dir, first, out, shard=(0, 2), progress=False) is None  # 1 of 2 done
+    assert not (out / "summary.json").exists()
+    merged = run_benchmark("vsibench", vsibench_dir, second, out, shard=(1, 2), progress=False)
+    # shard r of 2 runs samples r, r + 2, ... (ids 1..11 in file order), each into its own file
+    assert _ids(out / "results.rank0.jsonl") == ["1", "3", "5", "7", "9", "11"]
+    assert _ids(out / "results.rank1.jsonl") == ["2", "4", "6", "8", "10"]
+    assert len(first.calls) == 6 and len(second.calls) == 5
+    assert merged == single and merged.overall == pytest.approx(31 / 48)
+    assert (out / "summary.json").read_text() == (tmp_path / "single" / "summary.json").read_text()
+
+    # resumable whatever the shards: nothing is asked again, by 3 shards or by one process
+    again = _model()
+    for rank in range(3):
+        assert run_benchmark("vsibench", vsibench_dir, again, out, shard=(rank, 3), progress=False) == single
+    assert run_benchmark("vsibench", vsibench_dir, again, out, progress=False) == single
+    assert again.calls == []
+
+
+def test_shard_resumes_its_own_file_and_ignores_a_tail_being_written(vsibench_dir, tmp_path):
+    out = tmp_path / "out"
+    run_benchmark("vsibench", vsibench_dir, _model(), out, limit=6, shard=(0, 2), progress=False)  # ids 1, 3, 5
+    with open(out / "results.rank0.jsonl", "a") as f:  # shard 0 is still writing its next line
+        f.write('{"id": "7", "question_type"')
+    model = _model()
+    assert run_benchmark("vsibench", vsibench_dir, model, out, limit=6, shard=(1, 2), progress=False) is not None
+    assert [c[1].split("\n")[1].split(":")[0] for c in model.calls] == ["Q2", "Q4", "Q6"]
+    assert (out / "results.rank0.jsonl").read_text().endswith('"question_type"')  # not touched by shard 1
+    with pytest.raises(EvalError, match="shard 2 of 2 does not exist"):
+        run_benchmark("vsibench", vsibench_dir, model, out, shard=(2, 2), progress=False)
+
+
+def _model():
+    from eval_fixtures import VSIBENCH_CASES
+
+    return FakeVideoModel({r["question"]: pred for r, pred in VSIBENCH_CASES})

@@ -12,11 +12,12 @@ from rich.markdown import Markdown
 
 from spatial_ttt.eval.datafiles import record_files
 from spatial_ttt.eval.errors import EvalError
+from spatial_ttt.eval.parallel import default_device, launcher_shard
 from spatial_ttt.eval.runner import BENCHMARKS, get_benchmark, run_benchmark
 
 
-def register(app: typer.Typer, load_model: Callable[[str], Any]) -> None:
-    """Add `eval` to `app`; `load_model(PATH)` builds the model (VideoQAModel / StreamingQAModel)."""
+def register(app: typer.Typer, load_model: Callable[..., Any]) -> None:
+    """Add `eval` to `app`; `load_model(PATH, device=DEVICE)` builds the model (VideoQAModel / StreamingQAModel)."""
 
     @app.command("eval")
     def eval_command(
@@ -29,17 +30,25 @@ def register(app: typer.Typer, load_model: Callable[[str], Any]) -> None:
             True, "--sum-rooms-hint/--no-sum-rooms-hint", help="Append the reference's multi-room counting hint."
         ),
         max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", help="Default: the benchmark's."),
+        device: str | None = typer.Option(
+            None, "--device", help="Default: this process's GPU (cuda:LOCAL_RANK under torchrun), else cpu."
+        ),
     ) -> None:
         """Evaluate a model on VSI-Bench, VSI-SUPER or MindCube with the official metrics."""
         console = Console(stderr=True)
         try:
             get_benchmark(bench)  # fail on a bad name or data path before the (slow) model load
             record_files(data)
-            loaded = load_model(model)
+            rank, world = launcher_shard()  # several processes (torchrun): one shard each
+            loaded = load_model(model, device=device or default_device())
             summary = run_benchmark(
-                bench, data, loaded, out, limit=limit, rooms_hint=sum_rooms_hint, max_new_tokens=max_new_tokens
-            )
+                bench, data, loaded, out, limit=limit, rooms_hint=sum_rooms_hint, max_new_tokens=max_new_tokens,
+                progress=rank == 0, shard=(rank, world),
+            )  # fmt: skip
         except EvalError as err:
             console.print(f"[red]error:[/red] {err}")
             raise typer.Exit(code=2) from None
-        Console().print(Markdown(summary.to_markdown()))
+        if summary is None:
+            console.print(f"shard {rank + 1}/{world} done; the last shard to finish writes {out / 'summary.md'}")
+        else:
+            Console().print(Markdown(summary.to_markdown()))

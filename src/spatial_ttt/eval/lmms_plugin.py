@@ -1,14 +1,16 @@
 """lmms-eval model type `spatial_ttt`, so the harness the reference uses can run our model.
 
-lmms-eval is imported only when the class is first used, so this package never requires it.
-Use one of:
-- programmatic: `from spatial_ttt.eval import lmms_plugin; lmms_plugin.register()`, then run lmms-eval
-  in that process with `--model spatial_ttt --model_args pretrained=PATH,loader=pkg.mod:fn`;
-- an entry point in the installing project: group `lmms_eval.models`, value
-  `spatial_ttt.eval.lmms_plugin:manifest`.
-`loader` names a function PATH -> model with `answer(video, prompt, *, max_new_tokens)`. lmms-eval builds
-the prompts and scores the answers itself; this wrapper only adds the reference's rooms hint (on unless
-`sum_rooms_hint=False`) and turns in-memory images into files.
+Installing spatial-ttt declares the entry point `lmms_eval.models: spatial_ttt =
+spatial_ttt.eval.lmms_plugin:manifest`, through which lmms-eval (0.7.x, its model registry v2) finds
+`--model spatial_ttt`. lmms-eval is imported only when the class is first used, so this package never
+requires it. model_args (anything else is an error):
+- `pretrained=PATH` (required): the model folder;
+- `loader=package.module:function` (optional): called as function(PATH, device=DEVICE), returns a model
+  with `answer(video, prompt, *, max_new_tokens)`; default: `SpatialTTTPipeline.from_pretrained`;
+- `sum_rooms_hint=true|false` (default true): the reference wrapper's multi-room sentence;
+- lmms-eval's own `--device` (default: cuda:LOCAL_RANK if there is a GPU, else cpu) and `--batch_size` (1).
+lmms-eval builds the prompts and scores the answers itself; like the reference wrapper, this one adds the
+rooms hint, unwraps <answer>/\\boxed{} answers and turns in-memory images into files.
 """
 
 from __future__ import annotations
@@ -20,22 +22,42 @@ from pathlib import Path
 from typing import Any
 
 from spatial_ttt.eval.interfaces import VideoQAModel
+from spatial_ttt.eval.metrics import unwrap_answer
+from spatial_ttt.eval.parallel import default_device
 from spatial_ttt.eval.prompts import with_rooms_hint
 
 MODEL_NAME = "spatial_ttt"
 CLASS_PATH = f"{__name__}.SpatialTTTLmms"
+MODEL_ARGS = ("pretrained", "loader", "sum_rooms_hint", "device", "batch_size", "max_batch_size")
 DEFAULT_MAX_NEW_TOKENS = 16  # used only when a task gives none
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tiff"}
 
 _built: type | None = None
 
 
-def import_loader(spec: str) -> Callable[[str], Any]:
+def import_loader(spec: str) -> Callable[..., Any]:
     """'package.module:function' -> the function."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        raise ValueError(f"loader must look like 'package.module:function', got {spec!r}")
+        raise ValueError(f"spatial_ttt: loader must look like 'package.module:function', got {spec!r}")
     return getattr(importlib.import_module(module_name), attr)
+
+
+def load_pipeline(pretrained: str, *, device: str) -> VideoQAModel:
+    """The default loader: the model folder as a pipeline with the evaluation's video settings."""
+    from spatial_ttt.pipeline import SpatialTTTPipeline
+
+    return SpatialTTTPipeline.from_pretrained(pretrained, device=device)
+
+
+def parse_bool(name: str, value: Any) -> bool:
+    """lmms-eval hands over True/False, 0/1 or text; anything else is an error, never a silent False."""
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise ValueError(f"spatial_ttt: {name} must be true or false, got {value!r}")
 
 
 def to_model_input(visuals: list[Any], image_dir: Path, key: str) -> str | Path | list[Path]:
@@ -65,11 +87,8 @@ def answer_request(model: VideoQAModel, args: tuple, task_dict: dict, *, rooms_h
     visuals = doc_to_visual(task_dict[task][split][doc_id])
     video = to_model_input(list(visuals), image_dir, f"{task}_{split}_{doc_id}")
     max_new_tokens = int(gen_kwargs.get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS)
-    return model.answer(video, with_rooms_hint(context, rooms_hint), max_new_tokens=max_new_tokens)
-
-
-def _as_bool(value: Any) -> bool:
-    return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "on")
+    answer = model.answer(video, with_rooms_hint(context, rooms_hint), max_new_tokens=max_new_tokens)
+    return unwrap_answer(answer)
 
 
 def _build() -> type:
@@ -79,13 +98,26 @@ def _build() -> type:
         """Batch size 1, greedy decoding (as the reference); generation-only."""
 
         def __init__(
-            self, pretrained: str, loader: str, sum_rooms_hint: Any = True, batch_size: Any = 1, **_: Any
+            self,
+            pretrained: str,
+            loader: str | None = None,
+            sum_rooms_hint: Any = True,
+            device: str | None = None,
+            batch_size: Any = 1,
+            max_batch_size: Any = None,
+            **unknown: Any,
         ) -> None:
             super().__init__()
-            if int(batch_size) != 1:
-                raise ValueError("spatial_ttt runs with batch_size=1 only (as the reference)")
-            self.model = import_loader(loader)(pretrained)
-            self.rooms_hint = _as_bool(sum_rooms_hint)
+            if unknown:
+                raise ValueError(
+                    f"spatial_ttt: unknown model_args {', '.join(sorted(unknown))} (known: {', '.join(MODEL_ARGS)})"
+                )
+            if str(batch_size) != "1":
+                raise ValueError(f"spatial_ttt runs with batch_size=1 only (as the reference), got {batch_size!r}")
+            self.rooms_hint = parse_bool("sum_rooms_hint", sum_rooms_hint)
+            self.device_name = device or default_device()
+            load = import_loader(loader) if loader else load_pipeline
+            self.model = load(pretrained, device=self.device_name)
             self._image_dir = tempfile.TemporaryDirectory(prefix="spatial_ttt_lmms_")
 
         def generate_until(self, requests: list[Any]) -> list[str]:
@@ -101,7 +133,7 @@ def _build() -> type:
         def generate_until_multi_round(self, requests: list[Any]) -> list[str]:
             raise NotImplementedError("spatial_ttt supports single-round generation only")
 
-    SpatialTTTLmms.__module__ = __name__
+    SpatialTTTLmms.__module__, SpatialTTTLmms.__qualname__ = __name__, "SpatialTTTLmms"
     return SpatialTTTLmms
 
 
@@ -120,15 +152,3 @@ def manifest() -> Any:
     from lmms_eval.models.registry_v2 import ModelManifest
 
     return ModelManifest(model_id=MODEL_NAME, simple_class_path=CLASS_PATH)
-
-
-def register() -> None:
-    """Register `spatial_ttt` with an installed lmms-eval (both its old and its manifest registry)."""
-    from lmms_eval.api.registry import register_model
-
-    register_model(MODEL_NAME)(__getattr__("SpatialTTTLmms"))
-    try:
-        from lmms_eval.models import MODEL_REGISTRY_V2
-    except ImportError:  # older lmms-eval: the registry above is the only one
-        return
-    MODEL_REGISTRY_V2.register_manifest(manifest(), overwrite=True)

@@ -22,7 +22,10 @@ from spatial_ttt.eval.results import ScoreRow, Summary
 SETTINGS = ("rotation", "around", "among")
 _ID_SETTINGS = ("around", "rotation", "translation", "among")  # first substring of the id that matches wins
 
-# Answer extraction of the MindCube release, in priority order; within a rule the LAST match wins.
+# Answer extraction of the official MindCube `extract_answer` (src/evaluation/core/extractors.py; the list
+# lmms-eval's mindcube task copies; docs/evaluation.md says which MindCube commit differs): rules in priority
+# order, and within a rule the LAST match wins. The official lists also hold "[Mm]y answer is ([A-E])\."
+# right after "[Mm]y answer is ([A-E])"; it can only match where the latter did, so it is left out here.
 _LETTER_DOT = re.compile(r"([A-E])\.")
 _ANSWER_SECTION = re.compile(r"<Answer>(.*?)(?:<|$)", re.DOTALL)
 _IN_ANSWER_SECTION = [
@@ -33,10 +36,9 @@ _IN_ANSWER_SECTION = [
 ]
 _WHOLE_TEXT = [
     re.compile(r"(?:Answer: )?([A-E])\. [A-Za-z0-9 \-\(\)'\",]+(?=(?:\n|$|\.|\"))"),  # letter + description
-    re.compile(r"(?:Answer: )?([A-E])\. [A-Za-z0-9 \-\(\)'\"]+"),
-    re.compile(r"(?:Answer: )?([A-E])(?:\.|$|\s)"),
-    re.compile(r"(?:^|\n)(?:Answer: )?([A-E])(?:\.|$|\s)"),
-    re.compile(r"[\*\"]([A-E])[\*\"]"),
+    re.compile(r"(?:Answer: )?([A-E])\. [A-Za-z0-9 \-\(\)'\"]+"),  # letter + partial description
+    re.compile(r"(?:^|\n)(?:Answer: )?([A-E])(?:\.|$|\s)"),  # letter at a line start
+    re.compile(r"[\*\"]([A-E])[\*\"]"),  # quoted or starred letter
     re.compile(r"\bAnswer:?\s*([A-E])\b"),
     re.compile(r"[Mm]y answer is ([A-E])"),
     re.compile(r"answer is ([A-E])"),
@@ -46,7 +48,8 @@ _BARE_LETTER = re.compile(r"\b([A-E])\b")
 
 
 def extract_answer(text: str) -> str | None:
-    """The answer letter (A-E) of a free-form response, or None."""
+    """The answer letter (A-E) of a normalised response (see `score`), or None: the official rules only,
+    so "The answer is C, not D" gives C and "DVD player" gives None."""
     if not text:
         return None
     if found := _LETTER_DOT.findall(text):
@@ -66,6 +69,13 @@ def extract_answer(text: str) -> str | None:
         if m := _BARE_LETTER.search(line):
             return m.group(1)
     return None
+
+
+def score(raw: str, ground_truth: str) -> tuple[str | None, float]:
+    """(extracted letter or None, 0/1) of the model's raw text: the wrapper's unwrap and the harness's strip
+    first (metrics.normalize_answer), then the official extraction, then an exact letter match."""
+    extracted = extract_answer(metrics.normalize_answer(raw))
+    return extracted, 1.0 if extracted == ground_truth else 0.0
 
 
 def setting_of(sample_id: str) -> str:
@@ -143,7 +153,7 @@ class MindCube:
     ) -> dict[str, Any]:
         prompt = prompts.with_rooms_hint(record.prompt, rooms_hint)
         prediction = model.answer(list(record.images), prompt, max_new_tokens=max_new_tokens)
-        extracted = extract_answer(prediction.strip())
+        extracted, value = score(prediction, record.gt_answer)
         return {
             "id": record.id,
             "setting": record.setting,
@@ -151,7 +161,7 @@ class MindCube:
             "prediction": prediction,
             "extracted": extracted,
             "ground_truth": record.gt_answer,
-            "score": 1.0 if extracted == record.gt_answer else 0.0,
+            "score": value,
         }
 
     def summarize(self, results: list[dict[str, Any]]) -> Summary:

@@ -64,16 +64,7 @@ class ResultStore:
                 f.truncate(complete_end)
                 f.flush()
                 os.fsync(f.fileno())
-        for line_no, line in enumerate(data[:complete_end].decode("utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                result = json.loads(line)
-            except json.JSONDecodeError:
-                raise EvalError(f"{self.path} line {line_no}: corrupt result line; fix or delete it") from None
-            if not isinstance(result, dict) or "id" not in result:
-                raise EvalError(f"{self.path} line {line_no}: result without an 'id'")
-            self.results[str(result["id"])] = result
+        self.results = read_results(self.path)
 
     def __contains__(self, sample_id: str) -> bool:
         return sample_id in self.results
@@ -85,6 +76,25 @@ class ResultStore:
             f.flush()
             os.fsync(f.fileno())
         self.results[str(result["id"])] = result
+
+
+def read_results(path: Path) -> dict[str, dict[str, Any]]:
+    """The complete lines of a results file, by id, read-only: an incomplete last line (a crash, or another
+    process still writing it) is ignored, any other unreadable line is an error."""
+    data = path.read_bytes()
+    complete = data[: data.rfind(b"\n") + 1].decode("utf-8")
+    results: dict[str, dict[str, Any]] = {}
+    for line_no, line in enumerate(complete.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            result = json.loads(line)
+        except json.JSONDecodeError:
+            raise EvalError(f"{path} line {line_no}: corrupt result line; fix or delete it") from None
+        if not isinstance(result, dict) or "id" not in result:
+            raise EvalError(f"{path} line {line_no}: result without an 'id'")
+        results[str(result["id"])] = result
+    return results
 
 
 def write_atomic(path: Path, text: str) -> None:

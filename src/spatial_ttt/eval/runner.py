@@ -1,4 +1,8 @@
-"""Run a benchmark: load, skip finished samples, ask the model, append results, write the summary."""
+"""Run a benchmark: load, skip finished samples, ask the model, append results, write the summary.
+
+Data-parallel: process `rank` of `world` runs every world-th sample (samples[rank::world]) into its own
+results file; whichever process finds every sample done writes the one summary, the same as a one-process run.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from rich.progress import (
 from spatial_ttt.eval.errors import EvalError
 from spatial_ttt.eval.interfaces import Benchmark, StreamingQAModel, VideoQAModel
 from spatial_ttt.eval.mindcube import MindCube
-from spatial_ttt.eval.results import ResultStore, Summary, write_atomic, write_summary
+from spatial_ttt.eval.results import ResultStore, Summary, read_results, write_atomic, write_summary
 from spatial_ttt.eval.vsibench import VSIBench
 from spatial_ttt.eval.vsisuper import VSISuperCount, VSISuperRecall
 
@@ -31,7 +35,8 @@ BENCHMARKS: dict[str, Callable[[], Benchmark]] = {
     "mindcube_tiny": lambda: MindCube("mindcube_tiny"),
 }
 
-RESULTS_FILE = "results.jsonl"
+RESULTS_FILE = "results.jsonl"  # one process; process RANK of several writes results.rankRANK.jsonl
+RESULTS_GLOB = "results*.jsonl"
 RUN_FILE = "run.json"  # the settings the results were made with; a resume must use the same
 
 
@@ -52,41 +57,60 @@ def run_benchmark(
     rooms_hint: bool = True,
     max_new_tokens: int | None = None,
     progress: bool = True,
-) -> Summary:
+    shard: tuple[int, int] = (0, 1),
+) -> Summary | None:
     """Evaluate `model` on the first `limit` samples (all if None) of the benchmark in `data`.
 
-    Results go to OUT/results.jsonl as each sample finishes; a rerun with the same OUT skips finished
-    samples. The summary (of the selected samples) is written to OUT/summary.json and OUT/summary.md.
+    Results go to OUT/results.jsonl as each sample finishes (OUT/results.rankR.jsonl for shard (R, W), W > 1,
+    which runs samples R, R + W, ...); a rerun with the same OUT skips samples finished in any results file,
+    whatever the shards were. Once every selected sample has a result, the summary is written to
+    OUT/summary.json and OUT/summary.md and returned; a shard that finishes while others still run returns None.
     """
     benchmark = get_benchmark(bench) if isinstance(bench, str) else bench
     _check_model(benchmark, model)
     if limit is not None and limit < 1:
         raise EvalError(f"--limit must be at least 1, got {limit}")
+    rank, world = shard
+    if not 0 <= rank < world:
+        raise EvalError(f"shard {rank} of {world} does not exist")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokens = max_new_tokens or benchmark.default_max_new_tokens
     samples = benchmark.load(Path(data), out)[:limit]
-    store = ResultStore(out / RESULTS_FILE)
-    _check_run_settings(out, store, {"bench": benchmark.name, "rooms_hint": rooms_hint, "max_new_tokens": tokens})
-    todo = [s for s in samples if s.id not in store]
+    store = ResultStore(out / (RESULTS_FILE if world == 1 else f"results.rank{rank}.jsonl"))
+    done = {**collect_results(out), **store.results}
+    _check_run_settings(out, bool(done), {"bench": benchmark.name, "rooms_hint": rooms_hint, "max_new_tokens": tokens})
+    mine = samples[rank::world]
+    todo = [s for s in mine if s.id not in done]
     _check_media(todo)
 
     with Progress(
-        TextColumn(f"[bold]{benchmark.name}"),
+        TextColumn(f"[bold]{benchmark.name}" + (f" {rank + 1}/{world}" if world > 1 else "")),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         disable=not progress,
     ) as bar:
-        task = bar.add_task("eval", total=len(samples), completed=len(samples) - len(todo))
+        task = bar.add_task("eval", total=len(mine), completed=len(mine) - len(todo))
         for sample in todo:
             store.append(benchmark.run(model, sample, max_new_tokens=tokens, rooms_hint=rooms_hint))
             bar.advance(task)
 
-    summary = benchmark.summarize([store.results[s.id] for s in samples])
+    merged = {**collect_results(out), **store.results}
+    if any(s.id not in merged for s in samples):
+        return None  # other shards still run; the last one to finish writes the summary
+    summary = benchmark.summarize([merged[s.id] for s in samples])
     write_summary(out, summary)
     return summary
+
+
+def collect_results(out: Path) -> dict[str, dict[str, Any]]:
+    """Every finished result in OUT, from all results files (all shards, any earlier runs)."""
+    merged: dict[str, dict[str, Any]] = {}
+    for path in sorted(out.glob(RESULTS_GLOB)):
+        merged.update(read_results(path))
+    return merged
 
 
 def _check_model(benchmark: Benchmark, model: Any) -> None:
@@ -96,10 +120,10 @@ def _check_model(benchmark: Benchmark, model: Any) -> None:
         raise EvalError(f"{benchmark.name} needs a model with {method}; got {type(model).__name__}")
 
 
-def _check_run_settings(out: Path, store: ResultStore, settings: dict[str, Any]) -> None:
+def _check_run_settings(out: Path, has_results: bool, settings: dict[str, Any]) -> None:
     """Results of one folder must come from one benchmark and one prompt/decoding setting."""
     path = out / RUN_FILE
-    if store.results and path.exists():
+    if has_results and path.exists():
         try:
             previous = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError:

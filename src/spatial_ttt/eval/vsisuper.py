@@ -11,6 +11,7 @@ We also accept `video_path` as a list of segment files, streamed back to back as
 
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
 from collections.abc import Callable
@@ -22,6 +23,9 @@ from spatial_ttt.eval import datafiles, metrics, prompts
 from spatial_ttt.eval.errors import EvalError
 from spatial_ttt.eval.interfaces import StreamingQAModel
 from spatial_ttt.eval.results import ScoreRow, Summary
+
+
+STREAM_FPS = 1.0  # VSI-SUPER streams are read at 1 frame per second: frame k is the one at k seconds
 
 
 @dataclass(frozen=True)
@@ -45,8 +49,8 @@ class VSISuperRecord:
     split: str
     question: str
     options: tuple[str, ...]  # Recall only
-    answers: tuple[str, ...]  # one per question asked (Count streaming: several)
-    query_times: tuple[float, ...]  # seconds from the stream start; empty: ask once at the end
+    answers: tuple[str, ...]  # one per question (Count streaming: one per query time, maybe one more at the end)
+    query_times: tuple[int, ...]  # 1 fps frame indices (= seconds) of the stream; empty: ask once at the end
     segments: tuple[Path, ...]
 
     @property
@@ -54,62 +58,79 @@ class VSISuperRecord:
         return self.segments
 
 
-def plan_stream(
-    segments: list[Path], durations: list[float] | None, query_times: list[float], n_answers: int
-) -> list[Step]:
-    """What to feed and when to ask.
-
-    The question is asked at each query time; when there is one more answer than query times, it is
-    asked once more at the end of the stream. Query times are global over the concatenated segments,
-    so several segments need their durations.
-    """
+def check_queries(query_times: list[int], n_answers: int) -> None:
     if n_answers not in (len(query_times), len(query_times) + 1) or n_answers == 0:
         raise EvalError(f"{n_answers} answers do not fit {len(query_times)} query times")
     if any(t < 0 for t in query_times) or any(b <= a for a, b in zip(query_times, query_times[1:], strict=False)):
         raise EvalError(f"query times must be non-negative and increasing, got {query_times}")
-    if len(segments) > 1 and query_times and durations is None:
-        raise EvalError("query times over several segments need the segment durations")
 
-    offsets = [0.0]
-    for d in durations or []:
-        offsets.append(offsets[-1] + d)
 
-    def feed(start: float, end: float | None) -> list[Step]:
-        if len(segments) == 1:
-            return [Observe(segments[0], start or None, end)]
-        steps: list[Step] = []
-        for i, path in enumerate(segments):
-            seg_start, seg_end = offsets[i], offsets[i + 1]
-            if (end is not None and end <= seg_start) or start >= seg_end:
-                continue
-            local_start = max(start - seg_start, 0.0)
-            local_end = None if end is None or end >= seg_end else end - seg_start
-            steps.append(Observe(path, local_start or None, local_end))
-        return steps
+def plan_stream(
+    segments: list[Path], frame_counts: list[int] | None, query_times: list[int], n_answers: int
+) -> list[Step]:
+    """What to feed and when to ask, over the segments streamed back to back as one stream of 1 fps frames.
 
+    The question at query time t is asked AFTER frame t was added (frames 0..t seen); a query time at or
+    past the stream's last frame never fires. With one more answer than query times, the question is also
+    asked once at the end of the stream. Query times need the segments' frame counts (`count_frames`).
+    """
+    check_queries(query_times, n_answers)
     if not query_times:
         return [Observe(p, None, None) for p in segments] + [Ask(0)]
+    if frame_counts is None or len(frame_counts) != len(segments):
+        raise EvalError("query times need the frame count of every segment")
+    offsets = [0]
+    for count in frame_counts:
+        offsets.append(offsets[-1] + count)
+
+    def feed(start: int, end: int) -> list[Step]:  # global frames [start, end)
+        steps: list[Step] = []
+        for path, seg_start, seg_end in zip(segments, offsets, offsets[1:], strict=False):
+            lo, hi = max(start, seg_start), min(end, seg_end)
+            if lo < hi:
+                local_lo, local_hi = (lo - seg_start) / STREAM_FPS, (hi - seg_start) / STREAM_FPS
+                steps.append(Observe(path, local_lo or None, None if hi == seg_end else local_hi))
+        return steps
+
+    total = offsets[-1]
     steps: list[Step] = []
-    position = 0.0
+    position = 0
     for i, t in enumerate(query_times):
-        steps += feed(position, t) + [Ask(i)]
-        position = t
+        if t >= total:
+            break
+        steps += feed(position, t + 1) + [Ask(i)]
+        position = t + 1
     if n_answers > len(query_times):
-        steps += feed(position, None) + [Ask(len(query_times))]
+        steps += feed(position, total) + [Ask(len(query_times))]
     return steps
 
 
-def probe_duration(path: Path) -> float:
-    """Seconds of video in `path` (container duration, else the video stream's)."""
+def count_frames(path: Path, fps: float = STREAM_FPS) -> int:
+    """How many frames a stream reads from `path` at `fps`: frame k (at k / fps s) exists if some video frame
+    is at or after it, so the count is floor(last frame time * fps) + 1 (for videos of at least `fps` frames
+    per second). Reads packet times only (no decode), from the last keyframe on where the length is known."""
     import av
 
-    with av.open(str(path)) as container:
-        if container.duration is not None:
-            return container.duration / 1_000_000  # av.time_base
-        stream = container.streams.video[0]
-        if stream.duration is None or stream.time_base is None:
-            raise EvalError(f"{path}: cannot tell the video duration")
-        return float(stream.duration * stream.time_base)
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            base = stream.start_time or 0
+            last = _last_pts(container, stream, seek_to=base + stream.duration if stream.duration else None)
+            if last is None:
+                raise EvalError(f"{path}: no video frames")
+            return int(math.floor(float((last - base) * stream.time_base) * fps + 1e-6)) + 1
+    except av.FFmpegError as err:
+        raise EvalError(f"{path}: cannot read the video ({err})") from None
+
+
+def _last_pts(container: Any, stream: Any, seek_to: int | None) -> int | None:
+    if seek_to is not None:
+        container.seek(seek_to, stream=stream, backward=True)
+        last = max((p.pts for p in container.demux(stream) if p.pts is not None), default=None)
+        if last is not None:
+            return last
+        container.seek(0, stream=stream, backward=True)
+    return max((p.pts for p in container.demux(stream) if p.pts is not None), default=None)
 
 
 def _parse(row: datafiles.Row, roots: list[Path], recall: bool) -> VSISuperRecord:
@@ -130,7 +151,7 @@ def _parse(row: datafiles.Row, roots: list[Path], recall: bool) -> VSISuperRecor
     else:
         options = ()
         if row.fields.get("query_times") is not None:
-            query_times = tuple(_number_list(row, "query_times"))
+            query_times = tuple(_frame_list(row, "query_times"))
             answers = tuple(str(a) for a in _number_list(row, "answers"))
         else:
             query_times = ()
@@ -154,6 +175,13 @@ def _number_list(row: datafiles.Row, key: str) -> list[float]:
         raise EvalError(f"{row.where}: field {key!r} must be a list of numbers") from None
 
 
+def _frame_list(row: datafiles.Row, key: str) -> list[int]:
+    values = _number_list(row, key)
+    if any(v != int(v) for v in values):
+        raise EvalError(f"{row.where}: field {key!r} must hold whole seconds (1 fps frame indices), got {values}")
+    return [int(v) for v in values]
+
+
 def _split_order(split: str) -> tuple[float, str]:
     match = re.match(r"(\d+)", split)
     return (float(match.group(1)) if match else float("inf"), split)
@@ -166,8 +194,8 @@ class _VSISuper:
     streaming = True
     default_max_new_tokens = 16
 
-    def __init__(self, duration_probe: Callable[[Path], float] = probe_duration) -> None:
-        self.duration_probe = duration_probe
+    def __init__(self, frame_counter: Callable[[Path], int] = count_frames) -> None:
+        self.frame_counter = frame_counter
 
     def load(self, data: Path, work_dir: Path) -> list[VSISuperRecord]:
         files = datafiles.record_files(data)
@@ -176,10 +204,8 @@ class _VSISuper:
         records = [_parse(row, roots, self.recall) for row in rows]
         datafiles.check_unique([r.id for r in records], rows)
         for record, row in zip(records, rows, strict=True):
-            try:  # validate the query plan now rather than hours into a run
-                plan_stream(
-                    list(record.segments), [0.0] * len(record.segments), list(record.query_times), len(record.answers)
-                )
+            try:  # validate the queries now rather than hours into a run
+                check_queries(list(record.query_times), len(record.answers))
             except EvalError as err:
                 raise EvalError(f"{row.where}: {err}") from None
         return records
@@ -192,57 +218,65 @@ class _VSISuper:
         return prompts.with_rooms_hint(text, rooms_hint)
 
     def score(self, prediction: str, answer: str) -> tuple[str, float]:
+        """Recall: VSI-Bench multiple choice; Count: float() of the whole (normalised) answer, MRA."""
         if self.recall:
             return metrics.score_multiple_choice(prediction, answer)
-        return metrics.score_numerical(prediction, float(answer))
+        return metrics.score_whole_number(prediction, float(answer))
 
     def run(
         self, model: StreamingQAModel, record: VSISuperRecord, *, max_new_tokens: int, rooms_hint: bool
     ) -> dict[str, Any]:
         prompt = self.prompt(record, rooms_hint)
-        durations = None
-        if len(record.segments) > 1 and record.query_times:
-            durations = [self.duration_probe(p) for p in record.segments]
-        steps = plan_stream(list(record.segments), durations, list(record.query_times), len(record.answers))
-        predictions: list[str] = []
+        counts = [self.frame_counter(p) for p in record.segments] if record.query_times else None
+        steps = plan_stream(list(record.segments), counts, list(record.query_times), len(record.answers))
+        predictions: list[str | None] = [None] * len(record.answers)  # None: the query never fired
         session = model.open_stream()
         try:
             for step in steps:
                 if isinstance(step, Observe):
                     session.observe_video(step.path, step.start_s, step.end_s)
                 else:
-                    predictions.append(session.ask(prompt, max_new_tokens=max_new_tokens))
+                    predictions[step.index] = session.ask(prompt, max_new_tokens=max_new_tokens)
         finally:
             session.close()
-        scored = [self.score(p, a) for p, a in zip(predictions, record.answers, strict=True)]
+        scored = [None if p is None else self.score(p, a) for p, a in zip(predictions, record.answers, strict=True)]
+        scores = [None if s is None else s[1] for s in scored]
+        asked = [x for x in scores if x is not None]
         return {
             "id": record.id,
             "split": record.split,
             "prompt": prompt,
             "query_times": list(record.query_times),
             "predictions": predictions,
-            "extracted": [e for e, _ in scored],
+            "extracted": [None if s is None else s[0] for s in scored],
             "answers": list(record.answers),
-            "scores": [s for _, s in scored],
-            "score": metrics.mean([s for _, s in scored]),
+            "scores": scores,
+            "score": metrics.mean(asked) if asked else None,
         }
 
     def summarize(self, results: list[dict[str, Any]]) -> Summary:
-        """Per duration split: mean over every asked question (streaming Count: over all query times,
-        as the benchmark's own aggregation flattens them). No single overall number is defined."""
+        """Per duration split: the flat mean over every question asked in it (streaming Count: over all fired
+        query times of all videos, not a mean of per-video means). No single overall number is defined."""
         by_split: dict[str, list[float]] = defaultdict(list)
+        unfired = 0
         for result in results:
-            by_split[result["split"]].extend(result["scores"])
+            by_split[result["split"]].extend(s for s in result["scores"] if s is not None)
+            unfired += sum(s is None for s in result["scores"])
         rows = [
             ScoreRow(s, self.metric, metrics.mean(v), len(v))
             for s, v in sorted(by_split.items(), key=lambda kv: _split_order(kv[0]))
+            if v
         ]
+        notes = []
+        if unfired:
+            notes.append(f"{unfired} query time(s) at or past the end of their video never fired (not scored)")
         return Summary(
             bench=self.name,
             rows=rows,
             overall=None,
             overall_rule="none: VSI-SUPER is reported per stream duration",
             n_samples=len(results),
+            notes=notes,
         )
 
 
