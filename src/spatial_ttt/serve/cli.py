@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
             max_upload_bytes=int(max_upload_mb * MB), max_import_bytes=int(max_import_mb * MB), idle_seconds=idle_seconds,
             fps=fps, chunk_frames=chunk_frames, size=hw, max_new_tokens=max_new_tokens,
         )
-        pipe = _load_pipeline(model, processor, device, dtype)
+        pipe = _load_pipeline(model, processor, device, dtype, None, {})
         console.print(f"serving {model} on http://{host}:{port}/ (sessions in {state_dir}; "
                       f"{'bearer token required' if token else 'no auth'})")
         uvicorn.run(create_app(pipe, settings), host=host, port=port, log_level="warning")
