@@ -6,10 +6,13 @@ Loading is always strict: a missing, unexpected or mis-shaped tensor raises :cla
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from safetensors import safe_open
 from torch import Tensor
 
@@ -29,9 +32,25 @@ def read_config(folder: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{folder}: no config.json (is this a model folder?)")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: expected a JSON object of settings, got {type(config).__name__}")
+    return config
+
+
+@contextmanager
+def config_values(folder: str | Path) -> Iterator[None]:
+    """Bad values in a readable config.json (wrong types, sizes that do not fit together) -> CheckpointError
+    naming the file, in one line."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError, StrictDataclassError) as err:
+        detail = " ".join(str(err).split())
+        raise CheckpointError(f"{Path(folder) / 'config.json'}: bad settings ({detail})") from err
 
 
 def checkpoint_kind(config: dict[str, Any]) -> str:
@@ -110,7 +129,8 @@ def load_reference_checkpoint(
     config = read_config(folder)
     if checkpoint_kind(config) != "reference":
         raise CheckpointError(f"{folder}: config.json has no 'qwen3vl_config'/'lact' (not a reference checkpoint)")
-    model = SpatialTTTForConditionalGeneration(SpatialTTTConfig.from_reference(config["qwen3vl_config"], config["lact"]))
+    with config_values(folder):
+        model = SpatialTTTForConditionalGeneration(SpatialTTTConfig.from_reference(config["qwen3vl_config"], config["lact"]))
     load_state_strict(model, read_tensors(folder))
     return model.to(device=device, dtype=dtype).eval()
 
@@ -125,7 +145,8 @@ def load_model(
         return load_reference_checkpoint(folder, dtype, device)
     if kind == "qwen3_vl":
         raise CheckpointError(f"{folder} is a plain Qwen3-VL checkpoint: convert it first (spatial-ttt convert)")
-    model = SpatialTTTForConditionalGeneration(SpatialTTTConfig.from_dict(config))
+    with config_values(folder):
+        model = SpatialTTTForConditionalGeneration(SpatialTTTConfig.from_dict(config))
     load_state_strict(model, read_tensors(folder))
     return model.to(device=device, dtype=dtype).eval()
 
@@ -133,6 +154,8 @@ def load_model(
 def save_model(model: SpatialTTTForConditionalGeneration, folder: str | Path, max_shard_size: str = "5GB") -> None:
     """Our format: HF ``save_pretrained`` (config.json with model_type spatial_ttt, safetensors shards)."""
     model.save_pretrained(str(folder), max_shard_size=max_shard_size)
+    for file in Path(folder).glob("*.safetensors"):
+        file.chmod(0o644)  # safetensors creates its files 0600; everything else in a model folder is 0644
 
 
 def ttt_key(key: str, ttt_layers: set[int]) -> str:
@@ -153,8 +176,9 @@ def convert_qwen3vl(
     if checkpoint_kind(config) != "qwen3_vl":
         raise CheckpointError(f"{folder}: model_type is {config.get('model_type')!r}, expected 'qwen3_vl'")
     qwen = {k: v for k, v in config.items() if k not in ("model_type", "architectures", "transformers_version")}
-    spatial_config = SpatialTTTConfig(**qwen, **ttt_settings)
-    model = SpatialTTTForConditionalGeneration(spatial_config)
+    with config_values(folder):
+        spatial_config = SpatialTTTConfig(**qwen, **ttt_settings)
+        model = SpatialTTTForConditionalGeneration(spatial_config)
     layers = set(spatial_config.ttt_layers)
     tensors = {ttt_key(k, layers): v for k, v in read_tensors(folder).items()}
     fresh = {k for k in model.state_dict() if is_ttt_parameter(k, layers)}

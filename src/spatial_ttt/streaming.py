@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -176,6 +177,7 @@ class StreamSession:
         self.stream = new_stream(model, batch_size)
         self.num_frames = 0
         self.started = False
+        self.last_time: float | None = None  # timestamp of the last frame observed: time only goes forward
 
     # -- input ----------------------------------------------------------------------------------------------
 
@@ -196,6 +198,7 @@ class StreamSession:
             raise StreamError(f"got frames for {len(per_stream)} streams, the session holds {self.batch_size}")
         if timestamps is None:
             raise StreamError("timestamps (seconds, one per frame) are required")
+        self._check_times(timestamps)
         pieces = [processor.encode_frames(torch.as_tensor(np.asarray(f)), list(timestamps)) for f in per_stream]
         if not self.started:
             self._start()
@@ -204,6 +207,7 @@ class StreamSession:
         grids = torch.cat([p.video_grid_thw for p in pieces])
         self.observe_tokens(ids, pixels, grids[:1] if self.batch_size == 1 else grids)
         self.num_frames += len(timestamps)
+        self.last_time = float(timestamps[-1])
 
     # -- questions ------------------------------------------------------------------------------------------
 
@@ -226,7 +230,7 @@ class StreamSession:
         suffix = processor.suffix(question).input_ids.repeat(self.batch_size, 1)
         sampling.setdefault("stop_token_ids", processor.stop_token_ids)
         tokens = self.ask_tokens(suffix, max_new_tokens, keep=keep, **sampling)
-        answers = [processor.decode(row.tolist()) for row in tokens]
+        answers = [processor.decode(row.tolist()).strip() for row in tokens]  # as the pipeline's answers
         return answers[0] if self.batch_size == 1 else answers
 
     # -- persistence ----------------------------------------------------------------------------------------
@@ -235,10 +239,11 @@ class StreamSession:
         """The whole session (memory, caches, pending segments) to one safetensors file, written atomically."""
         tensors, meta = _flatten(self.stream)
         meta.update(num_frames=self.num_frames, started=self.started, batch_size=self.batch_size,
-                    fingerprint=model_fingerprint(self.model))
+                    fingerprint=model_fingerprint(self.model), last_time=self.last_time)
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
         save_file(tensors, str(tmp), metadata={"spatial_ttt_stream": json.dumps(meta)})
+        tmp.chmod(0o644)  # like every other output (the writer creates it 0600)
         tmp.replace(path)
 
     @classmethod
@@ -258,6 +263,7 @@ class StreamSession:
         session = cls(model, processor, meta["batch_size"])
         session.stream = _unflatten(load_file(str(path)), meta)
         session.num_frames, session.started = meta["num_frames"], meta["started"]
+        session.last_time = meta.get("last_time")
         return session
 
     # -- accounting -----------------------------------------------------------------------------------------
@@ -284,6 +290,16 @@ class StreamSession:
         if self.processor is None:
             raise StreamError("this session has no processor: use observe_tokens / ask_tokens")
         return self.processor
+
+    def _check_times(self, timestamps: Sequence[float]) -> None:
+        times = [float(t) for t in timestamps]
+        if not all(math.isfinite(t) for t in times):
+            raise StreamError(f"timestamps must be finite seconds, got {times}")
+        previous = self.last_time
+        for t in times:
+            if previous is not None and t < previous:
+                raise StreamError(f"timestamps go backwards: {t:g} s after {previous:g} s (a stream only moves forward)")
+            previous = t
 
     def _start(self) -> None:
         prefix = self.processor.prefix().input_ids.repeat(self.batch_size, 1)
