@@ -218,3 +218,22 @@ def test_loading_a_processor_from_a_model_folder_prints_nothing(tiny_folder):
     code = f"from spatial_ttt.video import SpatialTTTProcessor; SpatialTTTProcessor.from_pretrained({str(tiny_folder)!r})"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=_env())
     assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
+def test_a_corrupt_video_in_an_eval_dataset_stops_with_one_line_and_keeps_the_answers(cli, tiny_folder, video,
+                                                                                         corrupt_video, tmp_path):
+    data = tmp_path / "VSI-Bench"
+    (data / "scannet").mkdir(parents=True)
+    shutil.copy(video, data / "scannet" / "good.mp4")
+    shutil.copy(corrupt_video, data / "scannet" / "bad.mp4")
+    records = [{"id": i, "dataset": "scannet", "scene_name": scene, "question_type": "object_counting",
+                "question": "How many chairs?", "options": None, "ground_truth": "2"}
+               for i, scene in enumerate(["good", "bad"])]
+    (data / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    out = tmp_path / "run"
+    result = cli("eval", "vsibench", "--data", data, "--model", tiny_folder, "--out", out, "--max-new-tokens", "1")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: ") and f"video {data / 'scannet' / 'bad.mp4'}" in result.stderr
+    assert f"answers so far are saved in {out}; fix the video and rerun to resume" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert len((out / "results.jsonl").read_text().splitlines()) == 1  # the good video's answer is kept
