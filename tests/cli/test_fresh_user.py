@@ -237,3 +237,34 @@ def test_a_corrupt_video_in_an_eval_dataset_stops_with_one_line_and_keeps_the_an
     assert f"answers so far are saved in {out}; fix the video and rerun to resume" in result.stderr
     assert len(result.stderr.splitlines()) == 1
     assert len((out / "results.jsonl").read_text().splitlines()) == 1  # the good video's answer is kept
+
+
+def test_ctrl_c_in_eval_says_how_to_resume(video, tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from spatial_ttt.eval.cli import register
+
+    class Interrupted:
+        def answer(self, video, prompt, *, max_new_tokens):
+            raise KeyboardInterrupt
+
+    app = typer.Typer()
+    register(app, lambda path: Interrupted())
+
+    @app.callback()
+    def root() -> None:
+        pass
+
+    data = tmp_path / "VSI-Bench"
+    (data / "scannet").mkdir(parents=True)
+    shutil.copy(video, data / "scannet" / "s.mp4")
+    (data / "test.jsonl").write_text(json.dumps({
+        "id": 1, "dataset": "scannet", "scene_name": "s", "question_type": "object_counting",
+        "question": "How many chairs?", "options": None, "ground_truth": "2"}) + "\n")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["eval", "vsibench", "--data", str(data), "--model", "m", "--out", str(out)],
+                                env={"COLUMNS": "300"})
+    assert result.exit_code == 130, result.output
+    assert (f"interrupted: the answers so far are saved in {out}; run the same command again to resume"
+            in " ".join(result.stderr.split()))

@@ -55,6 +55,7 @@ def register(app: typer.Typer, load_model: Callable[[str], Any]) -> None:
             # and the same command resumes after the file is fixed or replaced (never a silent zero score).
             fail(console, f"{err} (answers so far are saved in {out}; fix the video and rerun to resume)")
         except KeyboardInterrupt:
-            console.print(f"interrupted: the answers so far are saved in {out}; run the same command again to resume")
+            console.print(f"interrupted: the answers so far are saved in {escape(str(out))}; run the same command "
+                          "again to resume")
             raise typer.Exit(code=130) from None
         Console().print(Markdown(summary.to_markdown()))
