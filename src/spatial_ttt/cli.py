@@ -387,6 +387,7 @@ def stream(
 
     The video is read lazily (memory stays bounded) at --fps; each answer comes from a snapshot of the memory,
     so asking does not change what the stream remembers. Answers go to stdout, one line per question."""
+    from .pipeline import PromptTooLongError
     from .video import VideoError
 
     if not (0 < fps < math.inf):
@@ -433,7 +434,10 @@ def stream(
                 fed = t
                 progress.update(task, completed=min(t, duration))
             ask_start = time.perf_counter()
-            text = session.ask(prompt, max_new_tokens=max_new_tokens)
+            try:
+                text = session.ask(prompt, max_new_tokens=max_new_tokens)
+            except PromptTooLongError as err:
+                fail(str(err))
             console.print(f"[{t:.1f} s] {session.num_frames} frames in memory; answered in "
                           f"{time.perf_counter() - ask_start:.2f}s: {escape(_one_line(question))}")
             typer.echo(f"{t:g}\t{_one_line(text)}")  # plain: rich would expand the tab

@@ -432,7 +432,16 @@ class VideoStream:
                 on_chunk(times[-1])
 
     def ask(self, prompt: str, *, max_new_tokens: int = 16, **sampling: Any) -> str:
-        """Answer `prompt` (used as given) from a snapshot of the memory; the stream is left unchanged."""
+        """Answer `prompt` (used as given) from a snapshot of the memory; the stream is left unchanged.
+        Raises PromptTooLongError when the stream so far + question + new tokens exceed max_position_embeddings."""
+        limit = self.pipeline.model.config.text_config.max_position_embeddings
+        used = self.session.stream.model.next_position  # rope positions taken by what was fed so far
+        question = int(self.pipeline.processor.suffix(prompt).input_ids.shape[1])
+        if used + question + max_new_tokens > limit:
+            raise PromptTooLongError(
+                f"the stream so far takes {used} positions, the question {question} and the answer up to "
+                f"{max_new_tokens}: more than the model's max_position_embeddings {limit}"
+            )
         sampling.setdefault("do_sample", False)
         sampling.setdefault("stop_token_ids", self.pipeline.stop_token_ids)
         text = self.session.ask(prompt, max_new_tokens=max_new_tokens, keep=False, **sampling)

@@ -268,3 +268,12 @@ def test_ctrl_c_in_eval_says_how_to_resume(video, tmp_path):
     assert result.exit_code == 130, result.output
     assert (f"interrupted: the answers so far are saved in {out}; run the same command again to resume"
             in " ".join(result.stderr.split()))
+
+
+def test_a_stream_question_longer_than_the_model_is_flagged(cli, tiny_folder, video, tmp_path):
+    question = tmp_path / "long.txt"
+    question.write_text("How many chairs are there " * 1200)
+    result = cli("stream", tiny_folder, video, "--at", "1", f"@{question}", "--size", SMALL)
+    assert result.exit_code == 2, result.output
+    assert "more than the model's max_position_embeddings 4096" in result.stderr
+    assert result.stderr.startswith("error: the stream so far takes ")
