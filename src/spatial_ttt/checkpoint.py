@@ -6,11 +6,13 @@ The loaded model carries ``model.ttt_settings``: every TTT setting in effect and
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from safetensors import safe_open
 from torch import Tensor
 
@@ -42,6 +44,19 @@ __all__ = [
     "save_model",
     "settings_in_effect",
 ]
+
+
+@contextmanager
+def config_values(folder: str | Path) -> Iterator[None]:
+    """Bad values in a readable config.json (wrong types, sizes that do not fit together) -> CheckpointError
+    naming the file, in one line."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError, StrictDataclassError) as err:
+        detail = " ".join(str(err).split())
+        raise CheckpointError(f"{Path(folder) / 'config.json'}: bad settings ({detail})") from err
 
 
 def read_tensors(location: str | Path) -> dict[str, Tensor]:
@@ -90,11 +105,9 @@ def load_state_strict(
 
 
 def _build(qwen: Mapping[str, Any], settings: Mapping[str, Setting], where: str) -> SpatialTTTForConditionalGeneration:
-    try:
+    with config_values(where):
         config = SpatialTTTConfig(**qwen, **{name: s.value for name, s in settings.items()})
-    except (ValueError, TypeError) as err:
-        raise CheckpointError(f"{where}: {err}") from err
-    model = SpatialTTTForConditionalGeneration(config)
+        model = SpatialTTTForConditionalGeneration(config)
     model.ttt_settings = dict(settings)
     return model
 
@@ -185,6 +198,8 @@ def settings_in_effect(model: SpatialTTTForConditionalGeneration) -> dict[str, S
 def save_model(model: SpatialTTTForConditionalGeneration, folder: str | Path, max_shard_size: str = "5GB") -> None:
     """Our format: HF ``save_pretrained`` (config.json with model_type spatial_ttt, safetensors shards)."""
     model.save_pretrained(str(folder), max_shard_size=max_shard_size)
+    for file in Path(folder).glob("*.safetensors"):
+        file.chmod(0o644)  # safetensors creates its files 0600; everything else in a model folder is 0644
 
 
 def ttt_key(key: str, ttt_layers: set[int]) -> str:
@@ -213,8 +228,9 @@ def convert_qwen3vl(
     unknown = sorted(set(ttt_settings) - set(TTT_SETTINGS))
     if unknown:
         raise CheckpointError(f"unknown TTT setting(s) {', '.join(unknown)} (known: {', '.join(TTT_SETTINGS)})")
-    spatial_config = SpatialTTTConfig(**qwen_fields(config), **ttt_settings)
-    model = SpatialTTTForConditionalGeneration(spatial_config)
+    with config_values(folder):
+        spatial_config = SpatialTTTConfig(**qwen_fields(config), **ttt_settings)
+        model = SpatialTTTForConditionalGeneration(spatial_config)
     layers = set(spatial_config.ttt_layers)
     tensors = {ttt_key(k, layers): v for k, v in read_tensors(folder).items()}
     fresh = {k for k in model.state_dict() if is_ttt_parameter(k, layers)}

@@ -13,8 +13,11 @@ naming the file and exit with code 2.
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
 import shutil
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,8 +30,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .checkpoint import CheckpointError, convert_qwen3vl, load_model, read_config, save_model
 
+# torch, transformers and the model are imported inside the commands: `--help` and argument errors stay fast.
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=False,
@@ -47,8 +50,14 @@ PROCESSOR_FILES = (
 
 
 def fail(message: str) -> NoReturn:
-    console.print(f"[bold red]error:[/] {escape(message)}")
+    """One `error:` line on stderr (messages from libraries may span lines: joined), exit code 2."""
+    line = re.sub(r"\s*\n\s*", " ", message.strip())
+    console.print(f"[bold red]error:[/] {escape(line)}")
     raise typer.Exit(code=2)
+
+
+def note(message: str) -> None:
+    console.print(f"[yellow]note:[/] {escape(message)}")
 
 
 @app.callback(invoke_without_command=True)
@@ -122,7 +131,7 @@ def info(
 ) -> None:
     """Show what a checkpoint holds: layout, architecture, every TTT setting in effect with its source, and
     parameter counts."""
-    from .checkpoint import settings_in_effect
+    from .checkpoint import CheckpointError, load_model, read_config, settings_in_effect
     from .layouts import folder_layout
     from .train.optim import parameter_kind
 
@@ -189,6 +198,8 @@ def convert(
 
     Processor files found beside the source (tokenizer, chat template, preprocessor configs) are copied, so the
     output is a complete model folder for `ask` and `stream`."""
+    from .checkpoint import CheckpointError, convert_qwen3vl, save_model
+
     if not source.is_dir():
         fail(f"model folder not found: {source}")
     try:
@@ -197,7 +208,7 @@ def convert(
         fail(f"--settings is not valid JSON: {err}")
     if not isinstance(overrides, dict):
         fail("--settings must be a JSON object, e.g. '{\"lact_chunk_size\": 2648}'")
-    from .pipeline import quiet_transformers
+    from .quiet import quiet_transformers
 
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         fail(f"{output} exists and is not empty")
@@ -237,6 +248,9 @@ _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf1
 
 @contextmanager
 def _spinner(label: str) -> Iterator[None]:
+    if not console.is_terminal:  # a log file gets no spinner frames and no blank line where it stood
+        yield
+        return
     label = escape(label)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
                   transient=True) as progress:
@@ -254,10 +268,27 @@ def _size(text: str) -> tuple[int, int]:
     return h, w
 
 
+def _question_text(question: str) -> str:
+    """The question as given, or read from stdin (`-`) or a file (`@FILE`): long questions exceed the shell's
+    argument limit."""
+    if question == "-":
+        return sys.stdin.read()
+    if question.startswith("@") and len(question) > 1:
+        path = Path(question[1:])
+        if not path.is_file():
+            fail(f"question file not found: {path} (a question starting with @ names a file)")
+        try:
+            return path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            fail(f"cannot read the question from {path}: {err}")
+    return question
+
+
 def _prompt(question: str, options: list[str] | None, raw: bool) -> str:
     from .pipeline import build_prompt
 
-    if not question.strip():
+    question = _question_text(question).strip()
+    if not question:
         fail("the question is empty")
     for option in options or []:
         if not _OPTION.match(option):
@@ -275,6 +306,7 @@ def _load_pipeline(
     """The pipeline on MODEL (over ``base``, with the TTT overrides ``ttt``); says the TTT settings in effect."""
     import torch
 
+    from .checkpoint import CheckpointError
     from .pipeline import ModelFolderError, SpatialTTTPipeline
 
     if dtype.lower() not in _DTYPES:
@@ -299,7 +331,7 @@ def _load_pipeline(
                 model, processor=processor, dtype=getattr(torch, _DTYPES[dtype.lower()]), device=device, base=base,
                 ttt=ttt, **settings
             )
-    except (CheckpointError, ModelFolderError, FileNotFoundError) as err:
+    except (CheckpointError, ModelFolderError, FileNotFoundError, ValueError) as err:
         fail(str(err))
     except (RuntimeError, AssertionError) as err:  # e.g. an unavailable device
         fail(f"cannot load {model} on {device}: {err}")
@@ -332,7 +364,7 @@ def _check_video(video: Path) -> None:
 def ask(
     model: Path = ModelArg,
     video: Path = VideoArg,
-    question: str = typer.Argument(..., help="The question about the video."),
+    question: str = typer.Argument(..., help="The question about the video; - reads it from stdin, @FILE from FILE."),
     options: Optional[list[str]] = OptionsOpt,
     raw: bool = RawOpt,
     fps: Optional[float] = typer.Option(None, "--fps", help="Frames per second to sample (default 16, the evaluation's)."),
@@ -356,13 +388,15 @@ def ask(
     Without --raw the prompt is the evaluation's: "These are frames of a video.", the question, then either the
     short-answer instruction or, with --options, the options and "Answer with the option's letter ...".
     """
-    from .pipeline import EVAL_FPS
+    from .pipeline import EVAL_FPS, PromptTooLongError
     from .video import VideoError
 
-    if fps is not None and fps <= 0:
-        fail(f"--fps must be positive, got {fps}")
+    if fps is not None and not (0 < fps < math.inf):
+        fail(f"--fps must be positive (and finite), got {fps}")
     if fps is not None and num_frames is not None:
         fail("give --fps or --num-frames, not both")
+    if num_frames is not None and num_frames > max_frames:
+        fail(f"--num-frames {num_frames} is more than --max-frames {max_frames}: raise --max-frames to sample more")
     prompt = _prompt(question, options, raw)
     hw = _size(size)
     _check_video(video)
@@ -377,13 +411,19 @@ def ask(
         timings["read video"] = time.perf_counter() - start
     except VideoError as err:
         fail(str(err))
+    if num_frames is not None and clip.num_frames < round(num_frames / 2) * 2:  # the sampler rounds to even
+        total = clip.frame_indices[-1] + 1 if clip.frame_indices else clip.num_frames
+        note(f"--num-frames {num_frames}: {video} has only {total} frames; sampled {clip.num_frames}")
     start = time.perf_counter()
     inputs = pipe.inputs(clip, prompt)
     timings["preprocess"] = time.perf_counter() - start
     prompt_tokens = int(inputs["input_ids"].shape[1])
     start = time.perf_counter()
-    with _spinner(f"prefill {prompt_tokens} tokens + generate up to {max_new_tokens}"):
-        tokens = pipe.generate(inputs, max_new_tokens=max_new_tokens)
+    try:
+        with _spinner(f"prefill {prompt_tokens} tokens + generate up to {max_new_tokens}"):
+            tokens = pipe.generate(inputs, max_new_tokens=max_new_tokens)
+    except PromptTooLongError as err:
+        fail(str(err))
     timings["generate"] = time.perf_counter() - start
     text = pipe.decode(tokens)
     if as_json:
@@ -400,15 +440,17 @@ def ask(
     typer.echo(text)
 
 
+_TIME_PART = re.compile(r"\d+(\.\d*)?|\.\d+")
+
+
 def _seconds(text: str) -> float:
-    """'12.5', '1:30' or '1:02:03' as seconds."""
+    """'12.5', '1:30' or '1:02:03' as seconds; minutes and seconds after a colon are below 60."""
     parts = text.strip().split(":")
-    try:
-        values = [float(p) for p in parts]
-    except ValueError:
-        fail(f"--at {text!r}: the time must be seconds (12.5) or [h:]mm:ss (1:30)")
-    if len(values) > 3 or any(v < 0 for v in values):
-        fail(f"--at {text!r}: the time must be seconds (12.5) or [h:]mm:ss (1:30), not negative")
+    if len(parts) > 3 or not all(_TIME_PART.fullmatch(p) for p in parts):
+        fail(f"--at {text!r}: the time must be seconds (12.5) or [h:]mm:ss (1:30), not negative, nan or inf")
+    values = [float(p) for p in parts]
+    if any(v >= 60 for v in values[1:]):
+        fail(f"--at {text!r}: minutes and seconds after a colon must be below 60")
     seconds = 0.0
     for v in values:
         seconds = seconds * 60 + v
@@ -418,13 +460,15 @@ def _seconds(text: str) -> float:
 @app.command()
 def stream(
     model: Path = ModelArg,
-    video: Path = typer.Argument(..., help="A video file, fed in order from the start."),
+    video: Path = typer.Argument(..., help="A video file or a folder of images (1 per second), fed in order from the start."),
     questions: Optional[list[str]] = typer.Argument(
         None, metavar="[--at TIME QUESTION]...", help="The question after each --at TIME.", show_default=False
     ),
     at: Optional[list[str]] = typer.Option(
         None, "--at", metavar="TIME",
-        help='--at TIME "QUESTION": ask QUESTION after feeding the video up to TIME (seconds or [h:]mm:ss). Repeat.',
+        help='--at TIME "QUESTION": ask QUESTION after feeding the video up to TIME (seconds or \\[h:]mm:ss). '
+        "Repeat. A QUESTION - is read from stdin, @FILE from FILE. Answers print as TIME<tab>answer, with "
+        "newlines, tabs and backslashes in the answer escaped as \\n, \\t and \\\\.",
     ),
     options: Optional[list[str]] = OptionsOpt,
     raw: bool = RawOpt,
@@ -441,16 +485,17 @@ def stream(
     chunk_size: Optional[int] = ChunkOpt,
     window: Optional[int] = WindowOpt,
     ttt: Optional[list[str]] = TTTOpt,
-    save: Optional[Path] = typer.Option(None, "--save", help="Save the stream's memory here at the end."),
+    save: Optional[Path] = typer.Option(None, "--save", help="Save the stream's memory here at the end (checked first)."),
 ) -> None:
     """Feed a long video into the model's test-time-training memory and ask questions at given times.
 
     The video is read lazily (memory stays bounded) at --fps; each answer comes from a snapshot of the memory,
     so asking does not change what the stream remembers. Answers go to stdout, one line per question."""
+    from .pipeline import PromptTooLongError
     from .video import VideoError
 
-    if fps <= 0:
-        fail(f"--fps must be positive, got {fps}")
+    if not (0 < fps < math.inf):
+        fail(f"--fps must be positive (and finite), got {fps}")
     if chunk_frames % 2:
         fail(f"--chunk-frames must be even (frames go in pairs), got {chunk_frames}")
     at, questions = at or [], questions or []
@@ -459,11 +504,13 @@ def stream(
     if len(at) != len(questions):
         fail(f'each --at TIME needs one QUESTION right after it: got {len(at)} times and {len(questions)} '
              f'questions ({questions})')
+    if questions.count("-") > 1:
+        fail("only one question can be read from stdin (-)")
     queries = sorted(((_seconds(t), _prompt(q, options, raw), q) for t, q in zip(at, questions)), key=lambda x: x[0])
     hw = _size(size)
     _check_video(video)
-    if video.is_dir():
-        fail(f"{video} is a folder; stream needs a video file")
+    if save is not None:
+        _check_writable(save)
     try:
         from .pipeline import video_duration
 
@@ -481,7 +528,7 @@ def stream(
     fed = 0.0
     start = time.perf_counter()
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.1f}/{task.total:.1f} s"),
-                  TimeElapsedColumn(), console=console, transient=True) as progress:
+                  TimeElapsedColumn(), console=console, transient=True, disable=not console.is_terminal) as progress:
         task = progress.add_task(f"streaming {escape(video.name)}", total=min(queries[-1][0], duration))
         for t, prompt, question in queries:
             if t > fed and fed < duration:
@@ -492,16 +539,38 @@ def stream(
                 fed = t
                 progress.update(task, completed=min(t, duration))
             ask_start = time.perf_counter()
-            text = session.ask(prompt, max_new_tokens=max_new_tokens)
+            try:
+                text = session.ask(prompt, max_new_tokens=max_new_tokens)
+            except PromptTooLongError as err:
+                fail(str(err))
             console.print(f"[{t:.1f} s] {session.num_frames} frames in memory; answered in "
-                          f"{time.perf_counter() - ask_start:.2f}s: {escape(question)}")
-            typer.echo(f"{t:g}\t{text}")  # plain: rich would expand the tab
+                          f"{time.perf_counter() - ask_start:.2f}s: {escape(_one_line(question))}")
+            typer.echo(f"{t:g}\t{_one_line(text)}")  # plain: rich would expand the tab
     if save is not None:
-        session.session.save(save)
+        try:
+            session.session.save(save)
+        except OSError as err:
+            fail(f"cannot save the stream memory to {save}: {err}")
         console.print(f"saved the stream memory to {escape(str(save))}")
     console.print(f"streamed {min(fed, duration):.1f} s ({session.num_frames} frames) and answered {len(queries)} "
                   f"questions in {time.perf_counter() - start:.2f}s")
     session.close()
+
+
+def _one_line(text: str) -> str:
+    """An answer on one TIME<tab>answer line: backslash, newline, carriage return and tab escaped."""
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+
+
+def _check_writable(path: Path) -> None:
+    """Fail now, not after the work, when `path` cannot be written."""
+    if path.is_dir():
+        fail(f"--save {path} is a folder; give a file name, e.g. {path / 'stream.safetensors'}")
+    folder = path.parent
+    if not folder.is_dir():
+        fail(f"--save {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        fail(f"--save {path}: folder {folder} is not writable")
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -510,6 +579,7 @@ def stream(
 
 def _eval_loader(path: str, device: str = "cpu"):
     """The model the `eval` command evaluates: a pipeline on a model folder (evaluation video settings)."""
+    from .checkpoint import CheckpointError
     from .eval.errors import EvalError
     from .pipeline import SpatialTTTPipeline
 

@@ -7,6 +7,8 @@ decides what to feed it. The fast weights keep learning while decoding, by the r
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 

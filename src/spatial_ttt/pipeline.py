@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from contextlib import contextmanager
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +27,9 @@ import torch
 from .checkpoint import CheckpointError, load_model, save_model
 from .eval.prompts import PRE_PROMPT, multiple_choice_prompt, numerical_prompt
 from .models.modeling import SpatialTTTForConditionalGeneration
+from .quiet import quiet_transformers
 from .video import DEFAULT_SIZE, SpatialTTTProcessor, VideoClip, VideoError, read_video
-from .video.frames import load_image, resize_frames
+from .video.frames import list_images, load_image, resize_frames
 
 if TYPE_CHECKING:
     from .streaming import StreamSession
@@ -40,25 +40,14 @@ EVAL_FPS = 16.0
 EVAL_MAX_FRAMES = 128
 # Streams are sampled at 1 frame per second, as the authors' VSI-SUPER streaming wrapper does.
 STREAM_FPS = 1.0
+IMAGE_FOLDER_RATE = 1.0  # an image folder is a video shot at 1 frame per second (as read_video reads it)
 DEFAULT_CHUNK_FRAMES = 16
 
 VideoInput = str | Path | VideoClip | Sequence[str | Path]
 
 
-@contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """Silence transformers' warnings and progress bars (restored afterwards)."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
+class PromptTooLongError(ValueError):
+    """A prompt (video + text) longer than the model's position range (max_position_embeddings)."""
 
 
 class ModelFolderError(CheckpointError):
@@ -118,20 +107,43 @@ def iter_video_frames(
     end_s: float | None = None,
     size: tuple[int, int] | None = DEFAULT_SIZE,
 ) -> Iterator[tuple[torch.Tensor, float]]:
-    """Frames of [start_s, end_s) of a video file, sampled at `fps` (the first frame at or after each k / fps
-    seconds, so consecutive segments sample like the whole file; every frame when the video is slower), resized to `size`, as (uint8 [H, W, 3], seconds) pairs. Decodes lazily: memory holds
-    one frame. Seeks to start_s. Errors raise VideoError naming the file."""
+    """Frames of [start_s, end_s) of a video file or an image folder (1 image per second), sampled at `fps` (the
+    first frame at or after each k / fps seconds, so consecutive segments sample like the whole file; every frame
+    when the video is slower), resized to `size`, as (uint8 [H, W, 3], seconds) pairs. Decodes lazily: memory
+    holds one frame. Errors raise VideoError naming the file."""
+    path = Path(path)
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    if not path.exists():
+        raise VideoError(f"video file not found: {path}")
+    start = max(0.0, start_s or 0.0)
+    next_t = math.ceil(start * fps - 1e-6) / fps  # sample on the file's grid k / fps, whatever the segment start
+    timed = _timed_images(path) if path.is_dir() else _timed_video_frames(path, start)
+    for frame, t in timed:
+        if t < start - 1e-6:
+            continue
+        if end_s is not None and t >= end_s - 1e-6:
+            break
+        if t + 1e-6 < next_t:
+            continue
+        while next_t <= t + 1e-6:
+            next_t += 1.0 / fps
+        rgb = frame()
+        yield (resize_frames(rgb[None], size)[0] if size else rgb), t
+
+
+def _timed_images(folder: Path) -> Iterator[tuple[Callable[[], torch.Tensor], float]]:
+    """(loader, seconds) of an image folder's images in natural order, read as 1 frame per second."""
+    for index, image in enumerate(list_images(folder)):
+        yield (lambda image=image: load_image(image)), index / IMAGE_FOLDER_RATE
+
+
+def _timed_video_frames(path: Path, start: float) -> Iterator[tuple[Callable[[], torch.Tensor], float]]:
+    """(loader, seconds) of a video file's frames from about `start` on (seeks there)."""
     import av
 
     from .video.decode import _open, upright_rgb
 
-    path = Path(path)
-    if not path.is_file():
-        raise VideoError(f"video file not found: {path}")
-    if fps <= 0:
-        raise ValueError(f"fps must be positive, got {fps}")
-    start = max(0.0, start_s or 0.0)
-    next_t = math.ceil(start * fps - 1e-6) / fps  # sample on the file's grid k / fps, whatever the segment start
     with _open(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -147,25 +159,18 @@ def iter_video_frames(
                     t = index / rate
                 else:
                     raise VideoError(f"cannot time the frames of {path}")
-                if t < start - 1e-6:
-                    continue
-                if end_s is not None and t >= end_s - 1e-6:
-                    break
-                if t + 1e-6 < next_t:
-                    continue
-                while next_t <= t + 1e-6:
-                    next_t += 1.0 / fps
-                rgb = upright_rgb(frame, str(path))
-                yield (resize_frames(rgb[None], size)[0] if size else rgb), t
+                yield (lambda frame=frame: upright_rgb(frame, str(path))), t
         except av.FFmpegError as err:
             raise VideoError(f"corrupt video {path}: {err}") from err
 
 
 def video_duration(path: str | Path) -> float:
-    """Seconds of a video file (frame count / frame rate, as read_video counts them)."""
+    """Seconds of a video file (frame count / frame rate, as read_video counts them) or an image folder."""
     from .video.decode import probe
 
     path = Path(path)
+    if path.is_dir():
+        return len(list_images(path)) / IMAGE_FOLDER_RATE
     if not path.is_file():
         raise VideoError(f"video file not found: {path}")
     total, rate = probe(path)
@@ -286,8 +291,7 @@ class SpatialTTTPipeline:
         model = load_model(folder, base=base, dtype=dtype, device=device, **(ttt or {}))
         proc_dir = Path(processor) if processor is not None else Path(base) if base is not None else folder
         try:
-            with quiet_transformers():  # it warns about the checkpoint's config.json beside the processor files
-                proc = SpatialTTTProcessor.from_pretrained(proc_dir)
+            proc = SpatialTTTProcessor.from_pretrained(proc_dir)
         except FileNotFoundError as err:
             hint = "" if processor is not None else " (put the processor files beside the checkpoint or pass a processor folder)"
             raise ModelFolderError(f"{err}{hint}") from None
@@ -317,8 +321,15 @@ class SpatialTTTPipeline:
         return {k: v.to(self.device) for k, v in self.processor(clip, prompt).items()}
 
     def generate(self, inputs: dict[str, torch.Tensor], *, max_new_tokens: int = 16, **sampling: Any) -> list[int]:
-        """New token ids (stop token excluded) for prepared inputs; greedy unless do_sample=True is given."""
+        """New token ids (stop token excluded) for prepared inputs; greedy unless do_sample=True is given.
+        Raises PromptTooLongError when prompt + new tokens exceed the model's max_position_embeddings."""
         prompt = inputs["input_ids"].shape[1]
+        limit = self.model.config.text_config.max_position_embeddings
+        if prompt + max_new_tokens > limit:
+            raise PromptTooLongError(
+                f"the prompt is {prompt} tokens (video and text) + up to {max_new_tokens} new ones, more than the "
+                f"model's max_position_embeddings {limit}: use a shorter question or fewer frames"
+            )
         out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, stop_token_ids=self.stop_token_ids, **sampling)
         return self._until_stop(out[0, prompt:].tolist())
 
@@ -423,7 +434,16 @@ class VideoStream:
                 on_chunk(times[-1])
 
     def ask(self, prompt: str, *, max_new_tokens: int = 16, **sampling: Any) -> str:
-        """Answer `prompt` (used as given) from a snapshot of the memory; the stream is left unchanged."""
+        """Answer `prompt` (used as given) from a snapshot of the memory; the stream is left unchanged.
+        Raises PromptTooLongError when the stream so far + question + new tokens exceed max_position_embeddings."""
+        limit = self.pipeline.model.config.text_config.max_position_embeddings
+        used = self.session.stream.model.next_position  # rope positions taken by what was fed so far
+        question = int(self.pipeline.processor.suffix(prompt).input_ids.shape[1])
+        if used + question + max_new_tokens > limit:
+            raise PromptTooLongError(
+                f"the stream so far takes {used} positions, the question {question} and the answer up to "
+                f"{max_new_tokens}: more than the model's max_position_embeddings {limit}"
+            )
         sampling.setdefault("do_sample", False)
         sampling.setdefault("stop_token_ids", self.pipeline.stop_token_ids)
         text = self.session.ask(prompt, max_new_tokens=max_new_tokens, keep=False, **sampling)

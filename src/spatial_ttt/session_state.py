@@ -128,6 +128,7 @@ def save_stream(path: str | Path, stream: StreamState, info: dict[str, Any], ext
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(meta)})
+    tmp.chmod(0o644)  # like every other output (the writer creates it 0600)
     tmp.replace(path)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -204,6 +205,7 @@ class StreamSession:
         self.num_frames = 0  # frames observed (a pending odd frame included)
         self.pending: PendingFrame | None = None
         self.started = False
+        self.last_time: float | None = None  # timestamp of the last frame observed: time only goes forward
 
     @property
     def stream(self) -> StreamState:
@@ -233,10 +235,12 @@ class StreamSession:
             raise StreamError(f"got frames for {len(per_stream)} streams, the session holds {self.batch_size}")
         if timestamps is None:
             raise StreamError("timestamps (seconds, one per frame) are required")
+        self._check_times(timestamps)
         times = [float(t) for t in timestamps]
         if any(len(f) != len(times) for f in per_stream):
             raise StreamError(f"{[len(f) for f in per_stream]} frames but {len(times)} timestamps")
         self.num_frames += len(times)
+        self.last_time = times[-1]
         if self.pending is not None:
             per_stream = [np.concatenate([p, f]) for p, f in zip(self.pending.frames, per_stream)]
             times = [self.pending.timestamp, *times]
@@ -265,7 +269,7 @@ class StreamSession:
         if self.pending is not None:  # the question sees the odd frame padded; the memory does not (unless kept)
             video = self._encode([np.concatenate([f, f]) for f in self.pending.frames], [self.pending.timestamp] * 2)
         tokens = self._ask(suffix, video, max_new_tokens, keep, processor.turn_end().input_ids[0].tolist(), sampling)
-        answers = [processor.decode(row.tolist()) for row in tokens]
+        answers = [processor.decode(row.tolist()).strip() for row in tokens]  # as the pipeline's answers
         return answers[0] if self.batch_size == 1 else answers
 
     def _ask(self, suffix_ids: Tensor, video: tuple | None, max_new_tokens: int, keep: bool,
@@ -313,7 +317,7 @@ class StreamSession:
             extra["pending_frames"] = torch.from_numpy(np.stack(self.pending.frames))
         info = dict(num_frames=self.num_frames, started=self.started, batch_size=self.batch_size,
                     pending_timestamp=None if self.pending is None else self.pending.timestamp,
-                    fingerprint=model_fingerprint(self.model))
+                    fingerprint=model_fingerprint(self.model), last_time=self.last_time)
         save_stream(path, self.stream, info, extra)
 
     @classmethod
@@ -327,6 +331,7 @@ class StreamSession:
         session.num_frames, session.started = meta["num_frames"], meta["started"]
         if "pending_frames" in extra:
             session.pending = PendingFrame(list(extra["pending_frames"].numpy()), meta["pending_timestamp"])
+        session.last_time = meta.get("last_time")
         return session
 
     # -- accounting -----------------------------------------------------------------------------------------
@@ -354,6 +359,16 @@ class StreamSession:
         if self.processor is None:
             raise StreamError("this session has no processor: use observe_tokens / ask_tokens")
         return self.processor
+
+    def _check_times(self, timestamps: Sequence[float]) -> None:
+        times = [float(t) for t in timestamps]
+        if not all(math.isfinite(t) for t in times):
+            raise StreamError(f"timestamps must be finite seconds, got {times}")
+        previous = self.last_time
+        for t in times:
+            if previous is not None and t < previous:
+                raise StreamError(f"timestamps go backwards: {t:g} s after {previous:g} s (a stream only moves forward)")
+            previous = t
 
     def _start(self) -> None:
         """The chat's start (system turn, user turn opening) before the first frames or question."""

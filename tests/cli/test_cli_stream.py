@@ -61,9 +61,10 @@ def test_bad_stream_options(cli, tiny_folder, video, args, message):
     assert message in _error(cli("stream", tiny_folder, video, *args))
 
 
-def test_stream_needs_a_readable_video_file(cli, tiny_folder, corrupt_video, tmp_path):
+def test_stream_needs_a_readable_video(cli, tiny_folder, corrupt_video, tmp_path):
     assert str(corrupt_video) in _error(cli("stream", tiny_folder, corrupt_video, "--at", "1", "How many?"))
-    assert "stream needs a video file" in _error(cli("stream", tiny_folder, tmp_path, "--at", "1", "How many?"))
+    assert f"no image files (.bmp, .jpeg, .jpg, .png, .tif, .tiff, .webp) in folder: {tmp_path}" in _error(
+        cli("stream", tiny_folder, tmp_path, "--at", "1", "How many?"))
     missing = tmp_path / "gone.mp4"
     assert f"video not found: {missing}" in _error(cli("stream", tiny_folder, missing, "--at", "1", "How many?"))
 

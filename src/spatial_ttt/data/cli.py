@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
         from .dataset import generate_synthetic_dataset
 
         summary = generate_synthetic_dataset(out, scenes, frames, seed, rooms, width, height, fps, qa_per_type,
-                                             shard_size, progress=True)
+                                             shard_size, progress=console.is_terminal)  # no bar in logs
         typer.echo(f"{summary['scenes']} scenes ({summary['built']} built, {summary['reused']} reused), "
                    f"{summary['records']} records in {len(summary['shards'])} shard(s) under {out / 'sft'}")
 

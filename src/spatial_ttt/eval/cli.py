@@ -4,16 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markdown import Markdown
+from rich.markup import escape
 
 from spatial_ttt.eval.datafiles import record_files
 from spatial_ttt.eval.errors import EvalError
 from spatial_ttt.eval.parallel import default_device, launcher_shard
 from spatial_ttt.eval.runner import BENCHMARKS, get_benchmark, run_benchmark
+
+
+def fail(console: Console, message: str) -> NoReturn:
+    console.print(f"[red]error:[/red] {escape(' '.join(message.split()))}")
+    raise typer.Exit(code=2)
 
 
 def register(app: typer.Typer, load_model: Callable[..., Any]) -> None:
@@ -35,7 +41,10 @@ def register(app: typer.Typer, load_model: Callable[..., Any]) -> None:
         ),
     ) -> None:
         """Evaluate a model on VSI-Bench, VSI-SUPER or MindCube with the official metrics."""
-        console = Console(stderr=True)
+        from spatial_ttt.pipeline import PromptTooLongError
+        from spatial_ttt.video import VideoError
+
+        console = Console(stderr=True, soft_wrap=True)
         try:
             get_benchmark(bench)  # fail on a bad name or data path before the (slow) model load
             record_files(data)
@@ -46,8 +55,15 @@ def register(app: typer.Typer, load_model: Callable[..., Any]) -> None:
                 progress=rank == 0, shard=(rank, world),
             )  # fmt: skip
         except EvalError as err:
-            console.print(f"[red]error:[/red] {err}")
-            raise typer.Exit(code=2) from None
+            fail(console, str(err))
+        except (VideoError, PromptTooLongError) as err:
+            # A video that cannot be read stops the run at its first question: the answers so far are kept,
+            # and the same command resumes after the file is fixed or replaced (never a silent zero score).
+            fail(console, f"{err} (answers so far are saved in {out}; fix the video and rerun to resume)")
+        except KeyboardInterrupt:
+            console.print(f"interrupted: the answers so far are saved in {escape(str(out))}; run the same command "
+                          "again to resume")
+            raise typer.Exit(code=130) from None
         if summary is None:
             console.print(f"shard {rank + 1}/{world} done; the last shard to finish writes {out / 'summary.md'}")
         else:

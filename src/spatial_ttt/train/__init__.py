@@ -1,13 +1,28 @@
-"""Training (SFT) of Spatial-TTT: config, data and packing, parameter groups, the accelerate loop, the CLI."""
+"""Training (SFT) of Spatial-TTT: config, data and packing, parameter groups, the accelerate loop, the CLI.
 
-from .config import TrainConfig, load_config
-from .data import PackDataset, PackSampler, SFTEncoder, make_packs, read_records
-from .optim import build_optimizer, build_scheduler, parameter_groups, parameter_kind
-from .packing import pack_loss, sequence_loss_sum
-from .trainer import Trainer, train
+Names are imported on first use, so that the `spatial-ttt` command can register `train` without torch.
+"""
 
-__all__ = [
-    "PackDataset", "PackSampler", "SFTEncoder", "TrainConfig", "Trainer", "build_optimizer", "build_scheduler",
-    "load_config", "make_packs", "pack_loss", "parameter_groups", "parameter_kind", "read_records",
-    "sequence_loss_sum", "train",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "TrainConfig": ".config", "load_config": ".config",
+    "PackDataset": ".data", "PackSampler": ".data", "SFTEncoder": ".data", "make_packs": ".data",
+    "read_records": ".data",
+    "build_optimizer": ".optim", "build_scheduler": ".optim", "parameter_groups": ".optim", "parameter_kind": ".optim",
+    "pack_loss": ".packing", "sequence_loss_sum": ".packing",
+    "Trainer": ".trainer", "train": ".trainer",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'spatial_ttt.train' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value

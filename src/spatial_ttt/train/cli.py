@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import NoReturn, Optional
 
 import typer
+
+
+def fail(message: str) -> NoReturn:
+    typer.echo(f"error: {' '.join(message.split())}", err=True)
+    raise typer.Exit(code=2)
+
+
+def newest_checkpoint(output_dir: str) -> Path | None:
+    from .trainer import STATE_NAME
+
+    done = [p for p in Path(output_dir).glob("checkpoint-*") if (p / STATE_NAME).is_file()]
+    return max(done, key=lambda p: int(p.name.split("-")[1])) if done else None
 
 
 def register(app: typer.Typer) -> None:
@@ -16,23 +28,46 @@ def register(app: typer.Typer) -> None:
         steps: Optional[int] = typer.Option(None, help="Shortcut for --set max_steps=N."),
         output_dir: Optional[str] = typer.Option(None, "--out", help="Shortcut for --set output_dir=PATH."),
     ) -> None:
-        """Fine-tune Spatial-TTT on SFT conversation records (one GPU, or several under torchrun / accelerate launch)."""
-        from .config import load_config
-        from .trainer import train
+        """Fine-tune Spatial-TTT on SFT conversation records (one GPU, or several under torchrun / accelerate launch).
 
+        Ctrl-C stops it; the same command resumes from the newest checkpoint (resume: auto)."""
+        from .config import load_config
+
+        if config is not None and not config.is_file():
+            fail(f"config file not found: {config}")
         items = list(overrides)
         if steps is not None:
             items.append(f"max_steps={steps}")
         if output_dir is not None:
             items.append(f"output_dir={output_dir}")
+        import yaml
+
         try:
             settings = load_config(config, items)
-        except (ValueError, FileNotFoundError) as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(code=2)
-        history = train(settings)
-        if history:
-            typer.echo(f"done: {len(history)} steps this run, last loss {history[-1]['loss']:.4f}, output in {settings.output_dir}")
+        except (ValueError, TypeError, FileNotFoundError, yaml.YAMLError) as err:
+            fail(str(err))
+        from ..video import VideoError
+        from .trainer import Trainer
+
+        trainer = None
+        try:
+            trainer = Trainer(settings)
+            first = trainer.step
+            trainer.train()
+            trainer.accelerator.end_training()
+        except (ValueError, TypeError, FileNotFoundError, NotImplementedError, VideoError) as err:
+            fail(str(err))  # CheckpointError and bad JSON records are ValueErrors
+        except KeyboardInterrupt:
+            step = "before the first step" if trainer is None else f"at step {trainer.step}"
+            latest = newest_checkpoint(settings.output_dir)
+            where = (f"the newest checkpoint is {latest}: run the same command again to resume from it (resume: auto)"
+                     if latest is not None else
+                     f"no checkpoint was written yet (every {settings.save_steps} steps): a rerun starts over")
+            typer.echo(f"interrupted {step}; {where}", err=True)
+            raise typer.Exit(code=130) from None
+        if trainer.history:
+            typer.echo(f"done: {trainer.step - first} steps this run (step {trainer.step} of {trainer.total_steps}), "
+                       f"last loss {trainer.history[-1]['loss']:.4f}, output in {settings.output_dir}")
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ class TrainConfig:
     frame_size: list[int] = field(default_factory=lambda: [352, 480])  # (H, W)
     max_length: int = 65536  # token budget of one pack (and the longest sequence kept)
     packing: bool = True
-    num_workers: int = 4
+    num_workers: int = 4  # DataLoader workers (capped to the cores available, one left for the loop)
     # optimisation
     epochs: float = 1.0
     max_steps: int = -1  # > 0 overrides epochs
@@ -53,6 +53,7 @@ class TrainConfig:
     output_dir: str = "runs/spatial-ttt"
     seed: int = 42
     logging_steps: int = 1
+    progress_every_s: float = 10.0  # a progress line inside steps that run longer than this (CPU, long packs)
     save_steps: int = 500
     save_total_limit: int | None = 2
     resume: str | None = "auto"  # auto: latest checkpoint in output_dir; a checkpoint folder; or null

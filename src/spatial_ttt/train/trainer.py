@@ -13,6 +13,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -64,6 +65,36 @@ def make_accelerator(config: TrainConfig):
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
     cpu = not torch.cuda.is_available()
     return Accelerator(mixed_precision="bf16" if config.bf16 else "no", kwargs_handlers=[ddp], cpu=cpu), strategy
+
+
+def check_sources(config: TrainConfig) -> None:
+    """Missing model, processor or data folders, named before anything slow starts."""
+    for setting, folder in (("model", config.model), ("processor", config.processor)):
+        if folder not in (None, "tiny") and not Path(folder).is_dir():
+            raise FileNotFoundError(f"{setting} folder not found: {folder} (set {setting}: in the config or "
+                                    f"--set {setting}=PATH; a local folder, nothing is downloaded)")
+    if not Path(config.data_path).is_dir():
+        raise FileNotFoundError(f"data folder not found: {config.data_path} (set data_path: in the config or "
+                                f"--set data_path=PATH)")
+
+
+def usable_workers(requested: int) -> int:
+    """DataLoader workers: no more than the cores this process may use, one left for the training loop."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(0, min(requested, cores - 1))
+
+
+class Heartbeat:
+    """Progress lines on stderr inside long steps, at most one every `every` seconds (none when steps are fast)."""
+
+    def __init__(self, enabled: bool, every: float) -> None:
+        self.enabled, self.every, self.last = enabled, every, time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        now = time.perf_counter()
+        if self.enabled and now - self.last >= self.every:
+            print(message, file=sys.stderr, flush=True)
+            self.last = now
 
 
 def load_processor(config: TrainConfig, accelerator) -> tuple[SpatialTTTProcessor, Path]:
@@ -119,6 +150,7 @@ class Trainer:
     def __init__(self, config: TrainConfig) -> None:
         from accelerate.utils import set_seed
 
+        check_sources(config)
         self.config = config
         self.accelerator, self.strategy = make_accelerator(config)
         acc = self.accelerator
@@ -144,11 +176,13 @@ class Trainer:
         self.dataset = PackDataset(records, packs, self.encoder)
         self.dropped = dropped
         self.world, self.rank = acc.num_processes, acc.process_index
+        self.num_workers = usable_workers(config.num_workers)
         self.per_rank = math.ceil(len(packs) / self.world)  # packs each process sees per epoch
         steps_per_epoch = max(1, self.per_rank // config.grad_accum)
         self.total_steps = config.max_steps if config.max_steps > 0 else max(1, math.ceil(config.epochs * steps_per_epoch))
         self.data_summary = {"records": len(records), "packs": len(packs), "dropped_too_long": len(dropped),
-                             "tokens": sum(lengths[i] for p in packs for i in p), "steps": self.total_steps}
+                             "tokens": sum(lengths[i] for p in packs for i in p), "steps": self.total_steps,
+                             "workers": self.num_workers}
 
         model = load_training_model(config)
         self.trainable = configure_trainable(model, config)
@@ -177,7 +211,7 @@ class Trainer:
         while True:
             sampler = PackSampler(len(self.dataset), self.config.seed, epoch, self.rank, self.world, skip)
             loader = DataLoader(self.dataset, batch_size=1, sampler=sampler, collate_fn=collate_pack,
-                                num_workers=self.config.num_workers, pin_memory=torch.cuda.is_available())
+                                num_workers=self.num_workers, pin_memory=torch.cuda.is_available())
             for pack in loader:
                 yield to_device(pack, self.accelerator.device)
             epoch, skip = epoch + 1, 0
@@ -207,14 +241,20 @@ class Trainer:
         if acc.is_main_process:
             acc.print(f"training {self.strategy} on {self.world} process(es): {self.data_summary}; "
                       f"trainable {self.trainable}; from step {self.step}")
+        beat = Heartbeat(acc.is_main_process, config.progress_every_s)
         while self.step < end:
             start = time.perf_counter()
             losses, answer, tokens, sequences = [], 0, 0, 0
             for micro in range(config.grad_accum):
+                beat(f"step {self.step + 1}/{end}: reading pack {micro + 1}/{config.grad_accum} (decoding videos)")
                 pack = next(stream)
                 last_micro = micro == config.grad_accum - 1
+                done = [0]
 
                 def context(last_sequence: bool) -> contextlib.AbstractContextManager:
+                    done[0] += 1
+                    beat(f"step {self.step + 1}/{end}: pack {micro + 1}/{config.grad_accum}, sequence "
+                         f"{done[0]}/{len(pack)} ({time.perf_counter() - start:.0f} s into the step)")
                     if (last_sequence and last_micro) or self.world == 1:
                         return contextlib.nullcontext()
                     return self.accumulating()
@@ -285,6 +325,7 @@ class Trainer:
         if model.ties_embeddings:
             tensors.pop("lm_head.weight", None)
         save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+        (folder / "model.safetensors").chmod(0o644)  # safetensors creates it 0600; the rest of the folder is 0644
         for name in PROCESSOR_FILES:
             if (self.processor_dir / name).is_file():
                 shutil.copy2(self.processor_dir / name, folder / name)

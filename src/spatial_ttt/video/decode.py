@@ -23,12 +23,38 @@ def _open(path: Path) -> av.container.InputContainer:
     return container
 
 
+def check_not_truncated(path: Path) -> None:
+    """Refuse an MP4/MOV file cut short. Its top-level boxes declare their sizes; with the index (`moov`) at the
+    front, FFmpeg would otherwise read a truncated file as far as it goes without a word."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8 or head[4:8] != b"ftyp":
+            return  # not ISO base media: nothing to check here
+        offset = 0
+        while offset + 8 <= size:
+            fh.seek(offset)
+            header = fh.read(16)
+            box_size, kind = int.from_bytes(header[:4], "big"), header[4:8].decode("latin-1")
+            if box_size == 1 and len(header) == 16:
+                box_size = int.from_bytes(header[8:16], "big")
+            elif box_size == 0:
+                return  # the last box runs to the end of the file
+            if box_size < 8:
+                return  # not a box structure we can follow: leave it to the demuxer
+            if offset + box_size > size:
+                raise VideoError(f"truncated video {path}: its '{kind}' box needs {offset + box_size - size} more "
+                                 f"bytes than the file has ({size} bytes); the file was cut short")
+            offset += box_size
+
+
 def probe(path: Path) -> tuple[int, float]:
     """(frame count, average fps) of the first video stream.
 
     The header's frame count is used when present; otherwise packets are counted by demuxing,
     which reads the file but decodes nothing.
     """
+    check_not_truncated(path)
     with _open(path) as container:
         stream = container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate

@@ -25,6 +25,7 @@ from transformers.models.qwen2_vl import Qwen2VLImageProcessorPil
 from transformers.video_processing_utils import VideoProcessorMixin
 from transformers.video_utils import VideoMetadata
 
+from ..quiet import quiet_transformers
 from .clip import VideoClip
 from .patches import CONFIG_FILES, TorchVideoProcessor
 
@@ -124,8 +125,9 @@ class SpatialTTTProcessor:
             raise FileNotFoundError(f"processor folder not found: {folder}")
         if missing := _missing_files(folder):
             raise FileNotFoundError(f"processor folder {folder} lacks: {', '.join(missing)}")
-        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        image_processor = Qwen2VLImageProcessorPil.from_pretrained(folder, local_files_only=True)
+        with quiet_transformers():  # it warns about a Spatial-TTT config.json beside the processor files
+            tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+            image_processor = Qwen2VLImageProcessorPil.from_pretrained(folder, local_files_only=True)
         processor = _Qwen3VLProcessor(
             image_processor=image_processor,
             tokenizer=tokenizer,
