@@ -11,7 +11,7 @@ Conventions (for everyone who writes docs):
   tiny untrained model folder (make_tiny_model_folder); path/to/Qwen3-VL-2B-Instruct is the tiny processor;
   Qwen3-VL-2B-Instruct is a tiny random Qwen3-VL checkpoint (for `convert`); scene.mp4, long.mp4 and
   walkthrough.mp4 are short synthetic videos; view1.jpg, view2.jpg are images; VSI-Bench is a one-question
-  benchmark copy; configs/ is the repository's. Blocks may create files (OUT, DATASET, runs/...) but must not
+  benchmark copy; configs/ and tests/ are the repository's. Blocks may create files (OUT, DATASET, runs/...) but must not
   rely on another block having run. To use a new placeholder, add it to `_build_sandbox`.
 - `spatial-ttt` is the installed command of the interpreter running the tests; OMP_NUM_THREADS=1.
 - Keep blocks fast on a CPU: short videos are already in the sandbox; long jobs (training) use tiny settings in
@@ -35,7 +35,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 RUN = ("python", "bash")
-NOT_RUN = {"README.md": 2, "docs/evaluation.md": 1, "docs/training.md": 1}
+NOT_RUN = {"README.md": 2, "docs/evaluation.md": 3, "docs/training.md": 1}
 _NOT_RUN = re.compile(r"<!--\s*not-run:\s*(.+?)\s*-->")
 
 
@@ -135,6 +135,7 @@ def _build_sandbox(root: Path) -> Path:
         "id": 1, "dataset": "scannet", "scene_name": "scene0", "question_type": "object_counting",
         "question": "How many chair(s) are in this room?", "options": None, "ground_truth": "2"}) + "\n")
     (root / "configs").symlink_to(ROOT / "configs", target_is_directory=True)
+    (root / "tests").symlink_to(ROOT / "tests", target_is_directory=True)  # fixtures the docs load (golden)
     return root
 
 
@@ -149,6 +150,7 @@ def test_doc_block_runs_as_written(block: Block, sandbox: Path, monkeypatch):
         import torch
 
         monkeypatch.chdir(sandbox)
+        monkeypatch.setenv("PATH", str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:

@@ -437,7 +437,7 @@ class VideoStream:
         """Answer `prompt` (used as given) from a snapshot of the memory; the stream is left unchanged.
         Raises PromptTooLongError when the stream so far + question + new tokens exceed max_position_embeddings."""
         limit = self.pipeline.model.config.text_config.max_position_embeddings
-        used = self.session.stream.model.next_position  # rope positions taken by what was fed so far
+        used = int(self.session.stream.model.next_position.max())  # rope positions taken by what was fed so far
         question = int(self.pipeline.processor.suffix(prompt).input_ids.shape[1])
         if used + question + max_new_tokens > limit:
             raise PromptTooLongError(

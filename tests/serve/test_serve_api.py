@@ -57,7 +57,7 @@ def test_session_lifecycle(start_server, pipeline):
     assert [name for name, _ in events[:-1]] == ["token"] * (len(events) - 1) and events[-1][0] == "done"
     done = events[-1][1]
     assert done["answer"] == expected and done["frames"] == 6  # the pending pair was observed first
-    assert "".join(data["token"] for _, data in events[:-1]) == expected
+    assert "".join(data["token"] for _, data in events[:-1]).strip() == expected  # pieces of the raw decode
     assert ask(c, "kitchen") == expected  # asking left the memory unchanged
 
     listed = c.get("/api/sessions").json()
@@ -264,5 +264,5 @@ def test_on_token_sees_every_decoded_token(pipeline):
     seen: list[int] = []
     answer = session.ask(QUESTION, max_new_tokens=6, on_token=lambda token: seen.append(int(token[0])))
     assert len(seen) == 6 or seen[-1] in pipeline.stop_token_ids
-    assert pipeline.processor.decode(seen) == answer
+    assert pipeline.processor.decode(seen).strip() == answer
     assert session.ask(QUESTION, max_new_tokens=6) == answer  # the hook changed nothing

@@ -268,7 +268,7 @@ class SessionManager:
             answer = self.pipeline.processor.decode(ids)
             if answer.startswith(text) and len(answer) > len(text):  # the pieces add up to the answer
                 yield {"token": answer[len(text):]}
-            yield {"answer": answer, "tokens": len(ids), "frames": session.frames,
+            yield {"answer": answer.strip(), "tokens": len(ids), "frames": session.frames,  # as StreamSession.ask
                    "last_t": session.last_t, "seconds": round(time.perf_counter() - start, 4)}
         finally:
             cancel.set()  # a client that went away stops the decoding
