@@ -37,17 +37,7 @@ from spatial_ttt.models.modeling import SpatialTTTForConditionalGeneration
 from spatial_ttt.models.positions import rope_positions
 from spatial_ttt.ops.fast_weight import scan_flops
 
-TEXT = dict(
-    vocab_size=151936, hidden_size=2048, intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16,
-    num_key_value_heads=8, head_dim=128, max_position_embeddings=262144, rms_norm_eps=1e-6, tie_word_embeddings=True,
-    rope_parameters={"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [24, 20, 20], "mrope_interleaved": True},
-)
-VISION = dict(
-    depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16, patch_size=16, spatial_merge_size=2,
-    temporal_patch_size=2, out_hidden_size=2048, num_position_embeddings=2304, deepstack_visual_indexes=[5, 11, 17],
-    in_channels=3,
-)
-IDS = dict(image_token_id=151655, video_token_id=151656, vision_start_token_id=151652, vision_end_token_id=151653)
+from common import IDS_2B as IDS, TEXT_2B as TEXT, VISION_2B as VISION  # noqa: E402
 H_PATCH, W_PATCH = 352 // 16, 480 // 16  # 22 x 30 patches, 11 x 15 = 165 LLM tokens per group
 PER_GROUP = (H_PATCH // 2) * (W_PATCH // 2)
 

@@ -38,15 +38,8 @@ from spatial_ttt.tiny import tiny_config  # noqa: E402
 from spatial_ttt.video import SpatialTTTProcessor, make_tiny_processor  # noqa: E402
 
 SIZE = (352, 480)  # the released evaluation's frame size: 165 video tokens per frame pair
-TEXT_2B = dict(
-    vocab_size=151936, hidden_size=2048, intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16,
-    num_key_value_heads=8, head_dim=128, max_position_embeddings=262144, rms_norm_eps=1e-6, tie_word_embeddings=True,
-    rope_parameters={"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [24, 20, 20], "mrope_interleaved": True},
-)
-VISION_2B = dict(
-    depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16, patch_size=16, spatial_merge_size=2,
-    temporal_patch_size=2, out_hidden_size=2048, num_position_embeddings=2304, deepstack_visual_indexes=[5, 11, 17],
-)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import TEXT_2B, VISION_2B  # noqa: E402  (the 2B shape, one copy for every benchmark)
 
 
 def machine() -> dict:
