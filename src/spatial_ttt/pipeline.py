@@ -29,7 +29,7 @@ from .eval.prompts import PRE_PROMPT, multiple_choice_prompt, numerical_prompt
 from .models.modeling import SpatialTTTForConditionalGeneration
 from .quiet import quiet_transformers
 from .video import DEFAULT_SIZE, SpatialTTTProcessor, VideoClip, VideoError, read_video
-from .video.frames import list_images, load_image, resize_frames
+from .video.frames import IMAGE_FOLDER_RATE, list_images, load_image, resize_frames
 
 if TYPE_CHECKING:
     from .streaming import StreamSession
@@ -40,7 +40,6 @@ EVAL_FPS = 16.0
 EVAL_MAX_FRAMES = 128
 # Streams are sampled at 1 frame per second, as the authors' VSI-SUPER streaming wrapper does.
 STREAM_FPS = 1.0
-IMAGE_FOLDER_RATE = 1.0  # an image folder is a video shot at 1 frame per second (as read_video reads it)
 DEFAULT_CHUNK_FRAMES = 16
 
 VideoInput = str | Path | VideoClip | Sequence[str | Path]

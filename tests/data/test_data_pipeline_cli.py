@@ -76,4 +76,4 @@ def test_cli(tmp_path):
     assert all(r["video"] == "mine.mp4" for r in recs)
     boxes.write_text(json.dumps({"objects": [{"label": "chair", "center": [1, 1], "size": [1, 1, 1]}]}))
     res = runner.invoke(app, ["data", "validate", str(boxes)])
-    assert res.exit_code == 1 and "center must have 3 numbers" in res.output
+    assert res.exit_code == 2 and "center must have 3 numbers" in res.output

@@ -214,7 +214,7 @@ def test_scannet_cli_flags(tmp_path):
     app.callback()(lambda: None)
     register(app)
     res = CliRunner().invoke(app, ["data", "validate", str(folder)], env={"COLUMNS": "300"})
-    assert res.exit_code == 1 and "has no axisAlignment" in res.output
+    assert res.exit_code == 2 and "has no axisAlignment" in res.output
     user = tmp_path / "map.json"
     user.write_text(json.dumps({"cabinet": "storage"}))
     # the real command, in a fresh process, with both flags

@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
                                                      label_map=label_map, allow_unaligned=allow_unaligned)
         except SceneValidationError as e:
             console.print(f"[red]error:[/red] {e}")
-            raise typer.Exit(1) from None
+            raise typer.Exit(2) from None
         typer.echo(f"{summary['scene_id']}: {summary['records']} records in {len(summary['shards'])} shard(s)")
 
     @data.command("validate")
@@ -75,8 +75,8 @@ def register(app: typer.Typer) -> None:
         try:
             s = read_scene(scene, label_map=label_map, allow_unaligned=allow_unaligned)
         except SceneValidationError as e:
-            console.print(f"[red]invalid:[/red] {e}")
-            raise typer.Exit(1) from None
+            console.print(f"[red]error:[/red] {e}")  # one line and exit 2, as every command's bad input
+            raise typer.Exit(2) from None
         typer.echo(f"{s.scene_id}: {len(s.rooms)} room(s), {s.total_area():.1f} m2, {len(s.objects)} objects in "
                    f"{len(s.categories())} categories, {len(s.frames)} frames")
 

@@ -71,10 +71,13 @@ def load_image(path: Path) -> torch.Tensor:
         raise VideoError(f"cannot read image {path}: {e}") from e
 
 
+IMAGE_FOLDER_RATE = 1.0  # an image folder is a video shot at 1 frame per second (file readers and streams alike)
+
+
 def read_image_folder(
     folder: str | Path,
     *,
-    frame_rate: float = 1.0,
+    frame_rate: float = IMAGE_FOLDER_RATE,
     num_frames: int | None = None,
     fps: float | None = None,
     max_frames: int | None = CLIP_MAX_FRAMES,
