@@ -65,3 +65,12 @@ def released_dir(golden_dir, tmp_path_factory) -> Path:
 def write_released():
     """write_released_folder, for tests that need a variant (e.g. tied embeddings)."""
     return write_released_folder
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one thread (and many times slower with two on a loaded 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

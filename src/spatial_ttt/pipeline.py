@@ -445,8 +445,7 @@ class VideoStream:
             )
         sampling.setdefault("do_sample", False)
         sampling.setdefault("stop_token_ids", self.pipeline.stop_token_ids)
-        text = self.session.ask(prompt, max_new_tokens=max_new_tokens, keep=False, **sampling)
-        return text.strip()
+        return self.session.ask(prompt, max_new_tokens=max_new_tokens, keep=False, **sampling)  # stripped there
 
     def close(self) -> None:
         self.session = None  # type: ignore[assignment]

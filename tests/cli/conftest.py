@@ -30,12 +30,9 @@ def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread (and many times slower with two on a loaded 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
+    """Every test here runs its tiny models on one thread (tests/conftest.py's one_thread)."""
     yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import av
 import httpx
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from spatial_ttt.pipeline import SpatialTTTPipeline, make_tiny_model_folder
@@ -22,12 +21,9 @@ SIZE = (64, 64)  # 2x2 merged tokens per frame pair: fast
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread (and many times slower with two on a loaded 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
+    """Every test here runs its tiny models on one thread (tests/conftest.py's one_thread)."""
     yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
