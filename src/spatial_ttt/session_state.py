@@ -43,7 +43,7 @@ class Segment:
     """Tokens travelling up the layers of a stream: a run of text or exactly one video frame group.
 
     ``hidden`` is the input of the layer whose queue holds the segment. A frame group carries its grid and
-    deepstack features; ``projected`` caches its projections at that layer once computed for a neighbour's conv.
+    deepstack features.
     """
 
     hidden: Tensor  # [B, n, D]
@@ -52,7 +52,6 @@ class Segment:
     start: int  # absolute index of the first token
     grid_hw: tuple[int, int] | None = None  # set for a video frame group
     deepstack: list[Tensor] | None = None  # per level [B, n, D], frame groups only
-    projected: object | None = None
 
 
 @dataclass

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .layers.spatial_conv import conv_frame_group, depthwise_conv3
+from .layers.spatial_conv import conv_frame_groups, depthwise_conv3
 from .models.modeling import SpatialTTTForConditionalGeneration
 from .models.positions import rope_positions
 from .ops.fast_weight import FastWeights
@@ -138,36 +138,69 @@ def _enqueue(queue: list[Segment], segments: list[Segment]) -> None:
 
 
 def _advance_layer(model: SpatialTTTForConditionalGeneration, stream: StreamState, index: int, flush: bool) -> list[Segment]:
+    """Runs every segment of the layer's queue that may go now through the layer in ONE call (the layer is causal
+    and its memory takes pieces of any length exactly, so one call over the joined segments computes what one call
+    per segment would, with far fewer, larger kernels). A conv layer holds its last frame group back until the next
+    one arrives, and everything queued behind it."""
     layer = model.model.language_model.layers[index]
     queue, state = stream.queues[index], stream.model.layers[index]
     convolves = layer.is_ttt and model.config.use_conv_layer
-    done = []
-    while queue:
-        segment = queue[0]
-        extra: dict[str, Any] = {}
-        if convolves and segment.grid_hw is not None:
-            following = next((s for s in queue[1:] if s.grid_hw is not None), None)
-            if following is None and not flush:
-                break  # wait for the next frame group
-            attention = layer.self_attn
-            current = segment.projected or attention.project(layer.input_layernorm(segment.hidden))
-            after = None
-            if following is not None:
-                following.projected = following.projected or attention.project(layer.input_layernorm(following.hidden))
-                after = following.projected[3:]
-            before = stream.previous_group[index]
-            stencil = attention.kernel.fused(depthwise_conv3, segment.hidden)  # the one-shot prompt's conv
-            extra["conv_features"] = tuple(
-                conv_frame_group(conv, None if before is None else before[j], current[3 + j],
-                                 None if after is None else after[j], segment.grid_hw, stencil)
-                for j, conv in enumerate(attention.convs)
-            )
-            extra["projected"] = current
-            stream.previous_group[index] = tuple(current[3:])
-        hidden = layer(segment.hidden, segment.cos, segment.sin, state, segment.start, [], stream.model.decoding, **extra)
-        queue.pop(0)
-        done.append(replace(segment, hidden=hidden, projected=None))
+    groups = [i for i, segment in enumerate(queue) if segment.grid_hw is not None]
+    ready = len(queue) if flush or not convolves or not groups else groups[-1]
+    if not ready:
+        return []
+    segments, held = queue[:ready], queue[ready:]
+    hidden, cos, sin = (torch.cat(parts, dim=1) if len(parts) > 1 else parts[0] for parts in
+                        zip(*((s.hidden, s.cos, s.sin) for s in segments)))
+    extra: dict[str, Any] = {}
+    if convolves and any(s.grid_hw is not None for s in segments):
+        extra = _conv_inputs(layer, stream, index, segments, hidden, held[0] if held else None)
+    out = layer(hidden, cos, sin, state, segments[0].start, [], stream.model.decoding, **extra)
+    del stream.queues[index][:ready]
+    done, offset = [], 0
+    for segment in segments:
+        n = segment.hidden.shape[1]
+        done.append(replace(segment, hidden=out[:, offset : offset + n]))
+        offset += n
+    if not flush:  # what may wait at the next layer owns its memory, not a view of the whole piece
+        waiting = [i for i, s in enumerate(done) if s.grid_hw is not None][-1:]
+        for segment in done[waiting[0] if waiting else len(done):]:
+            segment.hidden = segment.hidden.clone()
     return done
+
+
+def _conv_inputs(layer: Any, stream: StreamState, index: int, segments: list[Segment], hidden: Tensor,
+                 following: Segment | None) -> dict[str, Any]:
+    """The TTT layer's projections of the joined segments and their conv features: each frame group convolved
+    between its neighbours (the previous call's last group, the groups here, the held group after them), the
+    text between them passing through, exactly as the one-shot prompt's conv over the whole video."""
+    attention = layer.self_attn
+    projected = attention.project(layer.input_layernorm(hidden))
+    bounds, offset = [], 0
+    for segment in segments:
+        bounds.append((offset, offset + segment.hidden.shape[1]))
+        offset = bounds[-1][1]
+    pre_conv = [[t[:, a:b] for a, b in bounds] for t in projected[3:]]  # per branch input, per segment
+    after = None
+    if following is not None and following.grid_hw is not None:
+        after = attention.project(layer.input_layernorm(following.hidden))[3:]
+    stencil = attention.kernel.fused(depthwise_conv3, hidden)  # the one-shot prompt's conv
+    frame_groups = [i for i, s in enumerate(segments) if s.grid_hw is not None]
+    grid = segments[frame_groups[0]].grid_hw
+    previous = stream.previous_group[index]
+    sizes = {segments[i].grid_hw for i in frame_groups} | {s.grid_hw for s in [following] if s is not None}
+    if len(sizes) > 1 or (previous is not None and previous[0].shape[1] != grid[0] * grid[1]):
+        raise StreamError("the frame size changed within a stream; start a new stream for frames of another size")
+    features = [list(parts) for parts in pre_conv]
+    for j, conv in enumerate(attention.convs):
+        groups = torch.stack([pre_conv[j][i] for i in frame_groups], dim=1)  # [B, n, h*w, C]
+        out = conv_frame_groups(conv, None if previous is None else previous[j], groups,
+                                None if after is None else after[j], grid, stencil)
+        for position, i in enumerate(frame_groups):
+            features[j][i] = out[:, position]
+    stream.previous_group[index] = tuple(pre_conv[j][frame_groups[-1]].clone() for j in range(3))
+    conv_features = tuple(torch.cat(parts, dim=1) if len(parts) > 1 else parts[0] for parts in features)
+    return {"projected": projected, "conv_features": conv_features}
 
 
 def final_logits(model: SpatialTTTForConditionalGeneration, segments: list[Segment]) -> Tensor:

@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 
-from spatial_ttt.layers.spatial_conv import VideoSpan, conv_frame_group, conv_video_tokens, make_conv
+from spatial_ttt.layers.spatial_conv import VideoSpan, conv_frame_groups, conv_video_tokens, make_conv
 from spatial_ttt.ops import FastWeightKernel, FastWeightMemory, FastWeights, TokenStream
 from spatial_ttt.tiny import tiny_model
 
@@ -157,11 +157,13 @@ def test_one_stencil_equals_conv3d_for_whole_videos_and_frame_groups(grid):
             expected = conv(volume).reshape(8, -1).T  # the module: Conv3d with replicate padding
             torch.testing.assert_close(out[video.row, video.indices], expected, atol=1e-5, rtol=0)
         groups = x[:, 3 : 3 + t * h * w].view(2, t, h * w, 8)
-        for i in range(t):
-            before = groups[:, i - 1] if i else None
-            after = groups[:, i + 1] if i + 1 < t else None
-            piece = conv_frame_group(conv, before, groups[:, i], after, (h, w))
-            torch.testing.assert_close(piece[0], out[0, 3 + i * h * w : 3 + (i + 1) * h * w], atol=1e-6, rtol=0)
+        for first in range(t):  # every run of consecutive groups, between its neighbours
+            for last in range(first + 1, t + 1):
+                before = groups[:, first - 1] if first else None
+                after = groups[:, last] if last < t else None
+                piece = conv_frame_groups(conv, before, groups[:, first:last], after, (h, w))
+                expected = out[0, 3 + first * h * w : 3 + last * h * w].view(last - first, h * w, 8)
+                torch.testing.assert_close(piece[0], expected, atol=1e-6, rtol=0)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

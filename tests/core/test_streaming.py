@@ -165,3 +165,13 @@ def test_streaming_the_golden_prompt_gives_the_reference_tokens(golden_dir, grou
             ids[:, 3 + 20 * first : 3 + 20 * last], pixels[64 * first : 64 * last], torch.tensor([[last - first, 8, 8]])
         )
     assert session.ask_tokens(ids[:, 163:], max_new_tokens=12)[0].tolist() == expected.tolist()
+
+
+def test_frame_size_change_within_a_stream_is_refused():
+    model = tiny_model(use_muon=False, lact_chunk_size=10)
+    stream = new_stream(model)
+    first = video_prompt(frames_groups=2, grid_hw=4, text_before=0, text_after=0)
+    feed(model, stream, segments_from_tokens(model, stream, **first))
+    smaller = video_prompt(frames_groups=2, grid_hw=2, text_before=0, text_after=0)
+    with pytest.raises(StreamError, match="frame size changed within a stream"):
+        feed(model, stream, segments_from_tokens(model, stream, **smaller))

@@ -97,20 +97,22 @@ def video_spans(mm_token_type_ids: Tensor, video_grid_thw: Tensor | None, spatia
     return spans
 
 
-def conv_frame_group(
+def conv_frame_groups(
     conv: nn.Conv3d,
     previous: Tensor | None,
-    current: Tensor,
+    groups: Tensor,
     following: Tensor | None,
     grid_hw: tuple[int, int],
     stencil: Callable[[Tensor, Tensor], Tensor] = depthwise_conv3,
 ) -> Tensor:
-    """The conv output for one temporal group's tokens [B, h*w, C], from its neighbours' (pre-conv) tokens.
+    """The conv output for n consecutive temporal groups' tokens [B, n, h*w, C] of a video, from their (pre-conv)
+    tokens and those of the groups just before and after them ([B, h*w, C] each), in one stencil call.
 
-    Equals that group's rows of ``conv_video_tokens`` over the whole video: a missing neighbour (first or last
-    group) is replaced by the group itself, which is what replicate padding in time does.
+    Equals those groups' rows of ``conv_video_tokens`` over the whole video: a missing neighbour (the video's first
+    or last group) is replaced by the end group itself, which is what replicate padding in time does.
     """
-    batch, tokens, channels = current.shape
-    frames = torch.stack([current if f is None else f for f in (previous, current, following)], dim=1)
-    out = stencil(frames.view(batch, 3, *grid_hw, channels), conv.weight)  # [B, 1, h, w, C]
-    return out.reshape(batch, tokens, channels)
+    batch, n, tokens, channels = groups.shape
+    before = groups[:, :1] if previous is None else previous[:, None]
+    after = groups[:, -1:] if following is None else following[:, None]
+    frames = torch.cat([before, groups, after], dim=1)
+    return stencil(frames.view(batch, n + 2, *grid_hw, channels), conv.weight).view(batch, n, tokens, channels)
