@@ -34,9 +34,30 @@ def generate(
     if max_new_tokens <= 0:
         return input_ids
     state = model.new_state(input_ids.shape[0]) if state is None else state
-    logits = model(input_ids, state=state, logits_to_keep=1, **inputs).logits[:, -1]
+    logits = prefill(model, state, input_ids, **inputs)
     new_tokens = decode(model, state, logits, max_new_tokens, do_sample, temperature, top_k, top_p, stop_token_ids, generator)
     return torch.cat([input_ids, new_tokens], dim=1)
+
+
+PREFILL_PIECE = 16384  # tokens per piece when a long video prompt is prefilled as a stream
+
+
+@torch.no_grad()
+def prefill(model, state: ModelState, input_ids: Tensor, piece_tokens: int | None = None, **inputs: Tensor | None) -> Tensor:
+    """Runs a prompt into ``state``; returns its last logits [B, V]. A video prompt longer than ``piece_tokens``
+    (default PREFILL_PIECE; one video per row, no images) goes in as a stream of pieces of whole frame groups
+    (:func:`spatial_ttt.streaming.prefill_in_pieces`): the same numbers as one forward, at the memory of one
+    piece instead of the whole prompt's activations."""
+    piece_tokens = piece_tokens or PREFILL_PIECE
+    videos, grid = inputs.get("pixel_values_videos"), inputs.get("video_grid_thw")
+    mask = inputs.get("attention_mask")
+    one_video_per_row = grid is not None and len(grid) == input_ids.shape[0] and bool((grid == grid[0]).all())
+    if (input_ids.shape[1] > piece_tokens and videos is not None and one_video_per_row
+            and inputs.get("pixel_values") is None and (mask is None or bool(mask.all()))):
+        from .streaming import prefill_in_pieces  # the stream engine builds on the model, which imports this module
+
+        return prefill_in_pieces(model, state, input_ids, videos, grid, piece_tokens)
+    return model(input_ids, state=state, logits_to_keep=1, **inputs).logits[:, -1]
 
 
 @torch.no_grad()

@@ -29,6 +29,7 @@ from .layers.spatial_conv import conv_frame_groups, depthwise_conv3
 from .models.modeling import SpatialTTTForConditionalGeneration
 from .models.positions import rope_positions
 from .ops.fast_weight import FastWeights
+from .state import ModelState
 from .session_state import (
     Segment,
     StaleSnapshotError,
@@ -42,7 +43,7 @@ from .session_state import (
 )
 
 __all__ = ["StaleSnapshotError", "StreamError", "StreamSession", "feed", "final_logits", "new_stream",
-           "segments_from_tokens", "snapshot"]
+           "prefill_in_pieces", "segments_from_tokens", "snapshot"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -207,6 +208,43 @@ def final_logits(model: SpatialTTTForConditionalGeneration, segments: list[Segme
     """Logits [B, n, V] of segments that left the last layer."""
     hidden = torch.cat([s.hidden for s in segments], dim=1)
     return model.lm_head(model.model.language_model.norm(hidden))
+
+
+def prefill_in_pieces(
+    model: SpatialTTTForConditionalGeneration,
+    state: ModelState,
+    input_ids: Tensor,
+    pixel_values_videos: Tensor,
+    video_grid_thw: Tensor,
+    piece_tokens: int,
+) -> Tensor:
+    """Last logits [B, V] of a video prompt run into ``state`` as a stream: pieces of whole frame groups of about
+    ``piece_tokens`` tokens (vision tower included), then the rest, flushed. The same numbers as one forward
+    over the prompt (the stream engine's guarantee), but its activations never exist for the whole prompt at once,
+    so the peak memory is the state plus one piece. Every row holds one video of the same grid."""
+    batch, length = input_ids.shape
+    t, h, w = video_grid_thw[0].tolist()
+    if len(video_grid_thw) != batch or bool((video_grid_thw != video_grid_thw[0]).any()):
+        raise StreamError("piecewise prefill needs one video of the same size in every row")
+    merge = model.config.vision_config.spatial_merge_size
+    group_tokens = h * w // merge**2
+    video = torch.nonzero(model.token_types(input_ids[:1])[0] == 2).flatten().tolist()
+    group_starts = video[::group_tokens]  # the first token of each temporal group
+    cuts, last = [], 0
+    for g, first in enumerate(group_starts):
+        if first - last >= piece_tokens:
+            cuts.append((g, first))
+            last = first
+    per_row = pixel_values_videos.view(batch, t * h * w, -1)
+    stream = StreamState(state, [[] for _ in state.layers], [None] * len(state.layers))
+    out, g0, start = [], 0, 0
+    for g1, end in [*cuts, (t, length)]:
+        pixels = per_row[:, g0 * h * w : g1 * h * w].reshape(-1, per_row.shape[-1]) if g1 > g0 else None
+        grid = torch.tensor([[g1 - g0, h, w]] * batch, device=video_grid_thw.device) if g1 > g0 else None
+        segments = segments_from_tokens(model, stream, input_ids[:, start:end], pixels, grid)
+        out = feed(model, stream, segments, flush=end == length)
+        g0, start = g1, end
+    return final_logits(model, out[-1:])[:, -1]
 
 
 # ----------------------------------------------------------------------------------------------------------------
