@@ -170,28 +170,34 @@ def _load_round(url: str, frames: list[bytes], sessions: int, fps: float, second
 
 
 def state(args) -> dict:
-    pipe = pipeline("tiny", "cpu", torch.float32)
+    pipe = pipeline(args.shape, args.device, getattr(torch, args.dtype))
     frames = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (args.chunk_frames, *SIZE, 3), dtype=np.uint8))
     tokens_per_pair = int(pipe.processor.encode_frames(frames[:2], [0.0, 1.0]).input_ids.shape[1])
     folder = Path(tempfile.mkdtemp(prefix="bench-serve-save-"))
-    session, seen, rows = pipe.stream(), 0, []
+    session, seen, rows, observing = pipe.stream(), 0, [], 0.0
     for target in sorted(args.frames):
+        start = time.perf_counter()
         while seen < target:
             session.observe(frames, [float(seen + i) for i in range(args.chunk_frames)])  # 1 frame per second
             seen += args.chunk_frames
+        _sync(args.device)
+        observing += time.perf_counter() - start
         path = folder / f"{seen}.safetensors"
         start = time.perf_counter()
         session.save(path)
         saved = time.perf_counter() - start
         start = time.perf_counter()
-        StreamSession.load(path, pipe.model, pipe.processor)
+        resumed = StreamSession.load(path, pipe.model, pipe.processor)
+        _sync(args.device)
         loaded = time.perf_counter() - start
+        del resumed
         row = {"frames": seen, "file_bytes": path.stat().st_size, "memory_bytes": session.memory_bytes(),
-               "save_s": round(saved, 4), "load_s": round(loaded, 4)}
+               "save_s": round(saved, 4), "load_s": round(loaded, 4), "observe_frames_per_s": round(seen / observing, 2)}
         rows.append(row)
         print(json.dumps(row), flush=True)
         path.unlink()
-    return {"machine": machine(), "shape": "tiny", "size": list(SIZE), "tokens_per_frame_pair": tokens_per_pair, "rows": rows}
+    return {"machine": machine(), "shape": args.shape, "device": args.device, "dtype": args.dtype, "size": list(SIZE),
+            "chunk_frames": args.chunk_frames, "tokens_per_frame_pair": tokens_per_pair, "rows": rows}
 
 
 # ----------------------------------------------------------------------------------------------------------------
