@@ -12,6 +12,7 @@ and freed before the next, so a peak includes only that model's weights.
 
 Per video length, with the public API only (``generate`` below is the one adapter):
   prefill_s        generate(max_new_tokens=1): vision tower + LLM prefill + first token (after a warm-up call);
+  vision_s         the vision tower alone on the same pixels, as that model's generate calls it (part of prefill_s);
   decode_ms        (generate(1 + D) - generate(1)) / D per further token;
   peak_gib         torch.cuda.max_memory_allocated during generate(1), weights included;
   state_gib        memory still allocated after generate(1) while its state is held (ours: the ModelState passed
@@ -197,14 +198,26 @@ def measure_generate(model, inputs: dict, decode_tokens: int, clock: Clock, ours
     gc.collect()
     retained = clock.allocated() - before
     _, total_s, _ = clock.run(lambda: generate(model, inputs, 1 + decode_tokens))
+    _, vision_s, _ = clock.run(lambda: vision_tower(model, inputs, ours))
     return dict(
         tokens=int(inputs["input_ids"].shape[1]),
         prefill_s=prefill_s,
+        vision_s=vision_s,
         decode_ms=1e3 * (total_s - prefill_s) / decode_tokens,
         peak_gib=peak / GIB,
         state_gib=state_bytes / GIB,
         retained_gib=retained / GIB,
     )
+
+
+@torch.no_grad()
+def vision_tower(model, inputs: dict, ours: bool) -> None:
+    """The vision tower alone on the prompt's pixels, as each model's generate runs it (part of prefill_s)."""
+    pixels, grid = inputs["pixel_values_videos"], inputs["video_grid_thw"]
+    if ours:
+        model.encode_visual(pixels, grid)
+    else:
+        model.model.visual(pixels.to(model.model.visual.dtype), grid_thw=grid)
 
 
 def measure_stream(model, shape: Shape, frames: int, piece_frames: int, clock: Clock, device: torch.device) -> dict:
