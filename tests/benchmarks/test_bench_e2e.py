@@ -22,9 +22,27 @@ def test_bench_e2e_tiny_writes_the_json(tmp_path):
     for run in data["runs"]:
         assert "error" not in run, run
         assert run["tokens"] == 10 + 2 * (5 + 1 + 4 + 1) + 20  # 2 groups of 64x64 frames: 4 video tokens each
-        assert {"prefill_s", "decode_ms", "peak_gib", "state_gib", "retained_gib"} <= run.keys()
+        assert {"prefill_s", "vision_s", "decode_ms", "peak_gib", "state_gib", "retained_gib"} <= run.keys()
     assert [(r["model"], r["frames"]) for r in data["ratios"]] == [("ours_bf16", 4)]
     (stream,) = data["streams"]
     assert "error" not in stream, stream
     assert stream["frames"] == 8 and stream["piece_frames"] == 4 and stream["frames_per_s"] > 0
     assert "ours_bf16 / plain at 4 frames: prefill x" in result.stdout
+
+
+def test_profile_prefill_tiny_times_every_stage(tmp_path):
+    out = tmp_path / "profile.json"
+    env = dict(os.environ, PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{ROOT / 'benchmarks'}", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, str(ROOT / "benchmarks/profile_prefill.py"), "--tiny", "--out", str(out)]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert data["tokens"] == 10 + 4 * (5 + 1 + 4 + 1) + 20  # 4 groups of 64x64 frames
+    stages = data["stages_s"]
+    assert set(stages) == {"vision tower", "lm head", "mlp", "anchor layer: attention",
+                           "ttt layer: attention + fast-weight branch",
+                           "  of which: fast-weight branch (prologue, memory, epilogue)",
+                           "  of which: sliding-window attention"}
+    parts = stages["  of which: fast-weight branch (prologue, memory, epilogue)"] + stages["  of which: sliding-window attention"]
+    assert 0 < parts <= stages["ttt layer: attention + fast-weight branch"]
+    assert data["top_kernels"] and data["top_kernels"][0]["seconds"] > 0

@@ -1,0 +1,136 @@
+"""Where a long prefill's time goes: `generate(max_new_tokens=1)` at the Qwen3-VL-2B shape, by stage and by kernel.
+
+    PYTHONPATH=src:benchmarks python benchmarks/profile_prefill.py --frames 1024 --out profile.json
+    PYTHONPATH=src:benchmarks python benchmarks/profile_prefill.py --tiny --out profile.json   # CPU, checks the script
+
+Stages are timed with CUDA events through forward hooks on the model's modules (the vision tower, every decoder
+layer's attention / TTT layer and MLP, the LM head), summed over the call; kernels come from torch.profiler (top
+--top by CUDA time). Same inputs and model as bench_e2e.py (random weights, bf16, released settings, Muon off).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from bench_e2e import build_ours, prompt, shape_2b, shape_tiny
+
+
+class StageTimer:
+    """Summed time of module calls by stage name (CUDA events on a GPU, wall clock on the CPU)."""
+
+    def __init__(self, model, cuda: bool) -> None:
+        self.cuda, self.open, self.totals = cuda, {}, defaultdict(float)
+        self.calls: list = []
+        text = model.model.language_model
+        stages = {"vision tower": [model.model.visual], "lm head": [model.lm_head]}
+        for layer in text.layers:
+            kind = "ttt layer: attention + fast-weight branch" if layer.is_ttt else "anchor layer: attention"
+            stages.setdefault(kind, []).append(layer.self_attn)
+            stages.setdefault("mlp", []).append(layer.mlp)
+        self.handles = []
+        for layer in text.layers:  # parts of a TTT layer that are methods, not modules
+            if layer.is_ttt:
+                self.wrap(layer.self_attn, "fast_weight_branch", "  of which: fast-weight branch (prologue, memory, epilogue)")
+                self.wrap(layer.self_attn.attn_layer, "attend", "  of which: sliding-window attention")
+        for name, modules in stages.items():
+            for module in modules:
+                self.handles.append(module.register_forward_pre_hook(lambda m, a, n=name: self.start(n, m)))
+                self.handles.append(module.register_forward_hook(lambda m, a, o, n=name: self.stop(n, m)))
+
+    def wrap(self, owner, method: str, name: str) -> None:
+        original = getattr(owner, method)
+
+        def timed(*args, **kwargs):
+            self.start(name, timed)
+            out = original(*args, **kwargs)
+            self.stop(name, timed)
+            return out
+
+        setattr(owner, method, timed)
+        self.handles.append(_Restore(owner, method))
+
+    def start(self, name: str, module) -> None:
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+        else:
+            event = time.perf_counter()
+        self.open[id(module)] = event
+
+    def stop(self, name: str, module) -> None:
+        begin = self.open.pop(id(module))
+        if self.cuda:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            self.calls.append((name, begin, end))
+        else:
+            self.totals[name] += time.perf_counter() - begin
+
+    def result(self) -> dict[str, float]:
+        if self.cuda:
+            torch.cuda.synchronize()
+            for name, begin, end in self.calls:
+                self.totals[name] += begin.elapsed_time(end) / 1e3
+        for handle in self.handles:
+            handle.remove()
+        return dict(self.totals)
+
+
+class _Restore:
+    def __init__(self, owner, method: str) -> None:
+        self.owner, self.method = owner, method
+
+    def remove(self) -> None:
+        delattr(self.owner, self.method)  # the instance attribute goes; the class's method shows again
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=1024)
+    parser.add_argument("--precision", default="bf16")
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    shape = shape_tiny() if args.tiny else shape_2b()
+    cuda = torch.cuda.is_available() and not args.tiny
+    device = torch.device("cuda" if cuda else "cpu")
+    frames = 8 if args.tiny else args.frames
+    model = build_ours(shape, device, args.precision)
+    inputs = {k: v.to(device) for k, v in prompt(shape, frames // 2).items()}
+    run = lambda: model.generate(**inputs, max_new_tokens=1, stop_token_ids=[])  # noqa: E731
+    run()  # warm-up: compilation, graph capture
+    if cuda:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    run()
+    if cuda:
+        torch.cuda.synchronize()
+    total = time.perf_counter() - start
+    timer = StageTimer(model, cuda)
+    run()
+    stages = timer.result()
+    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
+    with torch.profiler.profile(activities=activities) as prof:
+        run()
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    events = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)
+    kernels = [dict(name=e.key[:120], seconds=getattr(e, key) / 1e6, calls=e.count) for e in events[: args.top]]
+    result = dict(frames=frames, tokens=int(inputs["input_ids"].shape[1]), precision=args.precision,
+                  device=torch.cuda.get_device_name(0) if cuda else "cpu", prefill_s=total,
+                  stages_s={k: round(v, 4) for k, v in sorted(stages.items(), key=lambda kv: -kv[1])},
+                  top_kernels=kernels)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k != "top_kernels"}, indent=2))
+    for k in kernels:
+        print(f"{k['seconds']*1e3:9.1f} ms {k['calls']:6d}x  {k['name']}")
+
+
+if __name__ == "__main__":
+    main()
