@@ -218,8 +218,8 @@ def prefill_in_pieces(
     video_grid_thw: Tensor,
     piece_tokens: int,
 ) -> Tensor:
-    """Last logits [B, V] of a video prompt run into ``state`` as a stream: pieces of whole frame groups of about
-    ``piece_tokens`` tokens (vision tower included), then the rest, flushed. The same numbers as one forward
+    """Last logits [B, V] of a video prompt run into ``state`` as a stream: pieces of whole frame groups of at most
+    ``piece_tokens`` tokens (unless one group is longer; vision tower included), the last one flushed. The same numbers as one forward
     over the prompt (the stream engine's guarantee), but its activations never exist for the whole prompt at once,
     so the peak memory is the state plus one piece. Every row holds one video of the same grid."""
     batch, length = input_ids.shape
@@ -230,9 +230,9 @@ def prefill_in_pieces(
     group_tokens = h * w // merge**2
     video = torch.nonzero(model.token_types(input_ids[:1])[0] == 2).flatten().tolist()
     group_starts = video[::group_tokens]  # the first token of each temporal group
-    cuts, last = [], 0
-    for g, first in enumerate(group_starts):
-        if first - last >= piece_tokens:
+    cuts, last = [], 0  # (group, token) where a piece ends: before a group that would make it longer than piece_tokens
+    for g, (first, following) in enumerate(zip(group_starts, [*group_starts[1:], length])):
+        if g and following - last > piece_tokens:
             cuts.append((g, first))
             last = first
     per_row = pixel_values_videos.view(batch, t * h * w, -1)

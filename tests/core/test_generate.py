@@ -57,7 +57,7 @@ def test_a_long_video_prompt_is_prefilled_in_pieces_with_the_numbers_of_one_forw
     inputs = video_prompt(frames_groups=9, grid_hw=4, batch=batch)  # 71 tokens
     whole, pieced = model.new_state(batch), model.new_state(batch)
     expected = generation.prefill(model, whole, piece_tokens=1000, **inputs)  # one forward
-    got = generation.prefill(model, pieced, piece_tokens=14, **inputs)  # 5 pieces of 2-3 frame groups
+    got = generation.prefill(model, pieced, piece_tokens=14, **inputs)  # pieces of <= 14 tokens: 1-2 frame groups
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)  # measured: <= 3e-7
     # the states continue alike: a decode from each gives the same tokens and a follow-up the same logits
     assert model.decode(pieced, got, 12).tolist() == model.decode(whole, expected, 12).tolist()

@@ -104,3 +104,19 @@ def test_band_block_mask_matches_boolean_mask(q_len, k_len, q_start, k_start, wi
     assert torch.allclose(out[:, :, rows], ref[:, :, rows], atol=1e-5)
 
 
+
+
+@cuda
+@pytest.mark.parametrize("q_len,k_len,dtype", [(1500, 4000, torch.bfloat16), (1500, 4000, torch.float32), (2000, 2000, torch.bfloat16)])
+def test_queries_after_a_full_cache_match_the_boolean_mask(q_len, k_len, dtype):
+    """The piecewise prefill's anchor attention (keys end with the queries) against the masked reference."""
+    from spatial_ttt.layers.attention import masked_attention
+    from spatial_ttt.ops.attention_gpu import causal_attention
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q = torch.randn(1, 4, q_len, 64, device="cuda", generator=g).to(dtype)
+    k, v = (torch.randn(1, 2, k_len, 64, device="cuda", generator=g).to(dtype) for _ in range(2))
+    q_start = k_len - q_len + 7
+    out = causal_attention(q, k, v, q_start, 7, None)
+    ref = masked_attention(q.float(), k.float(), v.float(), q_start, 7, None)
+    torch.testing.assert_close(out.float(), ref, atol=2e-2 if dtype == torch.bfloat16 else 1e-4, rtol=0)
