@@ -1,6 +1,8 @@
-"""Where a long prefill's time goes: `generate(max_new_tokens=1)` at the Qwen3-VL-2B shape, by stage and by kernel.
+"""Where a long prefill's time goes: `generate(max_new_tokens=1)` at the Qwen3-VL-2B shape, by stage and by kernel;
+with --stream, the same for a stream: `StreamSession.observe_tokens` in pieces of --piece-frames frames.
 
     PYTHONPATH=src:benchmarks python benchmarks/profile_prefill.py --frames 1024 --out profile.json
+    PYTHONPATH=src:benchmarks python benchmarks/profile_prefill.py --stream --frames 256 --out profile_stream.json
     PYTHONPATH=src:benchmarks python benchmarks/profile_prefill.py --tiny --out profile.json   # CPU, checks the script
 
 Stages are timed with CUDA events through forward hooks on the model's modules (the vision tower, every decoder
@@ -19,6 +21,8 @@ from pathlib import Path
 import torch
 
 from bench_e2e import build_ours, prompt, shape_2b, shape_tiny
+
+from spatial_ttt.streaming import StreamSession
 
 
 class StageTimer:
@@ -95,6 +99,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=1024)
     parser.add_argument("--precision", default="bf16")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--stream", action="store_true", help="profile a stream instead of generate")
+    parser.add_argument("--piece-frames", type=int, default=32)
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
@@ -104,7 +110,18 @@ def main() -> None:
     frames = 8 if args.tiny else args.frames
     model = build_ours(shape, device, args.precision)
     inputs = {k: v.to(device) for k, v in prompt(shape, frames // 2).items()}
+    pieces: list[dict] = []
     run = lambda: model.generate(**inputs, max_new_tokens=1, stop_token_ids=[])  # noqa: E731
+    if args.stream:
+        piece_frames = 4 if args.tiny else args.piece_frames
+        keys = ("input_ids", "pixel_values_videos", "video_grid_thw")
+        pieces = [{k: v.to(device) for k, v in prompt(shape, piece_frames // 2, prefix=0, suffix=0, seed=i).items() if k in keys}
+                  for i in range(frames // piece_frames)]
+
+        def run() -> None:
+            session = StreamSession(model)
+            for piece in pieces:
+                session.observe_tokens(**piece)
     run()  # warm-up: compilation, graph capture
     if cuda:
         torch.cuda.synchronize()
@@ -122,8 +139,10 @@ def main() -> None:
     key = "self_device_time_total" if cuda else "self_cpu_time_total"
     events = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)
     kernels = [dict(name=e.key[:120], seconds=getattr(e, key) / 1e6, calls=e.count) for e in events[: args.top]]
-    result = dict(frames=frames, tokens=int(inputs["input_ids"].shape[1]), precision=args.precision,
-                  device=torch.cuda.get_device_name(0) if cuda else "cpu", prefill_s=total,
+    tokens = sum(int(p["input_ids"].shape[1]) for p in pieces) if args.stream else int(inputs["input_ids"].shape[1])
+    result = dict(what="stream" if args.stream else "generate", frames=frames, tokens=tokens,
+                  precision=args.precision, seconds=total, frames_per_s=frames / total,
+                  device=torch.cuda.get_device_name(0) if cuda else "cpu",
                   stages_s={k: round(v, 4) for k, v in sorted(stages.items(), key=lambda kv: -kv[1])},
                   top_kernels=kernels)
     Path(args.out).write_text(json.dumps(result, indent=2))

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -30,14 +32,17 @@ def test_bench_e2e_tiny_writes_the_json(tmp_path):
     assert "ours_bf16 / plain at 4 frames: prefill x" in result.stdout
 
 
-def test_profile_prefill_tiny_times_every_stage(tmp_path):
+@pytest.mark.parametrize("stream", [False, True])
+def test_profile_prefill_tiny_times_every_stage(tmp_path, stream):
     out = tmp_path / "profile.json"
     env = dict(os.environ, PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{ROOT / 'benchmarks'}", OMP_NUM_THREADS="1")
-    cmd = [sys.executable, str(ROOT / "benchmarks/profile_prefill.py"), "--tiny", "--out", str(out)]
+    cmd = [sys.executable, str(ROOT / "benchmarks/profile_prefill.py"), "--tiny", "--out", str(out)] + ["--stream"] * stream
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(out.read_text())
-    assert data["tokens"] == 10 + 4 * (5 + 1 + 4 + 1) + 20  # 4 groups of 64x64 frames
+    # generate: 4 groups of 64x64 frames with the prompt's text; stream: 2 pieces of 2 groups, video only
+    assert data["tokens"] == (2 * 2 * (5 + 1 + 4 + 1) if stream else 10 + 4 * (5 + 1 + 4 + 1) + 20)
+    assert data["what"] == ("stream" if stream else "generate") and data["frames_per_s"] > 0
     stages = data["stages_s"]
     assert set(stages) == {"vision tower", "lm head", "mlp", "anchor layer: attention",
                            "ttt layer: attention + fast-weight branch",
