@@ -44,10 +44,9 @@ def test_profile_prefill_tiny_times_every_stage(tmp_path, stream):
     assert data["tokens"] == (2 * 2 * (5 + 1 + 4 + 1) if stream else 10 + 4 * (5 + 1 + 4 + 1) + 20)
     assert data["what"] == ("stream" if stream else "generate") and data["frames_per_s"] > 0
     stages = data["stages_s"]
-    assert set(stages) == {"vision tower", "lm head", "mlp", "anchor layer: attention",
-                           "ttt layer: attention + fast-weight branch",
+    assert set(stages) == {"vision tower", "mlp", "anchor layer: attention", "ttt layer: attention + fast-weight branch",
                            "  of which: fast-weight branch (prologue, memory, epilogue)",
-                           "  of which: sliding-window attention"}
+                           "  of which: sliding-window attention"} | ({"lm head"} if not stream else set())  # observing predicts nothing
     parts = stages["  of which: fast-weight branch (prologue, memory, epilogue)"] + stages["  of which: sliding-window attention"]
     assert 0 < parts <= stages["ttt layer: attention + fast-weight branch"]
     assert data["top_kernels"] and data["top_kernels"][0]["seconds"] > 0
