@@ -120,3 +120,13 @@ def test_queries_after_a_full_cache_match_the_boolean_mask(q_len, k_len, dtype):
     out = causal_attention(q, k, v, q_start, 7, None)
     ref = masked_attention(q.float(), k.float(), v.float(), q_start, 7, None)
     torch.testing.assert_close(out.float(), ref, atol=2e-2 if dtype == torch.bfloat16 else 1e-4, rtol=0)
+
+
+def test_band_block_mask_is_built_once_per_geometry():
+    """A stream asks for the same band every piece (only the absolute starts move): it is reused, not rebuilt."""
+    pytest.importorskip("torch.nn.attention.flex_attention")
+    from spatial_ttt.ops.attention_gpu import band_block_mask
+
+    first = band_block_mask(300, 556, 1000, 744, 256, "cpu")
+    assert band_block_mask(300, 556, 5000, 4744, 256, "cpu") is first
+    assert band_block_mask(300, 556, 5000, 4700, 256, "cpu") is not first

@@ -16,6 +16,8 @@ mask and forces SDPA off its flash kernel. Here, on CUDA:
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -37,17 +39,26 @@ def _flex_attention():
 
 def band_block_mask(q_len: int, k_len: int, q_start: int, k_start: int, window: int | None, device, block: int = BLOCK):
     """flex_attention BlockMask for: query at absolute index q_start+i sees key k_start+j iff
-    k_start+j <= q_start+i and (window is None or k_start+j > q_start+i-window)."""
+    k_start+j <= q_start+i and (window is None or k_start+j > q_start+i-window).
+
+    It depends on the starts only through their difference, so it is built once per geometry and reused: a stream
+    asks for the same one every piece (same piece length, a full window), and building it costs ~1 ms of small
+    kernels and Python per call, more than the attention of a piece itself (measured on an H100)."""
+    win = window if window is not None else q_start + q_len + k_len + 1
+    return _band_block_mask(q_len, k_len, q_start - k_start, win, str(torch.device(device)), block)
+
+
+@functools.lru_cache(maxsize=64)
+def _band_block_mask(q_len: int, k_len: int, delta: int, win: int, device: str, block: int):
     from torch.nn.attention.flex_attention import BlockMask
 
-    win = window if window is not None else q_start + q_len + k_len + 1
     nq, nk = -(-q_len // block), -(-k_len // block)
     qi = torch.arange(nq, device=device)
     ki = torch.arange(nk, device=device)
-    q_lo = qi * block + q_start
-    q_hi = torch.clamp((qi + 1) * block, max=q_len) - 1 + q_start
-    k_lo = ki * block + k_start
-    k_hi = torch.clamp((ki + 1) * block, max=k_len) - 1 + k_start
+    q_lo = qi * block + delta  # query rows counted from the first key
+    q_hi = torch.clamp((qi + 1) * block, max=q_len) - 1 + delta
+    k_lo = ki * block
+    k_hi = torch.clamp((ki + 1) * block, max=k_len) - 1
     lo = k_lo[None, :] - q_hi[:, None]  # min over the tile of (k_abs - q_abs)
     hi = k_hi[None, :] - q_lo[:, None]  # max
     touched = (lo <= 0) & (hi > -win)
@@ -63,12 +74,11 @@ def band_block_mask(q_len: int, k_len: int, q_start: int, k_start: int, window: 
         order = torch.argsort(sel.to(torch.int8), dim=-1, descending=True, stable=True).to(torch.int32)
         return count[None, None], order[None, None]
 
-    offsets = torch.tensor([q_start, k_start, win], device=device)
+    offsets = torch.tensor([delta, win], device=device)
 
     def mask_mod(b, h, q_idx, kv_idx):
-        q_abs = q_idx + offsets[0]
-        k_abs = kv_idx + offsets[1]
-        return (k_abs <= q_abs) & (k_abs > q_abs - offsets[2])
+        q_rel = q_idx + offsets[0]
+        return (kv_idx <= q_rel) & (kv_idx > q_rel - offsets[1])
 
     kv_num, kv_idx = indices(partial)
     full_num, full_idx = indices(full)
