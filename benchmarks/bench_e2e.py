@@ -308,9 +308,15 @@ def main() -> None:
     parser.add_argument("--decode-tokens", type=int, help="tokens timed after the first (default 16; tiny: 2)")
     parser.add_argument("--stream-frames", type=int, help="length of the long stream (default 1024; tiny: 16)")
     parser.add_argument("--piece-frames", type=int, help="frames per observe step (default 32; tiny: 4)")
+    parser.add_argument("--prefill-piece", type=int, help="ours: spatial_ttt.generation.PREFILL_PIECE (tokens per "
+                        "piece of a long video prompt's prefill)")
     parser.add_argument("--budget-s", type=float, default=1e9, help="skip what is left after this many seconds")
     args = parser.parse_args()
     tiny = args.tiny
+    if args.prefill_piece:
+        from spatial_ttt import generation
+
+        generation.PREFILL_PIECE = args.prefill_piece
     shape = shape_tiny() if tiny else shape_2b()
     device = torch.device("cpu" if tiny or not torch.cuda.is_available() else "cuda")
     frames_list = args.frames or ([4, 8] if tiny else [128, 512, 1024])
@@ -319,7 +325,9 @@ def main() -> None:
     piece_frames = args.piece_frames or (4 if tiny else 32)
     clock = Clock(device)
     t0 = time.time()
-    results: dict[str, Any] = dict(env=environment(device), shape="tiny" if tiny else "qwen3-vl-2b",
+    from spatial_ttt.generation import PREFILL_PIECE  # after --prefill-piece
+
+    results: dict[str, Any] = dict(env=environment(device), shape="tiny" if tiny else "qwen3-vl-2b", prefill_piece=PREFILL_PIECE,
                                    frame_hw=list(shape.frame_hw), decode_tokens=decode_tokens, runs=[], streams=[],
                                    ratios=[])
     inputs = {frames: prompt(shape, frames // 2) for frames in frames_list}
