@@ -90,34 +90,26 @@ def matmul(a: Tensor, b: Tensor, precision: str) -> Tensor:
     return a @ b
 
 
-def swiglu_inner(weights: FastWeights, x: Tensor, precision: str) -> tuple[Tensor, Tensor]:
-    """W0 x and W2 x for rows x [BH, N, d] -> two [BH, N, dh], as ONE product with [W0; W2] (twice the width of
-    either: a better-filled matrix unit than two products of half the size)."""
-    both = matmul(x, torch.cat([weights.w0, weights.w2], dim=-2).transpose(-1, -2), precision)
-    return both.chunk(2, dim=-1)
-
-
-def swiglu_apply(weights: FastWeights, x: Tensor, precision: str = "fp32", inner: tuple[Tensor, Tensor] | None = None) -> Tensor:
-    """f(x) for rows x [BH, N, d] -> [BH, N, d]; ``inner``: swiglu_inner(x) if already computed."""
-    gate, hidden = swiglu_inner(weights, x, precision) if inner is None else inner
+def swiglu_apply(weights: FastWeights, x: Tensor, precision: str = "fp32") -> Tensor:
+    """f(x) for rows x [BH, N, d] -> [BH, N, d]."""
+    gate = matmul(x, weights.w0.transpose(-1, -2), precision)
+    hidden = matmul(x, weights.w2.transpose(-1, -2), precision)
     return matmul(F.silu(gate) * hidden, weights.w1.transpose(-1, -2), precision)
 
 
 def swiglu_descent(
-    weights: FastWeights, k: Tensor, v: Tensor, lr0: Tensor, lr1: Tensor, lr2: Tensor, precision: str = "fp32",
-    inner: tuple[Tensor, Tensor] | None = None,
+    weights: FastWeights, k: Tensor, v: Tensor, lr0: Tensor, lr1: Tensor, lr2: Tensor, precision: str = "fp32"
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Negative gradient of sum_t lr_t * -<f(k_t), v_t> w.r.t. (W0, W1, W2), each scaled by its own rates;
-    ``inner``: swiglu_inner(k) if already computed."""
-    gate, hidden = swiglu_inner(weights, k, precision) if inner is None else inner  # [BH, C, dh] each
+    """Negative gradient of sum_t lr_t * -<f(k_t), v_t> w.r.t. (W0, W1, W2), each scaled by its own rates."""
+    gate = matmul(k, weights.w0.transpose(-1, -2), precision)  # [BH, C, dh]
+    hidden = matmul(k, weights.w2.transpose(-1, -2), precision)
     sig = torch.sigmoid(gate)
     silu_gate = gate * sig
     d_hidden = matmul(v, weights.w1, precision)  # dL/d(silu(g)*h) rows: [BH, C, dh]
     d_silu = sig * (1 + gate * (1 - sig))  # silu'(g)
     dw1 = matmul((v * lr1).transpose(-1, -2), silu_gate * hidden, precision)
-    # dW0 and dW2 share k: one product of the stacked row gradients
-    rows = torch.cat([d_hidden * hidden * d_silu * lr0, d_hidden * silu_gate * lr2], dim=-1)  # [BH, C, 2dh]
-    dw0, dw2 = matmul(rows.transpose(-1, -2), k, precision).chunk(2, dim=-2)
+    dw2 = matmul((d_hidden * silu_gate * lr2).transpose(-1, -2), k, precision)
+    dw0 = matmul((d_hidden * hidden * d_silu * lr0).transpose(-1, -2), k, precision)
     return dw0, dw1, dw2
 
 
@@ -146,11 +138,9 @@ def fast_weight_update(
     momentum: Tensor | None,
     use_muon: bool,
     precision: str = "fp32",
-    inner: tuple[Tensor, Tensor] | None = None,
 ) -> FastWeights:
-    """One update on a chunk of keys/values [BH, C, d]; momentum [BH, C, 1] or None (no momentum); ``inner``:
-    swiglu_inner(k) if already computed."""
-    steps = swiglu_descent(weights, k, v, lr0, lr1, lr2, precision, inner)
+    """One update on a chunk of keys/values [BH, C, d]; momentum [BH, C, 1] or None (no momentum)."""
+    steps = swiglu_descent(weights, k, v, lr0, lr1, lr2, precision)
     new_momentum = None
     if momentum is not None:
         beta = momentum.mean(dim=1, keepdim=True)  # one gate per head and chunk
@@ -170,17 +160,10 @@ def chunk_step(
     weights: FastWeights, q: Tensor | None, chunk: TokenStream | None, use_muon: bool, precision: str
 ) -> tuple[Tensor | None, FastWeights]:
     """The one step every kernel implements: answer the queries q [BH, n, d] with the current weights, then
-    update the weights on ``chunk`` (C tokens). Either part may be absent (None). With both, q and the chunk's keys
-    go through [W0; W2] as one product."""
-    if q is None or chunk is None:
-        out = None if q is None else swiglu_apply(weights, q, precision)
-        if chunk is not None:
-            weights = fast_weight_update(weights, *chunk, use_muon=use_muon, precision=precision)
-        return out, weights
-    n = q.shape[1]
-    gate, hidden = swiglu_inner(weights, torch.cat([q, chunk.k], dim=1), precision)
-    out = swiglu_apply(weights, q, precision, inner=(gate[:, :n], hidden[:, :n]))
-    weights = fast_weight_update(weights, *chunk, use_muon=use_muon, precision=precision, inner=(gate[:, n:], hidden[:, n:]))
+    update the weights on ``chunk`` (C tokens). Either part may be absent (None)."""
+    out = None if q is None else swiglu_apply(weights, q, precision)
+    if chunk is not None:
+        weights = fast_weight_update(weights, *chunk, use_muon=use_muon, precision=precision)
     return out, weights
 
 
