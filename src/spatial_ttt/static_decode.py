@@ -105,12 +105,12 @@ class StaticDecoder:
     back. ``capture``: compile the step and replay it as a CUDA graph (CUDA only)."""
 
     def __init__(self, model, state: ModelState, steps: int, graphs: DecodeGraphs, capture: bool) -> None:
+        began = time.perf_counter()
         config, text = model.config, model.model.language_model
         self.model, self.state, self.graphs, self.capture = model, state, graphs, capture
         self.chunk, self.window = config.lact_chunk_size, config.window_size
         self.start, self.fed, self.positions = state.num_tokens, 0, state.next_position
         self.graph: ChunkGraph | None = None
-        self.setup_s = 0.0
         self.weights: list[FastWeights | None] = []  # the fast weights in force (what finish hands back)
         self.consumed: list[TokenStream | None] = []  # each layer's chunk of the last update (for ``recent``)
         self.kernel = next((layer.self_attn.kernel for layer in text.layers if layer.is_ttt), None)
@@ -141,6 +141,7 @@ class StaticDecoder:
         if len(counts) > 1:
             raise ValueError(f"the TTT layers hold different numbers of pending tokens {sorted(counts)}")
         self.count = counts.pop() if counts else 0  # pending tokens, the same in every TTT layer
+        self.setup_s = time.perf_counter() - began  # per decode: building the buffers, then capturing the graph
 
     def _anchor(self, kv, like: Tensor, steps: int) -> LayerBuffers:
         """The state's own buffer, with room for the decode (a new one belongs to this state alone, as in eager
@@ -187,7 +188,7 @@ class StaticDecoder:
                     return (step(self.model, token, where, self.buffers),)
 
                 self.graph = ChunkGraph(bound, inputs, self.capture)
-                self.setup_s = time.perf_counter() - began
+                self.setup_s += time.perf_counter() - began
             logits = self.graph(*inputs)[0]
         self.fed += 1
         self.count += 1
