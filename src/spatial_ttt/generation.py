@@ -2,7 +2,9 @@
 
 Kept apart from the model (gpt-fast style): the model computes logits from tokens and a state; this module
 decides what to feed it. The fast weights keep learning while decoding, by the reference's decode rule
-(:mod:`spatial_ttt.ops.fast_weight_memory`), which ``ModelState.begin_decode`` switches on.
+(:mod:`spatial_ttt.ops.fast_weight_memory`), which ``ModelState.begin_decode`` switches on. How the model runs a
+decoded token (a forward, or a step over static buffers replayed as a CUDA graph) is ``config.decode_kernel``
+(:mod:`spatial_ttt.static_decode`); sampling stays here.
 """
 
 from __future__ import annotations

@@ -276,7 +276,8 @@ class TTTAttention(nn.Module):
         gate_logits = self.ttt_scale_proj(x)
         out = memory(q, TokenStream(*rows))
         del q, rows  # the operator's inputs are not needed past it
-        return fuse(branch_epilogue)(out, self.ttt_norm.weight, self.ttt_norm.variance_epsilon, gate_logits, self.nh, x.dtype)
+        epilogue = fuse(branch_epilogue)
+        return epilogue(out, self.ttt_norm.weight, self.ttt_norm.variance_epsilon, gate_logits, self.nh, x.dtype)
 
     def decode_static(
         self, x: Tensor, cos: Tensor, sin: Tensor, keys: Tensor, values: Tensor, index: Tensor,
@@ -302,4 +303,5 @@ class TTTAttention(nn.Module):
                     buffer[:, slot] = row
             return swiglu_apply(FastWeights(*weights, None, None), q, self.config.fast_weight_precision)
 
-        return self.attn_layer.o_proj(attended + self._branch(x, qf, kf, vf, cos, sin, answer, lambda fn: fn))
+        memory = self._branch(x, qf, kf, vf, cos, sin, answer, lambda fn: fn)
+        return self.attn_layer.o_proj(attended + memory)
