@@ -8,6 +8,7 @@ import torch
 from spatial_ttt.ops import TokenStream
 from spatial_ttt.state import KVCache
 from spatial_ttt.static_decode import decode_steps
+from spatial_ttt.streaming import StreamSession
 from spatial_ttt.tiny import tiny_config, tiny_model
 
 from .helpers import video_prompt
@@ -148,7 +149,8 @@ def test_a_decode_stopped_by_on_token_leaves_the_tokens_fed_so_far(model):
     assert tokens[1].tolist() == tokens[0].tolist()
 
 
-def test_kept_answers_and_later_questions_of_a_stream_match_eager(processor, one_thread):
+def test_kept_answers_and_later_questions_of_a_stream_match_eager(processor, one_thread, tmp_path):
+    """A question from a snapshot, a kept one, the session saved and loaded, more frames, another question."""
     model = tiny_model(use_muon=False, lact_chunk_size=10)
     video = np.random.default_rng(0).integers(0, 255, size=(8, 64, 64, 3), dtype=np.uint8)
     times = [0.5 * i for i in range(8)]
@@ -160,6 +162,8 @@ def test_kept_answers_and_later_questions_of_a_stream_match_eager(processor, one
         asked = session.ask_tokens(processor.suffix("Q").input_ids, 12)  # from a snapshot
         kept = session.ask_tokens(processor.suffix("Q").input_ids, 12, keep=True, turn_end_ids=TURN_END,
                                   stop_token_ids=[])
+        session.save(tmp_path / f"{kind}.safetensors")
+        session = StreamSession.load(tmp_path / f"{kind}.safetensors", model, processor)
         session.observe(video[4:], times[4:])
         later = session.ask_tokens(processor.suffix("Q").input_ids, 12)
         runs[kind] = (asked, kept, later, session)
