@@ -113,7 +113,8 @@ class StaticDecoder:
         self.graph: ChunkGraph | None = None
         self.weights: list[FastWeights | None] = []  # the fast weights in force (what finish hands back)
         self.consumed: list[TokenStream | None] = []  # each layer's chunk of the last update (for ``recent``)
-        self.kernel = next((layer.self_attn.kernel for layer in text.layers if layer.is_ttt), None)
+        learners = [layer.self_attn.kernel for layer in text.layers if layer.is_ttt and config.ttt_branch]
+        self.kernel = learners[0] if learners else None  # runs the decode rule's updates (one per model)
         counts = set()
         self.buffers: list[LayerBuffers] = []
         batch = len(self.positions)
@@ -182,10 +183,10 @@ class StaticDecoder:
         with self.graphs.lock:
             if self.graph is None:
                 began = time.perf_counter()
-                step = self.graphs.step(compiled=self.capture)
+                step, model, buffers = self.graphs.step(compiled=self.capture), self.model, self.buffers
 
-                def bound(token: Tensor, where: Tensor) -> tuple[Tensor]:
-                    return (step(self.model, token, where, self.buffers),)
+                def bound(token: Tensor, where: Tensor) -> tuple[Tensor]:  # no reference to self: no cycle to
+                    return (step(model, token, where, buffers),)  # keep the buffers alive past the decode
 
                 self.graph = ChunkGraph(bound, inputs, self.capture)
                 self.setup_s += time.perf_counter() - began

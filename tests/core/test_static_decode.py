@@ -126,6 +126,13 @@ def test_the_state_after_decoding_is_eager_s_and_continues_the_same(model, monke
     assert_same_state(eager_state, graphed_state)
 
 
+def test_without_the_fast_weight_branch_the_memory_is_left_alone(one_thread):
+    model = tiny_model(use_muon=False, lact_chunk_size=8, window_size=16, ttt_branch=False)
+    (eager, eager_state), (graphed, graphed_state) = generate_both(model, video_prompt(), 12)
+    assert graphed.tolist() == eager.tolist()
+    assert_same_state(eager_state, graphed_state)
+
+
 def test_a_decode_stopped_by_on_token_leaves_the_tokens_fed_so_far(model):
     inputs = video_prompt(frames_groups=2, grid_hw=4)
     states = []
