@@ -55,7 +55,7 @@ def state_tensors(state):
         out.update({f"{i}.norm{j}": t for j, t in enumerate(w.norms)})
         out.update({f"{i}.momentum{j}": t for j, t in enumerate(w.momentum or ())})
         out[f"{i}.pending"] = layer.ttt.pending
-        out.update({f"{i}.recent.{name}": t for name, t in zip(TokenStream._fields, layer.ttt.recent)})
+        out.update({f"{i}.recent.{name}": t for name, t in zip(TokenStream._fields, layer.ttt.recent or ())})
     return out
 
 
