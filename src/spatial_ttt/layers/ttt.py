@@ -289,8 +289,8 @@ class TTTAttention(nn.Module):
         [BH, C + 1, ...]; the decode rule's update runs between tokens (FastWeightMemory.due). Plain functions
         throughout: the caller compiles the whole step."""
         q, k, v = self.attn_layer.project(x)
-        ring = index % self.config.window_size  # ring slots up to the index hold tokens of the window
-        attended = self.attn_layer.attend_static(q, k, v, cos, sin, keys, values, ring, index)
+        # its key goes to slot index mod W; slots 0..index hold tokens of its window (all of them, once it is full)
+        attended = self.attn_layer.attend_static(q, k, v, cos, sin, keys, values, index % keys.shape[2], index)
         if not self.config.ttt_branch:
             return self.attn_layer.o_proj(attended)
         group = self.num_heads // self.num_kv_heads

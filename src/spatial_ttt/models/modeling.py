@@ -88,10 +88,11 @@ class DecoderLayer(nn.Module):
         """``forward`` for one decoded token per row at absolute index ``index`` [1] over the layer's static
         buffers (a spatial_ttt.static_decode.LayerBuffers); ``slot``: where its fast-weight update inputs go."""
         h = self.input_layernorm(x)
+        keys, values = buffers.keys, buffers.values
         if self.is_ttt:
-            h = self.self_attn.decode_static(h, cos, sin, *buffers[:2], index, *buffers[2:], slot)
+            h = self.self_attn.decode_static(h, cos, sin, keys, values, index, buffers.weights, buffers.pending, slot)
         else:
-            h = self.self_attn.decode_static(h, cos, sin, *buffers[:2], index)
+            h = self.self_attn.decode_static(h, cos, sin, keys, values, index)
         x = x + h
         return x + self.feed_forward(x)
 

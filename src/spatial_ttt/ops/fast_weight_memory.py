@@ -13,8 +13,8 @@ here and nowhere else:
   pending tokens, and as soon as C are pending the first C update the weights. So the first decoded token is
   answered by the prompt's weights and then triggers an update on the prompt's last C tokens.
 
-When the first C pending tokens update the weights is :meth:`FastWeightMemory.due`, the one statement of both rules;
-the static decoder (:mod:`spatial_ttt.static_decode`), which answers a token inside a CUDA graph and updates between
+When the first C pending tokens update the weights, under either rule, is :meth:`FastWeightMemory.due` alone: the
+static decoder (:mod:`spatial_ttt.static_decode`), which answers a token inside a CUDA graph and updates between
 tokens, asks it too.
 
 The memory owns compact tensors only: ``recent`` is a copy of the last C tokens' update inputs, never a view
