@@ -83,12 +83,12 @@ def measure(model, length: int, new_tokens: int, repeat: int, kernels: list[str]
             _, seconds = timed_decode(model, fresh, logits, new_tokens, device)
             peak = max(peak, torch.cuda.max_memory_allocated() if device.type == "cuda" else 0)
             times.append(seconds)
-            setups.append(model.decode_graphs.last.get("setup_s", 0.0))
+            setups.append(model.static_decoding.last.get("setup_s", 0.0))
             del fresh
         best = min(range(repeat), key=times.__getitem__)
         fed = new_tokens - 1
-        runs.append(dict(tokens=length, kernel=model.decode_graphs.last["kernel"], new_tokens=new_tokens,
-                         captured=model.decode_graphs.last.get("captured", False), first_call_s=first_s,
+        runs.append(dict(tokens=length, kernel=model.static_decoding.last["kernel"], new_tokens=new_tokens,
+                         captured=model.static_decoding.last.get("captured", False), first_call_s=first_s,
                          ms_per_token=1e3 * times[best] / fed, setup_s=setups[best],
                          ms_per_token_steady=1e3 * (times[best] - setups[best]) / fed, peak_gib=peak / GIB,
                          times_s=times))

@@ -213,7 +213,7 @@ def measure_generate(model, inputs: dict, decode_tokens: int, clock: Clock, ours
         warmup_s=warmup_s,
     )
     if ours:  # how the timed decode ran: the kernel, and its per-decode setup (buffers, graph capture; in decode_ms)
-        last = model.decode_graphs.last
+        last = model.static_decoding.last
         result.update(decode_kernel=last["kernel"], decode_setup_s=last.get("setup_s", 0.0))
     return result
 

@@ -16,7 +16,7 @@ and one step (:func:`decode_step`) answers a token over them:
 
 On CUDA the step is compiled (fullgraph) and captured as a CUDA graph when the decode starts; every token is a
 replay. The graph holds the addresses of this state's anchor buffers, so it lives as long as the decoder (one
-decode); the compiled step lives in the model's :class:`DecodeGraphs`. On CPU the same buffers and step run
+decode); the compiled step lives in the model's :class:`StaticDecoding`. On CPU the same buffers and step run
 uncompiled and uncaptured, so all of the bookkeeping is tested there. :meth:`StaticDecoder.finish` writes the state
 back exactly as eager decoding would have left it, also when decoding stops early.
 """
@@ -63,7 +63,7 @@ def decode_step(model, token: Tensor, where: Tensor, buffers: list[LayerBuffers]
     return model.lm_head(text.norm(x))[:, -1]
 
 
-class DecodeGraphs:
+class StaticDecoding:
     """What a model keeps for static decoding: the compiled step (its own, so that models never share compiled
     variants or recompile limits), a lock serialising captures and replays between threads, and how the last
     decode ran (``last``, for benchmarks)."""
@@ -73,8 +73,8 @@ class DecodeGraphs:
         self.lock = threading.Lock()
         self.last: dict = {}
 
-    def __deepcopy__(self, memo: dict) -> "DecodeGraphs":  # a copied model compiles its own
-        return DecodeGraphs()
+    def __deepcopy__(self, memo: dict) -> "StaticDecoding":  # a copied model compiles its own
+        return StaticDecoding()
 
     def __getstate__(self) -> dict:
         return {}
@@ -104,10 +104,10 @@ class StaticDecoder:
     fed tokens: :meth:`step` feeds one token per row and returns the next logits, :meth:`finish` writes the state
     back. ``capture``: compile the step and replay it as a CUDA graph (CUDA only)."""
 
-    def __init__(self, model, state: ModelState, steps: int, graphs: DecodeGraphs, capture: bool) -> None:
+    def __init__(self, model, state: ModelState, steps: int, decoding: StaticDecoding, capture: bool) -> None:
         began = time.perf_counter()
         config, text = model.config, model.model.language_model
-        self.model, self.state, self.graphs, self.capture = model, state, graphs, capture
+        self.model, self.state, self.decoding, self.capture = model, state, decoding, capture
         self.chunk, self.window = config.lact_chunk_size, config.window_size
         self.start, self.fed, self.positions = state.num_tokens, 0, state.next_position
         self.graph: ChunkGraph | None = None
@@ -180,10 +180,10 @@ class StaticDecoder:
         """Feeds one token per row [B]; returns the logits [B, V] that follow it."""
         where = torch.tensor([self.start + self.fed, self.count, *(self.positions + self.fed).tolist()])
         inputs = [token[:, None], where.to(token.device)]
-        with self.graphs.lock:
+        with self.decoding.lock:
             if self.graph is None:
                 began = time.perf_counter()
-                step, model, buffers = self.graphs.step(compiled=self.capture), self.model, self.buffers
+                step, model, buffers = self.decoding.step(compiled=self.capture), self.model, self.buffers
 
                 def bound(token: Tensor, where: Tensor) -> tuple[Tensor]:  # no reference to self: no cycle to
                     return (step(model, token, where, buffers),)  # keep the buffers alive past the decode
@@ -246,9 +246,9 @@ def decode_steps(model, state: ModelState, steps: int) -> Iterator[Callable[[Ten
     """A function feeding one decoded token per row [B] to ``model`` and returning the next logits [B, V], for up
     to ``steps`` tokens of a state in the decode rule, run as ``config.decode_kernel`` says. When the block ends
     (by an exception too) the state holds every token fed."""
-    graphs: DecodeGraphs = model.decode_graphs
-    if graphs.kind(model.config.decode_kernel, model.device) == "eager":
-        graphs.last = {"kernel": "eager"}
+    decoding: StaticDecoding = model.static_decoding
+    if decoding.kind(model.config.decode_kernel, model.device) == "eager":
+        decoding.last = {"kernel": "eager"}
 
         def forward(token: Tensor) -> Tensor:  # generated tokens are text, even one whose id is a placeholder's
             return model(token[:, None], state=state, mm_token_type_ids=torch.zeros_like(token[:, None])).logits[:, -1]
@@ -260,7 +260,7 @@ def decode_steps(model, state: ModelState, steps: int) -> Iterator[Callable[[Ten
     def static(token: Tensor) -> Tensor:
         nonlocal decoder
         if decoder is None:  # built at the first fed token: a decode of one token feeds none
-            decoder = StaticDecoder(model, state, steps, graphs, capture=token.is_cuda)
+            decoder = StaticDecoder(model, state, steps, decoding, capture=token.is_cuda)
         return decoder.step(token)
 
     try:
@@ -268,4 +268,4 @@ def decode_steps(model, state: ModelState, steps: int) -> Iterator[Callable[[Ten
     finally:
         if decoder is not None:
             decoder.finish()
-            graphs.last = decoder.report()
+            decoding.last = decoder.report()

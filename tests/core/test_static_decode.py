@@ -75,7 +75,7 @@ def generate_both(model, inputs, max_new_tokens, **kwargs):
         model.config.decode_kernel = kind
         state = model.new_state(inputs["input_ids"].shape[0])
         out[kind] = model.generate(**inputs, max_new_tokens=max_new_tokens, state=state, **kwargs), state
-        assert model.decode_graphs.last["kernel"] == kind
+        assert model.static_decoding.last["kernel"] == kind
     return out["eager"], out["graphed"]
 
 
@@ -190,4 +190,4 @@ def test_an_unknown_decode_kernel_is_refused(model):
 
 def test_auto_decodes_eagerly_on_the_cpu(model):
     model.generate(torch.tensor([[7, 8, 9]]), max_new_tokens=3)
-    assert model.config.decode_kernel == "auto" and model.decode_graphs.last == {"kernel": "eager"}
+    assert model.config.decode_kernel == "auto" and model.static_decoding.last == {"kernel": "eager"}

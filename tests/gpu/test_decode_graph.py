@@ -45,7 +45,7 @@ def test_graphed_decoding_matches_eager_in_fp32(fp32_model, batch):
         fp32_model.config.decode_kernel = kind
         state = fp32_model.new_state(batch)
         outs[kind] = fp32_model.generate(**inputs, max_new_tokens=20, state=state), state
-    assert fp32_model.decode_graphs.last["kernel"] == "graphed" and fp32_model.decode_graphs.last["captured"]
+    assert fp32_model.static_decoding.last["kernel"] == "graphed" and fp32_model.static_decoding.last["captured"]
     assert outs["graphed"][0].tolist() == outs["eager"][0].tolist()
     assert_same_state(outs["eager"][1], outs["graphed"][1], atol=1e-4)
     tokens = outs["eager"][0][:, -20:-1]
@@ -72,7 +72,7 @@ def test_graphed_decoding_is_close_to_eager_in_bf16():
     tokens = torch.randint(0, 500, (1, 18), device="cuda")
     expected, eager_state = fed_logits(model, "eager", inputs, tokens)
     got, graphed_state = fed_logits(model, "graphed", inputs, tokens)
-    assert model.decode_graphs.last["captured"]
+    assert model.static_decoding.last["captured"]
     # bf16 rounds at other places when fused (relative L2 over all 19 steps; a wrong position or rule gives ~1)
     assert float((got - expected).norm() / expected.norm()) < 5e-2
     # 22 prompt tokens + 18 fed, chunk 8: updates after the 1st, 8th and 16th fed tokens

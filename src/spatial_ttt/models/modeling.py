@@ -29,7 +29,7 @@ from ..layers.spatial_conv import VideoSpan, video_spans
 from ..layers.ttt import TTTAttention
 from ..ops import FastWeightKernel, FastWeightMemory
 from ..state import KVCache, LayerState, ModelState
-from ..static_decode import DecodeGraphs
+from ..static_decode import StaticDecoding
 from .positions import rope_positions
 
 
@@ -141,7 +141,7 @@ class SpatialTTTForConditionalGeneration(PreTrainedModel):
         self.model = SpatialTTTModel(config)
         text = config.text_config
         self.lm_head = nn.Linear(text.hidden_size, text.vocab_size, bias=False)
-        self.decode_graphs = DecodeGraphs()  # the compiled decode step (spatial_ttt.static_decode), this model's own
+        self.static_decoding = StaticDecoding()  # its compiled decode step (spatial_ttt.static_decode)
         if self.ties_embeddings:
             self.lm_head.weight = self.model.language_model.embed_tokens.weight
         self.post_init()
