@@ -18,7 +18,10 @@ Per video length, with the public API only (``generate`` below is the one adapte
   state_gib        memory still allocated after generate(1) while its state is held (ours: the ModelState passed
                    in; plain: the returned past_key_values): what a conversation that continues keeps;
   retained_gib     memory still allocated after the call once the state is dropped (should be 0: anything
-                   else is a cache or a leak).
+                   else is a cache or a leak);
+  warmup_s         the warm-up generate(1 + D) (compilation, autotuning, first graph captures), excluded above;
+  decode_kernel    ours: how the timed decode ran (config.decode_kernel, --decode-kernel: auto = graphed on CUDA);
+  decode_setup_s   ours: the static decoder's per-decode build and graph capture (part of decode_ms).
 Then a long stream through StreamSession (ours): pieces of --piece-frames frames after a warm-up stream of 3 pieces
 (compilation excluded), frames/s over the stream, and
 per 128 frames the growth of allocated memory and of StreamSession.memory_bytes() by kind; a question at the end.
@@ -117,10 +120,12 @@ def prompt(shape: Shape, groups: int, prefix: int = 10, suffix: int = 20, seed: 
 # models and the one generate adapter
 
 
-def build_ours(shape: Shape, device: torch.device, precision: str) -> SpatialTTTForConditionalGeneration:
+def build_ours(
+    shape: Shape, device: torch.device, precision: str, decode_kernel: str = "auto"
+) -> SpatialTTTForConditionalGeneration:
     config = SpatialTTTConfig(
         text_config=dict(shape.text), vision_config=dict(shape.vision), tie_word_embeddings=True, **shape.ids,
-        use_muon=False, fast_weight_precision=precision, **shape.ttt,
+        use_muon=False, fast_weight_precision=precision, decode_kernel=decode_kernel, **shape.ttt,
     )
     return _build(lambda: SpatialTTTForConditionalGeneration(config), shape.dtype, device)
 
@@ -189,7 +194,8 @@ class Clock:
 
 
 def measure_generate(model, inputs: dict, decode_tokens: int, clock: Clock, ours: bool) -> dict:
-    generate(model, inputs, 1 + decode_tokens)  # warm-up: compilation, autotuning, graph capture
+    # warm-up: compilation, autotuning, graph capture
+    _, warmup_s, _ = clock.run(lambda: generate(model, inputs, 1 + decode_tokens))
     gc.collect()
     before = clock.allocated()
     state = model.new_state(1) if ours else None
@@ -200,7 +206,7 @@ def measure_generate(model, inputs: dict, decode_tokens: int, clock: Clock, ours
     retained = clock.allocated() - before
     _, total_s, _ = clock.run(lambda: generate(model, inputs, 1 + decode_tokens))
     _, vision_s, _ = clock.run(lambda: vision_tower(model, inputs, ours))
-    return dict(
+    result = dict(
         tokens=int(inputs["input_ids"].shape[1]),
         prefill_s=prefill_s,
         vision_s=vision_s,
@@ -208,7 +214,12 @@ def measure_generate(model, inputs: dict, decode_tokens: int, clock: Clock, ours
         peak_gib=peak / GIB,
         state_gib=state_bytes / GIB,
         retained_gib=retained / GIB,
+        warmup_s=warmup_s,
     )
+    if ours:  # how the timed decode ran: the kernel, and its per-decode setup (buffers, graph capture; in decode_ms)
+        last = model.static_decoding.last
+        result.update(decode_kernel=last["kernel"], decode_setup_s=last.get("setup_s", 0.0))
+    return result
 
 
 @torch.no_grad()
@@ -310,6 +321,8 @@ def main() -> None:
     parser.add_argument("--piece-frames", type=int, help="frames per observe step (default 32; tiny: 4)")
     parser.add_argument("--prefill-piece", type=int, help="ours: spatial_ttt.generation.PREFILL_PIECE (tokens per "
                         "piece of a long video prompt's prefill)")
+    parser.add_argument("--decode-kernel", default="auto", choices=["auto", "eager", "graphed"],
+                        help="config.decode_kernel of ours (auto: graphed on CUDA, eager on the CPU)")
     parser.add_argument("--budget-s", type=float, default=1e9, help="skip what is left after this many seconds")
     args = parser.parse_args()
     tiny = args.tiny
@@ -353,7 +366,7 @@ def main() -> None:
     for name, precision in variants:
         if over_budget(name):
             continue
-        model = build_ours(shape, device, precision) if precision else build_plain(shape, device)
+        model = build_ours(shape, device, precision, args.decode_kernel) if precision else build_plain(shape, device)
         for frames in frames_list:
             if not over_budget(f"{name} {frames}"):
                 on_device = {k: v.to(device) for k, v in inputs[frames].items()}

@@ -47,6 +47,10 @@ class SpatialTTTConfig(Qwen3VLConfig):
     # Which implementation of the fast-weight operator runs: "auto" (compiled + CUDA graphs on CUDA, plain on CPU),
     # "reference" (plain PyTorch), "compiled" (torch.compile'd step) or "graphed" (compiled step in a CUDA graph).
     ttt_kernel: str = "auto"
+    # How decoding runs a token (ours): "eager" (a forward per token), "graphed" (one step over static buffers,
+    # compiled and replayed as a CUDA graph; on CPU the same step runs uncompiled) or "auto" (graphed on CUDA,
+    # eager on CPU). Not part of the math: spatial_ttt.static_decode.
+    decode_kernel: str = "auto"
 
     def __post_init__(self, **kwargs: Any) -> None:
         super().__post_init__(**kwargs)
@@ -79,6 +83,8 @@ class SpatialTTTConfig(Qwen3VLConfig):
             problems.append(f"fast_weight_precision must be 'fp32' or 'bf16', not {self.fast_weight_precision!r}")
         if self.ttt_kernel not in ("auto", "reference", "compiled", "graphed"):
             problems.append(f"ttt_kernel must be one of auto/reference/compiled/graphed, not {self.ttt_kernel!r}")
+        if self.decode_kernel not in ("auto", "eager", "graphed"):
+            problems.append(f"decode_kernel must be one of auto/eager/graphed, not {self.decode_kernel!r}")
         if self.ttt_base_lr <= 0:
             problems.append("ttt_base_lr must be positive")
         unsupported = {"learnable_ttt_scale": True, "ttt_prenorm": False, "qkv_silu": True, "lr_dim": 1, "fp32_states": True}

@@ -2,7 +2,9 @@
 
 Kept apart from the model (gpt-fast style): the model computes logits from tokens and a state; this module
 decides what to feed it. The fast weights keep learning while decoding, by the reference's decode rule
-(:mod:`spatial_ttt.ops.fast_weight_memory`), which ``ModelState.begin_decode`` switches on.
+(:mod:`spatial_ttt.ops.fast_weight_memory`), which ``ModelState.begin_decode`` switches on. How the model runs a
+decoded token (a forward, or a step over static buffers replayed as a CUDA graph) is ``config.decode_kernel``
+(:mod:`spatial_ttt.static_decode`); sampling stays here.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch
 from torch import Tensor
 
 from .state import ModelState
+from .static_decode import decode_steps
 
 
 @torch.no_grad()
@@ -80,18 +83,19 @@ def decode(
     stops = torch.tensor(stop_token_ids or [], dtype=torch.long, device=logits.device)
     finished = torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
     new_tokens: list[Tensor] = []
-    for step in range(max_new_tokens):
-        token = next_token(logits, do_sample, temperature, top_k, top_p, generator)
-        if new_tokens:
-            token = torch.where(finished, new_tokens[-1], token)
-        new_tokens.append(token)
-        if on_token is not None:
-            on_token(token)
-        finished |= torch.isin(token, stops)
-        if bool(finished.all()) or step == max_new_tokens - 1:
-            break
-        # generated tokens are text, even one whose id is a vision placeholder's
-        logits = model(token[:, None], state=state, mm_token_type_ids=torch.zeros_like(token[:, None])).logits[:, -1]
+    # the model's step, eager or over static buffers (config.decode_kernel); the last new token is not fed
+    with decode_steps(model, state, max_new_tokens - 1) as feed:
+        for step in range(max_new_tokens):
+            token = next_token(logits, do_sample, temperature, top_k, top_p, generator)
+            if new_tokens:
+                token = torch.where(finished, new_tokens[-1], token)
+            new_tokens.append(token)
+            if on_token is not None:
+                on_token(token)
+            finished |= torch.isin(token, stops)
+            if bool(finished.all()) or step == max_new_tokens - 1:
+                break
+            logits = feed(token)
     return torch.stack(new_tokens, dim=1)
 
 

@@ -57,20 +57,28 @@ class KVCache:
 
     def _grow(self, cached: int, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
         length = cached + keys.shape[2]
-        if self.key_buffer is None or length > self.key_buffer.shape[2]:
-            # Whole blocks: slack stays under one block, and few distinct buffer strides means few recompiles of
-            # the compiled GPU attention (every stride change cost one: 26 of them took 7.4 s instead of 5.5 s).
-            capacity = (length // self.GROWTH + 1) * self.GROWTH
-            with torch.inference_mode(False):  # a normal tensor: a state filled under inference_mode stays writable
-                key_buffer = keys.new_empty(*keys.shape[:2], capacity, keys.shape[3])
-                value_buffer = values.new_empty(*values.shape[:2], capacity, values.shape[3])
-            if cached:
-                key_buffer[:, :, :cached] = self.keys
-                value_buffer[:, :, :cached] = self.values
-            self.key_buffer, self.value_buffer = key_buffer, value_buffer
+        self.reserve(length, keys)
         self.key_buffer[:, :, cached:length] = keys
         self.value_buffer[:, :, cached:length] = values
         return self.key_buffer[:, :, :length], self.value_buffer[:, :, :length]
+
+    def reserve(self, length: int, like: Tensor) -> None:
+        """Makes the buffer hold at least ``length`` tokens, keeping the cached ones (a full cache; ``like``: a
+        [B, H_kv, *, hd] tensor of the cache's dtype and device). A new buffer belongs to this object alone."""
+        if self.key_buffer is not None and length <= self.key_buffer.shape[2]:
+            return
+        # Whole blocks: slack stays under one block, and few distinct buffer strides means few recompiles of
+        # the compiled GPU attention (every stride change cost one: 26 of them took 7.4 s instead of 5.5 s).
+        capacity = (length // self.GROWTH + 1) * self.GROWTH
+        with torch.inference_mode(False):  # a normal tensor: a state filled under inference_mode stays writable
+            key_buffer = like.new_empty(*like.shape[:2], capacity, like.shape[3])
+            value_buffer = like.new_empty(*like.shape[:2], capacity, like.shape[3])
+        if self.keys is not None:
+            cached = self.keys.shape[2]
+            key_buffer[:, :, :cached] = self.keys
+            value_buffer[:, :, :cached] = self.values
+            self.keys, self.values = key_buffer[:, :, :cached], value_buffer[:, :, :cached]
+        self.key_buffer, self.value_buffer = key_buffer, value_buffer
 
 
 @dataclass

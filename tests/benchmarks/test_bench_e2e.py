@@ -24,7 +24,8 @@ def test_bench_e2e_tiny_writes_the_json(tmp_path):
     for run in data["runs"]:
         assert "error" not in run, run
         assert run["tokens"] == 10 + 2 * (5 + 1 + 4 + 1) + 20  # 2 groups of 64x64 frames: 4 video tokens each
-        assert {"prefill_s", "vision_s", "decode_ms", "peak_gib", "state_gib", "retained_gib"} <= run.keys()
+        assert {"prefill_s", "vision_s", "decode_ms", "peak_gib", "state_gib", "retained_gib", "warmup_s"} <= run.keys()
+    assert data["runs"][0]["decode_kernel"] == "eager"  # auto on the CPU
     assert [(r["model"], r["frames"]) for r in data["ratios"]] == [("ours_bf16", 4)]
     (stream,) = data["streams"]
     assert "error" not in stream, stream

@@ -35,11 +35,12 @@ def test_info_json_gives_every_setting_and_its_source(cli, released_model):
 
 def test_overrides_from_the_command_line(cli, released_model):
     result = cli("info", released_model, "--json", "--muon", "--chunk-size", "40", "--window", "4096",
-                 "--precision", "bf16", "--ttt", "ttt_kernel=reference", "--ttt", "ttt_base_lr=0.002")
+                 "--precision", "bf16", "--ttt", "ttt_kernel=reference", "--ttt", "ttt_base_lr=0.002",
+                 "--ttt", "decode_kernel=graphed")
     assert result.exit_code == 0, result.output
     settings = json.loads(result.stdout)["ttt_settings"]
     expected = {"use_muon": True, "lact_chunk_size": 40, "window_size": 4096, "fast_weight_precision": "bf16",
-                "ttt_kernel": "reference", "ttt_base_lr": 0.002}
+                "ttt_kernel": "reference", "ttt_base_lr": 0.002, "decode_kernel": "graphed"}
     for name, value in expected.items():
         assert settings[name] == {"value": value, "source": "override"}, name
 
@@ -49,6 +50,7 @@ def test_overrides_from_the_command_line(cli, released_model):
     (["--ttt", "use_muon"], "error: --ttt 'use_muon': write KEY=VALUE, e.g. --ttt lact_chunk_size=56"),
     (["--muon", "--ttt", "use_muon=false"], "error: --ttt use_muon is given twice"),
     (["--precision", "fp16"], "fast_weight_precision must be 'fp32' or 'bf16', not 'fp16'"),
+    (["--ttt", "decode_kernel=fast"], "decode_kernel must be one of auto/eager/graphed, not 'fast'"),
 ])
 def test_bad_overrides_exit_2_with_one_line(cli, released_model, args, message):
     result = cli("info", released_model, *args)

@@ -39,6 +39,23 @@ def masked_attention(
     return torch.cat(outputs, dim=2)
 
 
+def decode_attention(q: Tensor, keys: Tensor, values: Tensor, last: Tensor) -> Tensor:
+    """Attention of one query token per row q [B, H, 1, hd] over the slots 0..``last`` ([1]) of static buffers
+    keys/values [B, H_kv, L, hd] (spatial_ttt.static_decode) -> [B, H, 1, hd].
+
+    Written as products summed in fp32 rather than matmuls: compiled, each is one reduction kernel that streams a
+    buffer once, split over its length (a decode step is bandwidth-bound; a matmul with 2 rows and a 100k-long
+    inner dimension would keep few SMs busy), with fp32 scores as SDPA keeps them. Query head h uses KV head
+    h // group (as SDPA's enable_gqa), so the keys are not repeated."""
+    batch, heads, _, dim = q.shape
+    rows = q.view(batch, keys.shape[1], heads // keys.shape[1], 1, dim).float()  # [B, H_kv, group, 1, hd]
+    scores = (rows * keys[:, :, None].float()).sum(-1) * dim**-0.5  # [B, H_kv, group, L]
+    visible = torch.arange(keys.shape[2], device=keys.device) <= last
+    probs = scores.masked_fill(~visible, float("-inf")).softmax(dim=-1)
+    out = (probs[..., None] * values[:, :, None].float()).sum(-2)  # [B, H_kv, group, hd]
+    return out.view(batch, heads, 1, dim).to(q.dtype)
+
+
 class Attention(nn.Module):
     """Grouped-query attention with per-head q/k RMSNorm and 3D rope; parameter names as in Qwen3-VL."""
 
@@ -86,6 +103,23 @@ class Attention(nn.Module):
             out = masked_attention(q, k, v, start, k_start, window)
         return out.transpose(1, 2).flatten(2)
 
+    def attend_static(
+        self, q: Tensor, k: Tensor, v: Tensor, cos: Tensor, sin: Tensor, keys: Tensor, values: Tensor, slot: Tensor,
+        last: Tensor,
+    ) -> Tensor:
+        """``attend`` for one token per row over static buffers keys/values [B, H_kv, L, hd]: its key and value
+        go to ``slot`` [1], then it sees slots 0..``last`` [1] (its own included); [B, 1, H*hd]."""
+        q = apply_rope(q.transpose(1, 2), cos, sin)
+        keys[:, :, slot] = apply_rope(k.transpose(1, 2), cos, sin)  # index_put_: written in place, also compiled
+        values[:, :, slot] = v.transpose(1, 2)
+        return decode_attention(q, keys, values, last).transpose(1, 2).flatten(2)
+
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | None, start: int) -> Tensor:
         q, k, v = self.project(x)
         return self.o_proj(self.attend(q, k, v, cos, sin, cache, start, window=None))
+
+    def decode_static(self, x: Tensor, cos: Tensor, sin: Tensor, keys: Tensor, values: Tensor, index: Tensor) -> Tensor:
+        """``forward`` for one token per row at absolute index ``index`` [1] over a full cache's buffers
+        keys/values [B, H_kv, capacity, hd] (spatial_ttt.static_decode), where slot i holds token i."""
+        q, k, v = self.project(x)
+        return self.o_proj(self.attend_static(q, k, v, cos, sin, keys, values, index, index))

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLTextRMSNorm
 
-from ..ops import FastWeightKernel, FastWeightMemory, FastWeights, TokenStream
+from ..ops import FastWeightKernel, FastWeightMemory, FastWeights, TokenStream, swiglu_apply
 from ..state import LayerState
 from .attention import Attention
 from .rope import apply_partial_rope
@@ -256,15 +256,52 @@ class TTTAttention(nn.Module):
         self, x: Tensor, qf: Tensor, kf: Tensor, vf: Tensor, cos: Tensor, sin: Tensor, memory: FastWeightMemory,
         decoding: bool,
     ) -> Tensor:
+        def advance(q: Tensor, rows: TokenStream) -> Tensor:
+            return memory.advance(q, rows, self.kernel, decoding)
+
+        return self._branch(x, qf, kf, vf, cos, sin, advance, lambda fn: self.kernel.fused(fn, x))
+
+    def _branch(
+        self, x: Tensor, qf: Tensor, kf: Tensor, vf: Tensor, cos: Tensor, sin: Tensor,
+        memory: Callable[[Tensor, TokenStream], Tensor], fuse: Callable[[Callable], Callable],
+    ) -> Tensor:
+        """The branch around its memory: ``memory`` answers the operator's queries [BH, S, d] and takes in the
+        tokens' update inputs; ``fuse`` gives the function that runs an elementwise stage."""
         cfg = self.config
         lr_logits = self.lr_proj(x)
         momentum = self.momentum_proj(x) if cfg.use_momentum else None
-        prologue = self.kernel.fused(branch_prologue, x)
-        q, *rows = prologue(
+        q, *rows = fuse(branch_prologue)(
             qf, kf, vf, cos, sin, lr_logits, momentum, self.nh, self.lr_offset, not cfg.no_v_silu, not cfg.ttt_nope
         )
         gate_logits = self.ttt_scale_proj(x)
-        out = memory.advance(q, TokenStream(*rows), self.kernel, decoding)
+        out = memory(q, TokenStream(*rows))
         del q, rows  # the operator's inputs are not needed past it
-        epilogue = self.kernel.fused(branch_epilogue, x)
+        epilogue = fuse(branch_epilogue)
         return epilogue(out, self.ttt_norm.weight, self.ttt_norm.variance_epsilon, gate_logits, self.nh, x.dtype)
+
+    def decode_static(
+        self, x: Tensor, cos: Tensor, sin: Tensor, keys: Tensor, values: Tensor, index: Tensor,
+        weights: tuple[Tensor, Tensor, Tensor] | None, pending: TokenStream | None, slot: Tensor,
+    ) -> Tensor:
+        """``forward`` for one decoded (text) token per row, at absolute index ``index`` [1], over static buffers
+        (spatial_ttt.static_decode): the window's ring keys/values [B, H_kv, W, hd] (its slot: index mod W); the
+        fast weights (w0, w1, w2) answer it and its update inputs go to slot ``slot`` of the ``pending`` buffers
+        [BH, C + 1, ...]; the decode rule's update runs between tokens (FastWeightMemory.due). Plain functions
+        throughout: the caller compiles the whole step."""
+        q, k, v = self.attn_layer.project(x)
+        # its key goes to slot index mod W; slots 0..index hold tokens of its window (all of them, once it is full)
+        attended = self.attn_layer.attend_static(q, k, v, cos, sin, keys, values, index % keys.shape[2], index)
+        if not self.config.ttt_branch:
+            return self.attn_layer.o_proj(attended)
+        group = self.num_heads // self.num_kv_heads
+        # a decoded token is text, which the spatial conv passes through
+        qf, kf, vf = fast_weight_inputs(q, k, v, self.q_scale, self.q_offset, self.k_scale, self.k_offset, group)
+
+        def answer(q: Tensor, rows: TokenStream) -> Tensor:
+            for buffer, row in zip(pending, rows):
+                if buffer is not None:
+                    buffer[:, slot] = row
+            return swiglu_apply(FastWeights(*weights, None, None), q, self.config.fast_weight_precision)
+
+        memory = self._branch(x, qf, kf, vf, cos, sin, answer, lambda fn: fn)
+        return self.attn_layer.o_proj(attended + memory)

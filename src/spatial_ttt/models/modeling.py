@@ -29,6 +29,7 @@ from ..layers.spatial_conv import VideoSpan, video_spans
 from ..layers.ttt import TTTAttention
 from ..ops import FastWeightKernel, FastWeightMemory
 from ..state import KVCache, LayerState, ModelState
+from ..static_decode import StaticDecoding
 from .positions import rope_positions
 
 
@@ -83,6 +84,18 @@ class DecoderLayer(nn.Module):
         x = x + h
         return x + self.feed_forward(x)
 
+    def decode_static(self, x: Tensor, cos: Tensor, sin: Tensor, buffers, index: Tensor, slot: Tensor) -> Tensor:
+        """``forward`` for one decoded token per row at absolute index ``index`` [1] over the layer's static
+        buffers (a spatial_ttt.static_decode.LayerBuffers); ``slot``: where its fast-weight update inputs go."""
+        h = self.input_layernorm(x)
+        keys, values = buffers.keys, buffers.values
+        if self.is_ttt:
+            h = self.self_attn.decode_static(h, cos, sin, keys, values, index, buffers.weights, buffers.pending, slot)
+        else:
+            h = self.self_attn.decode_static(h, cos, sin, keys, values, index)
+        x = x + h
+        return x + self.feed_forward(x)
+
     def feed_forward(self, x: Tensor) -> Tensor:
         """mlp(post_attention_layernorm(x)), row by row; a long prompt without autograd goes in pieces of MLP_PIECE
         tokens, so its [S, intermediate] activations never exist whole (2B, 88k tokens: 3 x 1.1 GB otherwise)."""
@@ -128,6 +141,7 @@ class SpatialTTTForConditionalGeneration(PreTrainedModel):
         self.model = SpatialTTTModel(config)
         text = config.text_config
         self.lm_head = nn.Linear(text.hidden_size, text.vocab_size, bias=False)
+        self.static_decoding = StaticDecoding()  # its compiled decode step (spatial_ttt.static_decode)
         if self.ties_embeddings:
             self.lm_head.weight = self.model.language_model.embed_tokens.weight
         self.post_init()

@@ -56,10 +56,11 @@ def private_copy(fn: Callable) -> Callable:
 class ChunkGraph:
     """A step captured once as a CUDA graph over static input buffers (created outside inference mode, so that
     ``inference_mode`` and ``no_grad`` callers can both use them); a call copies the inputs in, replays and
-    returns copies of the outputs. Without ``capture`` (CPU) the same buffers run the step eagerly."""
+    returns copies of the outputs. Without ``capture`` (CPU) the same buffers run the step eagerly. ``warmups``:
+    runs before the capture (on a side stream): compilation and autotuning happen in the first."""
 
     def __init__(self, step: Callable[..., tuple[Tensor, ...]], example: list[Tensor | None], capture: bool,
-                 pool: object = None) -> None:
+                 pool: object = None, warmups: int = 2) -> None:
         with torch.inference_mode(False), torch.no_grad():
             self.inputs = [None if t is None else t.detach().clone() for t in example]
             self.step = step
@@ -69,7 +70,7 @@ class ChunkGraph:
                 side = torch.cuda.Stream(device)
                 side.wait_stream(torch.cuda.current_stream(device))
                 with torch.cuda.stream(side):
-                    for _ in range(2):  # compile and autotune before capture
+                    for _ in range(warmups):
                         step(*self.inputs)
                 torch.cuda.current_stream(device).wait_stream(side)
                 self.graph = torch.cuda.CUDAGraph()

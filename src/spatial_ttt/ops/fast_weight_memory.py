@@ -13,6 +13,10 @@ here and nowhere else:
   pending tokens, and as soon as C are pending the first C update the weights. So the first decoded token is
   answered by the prompt's weights and then triggers an update on the prompt's last C tokens.
 
+When the first C pending tokens update the weights, under either rule, is :meth:`FastWeightMemory.due` alone: the
+static decoder (:mod:`spatial_ttt.static_decode`), which answers a token inside a CUDA graph and updates between
+tokens, asks it too.
+
 The memory owns compact tensors only: ``recent`` is a copy of the last C tokens' update inputs, never a view
 that would keep a whole prompt's keys alive. Tensors are replaced, never written in place, so a shallow copy
 (``dataclasses.replace``) is an independent snapshot.
@@ -43,6 +47,13 @@ class FastWeightMemory:
         ``decoding=True`` to :meth:`advance` (the model state carries that flag)."""
         self.pending = 0 if self.recent is None else self.recent.length
 
+    @staticmethod
+    def due(pending: int, chunk: int, decoding: bool, followed: bool) -> bool:
+        """Whether the first ``chunk`` of ``pending`` tokens update the weights now: once a token follows them
+        (the last-chunk rule), or, under the decode rule, as soon as they are pending (the token that completed
+        them has been answered by the weights before the update)."""
+        return pending >= chunk and (decoding or followed)
+
     def advance(self, q: Tensor, tokens: TokenStream, kernel: FastWeightKernel, decoding: bool = False) -> Tensor:
         """Answers the queries q [BH, N, d] of N new tokens and takes in their update inputs ``tokens``;
         returns the answers [BH, N, d] (fp32). ``decoding``: the decode rule is in force."""
@@ -50,8 +61,10 @@ class FastWeightMemory:
         weights = self.weights
         pending = self.recent.slice(self.recent.length - self.pending) if self.pending else None
         out = q.new_empty(q.shape, dtype=torch.float32)
-        if n and pending is not None and pending.length >= chunk and not decoding:
-            _, weights = kernel.step(weights, None, pending.slice(0, chunk))  # full chunk, now followed by a token
+        # a chunk completed by the previous call, now followed by a token (under the decode rule it waits until
+        # the next token has been answered)
+        if pending is not None and not decoding and self.due(pending.length, chunk, decoding=False, followed=n > 0):
+            _, weights = kernel.step(weights, None, pending.slice(0, chunk))
             pending = pending.slice(chunk)
         i = 0
         while i < n:
@@ -59,7 +72,7 @@ class FastWeightMemory:
             take = min(max(chunk - held, 1), n - i)  # fill the chunk; a decoded token is answered before a flush
             pending = TokenStream.cat([pending, tokens.slice(i, i + take)])
             run, i = slice(i, i + take), i + take
-            if pending.length >= chunk and (decoding or i < n):
+            if self.due(pending.length, chunk, decoding, followed=i < n):
                 out[:, run], weights = kernel.step(weights, q[:, run], pending.slice(0, chunk))
                 pending = pending.slice(chunk)
             else:

@@ -1,0 +1,27 @@
+"""benchmarks/bench_decode.py runs on the tiny shape (CPU) and writes every field the report reads."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_bench_decode_tiny_writes_the_json(tmp_path):
+    out = tmp_path / "decode.json"
+    env = dict(os.environ, PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{ROOT / 'benchmarks'}", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, str(ROOT / "benchmarks/bench_decode.py"), "--tiny", "--out", str(out), "--tokens", "40",
+           "--new-tokens", "20", "--repeat", "1"]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert data["shape"] == "tiny" and data["device"] == "cpu" and data["precision"] == "bf16"
+    assert [(r["tokens"], r["kernel"]) for r in data["runs"]] == [(40, "eager"), (40, "graphed")]
+    for run in data["runs"]:
+        assert run["new_tokens"] == 20 and not run["captured"]  # on the CPU the static step is not captured
+        assert run["ms_per_token"] >= run["ms_per_token_steady"] > 0 and run["first_call_s"] > 0
+        # 40 prompt tokens, chunk 16, 19 fed: the decode crosses two chunk updates, and both kernels agree
+        assert run["agree"] == {"equal": True, "first_difference": None}
+    assert "40 tokens, graphed:" in result.stdout

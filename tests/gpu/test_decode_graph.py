@@ -1,0 +1,80 @@
+"""Graphed decoding on CUDA (the step compiled and replayed as a CUDA graph) against eager decoding, on the tiny
+model: fp32 agrees to rounding (tokens, logits and the state left behind), bf16 closely. Times nothing."""
+
+import pytest
+import torch
+
+from spatial_ttt.static_decode import decode_steps
+from spatial_ttt.tiny import tiny_model
+
+from core.helpers import video_prompt
+from core.test_static_decode import assert_same_state  # tests/ is on sys.path (rootdir-based packages)
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.fixture(scope="module")
+def fp32_model():
+    """Muon off (its bf16 Newton-Schulz amplifies rounding differences); chunk 8 and window 16, so that a decode
+    crosses chunk updates and the window ring wraps."""
+    return tiny_model(use_muon=False, lact_chunk_size=8, window_size=16).cuda()
+
+
+def on_cuda(inputs):
+    return {k: v.cuda() for k, v in inputs.items()}
+
+
+def fed_logits(model, kind, inputs, tokens, mode=torch.no_grad):
+    """Logits before each of ``tokens`` [B, n] fed after the prompt and after the last; the state left."""
+    model.config.decode_kernel = kind
+    state = model.new_state(inputs["input_ids"].shape[0])
+    with mode():
+        seen = [model(**inputs, state=state).logits[:, -1]]
+        state.begin_decode()
+        with decode_steps(model, state, tokens.shape[1]) as feed:
+            for token in tokens.unbind(1):
+                seen.append(feed(token))
+    return torch.stack(seen, 1).float(), state
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_graphed_decoding_matches_eager_in_fp32(fp32_model, batch):
+    inputs = on_cuda(video_prompt(frames_groups=2, grid_hw=4, batch=batch))
+    outs = {}
+    for kind in ("eager", "graphed"):
+        fp32_model.config.decode_kernel = kind
+        state = fp32_model.new_state(batch)
+        outs[kind] = fp32_model.generate(**inputs, max_new_tokens=20, state=state), state
+    assert fp32_model.static_decoding.last["kernel"] == "graphed" and fp32_model.static_decoding.last["captured"]
+    assert outs["graphed"][0].tolist() == outs["eager"][0].tolist()
+    assert_same_state(outs["eager"][1], outs["graphed"][1], atol=1e-4)
+    tokens = outs["eager"][0][:, -20:-1]
+    expected, _ = fed_logits(fp32_model, "eager", inputs, tokens)
+    got, _ = fed_logits(fp32_model, "graphed", inputs, tokens)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+
+
+def test_graphed_decoding_serves_inference_mode_then_no_grad_callers(fp32_model):
+    """Static buffers are made outside inference mode: a decode under torch.inference_mode() and a later one
+    under no_grad (what generate uses) both run (the bug of issue 16 for the chunk graphs)."""
+    inputs = on_cuda(video_prompt(frames_groups=2, grid_hw=4))
+    tokens = torch.randint(0, 500, (1, 10), device="cuda")
+    expected, _ = fed_logits(fp32_model, "eager", inputs, tokens)
+    for mode in (torch.inference_mode, torch.no_grad):
+        got, _ = fed_logits(fp32_model, "graphed", inputs, tokens, mode)
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+
+
+def test_graphed_decoding_is_close_to_eager_in_bf16():
+    model = tiny_model(use_muon=False, lact_chunk_size=8, window_size=16).cuda().to(torch.bfloat16)
+    inputs = on_cuda(video_prompt(frames_groups=2, grid_hw=4))
+    inputs["pixel_values_videos"] = inputs["pixel_values_videos"].bfloat16()
+    tokens = torch.randint(0, 500, (1, 18), device="cuda")
+    expected, eager_state = fed_logits(model, "eager", inputs, tokens)
+    got, graphed_state = fed_logits(model, "graphed", inputs, tokens)
+    assert model.static_decoding.last["captured"]
+    # bf16 rounds at other places when fused (relative L2 over all 19 steps; a wrong position or rule gives ~1)
+    assert float((got - expected).norm() / expected.norm()) < 5e-2
+    # 22 prompt tokens + 18 fed, chunk 8: updates after the 1st, 8th and 16th fed tokens
+    assert graphed_state.layers[0].ttt.pending == eager_state.layers[0].ttt.pending == 2
+    assert graphed_state.num_tokens == eager_state.num_tokens == 40
