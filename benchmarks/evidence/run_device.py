@@ -75,7 +75,7 @@ def equal_steps(calibrations: dict[str, dict], seconds_left: float, eval_records
     """The most steps (a multiple of 10) that the slowest run can train and still be scored in ``seconds_left``:
     its setup and compilation again, then steps at its measured time (plus 15 %), then evaluation."""
     def steps_for(c: dict) -> float:
-        overhead = c["setup_s"] + c["compile_s"] + 1.5 * c["eval_s_per_record"] * eval_records + 20.0
+        overhead = c["setup_s"] + c["compile_s"] + 1.25 * c["eval_s_per_record"] * eval_records + 25.0
         return (seconds_left - overhead) / (1.15 * c["step_s"])
     steps = min(steps_for(c) for c in calibrations.values())
     return int(min(max_steps, math.floor(steps / 10) * 10))
