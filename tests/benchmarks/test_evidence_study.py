@@ -1,0 +1,45 @@
+"""benchmarks/evidence: the compact suite rendering matches the library's records, and the equal-step budget."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from spatial_ttt.data.memory_tasks import HELD_OUT_SEED, iter_scene_records
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _module(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "evidence" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_equal_steps_is_set_by_the_slowest_run():
+    run_device = _module("run_device")
+    fast = {"setup_s": 5.0, "compile_s": 0.0, "eval_s_per_record": 0.05, "step_s": 0.1}
+    slow = {"setup_s": 10.0, "compile_s": 20.0, "eval_s_per_record": 0.1, "step_s": 0.5}
+    # slow: 300 s - (10 + 20 + 1.25 * 0.1 * 300 + 25) = 207.5 s of steps at 1.15 * 0.5 s: 360.9 -> 360
+    assert run_device.equal_steps({"a": fast, "b": slow}, 300.0, 300, 4000) == 360
+    # fast alone: (300 - (5 + 0 + 18.75 + 25)) / 0.115 = 2184.8 -> 2180, unless max_steps is lower
+    assert run_device.equal_steps({"a": fast}, 300.0, 300, 4000) == 2180
+    assert run_device.equal_steps({"a": fast}, 300.0, 300, 1000) == 1000
+
+
+def test_render_suite_writes_the_librarys_records_and_only_the_16x_video(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, str(ROOT / "benchmarks/evidence/render_suite.py"), str(tmp_path / "suite"), "--train", "1",
+           "--eval", "1", "--procs", "1"]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [json.loads(line) for line in (tmp_path / "suite" / "eval.jsonl").read_text().splitlines()]
+    expected = [r for recs in iter_scene_records(HELD_OUT_SEED, 1, tmp_path / "lib") for r in recs]
+    assert rows == expected and [r["length"] for r in rows] == ["16x", "4x", "1x"]
+    assert sorted(p.name for p in (tmp_path / "suite" / "videos").iterdir()) == ["0000000_16x.mp4", "1000000_16x.mp4"]
+    assert "train.jsonl: 3 records of 1 scenes (seeds 0..0)" in result.stdout
