@@ -25,8 +25,8 @@ def test_equal_steps_is_set_by_the_slowest_run():
     run_device = _module("run_device")
     fast = {"setup_s": 5.0, "compile_s": 0.0, "eval_s_per_record": 0.05, "step_s": 0.1}
     slow = {"setup_s": 10.0, "compile_s": 20.0, "eval_s_per_record": 0.1, "step_s": 0.5}
-    # slow: 300 s - (10 + 20 + 1.25 * 0.1 * 300 + 25) = 207.5 s of steps at 1.15 * 0.5 s: 360.9 -> 360
-    assert run_device.equal_steps({"a": fast, "b": slow}, 300.0, 300, 4000) == 360
+    # slow: 300 s - (10 + 0.1 * 20 + 1.25 * 0.1 * 300 + 25) = 225.5 s of steps at 1.15 * 0.5 s: 392.2 -> 390
+    assert run_device.equal_steps({"a": fast, "b": slow}, 300.0, 300, 4000) == 390
     # fast alone: (300 - (5 + 0 + 18.75 + 25)) / 0.115 = 2184.8 -> 2180, unless max_steps is lower
     assert run_device.equal_steps({"a": fast}, 300.0, 300, 4000) == 2180
     assert run_device.equal_steps({"a": fast}, 300.0, 300, 1000) == 1000
