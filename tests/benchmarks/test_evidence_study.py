@@ -43,3 +43,19 @@ def test_render_suite_writes_the_librarys_records_and_only_the_16x_video(tmp_pat
     assert rows == expected and [r["length"] for r in rows] == ["16x", "4x", "1x"]
     assert sorted(p.name for p in (tmp_path / "suite" / "videos").iterdir()) == ["0000000_16x.mp4", "1000000_16x.mp4"]
     assert "train.jsonl: 3 records of 1 scenes (seeds 0..0)" in result.stdout
+
+
+def test_step_cost_times_every_variant_and_batch_on_the_cpu(tmp_path):
+    out = tmp_path / "cost.json"
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, str(ROOT / "benchmarks/evidence/step_cost.py"), str(out), "--variants", "ttt_all", "full",
+           "--kernels", "reference", "--batches", "1", "2", "--tokens", "40", "--repeats", "1"]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert data["device"] == "cpu"
+    assert [(r["variant"], r["kernel"], r["batch"]) for r in data["rows"]] == [
+        ("ttt_all", "reference", 1), ("ttt_all", "reference", 2), ("full", "reference", 1), ("full", "reference", 2)]
+    for row in data["rows"]:
+        # tokens_per_s comes from the unrounded median; step_s is rounded to 0.1 ms
+        assert row["step_s"] > 0 and abs(row["tokens_per_s"] * row["step_s"] / (row["batch"] * 40) - 1) < 0.01
