@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from spatial_ttt.data.memory_tasks import HELD_OUT_SEED, iter_scene_records
+from spatial_ttt.train.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,3 +60,23 @@ def test_step_cost_times_every_variant_and_batch_on_the_cpu(tmp_path):
     for row in data["rows"]:
         # tokens_per_s comes from the unrounded median; step_s is rounded to 0.1 ms
         assert row["step_s"] > 0 and abs(row["tokens_per_s"] * row["step_s"] / (row["batch"] * 40) - 1) < 0.01
+
+
+def test_evidence_configs_differ_only_in_their_variant_lines():
+    expected = {  # variant: (ttt_layers, ttt_branch, use_conv_layer)
+        "ttt_all": ([0, 1, 2, 3], True, True), "swa_all": ([0, 1, 2, 3], False, True),
+        "hybrid": ([0, 1, 2], True, True), "swa": ([0, 1, 2], False, True),
+        "noconv": ([0, 1, 2], True, False), "full": ([], True, True),
+    }
+    run_device = _module("run_device")
+    assert set(run_device.VARIANTS) == set(expected)
+
+    def shared_lines(variant: str) -> list[str]:
+        text = (ROOT / "configs" / f"evidence_{variant}.yaml").read_text().splitlines()
+        return [line for line in text if not line.startswith(("#", "output_dir:")) and "# variant" not in line]
+
+    for variant, (layers, branch, conv) in expected.items():
+        settings = load_config(ROOT / "configs" / f"evidence_{variant}.yaml").model_settings
+        assert (settings["ttt_layers"], settings["ttt_branch"], settings["use_conv_layer"]) == (layers, branch, conv)
+        assert settings["ttt_kernel"] == "auto"
+        assert shared_lines(variant) == shared_lines("hybrid"), variant
