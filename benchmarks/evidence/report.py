@@ -1,30 +1,34 @@
 """Tables and plots for benchmarks/EVIDENCE.md from run_device.py's results.json.
 
-python benchmarks/evidence/report.py RESULTS_JSON OUT_DIR [DATA_DIR]   (needs the `bench` extra: matplotlib)
-With DATA_DIR (train.jsonl / eval.jsonl), the tables get a row for a blind guesser that always gives the most
-common training answer of each task and length. Writes OUT_DIR/evidence_tables.md, OUT_DIR/evidence_accuracy_vs_length.png, OUT_DIR/evidence_training.png.
+python benchmarks/evidence/report.py RESULTS_JSON OUT_DIR [--data DATA_DIR] [--prefix evidence]
+(needs the `bench` extra: matplotlib). With DATA_DIR (train.jsonl / eval.jsonl), the tables get a row for a blind
+guesser that always gives the most common training answer of each task and length. Writes
+OUT_DIR/PREFIX_tables.md, OUT_DIR/PREFIX_accuracy_vs_length.png and OUT_DIR/PREFIX_training.png.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-VARIANTS = {"hybrid": "hybrid TTT + anchor (ours)", "swa": "sliding window only (TTT branch off)",
+VARIANTS = {"ttt_all": "TTT everywhere, no anchor", "swa_all": "windowed attention only, no anchor",
+            "hybrid": "hybrid TTT + anchor (ours)", "swa": "hybrid with TTT branch off (window + anchor)",
             "noconv": "hybrid without spatial conv", "full": "full attention everywhere"}
 LENGTHS = ("1x", "4x", "16x")
 TASKS = ("first", "order", "count", "room_size", "all")
 
 
 def by_variant(results: dict) -> dict[str, list[dict]]:
+    """Runs grouped by variant (run names are VARIANT-sSEED), in VARIANTS order."""
     out = defaultdict(list)
     for name, res in sorted(results.items()):
         out[name.rsplit("-s", 1)[0]].append(res)
-    return out
+    order = list(VARIANTS)
+    return dict(sorted(out.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
 
 
 def cell(values: list[float]) -> str:
@@ -69,7 +73,7 @@ def tables(results: dict, prior: dict | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plots(results: dict, out: Path) -> None:
+def plots(results: dict, out: Path, prefix: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -88,7 +92,7 @@ def plots(results: dict, out: Path) -> None:
     axes[0].set_ylabel("held-out exact match (%)")
     axes[-1].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "evidence_accuracy_vs_length.png", dpi=110)
+    fig.savefig(out / f"{prefix}_accuracy_vs_length.png", dpi=110)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -104,19 +108,25 @@ def plots(results: dict, out: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "evidence_training.png", dpi=110)
+    fig.savefig(out / f"{prefix}_training.png", dpi=110)
     plt.close(fig)
 
 
-def main(path: str, out: str, data: str | None = None) -> None:
-    results = json.loads(Path(path).read_text())
-    out_dir = Path(out)
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results")
+    parser.add_argument("out")
+    parser.add_argument("--data", help="the suite's folder: adds the blind guesser's row")
+    parser.add_argument("--prefix", default="evidence")
+    args = parser.parse_args()
+    results = json.loads(Path(args.results).read_text())
+    out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    text = tables(results, prior_accuracy(Path(data)) if data else None)
-    (out_dir / "evidence_tables.md").write_text(text)
-    plots(results, out_dir)
+    text = tables(results, prior_accuracy(Path(args.data)) if args.data else None)
+    (out_dir / f"{args.prefix}_tables.md").write_text(text)
+    plots(results, out_dir, args.prefix)
     print(text)
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main()

@@ -1,19 +1,29 @@
-"""The memory evidence study in one GPU call: every variant x seed trained concurrently on one GPU, then scored.
+"""The memory evidence study in one device call: every variant x seed trained for the same number of steps, then
+scored, all runs at once spread over the visible GPUs.
 
-python benchmarks/evidence/run_device.py DATA_DIR OUT_DIR [--limit 230] [--seeds 1 2] [--variants ...] [--set KEY=VALUE]
+python benchmarks/evidence/run_device.py DATA_DIR OUT_DIR [--budget 540] [--gpus 4] [--seeds 1 2]
+    [--variants ttt_all swa_all hybrid full] [--calibrate 12] [--max-steps 4000] [--set KEY=VALUE]
 
-DATA_DIR holds train.jsonl / eval.jsonl and videos/ (python -m spatial_ttt.data.memory_tasks). The videos are
-first unpacked to PNG frame folders with OpenCV (the device image has no PyAV); records then point at the
-folders, which the trainer reads at one frame per second, the rate the videos were written at. Results:
-OUT_DIR/results.json (per run: step log, accuracy per length and task, every scored answer) and the best
-hybrid model folder as OUT_DIR/best_hybrid.tar.gz (the best run overall too, when it is another variant).
+DATA_DIR holds train.jsonl / eval.jsonl and videos/<seed>_16x.mp4 (benchmarks/evidence/render_suite.py, or
+python -m spatial_ttt.data.memory_tasks). Each 16x video is unpacked to PNG frame folders with OpenCV (the device
+image has no PyAV), every frame for 16x, every 4th for 4x and every 16th for 1x; records then point at the
+folders, which the trainer reads at one frame per second, the rate the videos were written at.
+
+Equal steps, set from measured step times: every run first trains --calibrate throwaway steps (worker.py), then
+the slowest run's step time and the time left before --budget seconds (evaluation included) set the step count S,
+the same for every run, and every run trains a fresh model for S steps with its learning-rate schedule made
+for S. Results: OUT_DIR/results.json (per run: calibration, step log, accuracy per length and task, every scored
+answer), OUT_DIR/logs.tar.gz, and the best run's model folder as OUT_DIR/best.tar.gz (and the best
+``ttt_all`` run's as OUT_DIR/best_ttt_all.tar.gz when that is another run).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -21,32 +31,42 @@ import time
 from multiprocessing import Pool
 from pathlib import Path
 
-VARIANTS = ("hybrid", "swa", "noconv", "full")
+from spatial_ttt.data.memory_tasks import STRIDES
+
+VARIANTS = ("ttt_all", "swa_all", "hybrid", "full", "noconv", "swa")
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
                "preprocessor_config.json", "video_preprocessor_config.json", "special_tokens_map.json")
+MARGIN_S = 25.0  # after the last evaluation: results, archives
+# The real run compiles again, from the cache the calibration filled: on 4 H100s the first TTT step took 6.7 s
+# after 105 s in calibration (benchmarks/EVIDENCE.md). Charging the cold compilation twice left 20 steps.
+RECOMPILE_SHARE = 0.1
 
 
 def unpack(args: tuple[str, str]) -> None:
+    """Every frame of a 16x walk video into PNG folders, one per stream length (each length's stride)."""
     import cv2
 
-    video, folder = args
-    Path(folder).mkdir(parents=True, exist_ok=True)
+    video, prefix = args
     cap = cv2.VideoCapture(video)
-    i = 0
+    frames = []
     while True:
         ok, bgr = cap.read()
         if not ok:
             break
-        cv2.imwrite(f"{folder}/{i:04d}.png", bgr)
-        i += 1
-    if i == 0:
+        frames.append(bgr)
+    if not frames:
         raise RuntimeError(f"no frames decoded from {video}")
+    for length, stride in STRIDES.items():
+        folder = Path(f"{prefix}_{length}")
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, bgr in enumerate(frames[::stride]):
+            cv2.imwrite(f"{folder}/{i:04d}.png", bgr)
 
 
 def to_frames(data: Path, frames: Path) -> None:
-    jobs = [(str(v), str(frames / "frames" / v.stem)) for v in sorted((data / "videos").glob("*.mp4"))]
-    with Pool(14) as pool:
-        pool.map(unpack, jobs, chunksize=8)
+    jobs = [(str(v), str(frames / "frames" / v.stem.removesuffix("_16x"))) for v in sorted((data / "videos").glob("*_16x.mp4"))]
+    with Pool(min(32, os.cpu_count() or 1)) as pool:
+        pool.map(unpack, jobs, chunksize=4)
     for split in ("train", "eval"):
         rows = [json.loads(line) for line in (data / f"{split}.jsonl").read_text().splitlines()]
         for r in rows:
@@ -54,63 +74,122 @@ def to_frames(data: Path, frames: Path) -> None:
         (frames / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
+def equal_steps(calibrations: dict[str, dict], seconds_left: float, eval_records: int, max_steps: int) -> int:
+    """The most steps (a multiple of 10) that the slowest run can train and still be scored in ``seconds_left``:
+    its setup and (warm) compilation again, then steps at its measured time (plus 15 %), then evaluation."""
+    def steps_for(c: dict) -> float:
+        overhead = c["setup_s"] + RECOMPILE_SHARE * c["compile_s"] + 1.25 * c["eval_s_per_record"] * eval_records + 25.0
+        return (seconds_left - overhead) / (1.15 * c["step_s"])
+    steps = min(steps_for(c) for c in calibrations.values())
+    return int(min(max_steps, math.floor(steps / 10) * 10))
+
+
+def overall(result: dict) -> float:
+    acc = result["accuracy"]
+    return sum(t["all"] for t in acc.values()) / len(acc)
+
+
+def archive(folder: Path, name: str, path: Path) -> None:
+    with tarfile.open(path, "w:gz") as tar:
+        for f in MODEL_FILES:
+            if (folder / f).exists():
+                tar.add(folder / f, arcname=f"{name}/{f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("data")
     parser.add_argument("out")
-    parser.add_argument("--limit", type=float, default=230.0, help="training seconds per run (all run at once)")
-    parser.add_argument("--grace", type=float, default=150.0, help="seconds past --limit before a run is killed")
+    parser.add_argument("--budget", type=float, default=540.0, help="seconds for everything, from this start")
+    parser.add_argument("--gpus", type=int, default=1, help="runs are dealt to GPUs 0..gpus-1 in turn")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", default=["ttt_all", "swa_all", "hybrid", "full"], choices=VARIANTS)
+    parser.add_argument("--calibrate", type=int, default=12, help="throwaway steps timed per run")
+    parser.add_argument("--max-steps", type=int, default=4000)
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="training setting KEY=VALUE, for every run")
     parser.add_argument("--work", default="/tmp/evidence")
     args = parser.parse_args()
+    start = time.time()
+    deadline = start + args.budget - MARGIN_S
     work, out = Path(args.work), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
     to_frames(Path(args.data), work / "data")
-    print(f"frames unpacked in {time.perf_counter() - start:.1f}s", flush=True)
+    eval_records = len((work / "data" / "eval.jsonl").read_text().splitlines())
+    print(f"frames unpacked in {time.time() - start:.1f}s", flush=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    procs = {}
-    for variant in args.variants:
-        for seed in args.seeds:
-            name = f"{variant}-s{seed}"
-            run = work / "runs" / name
-            run.mkdir(parents=True, exist_ok=True)
-            cmd = [sys.executable, str(Path(__file__).with_name("worker.py")), f"configs/evidence_{variant}.yaml",
-                   str(seed), str(run), str(work / "data"), str(args.limit), *args.overrides]
-            procs[name] = (subprocess.Popen(cmd, env=env, stdout=open(run / "stdout.log", "w"), stderr=subprocess.STDOUT), run)
+    # seed-major order deals one slow (TTT) and one fast variant to each GPU
+    names = {f"{variant}-s{seed}": (variant, seed) for seed in args.seeds for variant in args.variants}
+
+    def launch(name: str, extra: list[str]) -> tuple[subprocess.Popen, Path]:
+        variant, seed = names[name]
+        run = work / "runs" / name
+        shutil.rmtree(run, ignore_errors=True)
+        run.mkdir(parents=True)
+        cmd = [sys.executable, str(Path(__file__).with_name("worker.py")), f"configs/evidence_{variant}.yaml",
+               str(seed), str(run), str(work / "data"), str(deadline), "--calibrate", str(args.calibrate), *extra]
+        gpu = list(names).index(name) % args.gpus if args.gpus > 0 else None
+        proc_env = env if gpu is None else {**env, "CUDA_VISIBLE_DEVICES": str(gpu)}
+        return subprocess.Popen(cmd, env=proc_env, stdout=open(run / "stdout.log", "w"), stderr=subprocess.STDOUT), run
+
+    procs = {name: launch(name, args.overrides) for name in names}
+    # every run calibrates, then all get the same step count; a run whose calibration fails is started once more
+    # with the plain PyTorch fast-weight kernel (no compilation), if there is time
+    calibrations: dict[str, dict] = {}
+    retried: set[str] = set()
+    pending = set(procs)
+    while pending and time.time() < deadline:
+        for name in sorted(pending):
+            proc, run = procs[name]
+            if (run / "calibration.json").exists():
+                calibrations[name] = json.loads((run / "calibration.json").read_text())
+                pending.discard(name)
+            elif proc.poll() is not None and name not in retried and deadline - time.time() > args.budget / 2:
+                print(f"== {name}: calibration failed, retried with ttt_kernel=reference\n"
+                      f"{(run / 'stdout.log').read_text()[-3000:]}", flush=True)
+                (run.parent / f"{name}-failed.log").write_text((run / "stdout.log").read_text())
+                retried.add(name)
+                procs[name] = launch(name, [*args.overrides, "model_settings.ttt_kernel=reference"])
+            elif proc.poll() is not None:
+                pending.discard(name)
+        time.sleep(1.0)
+    for name, (proc, run) in list(procs.items()):
+        if name not in calibrations:  # failed or too slow: left out, said so
+            proc.kill()
+            proc.wait()
+            print(f"== {name}: no calibration, left out\n{(run / 'stdout.log').read_text()[-3000:]}", flush=True)
+            del procs[name]
+    steps = equal_steps(calibrations, deadline - time.time(), eval_records, args.max_steps) if calibrations else 0
+    print(json.dumps({"equal_steps": steps, "at_s": round(time.time() - start, 1),
+                      "calibration": {n: {k: v for k, v in c.items() if k != "step_times"} for n, c in calibrations.items()}}), flush=True)
+    if steps < 10:
+        raise SystemExit("too little time left to train: see the calibration above")
+    for _, run in procs.values():
+        (run / "steps.json").write_text(json.dumps({"max_steps": steps}))
     results = {}
-    deadline = time.perf_counter() + args.limit + args.grace
     for name, (proc, run) in procs.items():
         try:
-            proc.wait(timeout=max(1.0, deadline - time.perf_counter()))
+            proc.wait(timeout=max(1.0, deadline + 10 - time.time()))
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
         log = (run / "stdout.log").read_text()
-        print(f"== {name}: exit {proc.returncode}\n{log[-1500:]}", flush=True)
+        print(f"== {name}: exit {proc.returncode}\n{log[-1200:]}", flush=True)
         if (run / "result.json").exists():
             results[name] = json.loads((run / "result.json").read_text())
     (out / "results.json").write_text(json.dumps(results))
     with tarfile.open(out / "logs.tar.gz", "w:gz") as tar:
         for name, (_, run) in procs.items():
             tar.add(run / "stdout.log", arcname=f"{name}.log")
-    def overall(name: str) -> float:
-        acc = results[name]["accuracy"]
-        return sum(t["all"] for t in acc.values()) / len(acc)
-    ranked = sorted(results, key=overall, reverse=True)
-    picks = {"best_hybrid": next((n for n in ranked if n.startswith("hybrid-")), None), "best_overall": ranked[0] if ranked else None}
-    for label, name in picks.items():
-        if name is None or (label == "best_overall" and name == picks["best_hybrid"]):
-            continue
-        folder = Path(results[name]["checkpoint"])
-        with tarfile.open(out / f"{label}.tar.gz", "w:gz") as tar:
-            for f in MODEL_FILES:
-                if (folder / f).exists():
-                    tar.add(folder / f, arcname=f"{name}/{f}")
-    print(json.dumps({"picks": picks, "overall": {n: round(overall(n), 4) for n in ranked},
-                      "total_s": round(time.perf_counter() - start, 1)}), flush=True)
+        for failed in (work / "runs").glob("*-failed.log"):
+            tar.add(failed, arcname=failed.name)
+    ranked = sorted(results, key=lambda n: overall(results[n]), reverse=True)
+    if ranked:
+        archive(Path(results[ranked[0]]["checkpoint"]), ranked[0], out / "best.tar.gz")
+        best_ttt = next((n for n in ranked if n.startswith("ttt_all-")), None)
+        if best_ttt not in (None, ranked[0]):
+            archive(Path(results[best_ttt]["checkpoint"]), best_ttt, out / "best_ttt_all.tar.gz")
+    print(json.dumps({"equal_steps": steps, "overall": {n: round(overall(results[n]), 4) for n in ranked},
+                      "total_s": round(time.time() - start, 1)}), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,27 @@
 """One training run of the memory evidence study, then its held-out evaluation (used by run_device.py).
 
-python benchmarks/evidence/worker.py CONFIG SEED RUN_DIR DATA_DIR TIME_LIMIT_S [KEY=VALUE ...]
-Trains with the repository's trainer (settings: CONFIG, then the KEY=VALUE overrides) for its max_steps or until
-TIME_LIMIT_S of training have passed
-(whichever comes first; the step count reached is recorded), saves the model folder, reloads it in fp32 and
-scores the held-out streams (DATA_DIR/eval.jsonl). Writes RUN_DIR/result.json.
+python benchmarks/evidence/worker.py CONFIG SEED RUN_DIR DATA_DIR DEADLINE [--calibrate N] [KEY=VALUE ...]
+
+Settings: CONFIG, then the KEY=VALUE overrides (e.g. ``model_settings.ttt_kernel=reference``; the configs leave
+it at ``auto``: the compiled fast-weight step on a GPU). DEADLINE is a wall-clock time (``time.time()``) by which
+the run must have finished, evaluation included.
+
+With ``--calibrate N`` every run first trains N throwaway steps (compilation included), times them and the
+scoring of 6 held-out records, writes RUN_DIR/calibration.json and waits for RUN_DIR/steps.json
+(``{"max_steps": S}``, written by run_device.py once every run has calibrated: the slowest variant sets S, so
+every variant gets the same number of steps). It then trains a fresh model (same seed: same initial weights and
+data order) for exactly S steps, with the learning-rate schedule made for S. Should a step take longer than
+measured, training stops in time for evaluation and the step count reached is recorded.
+Saves the model folder, reloads it in fp32 and scores the held-out streams (DATA_DIR/eval.jsonl).
+Writes RUN_DIR/result.json.
 """
 
 from __future__ import annotations
 
+import argparse
+import gc
 import json
-import sys
+import statistics
 import time
 from pathlib import Path
 
@@ -22,33 +33,92 @@ from spatial_ttt.train.config import load_config
 from spatial_ttt.train.data import read_records
 from spatial_ttt.train.trainer import Trainer
 
+CALIBRATION_EVAL = 6  # held-out records timed in calibration (the first two scenes: 16x, 4x and 1x each)
 
-def main(config_path: str, seed: int, run_dir: str, data_dir: str, limit_s: float, extra: list[str]) -> None:
-    # Eight runs start at once on one GPU: compiling for every stream length in each of them would eat the time
-    # budget, so the fast-weight step and the conv run the plain reference kernel (the same math).
-    overrides = ["model_settings.ttt_kernel=reference", *extra, f"seed={seed}", f"output_dir={run_dir}", f"data_path={data_dir}", "save_steps=1000000"]
-    config = load_config(config_path, overrides)
+
+def score(folder: Path, trainer: Trainer, records: list[dict]) -> tuple[list[dict], float]:
+    """Score ``records`` with the saved model in fp32, the reference fast-weight kernel (no compilation)."""
+    device = trainer.accelerator.device
+    model = load_model(folder).to(device).eval()
+    model.config.ttt_kernel = "reference"
+    start = time.perf_counter()
+    rows = score_records(model, trainer.encoder, records, device)
+    return rows, time.perf_counter() - start
+
+
+def calibrate(config_path: str, overrides: list[str], run_dir: Path, steps: int, records: list[dict]) -> dict:
+    """Time ``steps`` throwaway training steps and the scoring of a few held-out records."""
+    start = time.perf_counter()
+    config = load_config(config_path, [*overrides, f"output_dir={run_dir / 'calibration'}", f"max_steps={steps}"])
+    trainer = Trainer(config)
+    setup_s = time.perf_counter() - start
+    trainer.train()
+    times = [h["step_s"] for h in trainer.history]
+    folder = trainer.save_checkpoint()
+    score(folder, trainer, records[:1])  # untimed: the first forward pays one-off costs (kernels, allocator)
+    rows, eval_s = score(folder, trainer, records[:CALIBRATION_EVAL])
+    # the first steps compile (and recompile for new lengths): the steady step time is the median of the later
+    # half, and what the steps took beyond it is compilation, which the real run pays again (from a warm cache)
+    step_s = statistics.median(times[len(times) // 2 :])
+    result = {"setup_s": round(setup_s, 1), "step_s": round(step_s, 4), "compile_s": round(max(0.0, sum(times) - step_s * len(times)), 1),
+              "eval_s_per_record": round(eval_s / min(len(records), CALIBRATION_EVAL), 4), "step_times": times}
+    del trainer
+    gc.collect()
+    torch.cuda.empty_cache()
+    return result
+
+
+def wait_for_steps(path: Path, deadline: float) -> int:
+    while not path.exists():
+        if time.time() > deadline:
+            raise TimeoutError(f"no {path} before the deadline")
+        time.sleep(0.5)
+    return int(json.loads(path.read_text())["max_steps"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("config")
+    parser.add_argument("seed", type=int)
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("data_dir")
+    parser.add_argument("deadline", type=float)
+    parser.add_argument("--calibrate", type=int, default=0)
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_intermixed_args()
+    run_dir, data_dir = args.run_dir, args.data_dir
+    overrides = [*args.overrides, f"seed={args.seed}", f"data_path={data_dir}", "save_steps=1000000"]
+    records = read_records(data_dir, ["eval.jsonl"])
+    calibration = None
+    if args.calibrate:
+        calibration = calibrate(args.config, overrides, run_dir, args.calibrate, records)
+        tmp = run_dir / "calibration.json.tmp"
+        tmp.write_text(json.dumps(calibration))
+        tmp.rename(run_dir / "calibration.json")
+        print(json.dumps({"calibration": {k: v for k, v in calibration.items() if k != "step_times"}}), flush=True)
+        overrides.append(f"max_steps={wait_for_steps(run_dir / 'steps.json', args.deadline)}")
+    config = load_config(args.config, [*overrides, f"output_dir={run_dir / 'run'}"])
     start = time.perf_counter()
     trainer = Trainer(config)
     setup_s = time.perf_counter() - start
+    # stop early only if evaluation would otherwise miss the deadline (recorded: steps < max_steps)
+    eval_s = (calibration["eval_s_per_record"] * len(records) if calibration else 60.0) * 1.25 + 20.0
     start = time.perf_counter()
-    while trainer.step < trainer.total_steps and time.perf_counter() - start < limit_s:
-        trainer.train(stop_after=trainer.step + 10)
+    while trainer.step < trainer.total_steps and time.time() < args.deadline - eval_s:
+        trainer.train(stop_after=trainer.step + 50)  # each call starts the data loader anew: not too often
     train_s = time.perf_counter() - start
-    folder = Path(run_dir) / f"checkpoint-{trainer.step}"
+    folder = Path(config.output_dir) / f"checkpoint-{trainer.step}"
     if not folder.exists():
         folder = trainer.save_checkpoint()
-    device = trainer.accelerator.device
-    model = load_model(folder).to(device).eval()
-    start = time.perf_counter()
-    rows = score_records(model, trainer.encoder, read_records(data_dir, ["eval.jsonl"]), device)
-    result = {"config": config_path, "seed": seed, "steps": trainer.step, "max_steps": trainer.total_steps,
-              "setup_s": round(setup_s, 1), "train_s": round(train_s, 1), "eval_s": round(time.perf_counter() - start, 1),
-              "checkpoint": str(folder), "data": trainer.data_summary, "history": trainer.history,
-              "accuracy": accuracy_table(rows), "rows": rows, "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
-    (Path(run_dir) / "result.json").write_text(json.dumps(result))
+    rows, eval_s = score(folder, trainer, records)
+    result = {"config": args.config, "seed": args.seed, "overrides": args.overrides, "steps": trainer.step,
+              "max_steps": trainer.total_steps, "setup_s": round(setup_s, 1), "train_s": round(train_s, 1),
+              "eval_s": round(eval_s, 1), "calibration": calibration, "checkpoint": str(folder),
+              "data": trainer.data_summary, "history": trainer.history, "accuracy": accuracy_table(rows), "rows": rows,
+              "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
+    (run_dir / "result.json").write_text(json.dumps(result))
     print(json.dumps({k: result[k] for k in ("config", "seed", "steps", "train_s", "eval_s", "accuracy")}), flush=True)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], float(sys.argv[5]), sys.argv[6:])
+    main()

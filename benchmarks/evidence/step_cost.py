@@ -1,0 +1,81 @@
+"""What one training step of the evidence models costs, and how it scales with streams per forward.
+
+python benchmarks/evidence/step_cost.py OUT_JSON [--variants ttt_all swa_all full] [--kernels reference compiled]
+    [--batches 1 4 8] [--tokens 2113] [--repeats 5]
+
+The trainer runs a pack's streams one after another, one forward and backward each; the fast-weight chunk loop
+is sequential in time, so a small model's step is bound by latency, not arithmetic. This times forward +
+backward (bf16 autocast, fp32 weights, as the trainer) of B text-only rows of one 16x stream's length
+(2113 tokens) for each variant and kernel: if the time barely grows with B, batching the streams of a pack
+would multiply training throughput. Compilation time (the first call) is recorded apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from spatial_ttt.train.config import load_config
+from spatial_ttt.train.trainer import load_training_model
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def step_time(model, batch: int, tokens: int, repeats: int, device: str) -> dict:
+    ids = torch.randint(10, 400, (batch, tokens), device=device)
+
+    def once() -> float:
+        sync()
+        start = time.perf_counter()
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+            logits = model(input_ids=ids).logits
+        F.cross_entropy(logits[:, :-1].float().flatten(0, 1), ids[:, 1:].flatten()).backward()
+        sync()
+        return time.perf_counter() - start
+
+    first = once()
+    times = [once() for _ in range(repeats)]
+    median = statistics.median(times)
+    return {"batch": batch, "first_s": round(first, 3), "step_s": round(median, 4),
+            "tokens_per_s": round(batch * tokens / median, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out")
+    parser.add_argument("--variants", nargs="+", default=["ttt_all", "swa_all", "full"])
+    parser.add_argument("--kernels", nargs="+", default=["reference", "compiled"])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--tokens", type=int, default=2113)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    rows = []
+    for variant in args.variants:
+        kernels = args.kernels if variant != "full" else args.kernels[:1]  # no fast weights: the kernel is moot
+        for kernel in kernels:
+            config = load_config(f"configs/evidence_{variant}.yaml", [f"model_settings.ttt_kernel={kernel}"])
+            model = load_training_model(config).to(device)
+            for batch in args.batches:
+                row = {"variant": variant, "kernel": kernel, "tokens": args.tokens,
+                       **step_time(model, batch, args.tokens, args.repeats, device)}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+            del model
+    result = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "torch": torch.__version__, "rows": rows}
+    tmp = Path(args.out).with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(args.out)
+
+
+if __name__ == "__main__":
+    main()

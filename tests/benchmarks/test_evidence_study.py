@@ -1,0 +1,82 @@
+"""benchmarks/evidence: the compact suite rendering matches the library's records, and the equal-step budget."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from spatial_ttt.data.memory_tasks import HELD_OUT_SEED, iter_scene_records
+from spatial_ttt.train.config import load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _module(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "evidence" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_equal_steps_is_set_by_the_slowest_run():
+    run_device = _module("run_device")
+    fast = {"setup_s": 5.0, "compile_s": 0.0, "eval_s_per_record": 0.05, "step_s": 0.1}
+    slow = {"setup_s": 10.0, "compile_s": 20.0, "eval_s_per_record": 0.1, "step_s": 0.5}
+    # slow: 300 s - (10 + 0.1 * 20 + 1.25 * 0.1 * 300 + 25) = 225.5 s of steps at 1.15 * 0.5 s: 392.2 -> 390
+    assert run_device.equal_steps({"a": fast, "b": slow}, 300.0, 300, 4000) == 390
+    # fast alone: (300 - (5 + 0 + 18.75 + 25)) / 0.115 = 2184.8 -> 2180, unless max_steps is lower
+    assert run_device.equal_steps({"a": fast}, 300.0, 300, 4000) == 2180
+    assert run_device.equal_steps({"a": fast}, 300.0, 300, 1000) == 1000
+
+
+def test_render_suite_writes_the_librarys_records_and_only_the_16x_video(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, str(ROOT / "benchmarks/evidence/render_suite.py"), str(tmp_path / "suite"), "--train", "1",
+           "--eval", "1", "--procs", "1"]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [json.loads(line) for line in (tmp_path / "suite" / "eval.jsonl").read_text().splitlines()]
+    expected = [r for recs in iter_scene_records(HELD_OUT_SEED, 1, tmp_path / "lib") for r in recs]
+    assert rows == expected and [r["length"] for r in rows] == ["16x", "4x", "1x"]
+    assert sorted(p.name for p in (tmp_path / "suite" / "videos").iterdir()) == ["0000000_16x.mp4", "1000000_16x.mp4"]
+    assert "train.jsonl: 3 records of 1 scenes (seeds 0..0)" in result.stdout
+
+
+def test_step_cost_times_every_variant_and_batch_on_the_cpu(tmp_path):
+    out = tmp_path / "cost.json"
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, str(ROOT / "benchmarks/evidence/step_cost.py"), str(out), "--variants", "ttt_all", "full",
+           "--kernels", "reference", "--batches", "1", "2", "--tokens", "40", "--repeats", "1"]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert data["device"] == "cpu"
+    assert [(r["variant"], r["kernel"], r["batch"]) for r in data["rows"]] == [
+        ("ttt_all", "reference", 1), ("ttt_all", "reference", 2), ("full", "reference", 1), ("full", "reference", 2)]
+    for row in data["rows"]:
+        # tokens_per_s comes from the unrounded median; step_s is rounded to 0.1 ms
+        assert row["step_s"] > 0 and abs(row["tokens_per_s"] * row["step_s"] / (row["batch"] * 40) - 1) < 0.01
+
+
+def test_evidence_configs_differ_only_in_their_variant_lines():
+    expected = {  # variant: (ttt_layers, ttt_branch, use_conv_layer)
+        "ttt_all": ([0, 1, 2, 3], True, True), "swa_all": ([0, 1, 2, 3], False, True),
+        "hybrid": ([0, 1, 2], True, True), "swa": ([0, 1, 2], False, True),
+        "noconv": ([0, 1, 2], True, False), "full": ([], True, True),
+    }
+    run_device = _module("run_device")
+    assert set(run_device.VARIANTS) == set(expected)
+
+    def shared_lines(variant: str) -> list[str]:
+        text = (ROOT / "configs" / f"evidence_{variant}.yaml").read_text().splitlines()
+        return [line for line in text if not line.startswith(("#", "output_dir:")) and "# variant" not in line]
+
+    for variant, (layers, branch, conv) in expected.items():
+        settings = load_config(ROOT / "configs" / f"evidence_{variant}.yaml").model_settings
+        assert (settings["ttt_layers"], settings["ttt_branch"], settings["use_conv_layer"]) == (layers, branch, conv)
+        assert settings["ttt_kernel"] == "auto"
+        assert shared_lines(variant) == shared_lines("hybrid"), variant
