@@ -56,7 +56,7 @@ def processor() -> SpatialTTTProcessor:
     return SpatialTTTProcessor.from_pretrained(folder)
 
 
-def config_2b(layers: int = 28, vision_depth: int = 24) -> SpatialTTTConfig:
+def config_2b(layers: int = 28, vision_depth: int = 24, **settings) -> SpatialTTTConfig:
     """Qwen3-VL-2B's shape with the released TTT settings (3 of 4 layers TTT) and the tiny processor's token ids;
     fewer layers / a shallower vision tower for the state-size measurement."""
     text = dict(TEXT_2B, num_hidden_layers=layers)
@@ -65,14 +65,16 @@ def config_2b(layers: int = 28, vision_depth: int = 24) -> SpatialTTTConfig:
     tiny = tiny_config()
     ids = {k: getattr(tiny, k) for k in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")}
     ttt = [i for i in range(layers) if i % 4 != 3]
-    return SpatialTTTConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, ttt_layers=ttt, **ids)
+    return SpatialTTTConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, ttt_layers=ttt, **ids,
+                            **settings)
 
 
 def pipeline(shape: str, device: str, dtype: torch.dtype) -> SpatialTTTPipeline:
     if shape == "tiny":
         folder = make_tiny_model_folder(Path(tempfile.mkdtemp(prefix="bench-serve-")) / "tiny")
         return SpatialTTTPipeline.from_pretrained(folder, device=device, dtype=dtype)
-    model = SpatialTTTForConditionalGeneration(config_2b()).to(device=device, dtype=dtype).eval()
+    # short answers: the eager decode (graphed decoding compiles for ~80 s on first use, which would stall the worker)
+    model = SpatialTTTForConditionalGeneration(config_2b(decode_kernel="eager")).to(device=device, dtype=dtype).eval()
     return SpatialTTTPipeline(model, processor(), source="random 2B shape")
 
 
