@@ -25,7 +25,7 @@ from .ops.fast_weight import FastWeights, TokenStream
 from .ops.fast_weight_memory import FastWeightMemory
 from .state import KVCache, LayerState, ModelState
 
-FORMAT_VERSION = 2  # bump when the layout of a stream file changes; load refuses any other
+FORMAT_VERSION = 1  # bump when the layout of a stream file changes; load refuses any other
 METADATA_KEY = "spatial_ttt_stream"
 EXTRA = "session."  # key prefix of the session's own tensors (e.g. a pending frame)
 
@@ -40,54 +40,18 @@ class StaleSnapshotError(StreamError):
 
 @dataclass
 class Segment:
-    """A run of tokens travelling up the layers: text and whole video frame groups, in order.
+    """Tokens travelling up the layers of a stream: a run of text or exactly one video frame group.
 
-    ``hidden`` is the input of the layer whose queue holds the run. ``groups`` lists its frame groups as
-    (offset, h, w): the group's h*w tokens start at ``offset`` in the run. ``deepstack`` holds, per level, the
-    features of the run's video tokens in order ([B, sum h*w, D]); None for a run without video.
+    ``hidden`` is the input of the layer whose queue holds the segment. A frame group carries its grid and
+    deepstack features.
     """
 
     hidden: Tensor  # [B, n, D]
     cos: Tensor
     sin: Tensor
     start: int  # absolute index of the first token
-    groups: list[tuple[int, int, int]] = field(default_factory=list)
-    deepstack: list[Tensor] | None = None
-
-    @property
-    def length(self) -> int:
-        return self.hidden.shape[1]
-
-    def video_index(self) -> Tensor:
-        """Positions of the run's video tokens [sum h*w], in order."""
-        return torch.cat([torch.arange(o, o + h * w) for o, h, w in self.groups]).to(self.hidden.device)
-
-    @staticmethod
-    def join(runs: list["Segment"]) -> "Segment":
-        """Consecutive runs as one."""
-        if len(runs) == 1:
-            return runs[0]
-        groups, offset = [], 0
-        for run in runs:
-            groups += [(o + offset, h, w) for o, h, w in run.groups]
-            offset += run.length
-        levels = [run.deepstack for run in runs if run.deepstack is not None]
-        deepstack = [torch.cat(parts, dim=1) for parts in zip(*levels)] if levels else None
-        hidden, cos, sin = (torch.cat(parts, dim=1) for parts in zip(*((r.hidden, r.cos, r.sin) for r in runs)))
-        return Segment(hidden, cos, sin, runs[0].start, groups, deepstack)
-
-    def split(self, cut: int) -> tuple["Segment", "Segment"]:
-        """The run's tokens before ``cut`` (a frame group's offset, or the end) and from it on; the second part is a
-        compact copy (it waits in a queue: it must not keep the whole run alive)."""
-        first = [(o, h, w) for o, h, w in self.groups if o < cut]
-        rest = [(o - cut, h, w) for o, h, w in self.groups if o >= cut]
-        videos = sum(h * w for _, h, w in first)
-        deep = self.deepstack
-        head = Segment(self.hidden[:, :cut], self.cos[:, :cut], self.sin[:, :cut], self.start, first,
-                       [d[:, :videos] for d in deep] if deep is not None and first else None)
-        tail = Segment(self.hidden[:, cut:].clone(), self.cos[:, cut:].clone(), self.sin[:, cut:].clone(),
-                       self.start + cut, rest, [d[:, videos:].clone() for d in deep] if deep is not None and rest else None)
-        return head, tail
+    grid_hw: tuple[int, int] | None = None  # set for a video frame group
+    deepstack: list[Tensor] | None = None  # per level [B, n, D], frame groups only
 
 
 @dataclass
@@ -228,8 +192,7 @@ def flatten(stream: StreamState) -> tuple[dict[str, Tensor], dict[str, Any]]:
             tensors[f"{key}.hidden"], tensors[f"{key}.cos"], tensors[f"{key}.sin"] = seg.hidden, seg.cos, seg.sin
             for d, t in enumerate(seg.deepstack or ()):
                 tensors[f"{key}.ds{d}"] = t
-            entry["queue"].append(dict(start=seg.start, groups=[list(g) for g in seg.groups],
-                                       deepstack=None if seg.deepstack is None else len(seg.deepstack)))
+            entry["queue"].append(dict(start=seg.start, grid=seg.grid_hw, deepstack=len(seg.deepstack or ())))
         meta["layers"].append(entry)
     return {k: v.contiguous() for k, v in tensors.items()}, meta
 
@@ -252,9 +215,9 @@ def unflatten(tensors: dict[str, Tensor], meta: dict[str, Any]) -> StreamState:
         queue = []
         for s, seg in enumerate(entry["queue"]):
             key = f"{i}.q{s}"
-            deepstack = None if seg["deepstack"] is None else [tensors[f"{key}.ds{d}"] for d in range(seg["deepstack"])]
-            groups = [tuple(g) for g in seg["groups"]]
-            queue.append(Segment(tensors[f"{key}.hidden"], tensors[f"{key}.cos"], tensors[f"{key}.sin"], seg["start"], groups, deepstack))
+            deepstack = [tensors[f"{key}.ds{d}"] for d in range(seg["deepstack"])] or None
+            grid = tuple(seg["grid"]) if seg["grid"] is not None else None
+            queue.append(Segment(tensors[f"{key}.hidden"], tensors[f"{key}.cos"], tensors[f"{key}.sin"], seg["start"], grid, deepstack))
         queues.append(queue)
     model_state = ModelState(layers, meta["num_tokens"], tensors["next_position"], meta["decoding"])
     return StreamState(model_state, queues, previous, meta["num_frame_groups"])

@@ -1,10 +1,9 @@
 """Streaming: a video flows into the model frame group by frame group at bounded memory; questions any time.
 
-Tokens travel up the layers as runs (:class:`~spatial_ttt.session_state.Segment`: text and whole frame groups, in
-order). Every layer takes what its queue holds in one call, except that a TTT layer with the spatial conv holds its
-last frame group (and what follows it) back until the next group has reached it: the temporal conv sees the next
-frame. Each such layer therefore lags one group behind the layer below; the lag is bounded by the number of conv
-layers. A piece of 16 frame groups is 28 layer calls, not one per group and layer. ``ask`` answers from a snapshot: it flushes the lagging
+Tokens travel up the layers as segments (a run of text, or one video frame group). Every layer processes its
+queue in order, except that a TTT layer with the spatial conv holds a frame group back until the next group has
+reached it: the temporal conv sees the next frame. Each such layer therefore lags one group behind the layer
+below; the lag is bounded by the number of conv layers. ``ask`` answers from a snapshot: it flushes the lagging
 groups as if the video ended there (replicate padding, exactly what a one-shot prompt of the video so far does),
 prefills the question and decodes, leaving the stream's memory untouched. What a stream keeps besides the
 model's state (queues, snapshots, the stream file) is spatial_ttt.session_state.
@@ -64,13 +63,10 @@ def segments_from_tokens(
     pixel_values_videos: Tensor | None = None,
     video_grid_thw: Tensor | None = None,
 ) -> list[Segment]:
-    """Embeds the next tokens of the stream (all rows share one token layout) as one run: text and frame groups."""
+    """Embeds the next tokens of the stream (all rows share one token layout) and cuts them into segments."""
     types = model.token_types(input_ids)
     if not bool((types == types[:1]).all()):
         raise StreamError("the streams of a batch must have the same token layout (same frame sizes and times)")
-    row_types = types[0].tolist()
-    if 1 in row_types:
-        raise StreamError("images are not supported in streams; send frames")
     stream.advance()
     merge = model.config.vision_config.spatial_merge_size
     hidden, visual_mask, deepstack = model.embed(input_ids, types, None, None, pixel_values_videos, video_grid_thw)
@@ -78,96 +74,134 @@ def segments_from_tokens(
     positions, state.next_position = rope_positions(types.cpu(), None, video_grid_thw, merge, state.next_position)
     cos, sin = model.model.language_model.rotary_emb(hidden, positions.to(hidden.device))
     batch, length = input_ids.shape
-    sizes = [] if video_grid_thw is None else [(h // merge, w // merge) for t, h, w in video_grid_thw[:1].tolist() for _ in range(t)]
-    groups, i = [], 0
+    stacked = [d.view(batch, -1, d.shape[-1]) for d in deepstack]  # visual tokens of each row, in order
+    groups = [] if video_grid_thw is None else [(h // merge, w // merge) for t, h, w in video_grid_thw[:1].tolist() for _ in range(t)]
+    row_types = types[0].tolist()
+    segments, i, visual_seen = [], 0, 0
     while i < length:
-        if row_types[i] != 2:
-            i += 1
-            continue
-        if len(groups) == len(sizes):
-            raise StreamError("more video tokens than video_grid_thw describes")
-        h, w = sizes[len(groups)]
-        groups.append((i, h, w))
-        i += h * w
-    stream.num_frame_groups += len(groups)
-    stacked = [d.view(batch, -1, d.shape[-1]) for d in deepstack] if groups else None  # video tokens of each row
-    run = Segment(hidden, cos, sin, state.num_tokens, groups, stacked)
+        if row_types[i] == 2:
+            if not groups:
+                raise StreamError("more video tokens than video_grid_thw describes")
+            grid = groups.pop(0)
+            j = i + grid[0] * grid[1]
+            visual = slice(visual_seen, visual_seen + j - i)
+            visual_seen += j - i
+            segments.append(
+                Segment(hidden[:, i:j], cos[:, i:j], sin[:, i:j], state.num_tokens + i, grid, [d[:, visual] for d in stacked])
+            )
+            stream.num_frame_groups += 1
+        else:
+            if row_types[i] == 1:
+                raise StreamError("images are not supported in streams; send frames")
+            j = i
+            while j < length and row_types[j] == 0:
+                j += 1
+            segments.append(Segment(hidden[:, i:j], cos[:, i:j], sin[:, i:j], state.num_tokens + i))
+        i = j
     state.num_tokens += length
-    return [run]
+    return segments
 
 
 @torch.no_grad()
 def feed(
     model: SpatialTTTForConditionalGeneration, stream: StreamState, segments: list[Segment], flush: bool = False
 ) -> list[Segment]:
-    """Pushes runs of tokens up through all layers as far as they can go; returns what left the last layer.
+    """Pushes segments up through all layers as far as they can go; returns those that left the last layer.
     ``flush`` treats every held-back frame group as the last one of the video."""
     stream.advance()
     layers = model.model.language_model.layers
-    stream.queues[0].extend(segments)
+    _enqueue(stream.queues[0], segments)
     finished: list[Segment] = []
-    for index in range(len(layers)):
+    for index, layer in enumerate(layers):
         done = _advance_layer(model, stream, index, flush)
-        if done is None:  # nothing went through (a conv layer waits for the next frame group)
-            continue
-        if done.deepstack is not None and index < len(done.deepstack):
-            done = replace(done, hidden=done.hidden.index_add(1, done.video_index(), done.deepstack[index]))
+        for segment in done:
+            if segment.deepstack is not None and index < len(segment.deepstack):
+                segment.hidden = segment.hidden + segment.deepstack[index]
         if index + 1 < len(layers):
-            stream.queues[index + 1].append(done)
+            _enqueue(stream.queues[index + 1], done)
         else:
-            finished.append(done)
+            finished.extend(done)
     return finished
 
 
-def _advance_layer(model: SpatialTTTForConditionalGeneration, stream: StreamState, index: int, flush: bool) -> Segment | None:
-    """Runs what the layer's queue holds through the layer in ONE call (the layer is causal and its memory takes
-    pieces of any length exactly, so one call computes what one call per frame group would, in far fewer, larger
-    kernels). A conv layer holds its last frame group back until the next one arrives, and everything after it."""
+def _enqueue(queue: list[Segment], segments: list[Segment]) -> None:
+    """Appends segments, joining text that continues a queued text segment: the same tokens are then cut into the
+    same segments however the input was split into pieces (pieces cut between a frame group's vision_end and the
+    next timestamp), so a stream computes the same numbers whatever its piece sizes."""
+    for segment in segments:
+        last = queue[-1] if queue else None
+        if last is not None and last.grid_hw is None and segment.grid_hw is None:
+            queue[-1] = Segment(*(torch.cat([a, b], dim=1) for a, b in
+                                  ((last.hidden, segment.hidden), (last.cos, segment.cos), (last.sin, segment.sin))),
+                                last.start)
+        else:
+            queue.append(segment)
+
+
+def _advance_layer(model: SpatialTTTForConditionalGeneration, stream: StreamState, index: int, flush: bool) -> list[Segment]:
+    """Runs every segment of the layer's queue that may go now through the layer in ONE call (the layer is causal
+    and its memory takes pieces of any length exactly, so one call over the joined segments computes what one call
+    per segment would, with far fewer, larger kernels). A conv layer holds its last frame group back until the next
+    one arrives, and everything queued behind it."""
     layer = model.model.language_model.layers[index]
     queue, state = stream.queues[index], stream.model.layers[index]
-    if not queue:
-        return None
-    run = Segment.join(queue)
     convolves = layer.is_ttt and model.config.use_conv_layer
-    held = None
-    if convolves and not flush and run.groups:
-        run, held = run.split(run.groups[-1][0])
-    stream.queues[index] = [held] if held is not None else []
-    if not run.length:
-        return None
+    groups = [i for i, segment in enumerate(queue) if segment.grid_hw is not None]
+    ready = len(queue) if flush or not convolves or not groups else groups[-1]
+    if not ready:
+        return []
+    segments, held = queue[:ready], queue[ready:]
+    hidden, cos, sin = (torch.cat(parts, dim=1) if len(parts) > 1 else parts[0] for parts in
+                        zip(*((s.hidden, s.cos, s.sin) for s in segments)))
     extra: dict[str, Any] = {}
-    if convolves and run.groups:
-        extra = _conv_inputs(layer, stream, index, run, held)
-    out = layer(run.hidden, run.cos, run.sin, state, run.start, [], stream.model.decoding, **extra)
-    return replace(run, hidden=out)
+    if convolves and any(s.grid_hw is not None for s in segments):
+        extra = _conv_inputs(layer, stream, index, segments, hidden, held[0] if held else None)
+    out = layer(hidden, cos, sin, state, segments[0].start, [], stream.model.decoding, **extra)
+    del stream.queues[index][:ready]
+    done, offset = [], 0
+    for segment in segments:
+        n = segment.hidden.shape[1]
+        done.append(replace(segment, hidden=out[:, offset : offset + n]))
+        offset += n
+    if not flush:  # what may wait at the next layer owns its memory, not a view of the whole piece
+        waiting = [i for i, s in enumerate(done) if s.grid_hw is not None][-1:]
+        for segment in done[waiting[0] if waiting else len(done):]:
+            segment.hidden = segment.hidden.clone()
+    return done
 
 
-def _conv_inputs(layer: Any, stream: StreamState, index: int, run: Segment, following: Segment | None) -> dict[str, Any]:
-    """The TTT layer's projections of a run and their conv features: all its frame groups in one stencil call,
-    between the previous call's last group and the held group after them, the text between them passing through,
-    exactly as the one-shot prompt's conv over the whole video."""
+def _conv_inputs(layer: Any, stream: StreamState, index: int, segments: list[Segment], hidden: Tensor,
+                 following: Segment | None) -> dict[str, Any]:
+    """The TTT layer's projections of the joined segments and their conv features: each frame group convolved
+    between its neighbours (the previous call's last group, the groups here, the held group after them), the
+    text between them passing through, exactly as the one-shot prompt's conv over the whole video."""
     attention = layer.self_attn
-    projected = attention.project(layer.input_layernorm(run.hidden))
-    sizes = {(h, w) for _, h, w in run.groups} | ({tuple(following.groups[0][1:])} if following is not None else set())
-    previous = stream.previous_group[index]
-    (h, w), count = run.groups[0][1:], len(run.groups)
-    if len(sizes) > 1 or (previous is not None and previous[0].shape[1] != h * w):
-        raise StreamError("the frame size changed within a stream; start a new stream for frames of another size")
+    projected = attention.project(layer.input_layernorm(hidden))
+    bounds, offset = [], 0
+    for segment in segments:
+        bounds.append((offset, offset + segment.hidden.shape[1]))
+        offset = bounds[-1][1]
+    pre_conv = [[t[:, a:b] for a, b in bounds] for t in projected[3:]]  # per branch input, per segment
     after = None
-    if following is not None:  # the held group is the first of the run after this one
-        after = attention.project(layer.input_layernorm(following.hidden[:, : h * w]))[3:]
-    video = run.video_index()
-    stencil = attention.kernel.fused(depthwise_conv3, run.hidden)  # the one-shot prompt's conv
-    features = []
+    if following is not None and following.grid_hw is not None:
+        after = attention.project(layer.input_layernorm(following.hidden))[3:]
+    stencil = attention.kernel.fused(depthwise_conv3, hidden)  # the one-shot prompt's conv
+    frame_groups = [i for i, s in enumerate(segments) if s.grid_hw is not None]
+    grid = segments[frame_groups[0]].grid_hw
+    previous = stream.previous_group[index]
+    sizes = {segments[i].grid_hw for i in frame_groups} | {s.grid_hw for s in [following] if s is not None}
+    if len(sizes) > 1 or (previous is not None and previous[0].shape[1] != grid[0] * grid[1]):
+        raise StreamError("the frame size changed within a stream; start a new stream for frames of another size")
+    features = [list(parts) for parts in pre_conv]
     for j, conv in enumerate(attention.convs):
-        pre = projected[3 + j]
-        groups = pre.index_select(1, video).view(pre.shape[0], count, h * w, -1)  # [B, n, h*w, C]
+        groups = torch.stack([pre_conv[j][i] for i in frame_groups], dim=1)  # [B, n, h*w, C]
         out = conv_frame_groups(conv, None if previous is None else previous[j], groups,
-                                None if after is None else after[j], (h, w), stencil)
-        features.append(pre.index_copy(1, video, out.flatten(1, 2).to(pre.dtype)))
-    last = run.groups[-1][0]
-    stream.previous_group[index] = tuple(projected[3 + j][:, last : last + h * w].clone() for j in range(3))
-    return {"projected": projected, "conv_features": tuple(features)}
+                                None if after is None else after[j], grid, stencil)
+        for position, i in enumerate(frame_groups):
+            features[j][i] = out[:, position]
+    stream.previous_group[index] = tuple(pre_conv[j][frame_groups[-1]].clone() for j in range(3))
+    conv_features = tuple(torch.cat(parts, dim=1) if len(parts) > 1 else parts[0] for parts in features)
+    return {"projected": projected, "conv_features": conv_features}
 
 
 def final_logits(model: SpatialTTTForConditionalGeneration, segments: list[Segment]) -> Tensor:
