@@ -50,9 +50,11 @@ __all__ = ["StaleSnapshotError", "StreamError", "StreamSession", "feed", "final_
 # the engine
 
 
-def new_stream(model: SpatialTTTForConditionalGeneration, batch_size: int = 1) -> StreamState:
+def new_stream(model: SpatialTTTForConditionalGeneration, batch_size: int = 1, state: ModelState | None = None) -> StreamState:
+    """A stream with empty queues over ``state`` (a fresh model state of ``batch_size`` rows if None)."""
     layers = len(model.model.language_model.layers)
-    return StreamState(model.new_state(batch_size), [[] for _ in range(layers)], [None] * layers)
+    state = model.new_state(batch_size) if state is None else state
+    return StreamState(state, [[] for _ in range(layers)], [None] * layers)
 
 
 @torch.no_grad()
@@ -157,7 +159,7 @@ def _advance_layer(model: SpatialTTTForConditionalGeneration, stream: StreamStat
     if convolves and any(s.grid_hw is not None for s in segments):
         extra = _conv_inputs(layer, stream, index, segments, hidden, held[0] if held else None)
     out = layer(hidden, cos, sin, state, segments[0].start, [], stream.model.decoding, **extra)
-    del stream.queues[index][:ready]
+    del queue[:ready]
     done, offset = [], 0
     for segment in segments:
         n = segment.hidden.shape[1]
@@ -183,7 +185,7 @@ def _conv_inputs(layer: Any, stream: StreamState, index: int, segments: list[Seg
         offset = bounds[-1][1]
     pre_conv = [[t[:, a:b] for a, b in bounds] for t in projected[3:]]  # per branch input, per segment
     after = None
-    if following is not None and following.grid_hw is not None:
+    if following is not None:  # the held frame group (a flush holds none back)
         after = attention.project(layer.input_layernorm(following.hidden))[3:]
     stencil = attention.kernel.fused(depthwise_conv3, hidden)  # the one-shot prompt's conv
     frame_groups = [i for i, s in enumerate(segments) if s.grid_hw is not None]
@@ -236,7 +238,7 @@ def prefill_in_pieces(
             cuts.append((g, first))
             last = first
     per_row = pixel_values_videos.view(batch, t * h * w, -1)
-    stream = StreamState(state, [[] for _ in state.layers], [None] * len(state.layers))
+    stream = new_stream(model, state=state)
     out, g0, start = [], 0, 0
     for g1, end in [*cuts, (t, length)]:
         pixels = per_row[:, g0 * h * w : g1 * h * w].reshape(-1, per_row.shape[-1]) if g1 > g0 else None

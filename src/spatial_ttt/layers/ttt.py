@@ -182,11 +182,12 @@ class TTTAttention(nn.Module):
         w0, w2 = (w if isinstance(w, nn.Parameter) else w() for w in (self.w0, self.w2))
         return FastWeights.start(*(w.repeat(batch_size, 1, 1) for w in (w0, self.w1, w2)))
 
-    def project(self, x: Tensor) -> Projected:
-        """Attention q/k/v and the fast-weight branch's q/k/v before the spatial conv."""
+    def project(self, x: Tensor, fuse: Callable[[Callable], Callable] | None = None) -> Projected:
+        """Attention q/k/v and the fast-weight branch's q/k/v before the spatial conv. ``fuse`` gives the function
+        that runs the elementwise stage (default: the kernel's choice for ``x``)."""
         q, k, v = self.attn_layer.project(x)
         group = self.num_heads // self.num_kv_heads
-        expand = self.kernel.fused(fast_weight_inputs, x)
+        expand = self.kernel.fused(fast_weight_inputs, x) if fuse is None else fuse(fast_weight_inputs)
         qf, kf, vf = expand(q, k, v, self.q_scale, self.q_offset, self.k_scale, self.k_offset, group)
         return Projected(q, k, v, qf, kf, vf)
 
@@ -288,14 +289,12 @@ class TTTAttention(nn.Module):
         fast weights (w0, w1, w2) answer it and its update inputs go to slot ``slot`` of the ``pending`` buffers
         [BH, C + 1, ...]; the decode rule's update runs between tokens (FastWeightMemory.due). Plain functions
         throughout: the caller compiles the whole step."""
-        q, k, v = self.attn_layer.project(x)
+        plain = lambda fn: fn  # noqa: E731  (the caller compiles the whole step)
+        q, k, v, qf, kf, vf = self.project(x, plain)  # a decoded token is text, which the spatial conv passes through
         # its key goes to slot index mod W; slots 0..index hold tokens of its window (all of them, once it is full)
         attended = self.attn_layer.attend_static(q, k, v, cos, sin, keys, values, index % keys.shape[2], index)
         if not self.config.ttt_branch:
             return self.attn_layer.o_proj(attended)
-        group = self.num_heads // self.num_kv_heads
-        # a decoded token is text, which the spatial conv passes through
-        qf, kf, vf = fast_weight_inputs(q, k, v, self.q_scale, self.q_offset, self.k_scale, self.k_offset, group)
 
         def answer(q: Tensor, rows: TokenStream) -> Tensor:
             for buffer, row in zip(pending, rows):
@@ -303,5 +302,5 @@ class TTTAttention(nn.Module):
                     buffer[:, slot] = row
             return swiglu_apply(FastWeights(*weights, None, None), q, self.config.fast_weight_precision)
 
-        memory = self._branch(x, qf, kf, vf, cos, sin, answer, lambda fn: fn)
+        memory = self._branch(x, qf, kf, vf, cos, sin, answer, plain)
         return self.attn_layer.o_proj(attended + memory)
