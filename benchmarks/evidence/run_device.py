@@ -84,6 +84,22 @@ def equal_steps(calibrations: dict[str, dict], seconds_left: float, eval_records
     return int(min(max_steps, math.floor(steps / 10) * 10))
 
 
+SLOW = ("ttt_all", "hybrid", "noconv")  # runs with fast weights: launch-bound steps ~20x a windowed model's
+
+
+def deal_to_gpus(names: dict[str, tuple[str, int]], gpus: int) -> dict[str, int]:
+    """GPU per run: the runs with fast weights spread first, then the fast ones onto the least loaded GPUs."""
+    if gpus <= 0:
+        return {}
+    load = [0.0] * gpus
+    dealt = {}
+    for name in sorted(names, key=lambda n: names[n][0] not in SLOW):
+        gpu = min(range(gpus), key=lambda g: load[g])
+        dealt[name] = gpu
+        load[gpu] += 1.0 if names[name][0] in SLOW else 0.1
+    return dealt
+
+
 def overall(result: dict) -> float:
     acc = result["accuracy"]
     return sum(t["all"] for t in acc.values()) / len(acc)
@@ -103,7 +119,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=540.0, help="seconds for everything, from this start")
     parser.add_argument("--gpus", type=int, default=1, help="runs are dealt to GPUs 0..gpus-1 in turn")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--variants", nargs="+", default=["ttt_all", "swa_all", "hybrid", "full"], choices=VARIANTS)
+    parser.add_argument("--variants", nargs="+", default=["ttt_all", "swa_all", "hybrid", "full", "noconv"], choices=VARIANTS)
     parser.add_argument("--calibrate", type=int, default=12, help="throwaway steps timed per run")
     parser.add_argument("--max-steps", type=int, default=4000)
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="training setting KEY=VALUE, for every run")
@@ -117,8 +133,8 @@ def main() -> None:
     eval_records = len((work / "data" / "eval.jsonl").read_text().splitlines())
     print(f"frames unpacked in {time.time() - start:.1f}s", flush=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    # seed-major order deals one slow (TTT) and one fast variant to each GPU
     names = {f"{variant}-s{seed}": (variant, seed) for seed in args.seeds for variant in args.variants}
+    gpus = deal_to_gpus(names, args.gpus)
 
     def launch(name: str, extra: list[str]) -> tuple[subprocess.Popen, Path]:
         variant, seed = names[name]
@@ -127,7 +143,7 @@ def main() -> None:
         run.mkdir(parents=True)
         cmd = [sys.executable, str(Path(__file__).with_name("worker.py")), f"configs/evidence_{variant}.yaml",
                str(seed), str(run), str(work / "data"), str(deadline), "--calibrate", str(args.calibrate), *extra]
-        gpu = list(names).index(name) % args.gpus if args.gpus > 0 else None
+        gpu = gpus.get(name)
         proc_env = env if gpu is None else {**env, "CUDA_VISIBLE_DEVICES": str(gpu)}
         return subprocess.Popen(cmd, env=proc_env, stdout=open(run / "stdout.log", "w"), stderr=subprocess.STDOUT), run
 

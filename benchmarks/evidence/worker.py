@@ -34,6 +34,7 @@ from spatial_ttt.train.data import read_records
 from spatial_ttt.train.trainer import Trainer
 
 CALIBRATION_EVAL = 6  # held-out records timed in calibration (the first two scenes: 16x, 4x and 1x each)
+SCORE_ROWS = 16  # held-out records per scoring forward (padded rows: the same predictions, far fewer launches)
 
 
 def score(folder: Path, trainer: Trainer, records: list[dict]) -> tuple[list[dict], float]:
@@ -42,7 +43,7 @@ def score(folder: Path, trainer: Trainer, records: list[dict]) -> tuple[list[dic
     model = load_model(folder).to(device).eval()
     model.config.ttt_kernel = "reference"
     start = time.perf_counter()
-    rows = score_records(model, trainer.encoder, records, device)
+    rows = score_records(model, trainer.encoder, records, device, batch_size=SCORE_ROWS)
     return rows, time.perf_counter() - start
 
 

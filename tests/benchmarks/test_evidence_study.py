@@ -33,6 +33,17 @@ def test_equal_steps_is_set_by_the_slowest_run():
     assert run_device.equal_steps({"a": fast}, 300.0, 300, 1000) == 1000
 
 
+def test_runs_with_fast_weights_are_spread_over_the_gpus_first():
+    run_device = _module("run_device")
+    names = {f"{v}-s{s}": (v, s) for s in (1, 2) for v in ("ttt_all", "swa_all", "hybrid", "full", "noconv")}
+    dealt = run_device.deal_to_gpus(names, 4)
+    slow = [sum(1 for n, g in dealt.items() if g == gpu and names[n][0] in run_device.SLOW) for gpu in range(4)]
+    assert sorted(slow) == [1, 1, 2, 2] and len(dealt) == 10
+    fast = {dealt[n] for n in names if names[n][0] not in run_device.SLOW}
+    assert all(slow[g] == 1 for g in fast)  # the windowed runs join the GPUs with one slow run
+    assert run_device.deal_to_gpus(names, 0) == {}
+
+
 def test_render_suite_writes_the_librarys_records_and_only_the_16x_video(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
     cmd = [sys.executable, str(ROOT / "benchmarks/evidence/render_suite.py"), str(tmp_path / "suite"), "--train", "1",

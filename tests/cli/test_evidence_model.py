@@ -34,6 +34,7 @@ def test_shipped_model_answers_held_out_streams_above_chance(tmp_path):
     right = sum(r["correct"] for r in rows)
     assert len(rows) == QUESTIONS
     assert right >= MEASURED - MARGIN > CHANCE * QUESTIONS, f"{right} of {QUESTIONS} right"
+    assert score_records(model, encoder, records, batch_size=5) == rows  # padded rows: the same predictions
     # the user-facing path (one state, greedy answers one question after another) answers in the suite's words
     answers = answer_turns(model, encoder, records[1])
     vocabulary = set(CATEGORIES) | {str(n) for n in range(10)} | {"small", "medium", "large"}

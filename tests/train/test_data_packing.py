@@ -4,7 +4,7 @@ from torch.utils.data import DataLoader
 from spatial_ttt.tiny import tiny_model
 from spatial_ttt.train import PackDataset, PackSampler, SFTEncoder, make_packs, pack_loss, read_records
 from spatial_ttt.train.data import IGNORE_INDEX, collate_pack, estimate_lengths
-from spatial_ttt.train.packing import answer_tokens
+from spatial_ttt.train.packing import answer_tokens, pad_rows
 
 from .conftest import TINY_MODEL
 
@@ -119,3 +119,29 @@ def test_per_sequence_backward_gives_the_packed_gradient(processor, make_config)
         torch.testing.assert_close(model.get_parameter(name).grad, grad, rtol=1e-5, atol=1e-7)
     ttt = [n for n in whole if ".self_attn.w0" in n or ".lr_proj." in n]
     assert ttt and all(whole[n].abs().sum() > 0 for n in ttt)  # gradients reach the TTT parameters
+
+
+def test_padded_rows_give_the_packed_loss_and_gradient(processor, make_config):
+    """pack_rows: the pack as right-padded rows of one forward gives the loss and gradient of the sequences one by
+    one (padding after a row's end reaches no real token: causal attention, a TTT chunk updates later chunks only)."""
+    cfg = make_config()
+    encoder = SFTEncoder(processor, cfg)
+    records = read_records(cfg.data_path, cfg.data_files)
+    pack = [encoder.encode(r) for r in (records[0], records[-1], records[1])]
+    lengths = [ex["input_ids"].numel() for ex in pack]
+    assert len(set(lengths)) > 1 and max(lengths) - min(lengths) > TINY_MODEL["lact_chunk_size"]  # real padding
+    model = tiny_model(seed=3, **TINY_MODEL).train()
+    grads = []
+    for rows in (False, True):
+        model.zero_grad(set_to_none=True)
+        loss, n = pack_loss(model, pack, backward=lambda part: part.backward(), rows=rows)
+        grads.append((float(loss), n, {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}))
+    (one_by_one, n1, g1), (padded, n2, g2) = grads
+    assert n1 == n2 == sum(answer_tokens(ex) for ex in pack)
+    torch.testing.assert_close(padded, one_by_one, rtol=1e-6, atol=1e-6)
+    assert g1.keys() == g2.keys()
+    for name in g1:
+        assert float((g2[name] - g1[name]).norm()) <= 1e-5 * float(g1[name].norm()) + 1e-9, name  # summation order only
+    # the padding really is ignored: a different pad token changes nothing
+    inputs, labels = pad_rows(pack, pad_id=7)
+    assert (labels[0, lengths[0]:] == IGNORE_INDEX).all() and (inputs["input_ids"][0, lengths[0]:] == 7).all()

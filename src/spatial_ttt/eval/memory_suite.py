@@ -18,7 +18,7 @@ import torch
 from ..data.memory_tasks import FPS, FRAME_SIZE, FULL_FRAMES
 from ..train.config import TrainConfig
 from ..train.data import IGNORE_INDEX, SFTEncoder
-from ..train.packing import MODEL_KEYS
+from ..train.packing import MODEL_KEYS, pad_rows
 
 
 def answer_spans(labels: torch.Tensor) -> list[tuple[int, int]]:
@@ -34,23 +34,40 @@ def answer_spans(labels: torch.Tensor) -> list[tuple[int, int]]:
     return spans
 
 
+def exact_matches(predicted: torch.Tensor, labels: torch.Tensor) -> list[bool]:
+    """Per answer: is the argmax ``predicted`` [L] (position p predicts token p + 1) right on all its tokens?"""
+    # an answer's last labelled token is the newline after <|im_end|>, which the template fixes: not scored
+    return [bool((predicted[s - 1 : e - 2] == labels[s : e - 1]).all()) for s, e in answer_spans(labels)]
+
+
 @torch.no_grad()
 def score_record(model: Any, encoder: SFTEncoder, record: dict, device: torch.device | str = "cpu") -> list[bool]:
     """Exact match of each answer of ``record`` (in the order of its ``tasks``)."""
     example = encoder.encode(record)
     inputs = {k: (v.unsqueeze(0) if k in ("input_ids", "mm_token_type_ids") else v).to(device)
               for k, v in example.items() if k in MODEL_KEYS}
-    predicted = model(**inputs).logits[0].argmax(-1).cpu()  # position p predicts token p + 1
-    labels = example["labels"]
-    # an answer's last labelled token is the newline after <|im_end|>, which the template fixes: not scored
-    return [bool((predicted[s - 1 : e - 2] == labels[s : e - 1]).all()) for s, e in answer_spans(labels)]
+    return exact_matches(model(**inputs).logits[0].argmax(-1).cpu(), example["labels"])
 
 
-def score_records(model: Any, encoder: SFTEncoder, records: Iterable[dict], device: torch.device | str = "cpu") -> list[dict]:
-    """One row per answer: record id, stream length, task, correct."""
+@torch.no_grad()
+def score_records(
+    model: Any, encoder: SFTEncoder, records: Iterable[dict], device: torch.device | str = "cpu", batch_size: int = 1
+) -> list[dict]:
+    """One row per answer: record id, stream length, task, correct. With ``batch_size`` > 1, records of similar
+    length run as right-padded rows of one forward (the same predictions: the model is causal)."""
+    records = list(records)
+    examples = [encoder.encode(rec) for rec in records]
+    order = sorted(range(len(records)), key=lambda i: examples[i]["input_ids"].numel())
+    matches: dict[int, list[bool]] = {}
+    for first in range(0, len(order), batch_size):
+        batch = order[first : first + batch_size]
+        inputs, _ = pad_rows([examples[i] for i in batch])
+        predicted = model(**{k: v.to(device) for k, v in inputs.items()}).logits.argmax(-1).cpu()
+        for row, i in enumerate(batch):
+            matches[i] = exact_matches(predicted[row], examples[i]["labels"])
     rows = []
-    for rec in records:
-        for task, ok in zip(rec["tasks"], score_record(model, encoder, rec, device), strict=True):
+    for i, rec in enumerate(records):
+        for task, ok in zip(rec["tasks"], matches[i], strict=True):
             rows.append({"id": rec["id"], "length": rec["length"], "task": task, "correct": ok})
     return rows
 

@@ -28,6 +28,7 @@ class TrainConfig:
     frame_size: list[int] = field(default_factory=lambda: [352, 480])  # (H, W)
     max_length: int = 65536  # token budget of one pack (and the longest sequence kept)
     packing: bool = True
+    pack_rows: bool = False  # a pack's sequences as right-padded rows of one forward (same loss; for small models)
     num_workers: int = 4  # DataLoader workers (capped to the cores available, one left for the loop)
     # optimisation
     epochs: float = 1.0

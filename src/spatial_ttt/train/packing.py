@@ -11,6 +11,13 @@ no attention across sequences to mask out, each token is processed once, and wit
 released recipe) the packed forward would do the same work in one call. Backward runs per sequence (each
 part scaled by 1/N_pack), which gives the same gradient as one backward of the summed loss while holding
 only one sequence's activations at a time.
+
+With ``rows=True`` (``pack_rows`` in the config) the pack's sequences instead run as the rows of ONE forward,
+right-padded to the longest: the same loss and gradient (the model is causal: a row's padding comes after its
+last real token, and a TTT chunk's update only reaches later chunks), for one forward and backward per pack.
+That pays when a step is bound by kernel launches, not arithmetic (small models: benchmarks/EVIDENCE.md measured
+0.47 s for one 2113-token row and 0.45 s for sixteen on an H100), at the cost of the padding and of holding
+every sequence's activations at once.
 """
 
 from __future__ import annotations
@@ -46,24 +53,58 @@ def sequence_loss_sum(model: Any, example: Example) -> Tensor:
     return F.cross_entropy(logits[:-1].float(), labels[first + 1 :].to(logits.device), ignore_index=IGNORE_INDEX, reduction="sum")
 
 
+def pad_rows(examples: list[Example], pad_id: int = 0) -> tuple[dict[str, Tensor], Tensor]:
+    """(model inputs with the examples as right-padded rows [B, L], labels [B, L] with IGNORE_INDEX on padding).
+    Padding is text (token type 0) after each row's end; the visual inputs are concatenated in row order, which is
+    the order the model assigns them to rows in."""
+    length = max(ex["input_ids"].shape[-1] for ex in examples)
+
+    def padded(key: str, value: int) -> Tensor:
+        return torch.stack([F.pad(ex[key], (0, length - ex[key].shape[-1]), value=value) for ex in examples])
+
+    inputs = {"input_ids": padded("input_ids", pad_id), "mm_token_type_ids": padded("mm_token_type_ids", 0)}
+    for key in ("pixel_values_videos", "video_grid_thw"):
+        parts = [ex[key] for ex in examples if key in ex]
+        if parts:
+            inputs[key] = torch.cat(parts)
+    return inputs, padded("labels", IGNORE_INDEX)
+
+
+def rows_loss_sum(model: Any, pack: list[Example]) -> Tensor:
+    """Summed cross-entropy (fp32) over the answer tokens of every sequence of ``pack``, in one padded forward;
+    logits from the first position (over all rows) that predicts an answer token onwards."""
+    inputs, labels = pad_rows(pack)
+    length = labels.shape[-1]
+    targets = (labels[:, 1:] != IGNORE_INDEX).any(0).nonzero()
+    first = int(targets[0]) if len(targets) else length - 2
+    logits = model(**inputs, logits_to_keep=length - first).logits
+    targets = labels[:, first + 1 :].to(logits.device)
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
+
+
 def pack_loss(
     model: Any,
     pack: list[Example],
     backward: Callable[[Tensor], None] | None = None,
     context: Callable[[bool], contextlib.AbstractContextManager] | None = None,
     scale: float = 1.0,
+    rows: bool = False,
 ) -> tuple[Tensor, int]:
     """(mean cross-entropy over all answer tokens of the pack, their number).
 
     With ``backward``, each sequence's part (sum_i / N * scale) is back-propagated right after its forward;
-    ``context(is_last)`` wraps each forward+backward (e.g. DDP ``no_sync`` for all but the last)."""
+    ``context(is_last)`` wraps each forward+backward (e.g. DDP ``no_sync`` for all but the last). With ``rows``,
+    the whole pack is one forward (one part)."""
     total = sum(answer_tokens(ex) for ex in pack)
     denom = max(total, 1)
     loss = torch.zeros((), dtype=torch.float32)
-    for i, example in enumerate(pack):
-        ctx = context(i == len(pack) - 1) if context is not None else contextlib.nullcontext()
+    parts: list[Callable[[], Tensor]] = (
+        [lambda: rows_loss_sum(model, pack)] if rows else [lambda ex=ex: sequence_loss_sum(model, ex) for ex in pack]
+    )
+    for i, part_sum in enumerate(parts):
+        ctx = context(i == len(parts) - 1) if context is not None else contextlib.nullcontext()
         with ctx:
-            part = sequence_loss_sum(model, example) / denom
+            part = part_sum() / denom
             if backward is not None:
                 backward(part * scale)
                 part = part.detach()

@@ -259,7 +259,8 @@ class Trainer:
                         return contextlib.nullcontext()
                     return self.accumulating()
 
-                loss, n = pack_loss(self.model, pack, backward=acc.backward, context=context, scale=1 / config.grad_accum)
+                loss, n = pack_loss(self.model, pack, backward=acc.backward, context=context, scale=1 / config.grad_accum,
+                                    rows=config.pack_rows)
                 losses.append(loss)
                 answer += n
                 tokens += sum(int(ex["input_ids"].numel()) for ex in pack)
