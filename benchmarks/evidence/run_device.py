@@ -112,6 +112,35 @@ def archive(folder: Path, name: str, path: Path) -> None:
                 tar.add(folder / f, arcname=f"{name}/{f}")
 
 
+def collect(procs: dict, calibrations: dict, steps: int, deadline: float, start: float, work: Path, out: Path) -> None:
+    """Waits for every run, then writes results.json, logs.tar.gz and the best runs' model archives."""
+    results = {}
+    for name, (proc, run) in procs.items():
+        try:
+            proc.wait(timeout=max(1.0, deadline + 10 - time.time()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log = (run / "stdout.log").read_text()
+        print(f"== {name}: exit {proc.returncode}\n{log[-1200:]}", flush=True)
+        if (run / "result.json").exists():
+            results[name] = json.loads((run / "result.json").read_text())
+    (out / "results.json").write_text(json.dumps(results))
+    with tarfile.open(out / "logs.tar.gz", "w:gz") as tar:
+        for name, (_, run) in procs.items():
+            tar.add(run / "stdout.log", arcname=f"{name}.log")
+        for failed in (work / "runs").glob("*-failed.log"):
+            tar.add(failed, arcname=failed.name)
+    ranked = sorted(results, key=lambda n: overall(results[n]), reverse=True)
+    if ranked:
+        archive(Path(results[ranked[0]]["checkpoint"]), ranked[0], out / "best.tar.gz")
+        best_ttt = next((n for n in ranked if n.startswith("ttt_all-")), None)
+        if best_ttt not in (None, ranked[0]):
+            archive(Path(results[best_ttt]["checkpoint"]), best_ttt, out / "best_ttt_all.tar.gz")
+    print(json.dumps({"equal_steps": steps, "overall": {n: round(overall(results[n]), 4) for n in ranked},
+                      "total_s": round(time.time() - start, 1)}), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("data")
@@ -121,6 +150,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--variants", nargs="+", default=["ttt_all", "swa_all", "hybrid", "full", "noconv"], choices=VARIANTS)
     parser.add_argument("--calibrate", type=int, default=12, help="throwaway steps timed per run")
+    parser.add_argument("--steps", type=int, help="train every run for exactly this many steps, no calibration (e.g. "
+                        "to add variants to a study at its step count)")
     parser.add_argument("--max-steps", type=int, default=4000)
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="training setting KEY=VALUE, for every run")
     parser.add_argument("--work", default="/tmp/evidence")
@@ -141,13 +172,17 @@ def main() -> None:
         run = work / "runs" / name
         shutil.rmtree(run, ignore_errors=True)
         run.mkdir(parents=True)
+        steps = ["--calibrate", str(args.calibrate)] if args.steps is None else [f"max_steps={args.steps}"]
         cmd = [sys.executable, str(Path(__file__).with_name("worker.py")), f"configs/evidence_{variant}.yaml",
-               str(seed), str(run), str(work / "data"), str(deadline), "--calibrate", str(args.calibrate), *extra]
+               str(seed), str(run), str(work / "data"), str(deadline), *steps, *extra]
         gpu = gpus.get(name)
         proc_env = env if gpu is None else {**env, "CUDA_VISIBLE_DEVICES": str(gpu)}
         return subprocess.Popen(cmd, env=proc_env, stdout=open(run / "stdout.log", "w"), stderr=subprocess.STDOUT), run
 
     procs = {name: launch(name, args.overrides) for name in names}
+    if args.steps is not None:
+        collect(procs, {}, args.steps, deadline, start, work, out)
+        return
     # every run calibrates, then all get the same step count; a run whose calibration fails is started once more
     # with the plain PyTorch fast-weight kernel (no compilation), if there is time
     calibrations: dict[str, dict] = {}
@@ -181,31 +216,7 @@ def main() -> None:
         raise SystemExit("too little time left to train: see the calibration above")
     for _, run in procs.values():
         (run / "steps.json").write_text(json.dumps({"max_steps": steps}))
-    results = {}
-    for name, (proc, run) in procs.items():
-        try:
-            proc.wait(timeout=max(1.0, deadline + 10 - time.time()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log = (run / "stdout.log").read_text()
-        print(f"== {name}: exit {proc.returncode}\n{log[-1200:]}", flush=True)
-        if (run / "result.json").exists():
-            results[name] = json.loads((run / "result.json").read_text())
-    (out / "results.json").write_text(json.dumps(results))
-    with tarfile.open(out / "logs.tar.gz", "w:gz") as tar:
-        for name, (_, run) in procs.items():
-            tar.add(run / "stdout.log", arcname=f"{name}.log")
-        for failed in (work / "runs").glob("*-failed.log"):
-            tar.add(failed, arcname=failed.name)
-    ranked = sorted(results, key=lambda n: overall(results[n]), reverse=True)
-    if ranked:
-        archive(Path(results[ranked[0]]["checkpoint"]), ranked[0], out / "best.tar.gz")
-        best_ttt = next((n for n in ranked if n.startswith("ttt_all-")), None)
-        if best_ttt not in (None, ranked[0]):
-            archive(Path(results[best_ttt]["checkpoint"]), best_ttt, out / "best_ttt_all.tar.gz")
-    print(json.dumps({"equal_steps": steps, "overall": {n: round(overall(results[n]), 4) for n in ranked},
-                      "total_s": round(time.time() - start, 1)}), flush=True)
+    collect(procs, calibrations, steps, deadline, start, work, out)
 
 
 if __name__ == "__main__":

@@ -33,8 +33,8 @@ from spatial_ttt.train.config import load_config
 from spatial_ttt.train.data import read_records
 from spatial_ttt.train.trainer import Trainer
 
-CALIBRATION_EVAL = 6  # held-out records timed in calibration (the first two scenes: 16x, 4x and 1x each)
 SCORE_ROWS = 16  # held-out records per scoring forward (padded rows: the same predictions, far fewer launches)
+CALIBRATION_EVAL = SCORE_ROWS  # held-out records timed in calibration: one scoring batch
 
 
 def score(folder: Path, trainer: Trainer, records: list[dict]) -> tuple[list[dict], float]:
@@ -56,7 +56,7 @@ def calibrate(config_path: str, overrides: list[str], run_dir: Path, steps: int,
     trainer.train()
     times = [h["step_s"] for h in trainer.history]
     folder = trainer.save_checkpoint()
-    score(folder, trainer, records[:1])  # untimed: the first forward pays one-off costs (kernels, allocator)
+    score(folder, trainer, records[:CALIBRATION_EVAL])  # untimed: the first forward pays one-off costs (kernels, allocator)
     rows, eval_s = score(folder, trainer, records[:CALIBRATION_EVAL])
     # the first steps compile (and recompile for new lengths): the steady step time is the median of the later
     # half, and what the steps took beyond it is compilation, which the real run pays again (from a warm cache)
@@ -105,8 +105,12 @@ def main() -> None:
     # stop early only if evaluation would otherwise miss the deadline (recorded: steps < max_steps)
     eval_s = (calibration["eval_s_per_record"] * len(records) if calibration else 60.0) * 1.25 + 20.0
     start = time.perf_counter()
-    while trainer.step < trainer.total_steps and time.time() < args.deadline - eval_s:
-        trainer.train(stop_after=trainer.step + 50)  # each call starts the data loader anew: not too often
+    block = 10  # steps per train() call (each starts the data loader anew); the deadline is checked between blocks
+    while trainer.step < trainer.total_steps:
+        recent = [h["step_s"] for h in trainer.history[-block:]] or [0.0]
+        if time.time() + block * max(recent) > args.deadline - eval_s:
+            break
+        trainer.train(stop_after=trainer.step + block)
     train_s = time.perf_counter() - start
     folder = Path(config.output_dir) / f"checkpoint-{trainer.step}"
     if not folder.exists():
