@@ -107,8 +107,9 @@ def main() -> None:
     start = time.perf_counter()
     block = 10  # steps per train() call (each starts the data loader anew); the deadline is checked between blocks
     while trainer.step < trainer.total_steps:
+        # the next block's time from the median recent step: the first steps compile and are no guide
         recent = [h["step_s"] for h in trainer.history[-block:]] or [0.0]
-        if time.time() + block * max(recent) > args.deadline - eval_s:
+        if time.time() + block * statistics.median(recent) > args.deadline - eval_s:
             break
         trainer.train(stop_after=trainer.step + block)
     train_s = time.perf_counter() - start
