@@ -92,6 +92,13 @@ WindowOpt = typer.Option(None, "--window", min=1, help="Sliding-window attention
 TTTOpt = typer.Option(None, "--ttt", metavar="KEY=VALUE", help="Any TTT setting, e.g. --ttt ttt_kernel=reference. Repeat.")
 
 
+def _one_off(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Settings for a command that answers a few questions and exits: eager decoding unless --ttt names one. The
+    graphed step compiles once per process (73-89 s on a cold cache on an H100, benchmarks/RESULTS.md), which a
+    short answer never earns back (eager: 57 ms/token after 88k tokens); a server keeps "auto" (graphed on CUDA)."""
+    return {"decode_kernel": "eager", **overrides}
+
+
 def _ttt_overrides(
     muon: bool | None, precision: str | None, chunk_size: int | None, window: int | None, ttt: list[str] | None
 ) -> dict[str, Any]:
@@ -400,7 +407,7 @@ def ask(
     prompt = _prompt(question, options, raw)
     hw = _size(size)
     _check_video(video)
-    overrides = _ttt_overrides(muon, precision, chunk_size, window, ttt)
+    overrides = _one_off(_ttt_overrides(muon, precision, chunk_size, window, ttt))
     settings = dict(fps=None if num_frames else (fps or EVAL_FPS), num_frames=num_frames, max_frames=max_frames, size=hw)
     pipe = _load_pipeline(model, processor, device, dtype, base, overrides, **settings)
     timings: dict[str, float] = {}
@@ -517,7 +524,7 @@ def stream(
         duration = video_duration(video)
     except VideoError as err:
         fail(str(err))
-    overrides = _ttt_overrides(muon, precision, chunk_size, window, ttt)
+    overrides = _one_off(_ttt_overrides(muon, precision, chunk_size, window, ttt))
     pipe = _load_pipeline(model, processor, device, dtype, base, overrides, size=hw, stream_fps=fps, chunk_frames=chunk_frames)
     try:
         session = pipe.open_stream()

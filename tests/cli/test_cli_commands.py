@@ -44,7 +44,15 @@ def test_ask_reads_an_image_folder(cli, tiny_folder, tmp_path):
         Image.fromarray(frame).save(tmp_path / f"frame{i}.png")
     result = cli("ask", tiny_folder, tmp_path, "How many objects?", "--size", SMALL, "--max-new-tokens", "2", "--json")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["frames"] == 4
+    answer = json.loads(result.stdout)
+    assert answer["frames"] == 4
+    # a one-off command decodes eagerly (no per-process graph compilation) unless told otherwise
+    assert answer["ttt_settings"]["decode_kernel"]["value"] == "eager"
+    graphed = cli("ask", tiny_folder, tmp_path, "How many objects?", "--size", SMALL, "--max-new-tokens", "2", "--json",
+                  "--ttt", "decode_kernel=graphed")
+    assert graphed.exit_code == 0, graphed.output
+    assert json.loads(graphed.stdout)["ttt_settings"]["decode_kernel"]["value"] == "graphed"
+    assert json.loads(graphed.stdout)["answer"] == answer["answer"]
 
 
 def test_info_shows_the_architecture_and_the_processor(cli, tiny_folder):
