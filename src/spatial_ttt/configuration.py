@@ -13,6 +13,10 @@ def default_ttt_layers(num_layers: int) -> list[int]:
     return [i for i in range(num_layers) if i % 4 != 3]
 
 
+# Settings that choose how the model runs, not what it computes: a saved state is valid under any value of them.
+EXECUTION_SETTINGS = ("ttt_kernel", "decode_kernel")
+
+
 @strict
 class SpatialTTTConfig(Qwen3VLConfig):
     """Qwen3-VL with TTT layers. Field names follow the reference's ``lact`` settings."""

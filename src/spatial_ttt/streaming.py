@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .configuration import EXECUTION_SETTINGS
 from .layers.spatial_conv import conv_frame_groups, depthwise_conv3
 from .models.modeling import SpatialTTTForConditionalGeneration
 from .models.positions import rope_positions
@@ -470,8 +471,10 @@ class StreamSession:
 
 
 def model_fingerprint(model: SpatialTTTForConditionalGeneration) -> str:
-    """Config plus a sample of every parameter: a stream saved from other weights or settings will not match."""
-    digest = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True, default=str).encode())
+    """Config plus a sample of every parameter: a stream saved from other weights or settings will not match
+    (the kernels that run it are not part of it: a state continues under any of them)."""
+    config = {k: v for k, v in model.config.to_dict().items() if k not in EXECUTION_SETTINGS}
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
     for name, param in model.state_dict().items():
         digest.update(name.encode())
         digest.update(param.detach().flatten()[:8].float().cpu().numpy().tobytes())
