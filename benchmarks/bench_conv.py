@@ -30,7 +30,9 @@ from spatial_ttt.generation import PREFILL_PIECE
 from spatial_ttt.layers.spatial_conv import depthwise_conv3
 from spatial_ttt.ops import FastWeightKernel
 
-TILES = [(32, 128, 4), (64, 64, 4), (16, 256, 4), (64, 128, 8), (128, 64, 8)]  # (tokens, channels, warps)
+TILES = [dict(), dict(block_hw=64, block_channels=64),
+         dict(block_hw=16, block_channels=256), dict(block_hw=32, block_channels=64, block_t=16, num_warps=2),
+         dict(block_hw=64, block_channels=128, num_warps=8), dict(block_t=4), dict(block_t=32)]  # over TILE
 
 
 def cases(tiny: bool) -> tuple[int, tuple[int, int], dict[str, int], torch.dtype]:
@@ -77,7 +79,7 @@ def main() -> None:
     if device.type == "cuda":
         from common import environment
 
-        from spatial_ttt.ops.conv_triton import depthwise_conv3_triton
+        from spatial_ttt.ops.conv_triton import TILE, depthwise_conv3_triton
 
         results["env"] = environment()
     for name, n in groups.items():
@@ -98,9 +100,8 @@ def main() -> None:
                 seconds = seconds_per_call(lambda: stencil(frames, weight), device, args.repeat)
                 run[label] = dict(ms=1e3 * seconds, gbps=moved / seconds / 1e9)
             if "triton" in stencils:
-                run["sweep"] = [dict(tile=list(tile), ms=1e3 * seconds_per_call(
-                    lambda: depthwise_conv3_triton(frames, weight, block_tokens=tile[0], block_channels=tile[1],
-                                                   num_warps=tile[2]), device, args.repeat)) for tile in TILES]
+                run["sweep"] = [dict(tile={**TILE, **tile}, ms=1e3 * seconds_per_call(
+                    lambda: depthwise_conv3_triton(frames, weight, **tile), device, args.repeat)) for tile in TILES]
                 ours, theirs = depthwise_conv3_triton(frames, weight).float(), stencils["compiled"](frames, weight).float()
                 run["max_abs_diff"] = (ours - theirs).abs().max().item()
                 run["differ"] = (ours != theirs).float().mean().item()

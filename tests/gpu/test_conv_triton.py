@@ -23,12 +23,14 @@ SMALL = [
     ((1,), 3, 3, 4, 160),  # two channel blocks, the second partly masked
     ((2,), 2, 1, 1, 8),  # a 1x1 frame: every spatial tap clamps onto the token itself
     ((), 0, 3, 4, 8),  # no output frame
+    ((), 10, 3, 4, 16),  # two runs of output frames in time (8 per program), the second partly masked
 ]
 SHAPES = SMALL + [
     ((1,), 8, 22, 30, 64),
     ((2,), 4, 11, 15, 2048),  # the 2B model's width, 352x480 frames
     ((1,), 5, 22, 30, 1024),
     ((3,), 1, 11, 15, 2048),  # one frame group between its neighbours (streaming)
+    ((1,), 19, 11, 15, 512),
 ]
 
 
