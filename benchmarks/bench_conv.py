@@ -102,7 +102,8 @@ def main() -> None:
             if "triton" in stencils:
                 run["sweep"] = [dict(tile={**TILE, **tile}, ms=1e3 * seconds_per_call(
                     lambda: depthwise_conv3_triton(frames, weight, **tile), device, args.repeat)) for tile in TILES]
-                ours, theirs = depthwise_conv3_triton(frames, weight).float(), stencils["compiled"](frames, weight).float()
+                ours = depthwise_conv3_triton(frames, weight).float()
+                theirs = stencils["compiled"](frames, weight).float()
                 run["max_abs_diff"] = (ours - theirs).abs().max().item()
                 run["differ"] = (ours != theirs).float().mean().item()
                 run["speedup"] = run["compiled"]["ms"] / run["triton"]["ms"]

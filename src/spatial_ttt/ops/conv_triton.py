@@ -14,6 +14,8 @@ write of the tokens (the op is memory-bound).
 
 from __future__ import annotations  # keeps the kernel's ``tl.constexpr`` annotations unevaluated without Triton
 
+import contextlib
+
 import torch
 from torch import Tensor
 
@@ -82,8 +84,10 @@ def depthwise_conv3_triton(frames: Tensor, weight: Tensor, **tile: int) -> Tenso
     block_t = min(tile["block_t"], t)  # a short piece (streaming) runs no masked frames
     grid = (volume.shape[0] * triton.cdiv(t, block_t) * triton.cdiv(h * w, tile["block_hw"]),
             triton.cdiv(c, block_channels))
-    _conv3_kernel[grid](
-        volume, weight.reshape(c, 27).t().contiguous(), out, t, h, w, c, *volume.stride(),
-        BLOCK_HW=tile["block_hw"], BLOCK_C=block_channels, BLOCK_T=block_t, num_warps=tile["num_warps"],
-    )
+    # Triton launches on the current device: make it the tensors' (a model on cuda:1 under torchrun, say)
+    with torch.cuda.device(frames.device) if frames.is_cuda else contextlib.nullcontext():
+        _conv3_kernel[grid](
+            volume, weight.reshape(c, 27).t().contiguous(), out, t, h, w, c, *volume.stride(),
+            BLOCK_HW=tile["block_hw"], BLOCK_C=block_channels, BLOCK_T=block_t, num_warps=tile["num_warps"],
+        )
     return out
