@@ -30,9 +30,9 @@ from spatial_ttt.generation import PREFILL_PIECE
 from spatial_ttt.layers.spatial_conv import depthwise_conv3
 from spatial_ttt.ops import FastWeightKernel
 
-TILES = [dict(), dict(block_hw=64, block_channels=64), dict(block_hw=16, block_channels=256),
-         dict(block_hw=256, block_channels=32, num_warps=8), dict(block_hw=64, block_channels=128, num_warps=8),
-         dict(block_channels=64, num_warps=2), dict(block_t=4), dict(block_t=16)]  # each over TILE
+TILES = [dict(), dict(block_hw=32), dict(block_channels=128), dict(block_hw=32, block_channels=128),
+         dict(block_hw=64), dict(block_hw=256, block_channels=16, num_warps=8), dict(num_warps=2),
+         dict(num_warps=8), dict(block_t=4), dict(block_t=16)]  # each over TILE
 
 
 def cases(tiny: bool) -> tuple[int, tuple[int, int], dict[str, int], torch.dtype]:

@@ -25,7 +25,7 @@ try:
 except ImportError:  # CPU-only installs have no Triton; the stencil is only chosen on CUDA
     triton = None
 
-TILE = dict(block_hw=32, block_channels=128, block_t=8, num_warps=4)  # block_t: output frames per program
+TILE = dict(block_hw=16, block_channels=64, block_t=8, num_warps=4)  # block_t: output frames per program
 
 
 def _jit(fn):
