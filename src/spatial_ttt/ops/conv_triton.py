@@ -3,7 +3,8 @@
 Same signature and result as :func:`spatial_ttt.layers.spatial_conv.depthwise_conv3`, the reference:
 frames [..., T+2, H, W, C] (already padded in time) and a depthwise kernel [C, 1, 3, 3, 3] -> [..., T, H, W, C],
 replicate padding in H and W by clamped indices, the 27 taps summed in fp32 in the reference's order (as fused
-multiply-adds, so the last bits of an fp32 sum may differ), the output in the input's dtype. Forward only: :meth:`FastWeightKernel.fused` picks it where no autograd is needed.
+multiply-adds, so the last bits of an fp32 sum may differ), the output in the input's dtype. Forward only:
+:meth:`FastWeightKernel.fused` picks it where no autograd is needed.
 
 One program per (tile of tokens within a frame, run of ``block_t`` output frames, block of channels): it walks
 its input frames in time, loading each frame's 9 spatial taps once (clamped rows and columns) and adding them to
@@ -73,6 +74,8 @@ def _conv3_kernel(
 def depthwise_conv3_triton(frames: Tensor, weight: Tensor, **tile: int) -> Tensor:
     """frames [..., T+2, H, W, C], weight [C, 1, 3, 3, 3] -> [..., T, H, W, C] (see the module docstring).
     ``tile`` overrides entries of :data:`TILE` (benchmarks sweep them); any strides are read as they are."""
+    if triton is None:
+        raise RuntimeError("the spatial conv's Triton kernel needs Triton; ttt_kernel='reference' runs without it")
     tile = {**TILE, **tile}
     *lead, padded_t, h, w, c = frames.shape
     t = padded_t - 2
