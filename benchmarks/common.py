@@ -73,10 +73,12 @@ def matmul_peak(n: int = 8192, repeat: int = 20) -> float:
 
 
 def write_json(path: str | None, payload: dict) -> None:
+    """Writes atomically (a temp file, then os.replace): a reader never sees half a file."""
     if path:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        with open(path, "w") as f:
+        with open(path + ".tmp", "w") as f:
             json.dump(payload, f, indent=2)
+        os.replace(path + ".tmp", path)
 
 
 # spec/official-model.md, "Qwen3-VL-2B shape"

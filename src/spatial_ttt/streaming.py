@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from .configuration import EXECUTION_SETTINGS
-from .layers.spatial_conv import conv_frame_groups, depthwise_conv3
+from .layers.spatial_conv import conv_frame_groups
 from .models.modeling import SpatialTTTForConditionalGeneration
 from .models.positions import rope_positions
 from .ops.fast_weight import FastWeights
@@ -188,7 +188,7 @@ def _conv_inputs(layer: Any, stream: StreamState, index: int, segments: list[Seg
     after = None
     if following is not None:  # the held frame group (a flush holds none back)
         after = attention.project(layer.input_layernorm(following.hidden))[3:]
-    stencil = attention.kernel.fused(depthwise_conv3, hidden)  # the one-shot prompt's conv
+    stencil = attention.conv_stencil(hidden)  # the one-shot prompt's conv
     frame_groups = [i for i, s in enumerate(segments) if s.grid_hw is not None]
     grid = segments[frame_groups[0]].grid_hw
     previous = stream.previous_group[index]

@@ -2,12 +2,14 @@
 callables and graph buffers. CUDA-only checks are in tests/gpu/test_gpu_paths.py."""
 
 import copy
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from spatial_ttt.layers.spatial_conv import VideoSpan, conv_frame_groups, conv_video_tokens, make_conv
+from spatial_ttt.layers.spatial_conv import VideoSpan, conv_frame_groups, conv_video_tokens, depthwise_conv3, make_conv
 from spatial_ttt.ops import FastWeightKernel, FastWeightMemory, FastWeights, TokenStream
+from spatial_ttt.ops.conv_triton import depthwise_conv3_triton
 from spatial_ttt.tiny import tiny_model
 
 from .helpers import video_prompt
@@ -140,6 +142,26 @@ def test_kernel_choice_follows_the_config():
     assert kernel.kind(cpu) == "graphed" and kernel.kind(cpu, needs_grad=True) == "compiled"
     model.config.ttt_kernel = "reference"
     assert kernel.fused(len, cpu) is len
+
+
+def test_conv_stencil_is_triton_only_where_the_graphed_kernel_runs_on_cuda():
+    """One rule for one-shot prefill and streaming (both ask TTTAttention.conv_stencil). CI has no GPU: a stand-in
+    that reports is_cuda is enough, as the choice reads nothing else of the tensor."""
+    layer = tiny_model().model.language_model.layers[0].self_attn
+    cuda, cpu = SimpleNamespace(is_cuda=True), torch.zeros(1)
+    compiled = layer.kernel.compiled(depthwise_conv3)  # torch.compile is lazy: nothing compiles here
+    with torch.no_grad():
+        assert layer.conv_stencil(cpu) is depthwise_conv3  # auto on CPU
+        assert layer.conv_stencil(cuda) is depthwise_conv3_triton  # auto on CUDA, inference
+        layer.config.ttt_kernel = "graphed"
+        assert layer.conv_stencil(cpu) is compiled and layer.conv_stencil(cuda) is depthwise_conv3_triton
+        layer.config.ttt_kernel = "compiled"
+        assert layer.conv_stencil(cuda) is compiled
+        layer.config.ttt_kernel = "reference"
+        assert layer.conv_stencil(cuda) is depthwise_conv3
+    for setting in ("auto", "graphed"):  # autograd on: the differentiable compiled stencil
+        layer.config.ttt_kernel = setting
+        assert layer.conv_stencil(cuda) is compiled
 
 
 @pytest.mark.parametrize("grid", [(3, 4, 5), (1, 2, 2), (4, 1, 3)])

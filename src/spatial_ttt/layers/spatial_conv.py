@@ -2,9 +2,10 @@
 
 One stencil (:func:`depthwise_conv3`) serves the one-shot prompt (a whole video) and streaming (one frame group
 between its neighbours). It works on the tokens as they are (channels last: a video's rows in raster order
-are a [T, H, W, C] volume), pads by clamping indices (replicate padding) and sums the 27 taps in fp32. On CUDA
-the TTT layer runs it through its kernel's ``torch.compile`` (one fused, memory-bound kernel); the module path
-(gather, transpose to [C, T, H, W], Conv3d) measured ~4 ms per conv at 44k tokens on an H100.
+are a [T, H, W, C] volume), pads by clamping indices (replicate padding) and sums the 27 taps in fp32. It is the
+reference: on CUDA the TTT layer runs it through its kernel's ``torch.compile`` when autograd needs it, else as the
+Triton kernel of the same signature (:mod:`spatial_ttt.ops.conv_triton`; ``TTTAttention.conv_stencil`` chooses);
+the module path (gather, transpose to [C, T, H, W], Conv3d) measured ~4 ms per conv at 44k tokens on an H100.
 """
 
 from __future__ import annotations

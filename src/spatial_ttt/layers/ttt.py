@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLTextRMSNorm
 
 from ..ops import FastWeightKernel, FastWeightMemory, FastWeights, TokenStream, swiglu_apply
+from ..ops.conv_triton import depthwise_conv3_triton
 from ..state import LayerState
 from .attention import Attention
 from .rope import apply_partial_rope
@@ -213,7 +214,7 @@ class TTTAttention(nn.Module):
         if conv_features is not None:
             qf, kf, vf = conv_features
         elif self.config.use_conv_layer:
-            stencil = self.kernel.fused(depthwise_conv3, x)
+            stencil = self.conv_stencil(x)
             qf, kf, vf = (conv_video_tokens(t, c, videos, stencil) for t, c in zip(p[3:], self.convs))
         else:
             qf, kf, vf = p.qf, p.kf, p.vf
@@ -224,6 +225,11 @@ class TTTAttention(nn.Module):
     @property
     def convs(self) -> tuple[nn.Conv3d, nn.Conv3d, nn.Conv3d]:
         return self.conv_q, self.conv_k, self.conv_v
+
+    def conv_stencil(self, x: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
+        """The spatial conv's stencil for inputs like x (one-shot prompt and streaming alike), as the kernel
+        chooses: the reference, compiled, or the Triton kernel where the graphed kernel runs on CUDA."""
+        return self.kernel.fused(depthwise_conv3, x, inference=depthwise_conv3_triton)
 
     def fast_weight_branch(
         self,

@@ -11,6 +11,9 @@ a chunk of C tokens) with the same signature, like flash-linear-attention's naiv
   would dominate). On CPU the same buffers run eagerly, uncaptured (so their bookkeeping is testable).
 * "auto": graphed on CUDA without autograd, compiled on CUDA with autograd, reference on CPU.
 
+Stages around the operator follow the same choice (:meth:`FastWeightKernel.fused`): the spatial conv's stencil
+runs as a Triton kernel (:mod:`.conv_triton`) where the graphed kernel runs on CUDA.
+
 Only fixed-shape work goes through the compiled / graphed kernels (a chunk's update, or a full chunk of queries
 plus its update); runs of other lengths are answered by the reference apply (a few products, no recompiles).
 
@@ -137,9 +140,14 @@ class FastWeightKernel:
             self._compiled[fn, variant] = torch.compile(private_copy(fn), fullgraph=True)
         return self._compiled[fn, variant]
 
-    def fused(self, fn: Callable, t: Tensor) -> Callable:
-        """``fn`` for elementwise stages around the operator: compiled unless the reference kernel runs."""
-        return fn if self.kind(t, torch.is_grad_enabled()) == "reference" else self.compiled(fn)
+    def fused(self, fn: Callable, t: Tensor, inference: Callable | None = None) -> Callable:
+        """``fn`` for elementwise stages around the operator: compiled unless the reference kernel runs.
+        ``inference``: a hand-written, forward-only kernel of ``fn``'s signature, which runs instead where the
+        graphed kernel runs on CUDA (no autograd needed)."""
+        kind = self.kind(t, torch.is_grad_enabled())
+        if kind == "reference":
+            return fn
+        return inference if inference is not None and kind == "graphed" and t.is_cuda else self.compiled(fn)
 
     def step(
         self, weights: FastWeights, q: Tensor | None, chunk: TokenStream | None
