@@ -27,6 +27,7 @@ from ..configuration import SpatialTTTConfig
 from ..layers.attention import Attention
 from ..layers.spatial_conv import VideoSpan, video_spans
 from ..layers.ttt import TTTAttention
+from ..layers.vision_attention import FrameBatchedVisionAttention
 from ..ops import FastWeightKernel, FastWeightMemory
 from ..state import KVCache, LayerState, ModelState
 from ..static_decode import StaticDecoding
@@ -125,6 +126,8 @@ class SpatialTTTModel(nn.Module):
     def __init__(self, config: SpatialTTTConfig) -> None:
         super().__init__()
         self.visual = Qwen3VLVisionModel._from_config(config.vision_config)
+        for block in self.visual.blocks:  # a video's frames in one attention call (same parameters)
+            block.attn = FrameBatchedVisionAttention(block.attn.config)
         self.language_model = SpatialTTTTextModel(config)
 
 
