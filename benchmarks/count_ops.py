@@ -6,7 +6,8 @@ change removes) before any GPU time is spent.
     PYTHONPATH=src:benchmarks python benchmarks/count_ops.py --tiny --out counts.json     # seconds (tests)
 
 What runs: ``generate(max_new_tokens=1)`` on a video prompt longer than the prefill piece (so it goes through
-``streaming.prefill_in_pieces``), then a ``StreamSession`` fed piece by piece; a model of the 2B model's token
+``streaming.prefill_in_pieces``), the same prompt as one forward (a piece as long as the prompt: the path of a
+prompt within one piece, e.g. 128 frames), then a ``StreamSession`` fed piece by piece; a model of the 2B model's token
 layout (352x480 frames: 165 video tokens per 2-frame group) but narrow, with the chunk, window and prefill piece
 scaled down so that the chunk loop and the pieces loop several times. bf16 weights, bf16 fast-weight products and
 ``ttt_kernel="graphed"`` (what runs on an H100) unless told otherwise.
@@ -200,6 +201,10 @@ def main(argv: list[str] | None = None) -> dict:
         with torch.no_grad():
             model.generate(**inputs, max_new_tokens=1, stop_token_ids=[], piece_tokens=piece_tokens)
 
+    def one_forward() -> None:  # a prompt within one piece (128 frames of the 2B shape): model.forward
+        with torch.no_grad():
+            model.generate(**inputs, max_new_tokens=1, stop_token_ids=[], piece_tokens=tokens)
+
     def stream() -> None:
         session = StreamSession(model)
         for piece in pieces:
@@ -213,13 +218,14 @@ def main(argv: list[str] | None = None) -> dict:
                       precision=args.precision, layers=model.config.text_config.num_hidden_layers,
                       stream_groups_per_piece=args.stream_groups),
         generate=count("generate(max_new_tokens=1)", prefill, tokens),
+        one_forward=count("generate(max_new_tokens=1), one forward", one_forward, tokens),
         stream=count("StreamSession.observe_tokens", stream, stream_tokens),
     )
     path = Path(args.out)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(results, indent=2))
     os.replace(tmp, path)
-    for key in ("generate", "stream"):
+    for key in ("generate", "one_forward", "stream"):
         r = results[key]
         print(f"{r['what']}: {r['tokens']} tokens, {r['launches']} launches ({r['launches_per_1k_tokens']} per 1k "
               f"tokens), copy-like {r['copy_like']} ({r['copy_like_mib']} MiB), {r['cpu_seconds']} s")
