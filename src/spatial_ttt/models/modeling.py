@@ -27,6 +27,7 @@ from ..configuration import SpatialTTTConfig
 from ..layers.attention import Attention
 from ..layers.spatial_conv import VideoSpan, video_spans
 from ..layers.ttt import TTTAttention
+from ..layers.vision_attention import FrameBatchedVisionAttention
 from ..ops import FastWeightKernel, FastWeightMemory
 from ..state import KVCache, LayerState, ModelState
 from ..static_decode import StaticDecoding
@@ -125,6 +126,8 @@ class SpatialTTTModel(nn.Module):
     def __init__(self, config: SpatialTTTConfig) -> None:
         super().__init__()
         self.visual = Qwen3VLVisionModel._from_config(config.vision_config)
+        for block in self.visual.blocks:  # a video's frames in one attention call: the same module, another forward
+            block.attn.__class__ = FrameBatchedVisionAttention  # (a new module would draw its init from the RNG)
         self.language_model = SpatialTTTTextModel(config)
 
 
@@ -295,7 +298,8 @@ class SpatialTTTForConditionalGeneration(PreTrainedModel):
             else:
                 hidden = layer(*args)
             if i < len(deepstack):
-                hidden = hidden.clone()
+                if torch.is_grad_enabled():  # a layer's output is changed in place only outside autograd
+                    hidden = hidden.clone()
                 hidden[visual_mask] = hidden[visual_mask] + deepstack[i]
 
         if state is not None:

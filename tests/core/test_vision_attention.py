@@ -1,0 +1,48 @@
+"""The vision tower attends a video's frames in one call: the same numbers as transformers' one call per frame."""
+
+import pytest
+import torch
+from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLVisionAttention
+
+from spatial_ttt.layers.vision_attention import FrameBatchedVisionAttention
+from spatial_ttt.tiny import tiny_config, tiny_model
+
+
+def per_frame(attention, *args):
+    """transformers' forward on the same module (one SDPA call per chunk of cu_seqlens)."""
+    attention.__class__ = Qwen3VLVisionAttention
+    try:
+        return attention(*args)
+    finally:
+        attention.__class__ = FrameBatchedVisionAttention
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("lengths", [[660] * 4, [6, 6, 6], [8, 5, 8]])
+def test_frames_in_one_call_equal_one_call_per_frame(dtype, lengths, device):
+    """2B vision heads (16 x 64); 352x480 frames (660 patches), tiny frames, and chunks of several sizes (an image
+    beside a video: transformers' path). On CUDA the batched problem may pick another SDPA kernel: this says
+    whether the numbers stay the same there too."""
+    config = tiny_config(vision_config=dict(depth=1, hidden_size=1024, num_heads=16, intermediate_size=64,
+                                            out_hidden_size=64)).vision_config
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    attention = FrameBatchedVisionAttention(config).to(device, dtype).eval()
+    rows = sum(lengths)
+    x = torch.randn(rows, 1024, dtype=dtype).to(device)
+    rope = (torch.randn(rows, 64, dtype=dtype).to(device), torch.randn(rows, 64, dtype=dtype).to(device))
+    cu_seqlens = torch.tensor([0, *lengths]).cumsum(0).to(device)
+    with torch.no_grad():
+        assert torch.equal(attention(x, cu_seqlens, rope), per_frame(attention, x, cu_seqlens, rope))
+
+
+def test_the_model_vision_tower_uses_it_with_the_checkpoint_names():
+    model = tiny_model()
+    blocks = model.model.visual.blocks
+    assert all(type(block.attn) is FrameBatchedVisionAttention for block in blocks)
+    assert "model.visual.blocks.0.attn.qkv.weight" in model.state_dict()
+    assert "model.visual.blocks.0.attn.proj.bias" in model.state_dict()
