@@ -90,15 +90,8 @@ def matmul(a: Tensor, b: Tensor, precision: str) -> Tensor:
     return a @ b
 
 
-def operand(x: Tensor, precision: str) -> Tensor:
-    """x as ``matmul`` rounds it, for an operand of several products: rounded once instead of per product (the
-    same values). Not under autograd, where one rounding would sum the products' gradients in bf16."""
-    return x.bfloat16() if precision == "bf16" and not x.requires_grad else x
-
-
 def swiglu_apply(weights: FastWeights, x: Tensor, precision: str = "fp32") -> Tensor:
     """f(x) for rows x [BH, N, d] -> [BH, N, d]."""
-    x = operand(x, precision)
     gate = matmul(x, weights.w0.transpose(-1, -2), precision)
     hidden = matmul(x, weights.w2.transpose(-1, -2), precision)
     return matmul(F.silu(gate) * hidden, weights.w1.transpose(-1, -2), precision)
@@ -108,7 +101,6 @@ def swiglu_descent(
     weights: FastWeights, k: Tensor, v: Tensor, lr0: Tensor, lr1: Tensor, lr2: Tensor, precision: str = "fp32"
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Negative gradient of sum_t lr_t * -<f(k_t), v_t> w.r.t. (W0, W1, W2), each scaled by its own rates."""
-    k = operand(k, precision)
     gate = matmul(k, weights.w0.transpose(-1, -2), precision)  # [BH, C, dh]
     hidden = matmul(k, weights.w2.transpose(-1, -2), precision)
     sig = torch.sigmoid(gate)

@@ -59,13 +59,8 @@ def private_copy(fn: Callable) -> Callable:
 class ChunkGraph:
     """A step captured once as a CUDA graph over static input buffers (created outside inference mode, so that
     ``inference_mode`` and ``no_grad`` callers can both use them); a call copies the inputs in, replays and
-    returns copies of the outputs. Without ``capture`` (CPU) the same buffers run the step eagerly, and its
-    outputs are copied out the same way. ``warmups``: runs before the capture (on a side stream): compilation
-    and autotuning happen in the first.
-
-    Copies are batched: the contiguous inputs (weights, norms, momentum) go in with one ``_foreach_copy_`` (one
-    multi-tensor kernel on CUDA instead of one per tensor), as do the outputs after the first; the first output
-    (a run's answers) can be written straight into the caller's tensor (``out``) instead of a copy of a copy."""
+    returns copies of the outputs. Without ``capture`` (CPU) the same buffers run the step eagerly. ``warmups``:
+    runs before the capture (on a side stream): compilation and autotuning happen in the first."""
 
     def __init__(self, step: Callable[..., tuple[Tensor, ...]], example: list[Tensor | None], capture: bool,
                  pool: object = None, warmups: int = 2) -> None:
@@ -85,30 +80,15 @@ class ChunkGraph:
                 with torch.cuda.graph(self.graph, pool=pool):
                     self.outputs = step(*self.inputs)
 
-    def __call__(self, *tensors: Tensor | None, out: Tensor | None = None) -> list[Tensor]:
-        """The step's outputs for ``tensors`` (fresh tensors); with ``out``, the first output is written into
-        ``out`` and returned as it."""
+    def __call__(self, *tensors: Tensor | None) -> list[Tensor]:
         with torch.inference_mode(False), torch.no_grad():
-            pairs = [(dst, src) for dst, src in zip(self.inputs, tensors) if dst is not None]
-            dense = [(dst, src) for dst, src in pairs if src.is_contiguous()]
-            if dense:
-                torch._foreach_copy_([dst for dst, _ in dense], [src for _, src in dense])
-            for dst, src in pairs:
-                if not src.is_contiguous():  # a slice of a run's tokens: one strided copy each
+            for dst, src in zip(self.inputs, tensors):
+                if dst is not None:
                     dst.copy_(src)
             if self.graph is None:
-                outputs = list(self.step(*self.inputs))
-            else:
-                self.graph.replay()
-                outputs = list(self.outputs)
-            kept = outputs[1:] if out is not None else outputs
-            copies = [torch.empty_like(t) for t in kept]
-            if copies:
-                torch._foreach_copy_(copies, kept)
-        if out is not None:  # in the caller's mode: ``out`` may be an inference tensor
-            out.copy_(outputs[0])
-            copies.insert(0, out)
-        return copies
+                return list(self.step(*self.inputs))
+            self.graph.replay()
+            return [t.clone() for t in self.outputs]
 
 
 class FastWeightKernel:
@@ -170,10 +150,9 @@ class FastWeightKernel:
         return inference if inference is not None and kind == "graphed" and t.is_cuda else self.compiled(fn)
 
     def step(
-        self, weights: FastWeights, q: Tensor | None, chunk: TokenStream | None, out: Tensor | None = None
+        self, weights: FastWeights, q: Tensor | None, chunk: TokenStream | None
     ) -> tuple[Tensor | None, FastWeights]:
-        """chunk_step (answer q, then update on ``chunk``) with the configured kernel and precision. ``out``: a
-        tensor like q (fp32) that receives the answers (the caller's output rows), returned in their place."""
+        """chunk_step (answer q, then update on ``chunk``) with the configured kernel and precision."""
         muon, precision = self.config.use_muon, self.config.fast_weight_precision
         ref = chunk if chunk is not None else q
         needs_grad = torch.is_grad_enabled() and any(
@@ -181,23 +160,22 @@ class FastWeightKernel:
         )
         kind = self.kind(ref.k if isinstance(ref, TokenStream) else ref, needs_grad)
         if kind == "reference" or chunk is None:
-            answers, weights = chunk_step(weights, q, chunk, muon, precision)
-            return _written(answers, out), weights
-        answers = None
+            return chunk_step(weights, q, chunk, muon, precision)
+        out = None
         if q is not None and q.shape[1] != chunk.length:  # a run of another length: no recompile for it
-            answers, q = _written(swiglu_apply(weights, q, precision), out), None
+            out, q = swiglu_apply(weights, q, precision), None
         momentum = weights.momentum or tuple(torch.zeros_like(w) for w in weights[:3])
         args = (*weights[:3], *weights.norms, *momentum, q, *chunk)
         if kind == "graphed":
-            res = self._graph(args, muon, precision, None if q is None else out)
+            res = self._graph(args, muon, precision)
         else:
             res = self.compiled(flat_step, (muon, precision))(*args, muon, precision)
         if q is not None:
-            answers, res = _written(res[0], out), res[1:]
+            out, res = res[0], res[1:]
         new_momentum = None if weights.momentum is None and chunk.momentum is None else tuple(res[3:])
-        return answers, FastWeights(*res[:3], weights.norms, new_momentum)
+        return out, FastWeights(*res[:3], weights.norms, new_momentum)
 
-    def _graph(self, args: tuple, muon: bool, precision: str, out: Tensor | None) -> list[Tensor]:
+    def _graph(self, args: tuple, muon: bool, precision: str) -> list[Tensor]:
         key = (tuple(None if t is None else (t.shape, t.dtype, t.device) for t in args), muon, precision)
         capture = args[0].is_cuda
         with self._lock:
@@ -210,11 +188,4 @@ class FastWeightKernel:
                 if capture and self._pool is None:
                     self._pool = torch.cuda.graph_pool_handle()  # one memory pool for all of this model's graphs
                 self._graphs[key] = ChunkGraph(bound, list(args), capture, self._pool)
-            return self._graphs[key](*args, out=out)
-
-
-def _written(answers: Tensor | None, out: Tensor | None) -> Tensor | None:
-    """``answers`` copied into ``out`` (unless already there), or as they are without ``out``."""
-    if out is None or answers is None or answers is out:
-        return answers
-    return out.copy_(answers)
+            return self._graphs[key](*args)

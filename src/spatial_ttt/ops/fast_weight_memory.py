@@ -73,10 +73,10 @@ class FastWeightMemory:
             pending = TokenStream.cat([pending, tokens.slice(i, i + take)])
             run, i = slice(i, i + take), i + take
             if self.due(pending.length, chunk, decoding, followed=i < n):
-                _, weights = kernel.step(weights, q[:, run], pending.slice(0, chunk), out=out[:, run])
+                out[:, run], weights = kernel.step(weights, q[:, run], pending.slice(0, chunk))
                 pending = pending.slice(chunk)
             else:
-                kernel.step(weights, q[:, run], None, out=out[:, run])
+                out[:, run], _ = kernel.step(weights, q[:, run], None)
         self.weights = weights
         self.pending = 0 if pending is None else pending.length
         self._remember(tokens, chunk)
