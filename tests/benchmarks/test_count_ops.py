@@ -28,8 +28,7 @@ def test_count_ops_tiny_counts_prefill_one_forward_and_stream(tmp_path):
         ops, sites = counts["ops"], counts["sites"]
         assert counts["launches"] == sum(ops.values())
         assert counts["launches_per_1k_tokens"] == round(counts["launches"] * 1000 / counts["tokens"], 1)
-        # a replay is one launch; its inputs go in with one _foreach_copy_, its outputs leave with another
-        assert ops["[graph replay]"] > 0 and ops["_foreach_copy_"] == 2 * ops["[graph replay]"]
+        assert ops["[graph replay]"] > 0  # a replay is one launch
         assert not [s for s in sites if "swiglu_descent" in s or "fast_weight_update" in s]  # inside the graph
         assert ops["[compiled branch_prologue]"] == ops["[compiled branch_epilogue]"] > 0  # compiled: one each
         assert counts["host_ops"] > 0 and not [s for s in sites if "positions.py" in s]  # rope positions: host
