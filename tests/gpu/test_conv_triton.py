@@ -61,7 +61,7 @@ def check_stencil(shape, dtype, device, layout="contiguous", truncating=False):
     else:
         ulp = 2.0**-7 if truncating else 2.0**-8  # of |value|: bf16 keeps 8 significant bits
         assert bool(((out.float() - exact).abs() <= exact.abs() * ulp + 1e-4).all())  # + fp32 noise near 0
-        if not truncating:
+        if not truncating and out.numel():  # (the mean of no elements is nan)
             reference = depthwise_conv3(frames, weight)
             assert (out != reference).float().mean().item() < 1e-2  # a rounding boundary within fp32 noise
     return out
