@@ -1,4 +1,5 @@
-"""The vision tower attends a video's frames in one call: the same numbers as transformers' one call per frame."""
+"""The vision side: a video's frames attended in one call (the same numbers as transformers' one call per frame),
+and the deepstack rows embed hands the decoder."""
 
 import pytest
 import torch
@@ -46,3 +47,29 @@ def test_the_model_vision_tower_uses_it_with_the_checkpoint_names():
     assert all(type(block.attn) is FrameBatchedVisionAttention for block in blocks)
     assert "model.visual.blocks.0.attn.qkv.weight" in model.state_dict()
     assert "model.visual.blocks.0.attn.proj.bias" in model.state_dict()
+
+
+def test_deepstack_rows_of_images_and_videos_alone_and_together():
+    """embed: a prompt with one kind of media takes its deepstack features as they are; a prompt with both
+    interleaves them by token type. Each kind's rows are the same either way."""
+    model = tiny_model()
+    torch.manual_seed(1)
+    image_pixels, video_pixels = torch.randn(16, 3 * 2 * 16 * 16), torch.randn(2 * 16, 3 * 2 * 16 * 16)
+    image_grid, video_grid = torch.tensor([[1, 4, 4]]), torch.tensor([[2, 4, 4]])
+    image, video = [7, 502] + [500] * 4 + [503], [8, 502] + [501] * 4 + [503] + [9, 502] + [501] * 4 + [503]
+
+    def deepstack(ids, **media):
+        ids = torch.tensor([ids])
+        with torch.no_grad():
+            _, visual_mask, levels = model.embed(ids, model.token_types(ids), media.get("pixel_values"),
+                                                 media.get("image_grid_thw"), media.get("pixel_values_videos"),
+                                                 media.get("video_grid_thw"))
+        return visual_mask, levels
+
+    _, alone_image = deepstack(image, pixel_values=image_pixels, image_grid_thw=image_grid)
+    _, alone_video = deepstack(video, pixel_values_videos=video_pixels, video_grid_thw=video_grid)
+    mask, both = deepstack(image + video, pixel_values=image_pixels, image_grid_thw=image_grid,
+                           pixel_values_videos=video_pixels, video_grid_thw=video_grid)
+    assert len(both) == len(alone_image) == 2 and int(mask.sum()) == 4 + 8
+    for joint, img, vid in zip(both, alone_image, alone_video):
+        assert torch.equal(joint[:4], img) and torch.equal(joint[4:], vid) and img.abs().sum() > 0
