@@ -1,13 +1,19 @@
 """What one training step of the evidence models costs, and how it scales with streams per forward.
 
 python benchmarks/evidence/step_cost.py OUT_JSON [--variants ttt_all swa_all full] [--kernels reference compiled]
-    [--batches 1 4 8] [--tokens 2113] [--repeats 5]
+    [--batches 1 4 8] [--tokens 2113] [--repeats 5] [--data DATA_DIR --packs 3]
 
 The trainer runs a pack's streams one after another, one forward and backward each; the fast-weight chunk loop
 is sequential in time, so a small model's step is bound by latency, not arithmetic. This times forward +
 backward (bf16 autocast, fp32 weights, as the trainer) of B text-only rows of one 16x stream's length
 (2113 tokens) for each variant and kernel: if the time barely grows with B, batching the streams of a pack
 would multiply training throughput. Compilation time (the first call) is recorded apart.
+
+With ``--data`` (a memory-suite folder: train.jsonl and its videos), it also times the trainer's real step on
+the first ``--packs`` packs of that data as the configs make them (videos included, ``pack_rows``), encoded once
+beforehand and already on the device: the model's step without the data loader. Real steps on the H100 took
+1.0-1.4 s (TTT) and 0.5-0.8 s (attention only) against 0.45 / 0.02 s for text rows (benchmarks/EVIDENCE.md,
+study 3); this tells whether the difference is the model's video path or the loading.
 """
 
 from __future__ import annotations
@@ -22,7 +28,10 @@ import torch
 import torch.nn.functional as F
 
 from spatial_ttt.train.config import load_config
+from spatial_ttt.train.data import SFTEncoder, estimate_lengths, make_packs, read_records
+from spatial_ttt.train.packing import pack_loss
 from spatial_ttt.train.trainer import load_training_model
+from spatial_ttt.video import SpatialTTTProcessor, make_tiny_processor
 
 
 def sync() -> None:
@@ -49,6 +58,35 @@ def step_time(model, batch: int, tokens: int, repeats: int, device: str) -> dict
             "tokens_per_s": round(batch * tokens / median, 1)}
 
 
+def encoded_packs(config, count: int, device: str) -> list[list[dict]]:
+    """The first ``count`` packs of the config's data (its packing, seed and max_length), encoded, on ``device``."""
+    folder = Path(config.output_dir) / "processor"
+    make_tiny_processor(folder)
+    encoder = SFTEncoder(SpatialTTTProcessor.from_pretrained(folder), config)
+    records = read_records(config.data_path, config.data_files)
+    packs, _ = make_packs(estimate_lengths(encoder, records), config.max_length, config.seed, config.packing)
+    return [[{k: v.to(device) for k, v in encoder.encode(records[i]).items()} for i in pack] for pack in packs[:count]]
+
+
+def pack_time(model, packs: list[list[dict]], rows: bool, device: str) -> dict:
+    """Forward + backward of each pack as the trainer runs it (bf16 autocast on a GPU), after an untimed first."""
+
+    def once(pack: list[dict]) -> float:
+        sync()
+        start = time.perf_counter()
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+            pack_loss(model, pack, backward=lambda part: part.backward(), rows=rows)
+        sync()
+        return time.perf_counter() - start
+
+    first = once(packs[0])
+    times = [once(pack) for pack in packs]
+    median = statistics.median(times)
+    tokens = statistics.mean(sum(ex["input_ids"].numel() for ex in pack) for pack in packs)
+    return {"packs": len(packs), "streams": statistics.mean(len(p) for p in packs), "tokens": round(tokens, 1),
+            "first_s": round(first, 3), "step_s": round(median, 4), "tokens_per_s": round(tokens / median, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out")
@@ -57,6 +95,8 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--tokens", type=int, default=2113)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--data", help="a memory-suite folder: also time real packs (videos, pack_rows)")
+    parser.add_argument("--packs", type=int, default=3)
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     rows = []
@@ -68,6 +108,13 @@ def main() -> None:
             for batch in args.batches:
                 row = {"variant": variant, "kernel": kernel, "tokens": args.tokens,
                        **step_time(model, batch, args.tokens, args.repeats, device)}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+            if args.data:
+                config.data_path = args.data
+                config.output_dir = str(Path(args.out).parent / "step_cost_work")
+                row = {"variant": variant, "kernel": kernel, "data": True,
+                       **pack_time(model, encoded_packs(config, args.packs, device), config.pack_rows, device)}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
             del model

@@ -91,3 +91,21 @@ def test_evidence_configs_differ_only_in_their_variant_lines():
         assert (settings["ttt_layers"], settings["ttt_branch"], settings["use_conv_layer"]) == (layers, branch, conv)
         assert settings["ttt_kernel"] == "auto"
         assert shared_lines(variant) == shared_lines("hybrid"), variant
+
+
+def test_step_cost_times_real_packs_of_a_rendered_suite(tmp_path):
+    """--data: the trainer's step on real packs (videos, padded rows), data encoded beforehand."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
+    suite = tmp_path / "suite"
+    subprocess.run([sys.executable, "-m", "spatial_ttt.data.memory_tasks", str(suite), "--train", "1", "--eval", "1"],
+                   env=env, check=True, capture_output=True, timeout=300)
+    out = tmp_path / "cost.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks/evidence/step_cost.py"), str(out), "--variants", "swa_all",
+           "--kernels", "reference", "--batches", "1", "--tokens", "40", "--repeats", "1", "--data", str(suite),
+           "--packs", "1"]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    real = [r for r in json.loads(out.read_text())["rows"] if r.get("data")]
+    # one scene: its 16x, 4x and 1x streams fit one 16k-token pack
+    assert len(real) == 1 and real[0]["packs"] == 1 and real[0]["streams"] == 3
+    assert real[0]["step_s"] > 0 and abs(real[0]["tokens_per_s"] * real[0]["step_s"] / real[0]["tokens"] - 1) < 0.01
