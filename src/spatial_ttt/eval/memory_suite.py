@@ -18,7 +18,7 @@ import torch
 from ..data.memory_tasks import FPS, FRAME_SIZE, FULL_FRAMES
 from ..train.config import TrainConfig
 from ..train.data import IGNORE_INDEX, SFTEncoder
-from ..train.packing import MODEL_KEYS, pad_rows
+from ..train.packing import pad_rows
 
 
 def answer_spans(labels: torch.Tensor) -> list[tuple[int, int]]:
@@ -38,15 +38,6 @@ def exact_matches(predicted: torch.Tensor, labels: torch.Tensor) -> list[bool]:
     """Per answer: is the argmax ``predicted`` [L] (position p predicts token p + 1) right on all its tokens?"""
     # an answer's last labelled token is the newline after <|im_end|>, which the template fixes: not scored
     return [bool((predicted[s - 1 : e - 2] == labels[s : e - 1]).all()) for s, e in answer_spans(labels)]
-
-
-@torch.no_grad()
-def score_record(model: Any, encoder: SFTEncoder, record: dict, device: torch.device | str = "cpu") -> list[bool]:
-    """Exact match of each answer of ``record`` (in the order of its ``tasks``)."""
-    example = encoder.encode(record)
-    inputs = {k: (v.unsqueeze(0) if k in ("input_ids", "mm_token_type_ids") else v).to(device)
-              for k, v in example.items() if k in MODEL_KEYS}
-    return exact_matches(model(**inputs).logits[0].argmax(-1).cpu(), example["labels"])
 
 
 @torch.no_grad()

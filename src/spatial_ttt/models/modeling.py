@@ -248,11 +248,11 @@ class SpatialTTTForConditionalGeneration(PreTrainedModel):
                 )
             embeds = embeds.masked_scatter(mask.unsqueeze(-1), features)
             encoded[kind] = (mask, deepstack_features)
-        if len(encoded) == 1:  # images or videos alone: their features are the visual tokens' rows, in order
+        if encoded:
             visual_mask = mm_token_type_ids > 0
+        if len(encoded) == 1:  # images or videos alone: their features are the visual tokens' rows, in order
             deepstack = [features.to(embeds.dtype) for features in next(iter(encoded.values()))[1]]
         elif encoded:
-            visual_mask = mm_token_type_ids > 0
             for level in range(len(self.config.vision_config.deepstack_visual_indexes)):
                 joint = embeds.new_zeros(int(visual_mask.sum()), embeds.shape[-1])
                 for kind, (mask, features) in encoded.items():

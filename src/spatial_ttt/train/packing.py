@@ -32,25 +32,12 @@ from torch import Tensor
 
 from .data import IGNORE_INDEX, Example
 
-MODEL_KEYS = ("input_ids", "mm_token_type_ids", "pixel_values_videos", "video_grid_thw")
+VISUAL_KEYS = ("pixel_values_videos", "video_grid_thw")  # the model inputs besides the token rows
 
 
 def answer_tokens(example: Example) -> int:
     """Tokens that count in the loss: positions p+1 with a label, predicted from position p."""
     return int((example["labels"][1:] != IGNORE_INDEX).sum())
-
-
-def sequence_loss_sum(model: Any, example: Example) -> Tensor:
-    """Summed cross-entropy (fp32) over one sequence's answer tokens; logits are computed only from the first
-    position that predicts an answer token onwards (with one QA turn that is the tail of the sequence)."""
-    labels = example["labels"]
-    length = labels.shape[-1]
-    targets = (labels[1:] != IGNORE_INDEX).nonzero()
-    first = int(targets[0]) if len(targets) else length - 2
-    keep = length - first
-    inputs = {k: (v.unsqueeze(0) if k in ("input_ids", "mm_token_type_ids") else v) for k, v in example.items() if k in MODEL_KEYS}
-    logits = model(**inputs, logits_to_keep=keep).logits[0]
-    return F.cross_entropy(logits[:-1].float(), labels[first + 1 :].to(logits.device), ignore_index=IGNORE_INDEX, reduction="sum")
 
 
 def pad_rows(examples: list[Example], pad_id: int = 0) -> tuple[dict[str, Tensor], Tensor]:
@@ -63,23 +50,29 @@ def pad_rows(examples: list[Example], pad_id: int = 0) -> tuple[dict[str, Tensor
         return torch.stack([F.pad(ex[key], (0, length - ex[key].shape[-1]), value=value) for ex in examples])
 
     inputs = {"input_ids": padded("input_ids", pad_id), "mm_token_type_ids": padded("mm_token_type_ids", 0)}
-    for key in ("pixel_values_videos", "video_grid_thw"):
+    for key in VISUAL_KEYS:
         parts = [ex[key] for ex in examples if key in ex]
         if parts:
             inputs[key] = torch.cat(parts)
     return inputs, padded("labels", IGNORE_INDEX)
 
 
-def rows_loss_sum(model: Any, pack: list[Example]) -> Tensor:
-    """Summed cross-entropy (fp32) over the answer tokens of every sequence of ``pack``, in one padded forward;
-    logits from the first position (over all rows) that predicts an answer token onwards."""
-    inputs, labels = pad_rows(pack)
+def loss_sum(model: Any, examples: list[Example]) -> Tensor:
+    """Summed cross-entropy (fp32) over the answer tokens of ``examples``, run as the rows of one (padded) forward;
+    logits are computed only from the first position (over all rows) that predicts an answer token onwards (with
+    one QA turn that is the tail of the sequence)."""
+    inputs, labels = pad_rows(examples)
     length = labels.shape[-1]
     targets = (labels[:, 1:] != IGNORE_INDEX).any(0).nonzero()
     first = int(targets[0]) if len(targets) else length - 2
     logits = model(**inputs, logits_to_keep=length - first).logits
     targets = labels[:, first + 1 :].to(logits.device)
     return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
+
+
+def sequence_loss_sum(model: Any, example: Example) -> Tensor:
+    """:func:`loss_sum` of one sequence."""
+    return loss_sum(model, [example])
 
 
 def pack_loss(
@@ -98,13 +91,11 @@ def pack_loss(
     total = sum(answer_tokens(ex) for ex in pack)
     denom = max(total, 1)
     loss = torch.zeros((), dtype=torch.float32)
-    parts: list[Callable[[], Tensor]] = (
-        [lambda: rows_loss_sum(model, pack)] if rows else [lambda ex=ex: sequence_loss_sum(model, ex) for ex in pack]
-    )
-    for i, part_sum in enumerate(parts):
+    parts = [pack] if rows else [[example] for example in pack]
+    for i, examples in enumerate(parts):
         ctx = context(i == len(parts) - 1) if context is not None else contextlib.nullcontext()
         with ctx:
-            part = part_sum() / denom
+            part = loss_sum(model, examples) / denom
             if backward is not None:
                 backward(part * scale)
                 part = part.detach()
