@@ -13,7 +13,9 @@ With ``--data`` (a memory-suite folder: train.jsonl and its videos), it also tim
 the first ``--packs`` packs of that data as the configs make them (videos included, ``pack_rows``), encoded once
 beforehand and already on the device: the model's step without the data loader. Real steps on the H100 took
 1.0-1.4 s (TTT) and 0.5-0.8 s (attention only) against 0.45 / 0.02 s for text rows (benchmarks/EVIDENCE.md,
-study 3); this tells whether the difference is the model's video path or the loading.
+study 3); this tells whether the difference is the model's video path or the loading. Each data row also has
+``encode_s`` (one pack's reading and encoding in this process, a loader worker's work) and with ``--profile``
+the GPU kernel time and launch count of one step.
 """
 
 from __future__ import annotations
@@ -58,14 +60,35 @@ def step_time(model, batch: int, tokens: int, repeats: int, device: str) -> dict
             "tokens_per_s": round(batch * tokens / median, 1)}
 
 
-def encoded_packs(config, count: int, device: str) -> list[list[dict]]:
-    """The first ``count`` packs of the config's data (its packing, seed and max_length), encoded, on ``device``."""
+def encoded_packs(config, count: int, device: str) -> tuple[list[list[dict]], float]:
+    """The first ``count`` packs of the config's data (its packing, seed and max_length), encoded, on ``device``,
+    and the median seconds one pack's encoding took in this process (a loader worker's work per step)."""
     folder = Path(config.output_dir) / "processor"
     make_tiny_processor(folder)
     encoder = SFTEncoder(SpatialTTTProcessor.from_pretrained(folder), config)
     records = read_records(config.data_path, config.data_files)
     packs, _ = make_packs(estimate_lengths(encoder, records), config.max_length, config.seed, config.packing)
-    return [[{k: v.to(device) for k, v in encoder.encode(records[i]).items()} for i in pack] for pack in packs[:count]]
+    encoded, seconds = [], []
+    for pack in packs[:count]:
+        start = time.perf_counter()
+        examples = [encoder.encode(records[i]) for i in pack]
+        seconds.append(time.perf_counter() - start)
+        encoded.append([{k: v.to(device) for k, v in ex.items()} for ex in examples])
+    return encoded, statistics.median(seconds)
+
+
+def kernel_share(model, pack: list[dict], rows: bool, device: str) -> dict:
+    """One profiled step: GPU kernel time and launches against the step's wall time (launch-bound when small)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with profile(activities=activities) as prof:
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+            pack_loss(model, pack, backward=lambda part: part.backward(), rows=rows)
+        sync()
+    events = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    top = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
+    return {"kernels": len(events), "kernel_s": round(sum(e.device_time for e in events) / 1e6, 4), "top_cpu": top}
 
 
 def pack_time(model, packs: list[list[dict]], rows: bool, device: str) -> dict:
@@ -97,6 +120,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--data", help="a memory-suite folder: also time real packs (videos, pack_rows)")
     parser.add_argument("--packs", type=int, default=3)
+    parser.add_argument("--profile", action="store_true", help="with --data: GPU kernel time of one real step")
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     rows = []
@@ -113,8 +137,11 @@ def main() -> None:
             if args.data:
                 config.data_path = args.data
                 config.output_dir = str(Path(args.out).parent / "step_cost_work")
-                row = {"variant": variant, "kernel": kernel, "data": True,
-                       **pack_time(model, encoded_packs(config, args.packs, device), config.pack_rows, device)}
+                packs, encode_s = encoded_packs(config, args.packs, device)
+                row = {"variant": variant, "kernel": kernel, "data": True, "encode_s": round(encode_s, 3),
+                       **pack_time(model, packs, config.pack_rows, device)}
+                if args.profile:
+                    row.update(kernel_share(model, packs[0], config.pack_rows, device))
                 rows.append(row)
                 print(json.dumps(row), flush=True)
             del model

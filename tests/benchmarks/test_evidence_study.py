@@ -102,10 +102,12 @@ def test_step_cost_times_real_packs_of_a_rendered_suite(tmp_path):
     out = tmp_path / "cost.json"
     cmd = [sys.executable, str(ROOT / "benchmarks/evidence/step_cost.py"), str(out), "--variants", "swa_all",
            "--kernels", "reference", "--batches", "1", "--tokens", "40", "--repeats", "1", "--data", str(suite),
-           "--packs", "1"]
+           "--packs", "1", "--profile"]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
     real = [r for r in json.loads(out.read_text())["rows"] if r.get("data")]
     # one scene: its 16x, 4x and 1x streams fit one 16k-token pack
     assert len(real) == 1 and real[0]["packs"] == 1 and real[0]["streams"] == 3
     assert real[0]["step_s"] > 0 and abs(real[0]["tokens_per_s"] * real[0]["step_s"] / real[0]["tokens"] - 1) < 0.01
+    assert real[0]["encode_s"] > 0
+    assert real[0]["kernels"] == 0 and "aten::" in real[0]["top_cpu"]  # the CPU has no kernels; its ops are listed
