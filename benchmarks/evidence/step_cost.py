@@ -77,50 +77,55 @@ def encoded_packs(config, count: int, device: str) -> tuple[list[list[dict]], fl
     return encoded, statistics.median(seconds)
 
 
-def kernel_share(model, pack: list[dict], rows: bool, device: str) -> dict:
+def kernel_share(model, pack: list[dict], rows: bool, row_multiple: int, device: str) -> dict:
     """One profiled step: GPU kernel time and launches against the step's wall time (launch-bound when small)."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     with profile(activities=activities) as prof:
         with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
-            pack_loss(model, pack, backward=lambda part: part.backward(), rows=rows)
+            pack_loss(model, pack, backward=lambda part: part.backward(), rows=rows, row_multiple=row_multiple)
         sync()
     events = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
     top = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
     return {"kernels": len(events), "kernel_s": round(sum(e.device_time for e in events) / 1e6, 4), "top_cpu": top}
 
 
-def pack_time(model, packs: list[list[dict]], rows: bool, device: str) -> dict:
-    """Forward + backward of each pack as the trainer runs it (bf16 autocast on a GPU), after an untimed first."""
+def pack_time(model, packs: list[list[dict]], rows: bool, row_multiple: int, device: str) -> dict:
+    """Forward + backward of each pack as the trainer runs it (bf16 autocast on a GPU): every pack once, then
+    every pack again (the median of the second round is the step time: the first meets new shapes)."""
 
     def once(pack: list[dict]) -> float:
         sync()
         start = time.perf_counter()
         with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
-            pack_loss(model, pack, backward=lambda part: part.backward(), rows=rows)
+            pack_loss(model, pack, backward=lambda part: part.backward(), rows=rows, row_multiple=row_multiple)
         sync()
         return time.perf_counter() - start
 
-    first = once(packs[0])
+    first = [once(pack) for pack in packs]
     times = [once(pack) for pack in packs]
     median = statistics.median(times)
     tokens = statistics.mean(sum(ex["input_ids"].numel() for ex in pack) for pack in packs)
     return {"packs": len(packs), "streams": statistics.mean(len(p) for p in packs), "tokens": round(tokens, 1),
-            "first_s": round(first, 3), "step_s": round(median, 4), "tokens_per_s": round(tokens / median, 1)}
+            "row_multiple": row_multiple, "first_round_s": [round(t, 3) for t in first],
+            "second_round_s": [round(t, 3) for t in times], "first_s": round(first[0], 3), "step_s": round(median, 4),
+            "tokens_per_s": round(tokens / median, 1)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out")
     parser.add_argument("--variants", nargs="+", default=["ttt_all", "swa_all", "full"])
-    parser.add_argument("--kernels", nargs="+", default=["reference", "compiled"])
+    parser.add_argument("--kernels", nargs="+", default=["reference", "compiled"],
+                        help="ttt_kernel values; graphed trains through CUDA-graph trees")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--tokens", type=int, default=2113)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--data", help="a memory-suite folder: also time real packs (videos, pack_rows)")
     parser.add_argument("--packs", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="with --data: GPU kernel time of one real step")
+    parser.add_argument("--row-multiple", type=int, default=1, help="with --data: pack_row_multiple of the packs")
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     rows = []
@@ -139,9 +144,9 @@ def main() -> None:
                 config.output_dir = str(Path(args.out).parent / "step_cost_work")
                 packs, encode_s = encoded_packs(config, args.packs, device)
                 row = {"variant": variant, "kernel": kernel, "data": True, "encode_s": round(encode_s, 3),
-                       **pack_time(model, packs, config.pack_rows, device)}
+                       **pack_time(model, packs, config.pack_rows, args.row_multiple, device)}
                 if args.profile:
-                    row.update(kernel_share(model, packs[0], config.pack_rows, device))
+                    row.update(kernel_share(model, packs[0], config.pack_rows, args.row_multiple, device))
                 rows.append(row)
                 print(json.dumps(row), flush=True)
             del model

@@ -36,6 +36,8 @@ def test_overrides_types_and_errors(tmp_path):
         load_config(path, ["nope=1"])
     with pytest.raises(ValueError, match="multiples of 32"):
         load_config(None, ["frame_size=[50, 64]"])
+    with pytest.raises(ValueError, match="pack_row_multiple must be >= 1, got 0"):
+        load_config(None, ["pack_row_multiple=0"])
 
 
 def test_parameter_groups_and_freezing():

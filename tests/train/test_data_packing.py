@@ -132,16 +132,19 @@ def test_padded_rows_give_the_packed_loss_and_gradient(processor, make_config):
     assert len(set(lengths)) > 1 and max(lengths) - min(lengths) > TINY_MODEL["lact_chunk_size"]  # real padding
     model = tiny_model(seed=3, **TINY_MODEL).train()
     grads = []
-    for rows in (False, True):
+    for rows, multiple in ((False, 1), (True, 1), (True, 4)):  # 4: one blank row joins the three
         model.zero_grad(set_to_none=True)
-        loss, n = pack_loss(model, pack, backward=lambda part: part.backward(), rows=rows)
+        loss, n = pack_loss(model, pack, backward=lambda part: part.backward(), rows=rows, row_multiple=multiple)
         grads.append((float(loss), n, {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}))
-    (one_by_one, n1, g1), (padded, n2, g2) = grads
-    assert n1 == n2 == sum(answer_tokens(ex) for ex in pack)
-    torch.testing.assert_close(padded, one_by_one, rtol=1e-6, atol=1e-6)
-    assert g1.keys() == g2.keys()
-    for name in g1:
-        assert float((g2[name] - g1[name]).norm()) <= 1e-5 * float(g1[name].norm()) + 1e-9, name  # summation order only
+    (one_by_one, n1, g1), *padded_runs = grads
+    for padded, n2, g2 in padded_runs:
+        assert n1 == n2 == sum(answer_tokens(ex) for ex in pack)
+        torch.testing.assert_close(padded, one_by_one, rtol=1e-6, atol=1e-6)
+        assert g1.keys() == g2.keys()
+        for name in g1:
+            assert float((g2[name] - g1[name]).norm()) <= 1e-5 * float(g1[name].norm()) + 1e-9, name  # summation order
+    inputs, labels = pad_rows(pack, row_multiple=4)
+    assert inputs["input_ids"].shape == (4, max(lengths)) and (labels[3] == IGNORE_INDEX).all()
     # the padding really is ignored: a different pad token changes nothing
     inputs, labels = pad_rows(pack, pad_id=7)
     assert (labels[0, lengths[0]:] == IGNORE_INDEX).all() and (inputs["input_ids"][0, lengths[0]:] == 7).all()

@@ -29,6 +29,7 @@ class TrainConfig:
     max_length: int = 65536  # token budget of one pack (and the longest sequence kept)
     packing: bool = True
     pack_rows: bool = False  # a pack's sequences as right-padded rows of one forward (same loss; for small models)
+    pack_row_multiple: int = 1  # with pack_rows: blank rows added up to a multiple of this (few shapes to compile)
     num_workers: int = 4  # DataLoader workers (capped to the cores available, one left for the loop)
     # optimisation
     epochs: float = 1.0
@@ -66,6 +67,8 @@ class TrainConfig:
             raise ValueError(f"frame_size must be [H, W] with multiples of 32, got {self.frame_size}")
         if self.grad_accum < 1 or self.max_length < 1:
             raise ValueError("grad_accum and max_length must be >= 1")
+        if self.pack_row_multiple < 1:
+            raise ValueError(f"pack_row_multiple must be >= 1, got {self.pack_row_multiple}")
         if self.num_frames is not None and self.fps is not None:
             self.fps = None  # a fixed count wins over the sampling rate
 

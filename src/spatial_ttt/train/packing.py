@@ -40,14 +40,17 @@ def answer_tokens(example: Example) -> int:
     return int((example["labels"][1:] != IGNORE_INDEX).sum())
 
 
-def pad_rows(examples: list[Example], pad_id: int = 0) -> tuple[dict[str, Tensor], Tensor]:
+def pad_rows(examples: list[Example], pad_id: int = 0, row_multiple: int = 1) -> tuple[dict[str, Tensor], Tensor]:
     """(model inputs with the examples as right-padded rows [B, L], labels [B, L] with IGNORE_INDEX on padding).
     Padding is text (token type 0) after each row's end; the visual inputs are concatenated in row order, which is
-    the order the model assigns them to rows in."""
+    the order the model assigns them to rows in. ``row_multiple``: rows of padding only are added until B is a
+    multiple of it (few distinct batch shapes for kernels compiled to static shapes)."""
     length = max(ex["input_ids"].shape[-1] for ex in examples)
+    blank = -len(examples) % row_multiple
 
     def padded(key: str, value: int) -> Tensor:
-        return torch.stack([F.pad(ex[key], (0, length - ex[key].shape[-1]), value=value) for ex in examples])
+        rows = [F.pad(ex[key], (0, length - ex[key].shape[-1]), value=value) for ex in examples]
+        return torch.stack(rows + [rows[0].new_full((length,), value)] * blank)
 
     inputs = {"input_ids": padded("input_ids", pad_id), "mm_token_type_ids": padded("mm_token_type_ids", 0)}
     for key in VISUAL_KEYS:
@@ -57,11 +60,11 @@ def pad_rows(examples: list[Example], pad_id: int = 0) -> tuple[dict[str, Tensor
     return inputs, padded("labels", IGNORE_INDEX)
 
 
-def loss_sum(model: Any, examples: list[Example]) -> Tensor:
+def loss_sum(model: Any, examples: list[Example], row_multiple: int = 1) -> Tensor:
     """Summed cross-entropy (fp32) over the answer tokens of ``examples``, run as the rows of one (padded) forward;
     logits are computed only from the first position (over all rows) that predicts an answer token onwards (with
-    one QA turn that is the tail of the sequence)."""
-    inputs, labels = pad_rows(examples)
+    one QA turn that is the tail of the sequence). ``row_multiple``: see :func:`pad_rows`."""
+    inputs, labels = pad_rows(examples, row_multiple=row_multiple)
     length = labels.shape[-1]
     targets = (labels[:, 1:] != IGNORE_INDEX).any(0).nonzero()
     first = int(targets[0]) if len(targets) else length - 2
@@ -82,12 +85,13 @@ def pack_loss(
     context: Callable[[bool], contextlib.AbstractContextManager] | None = None,
     scale: float = 1.0,
     rows: bool = False,
+    row_multiple: int = 1,
 ) -> tuple[Tensor, int]:
     """(mean cross-entropy over all answer tokens of the pack, their number).
 
     With ``backward``, each sequence's part (sum_i / N * scale) is back-propagated right after its forward;
     ``context(is_last)`` wraps each forward+backward (e.g. DDP ``no_sync`` for all but the last). With ``rows``,
-    the whole pack is one forward (one part)."""
+    the whole pack is one forward (one part), its rows padded to a multiple of ``row_multiple``."""
     total = sum(answer_tokens(ex) for ex in pack)
     denom = max(total, 1)
     loss = torch.zeros((), dtype=torch.float32)
@@ -95,7 +99,7 @@ def pack_loss(
     for i, examples in enumerate(parts):
         ctx = context(i == len(parts) - 1) if context is not None else contextlib.nullcontext()
         with ctx:
-            part = loss_sum(model, examples) / denom
+            part = loss_sum(model, examples, row_multiple if rows else 1) / denom
             if backward is not None:
                 backward(part * scale)
                 part = part.detach()

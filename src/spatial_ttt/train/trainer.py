@@ -260,7 +260,7 @@ class Trainer:
                     return self.accumulating()
 
                 loss, n = pack_loss(self.model, pack, backward=acc.backward, context=context, scale=1 / config.grad_accum,
-                                    rows=config.pack_rows)
+                                    rows=config.pack_rows, row_multiple=config.pack_row_multiple)
                 losses.append(loss)
                 answer += n
                 tokens += sum(int(ex["input_ids"].numel()) for ex in pack)
