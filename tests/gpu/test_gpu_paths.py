@@ -130,25 +130,3 @@ def test_band_block_mask_is_built_once_per_geometry():
     first = band_block_mask(300, 556, 1000, 744, 256, "cpu")
     assert band_block_mask(300, 556, 5000, 4744, 256, "cpu") is first
     assert band_block_mask(300, 556, 5000, 4700, 256, "cpu") is not first
-
-
-@cuda
-@pytest.mark.parametrize("muon", [False, True])
-def test_graphed_kernel_trains_through_graph_trees_with_the_compiled_gradients(muon):
-    """ttt_kernel=graphed with autograd: torch.compile's CUDA-graph trees record the step's backward too; the
-    outputs and input gradients of a two-call prefill (then a second training step: replays) match the compiled
-    kernel's."""
-    results = {}
-    for kind in ("compiled", "graphed"):
-        runs = []
-        for _ in range(2):
-            weights, q, tokens = random_inputs(n=200, d=64, device="cuda")
-            q.requires_grad_(True)
-            k = tokens.k.clone().requires_grad_(True)
-            out, memory = prefill(kind, weights, q, tokens._replace(k=k), 64, muon, cut=70)
-            (out.square().sum() + memory.weights.w1.sum()).backward()
-            runs.append((out.detach(), q.grad, k.grad))
-        results[kind] = runs
-    for (a_out, a_q, a_k), (b_out, b_q, b_k) in zip(results["compiled"], results["graphed"]):
-        tol = 1e-4 if not muon else 1e-2  # Newton-Schulz amplifies codegen differences (static vs dynamic shapes)
-        assert rel(b_out, a_out) < tol and rel(b_q, a_q) < tol and rel(b_k, a_k) < tol

@@ -8,9 +8,7 @@ a chunk of C tokens) with the same signature, like flash-linear-attention's naiv
   differentiable, so training uses it on CUDA);
 * "graphed":   the compiled step captured in a CUDA graph over static buffers, replayed per chunk (inference:
   a chunk is ~0.1-0.3 ms of GPU work at the released shapes, so launching ~40 kernels from Python per chunk
-  would dominate). On CPU the same buffers run eagerly, uncaptured (so their bookkeeping is testable). With
-  autograd (training) the step goes through torch.compile's CUDA-graph trees instead (``mode="reduce-overhead"``,
-  static shapes), which record the backward too: small models' training steps are bound by these launches.
+  would dominate). On CPU the same buffers run eagerly, uncaptured (so their bookkeeping is testable).
 * "auto": graphed on CUDA without autograd, compiled on CUDA with autograd, reference on CPU.
 
 Stages around the operator follow the same choice (:meth:`FastWeightKernel.fused`): the spatial conv's stencil
@@ -132,27 +130,24 @@ class FastWeightKernel:
         setting = self.config.ttt_kernel
         if setting == "auto":
             return "reference" if not t.is_cuda else "compiled" if needs_grad else "graphed"
-        if setting == "graphed" and needs_grad and not t.is_cuda:  # graph trees need CUDA
+        if setting == "graphed" and needs_grad:  # a graph records no autograd
             return "compiled"
         return setting
 
-    def compiled(self, fn: Callable, variant: object = None, graphs: bool = False) -> Callable:
-        """``fn`` through torch.compile, once per kernel object and ``variant`` (dynamo's automatic dynamic shapes;
-        with ``graphs``, static shapes replayed as CUDA-graph trees, autograd included)."""
-        if (fn, variant, graphs) not in self._compiled:
-            options = {"mode": "reduce-overhead", "dynamic": False} if graphs else {}
-            self._compiled[fn, variant, graphs] = torch.compile(private_copy(fn), fullgraph=True, **options)
-        return self._compiled[fn, variant, graphs]
+    def compiled(self, fn: Callable, variant: object = None) -> Callable:
+        """``fn`` through torch.compile, once per kernel object and ``variant`` (dynamo's automatic dynamic shapes)."""
+        if (fn, variant) not in self._compiled:
+            self._compiled[fn, variant] = torch.compile(private_copy(fn), fullgraph=True)
+        return self._compiled[fn, variant]
 
     def fused(self, fn: Callable, t: Tensor, inference: Callable | None = None) -> Callable:
         """``fn`` for elementwise stages around the operator: compiled unless the reference kernel runs.
         ``inference``: a hand-written, forward-only kernel of ``fn``'s signature, which runs instead where the
         graphed kernel runs on CUDA (no autograd needed)."""
-        grad = torch.is_grad_enabled()
-        kind = self.kind(t, grad)
+        kind = self.kind(t, torch.is_grad_enabled())
         if kind == "reference":
             return fn
-        return inference if inference is not None and kind == "graphed" and t.is_cuda and not grad else self.compiled(fn)
+        return inference if inference is not None and kind == "graphed" and t.is_cuda else self.compiled(fn)
 
     def step(
         self, weights: FastWeights, q: Tensor | None, chunk: TokenStream | None
@@ -171,9 +166,7 @@ class FastWeightKernel:
             out, q = swiglu_apply(weights, q, precision), None
         momentum = weights.momentum or tuple(torch.zeros_like(w) for w in weights[:3])
         args = (*weights[:3], *weights.norms, *momentum, q, *chunk)
-        if kind == "graphed" and needs_grad:
-            res = self.compiled(flat_step, (muon, precision), graphs=True)(*args, muon, precision)
-        elif kind == "graphed":
+        if kind == "graphed":
             res = self._graph(args, muon, precision)
         else:
             res = self.compiled(flat_step, (muon, precision))(*args, muon, precision)
