@@ -114,7 +114,7 @@ def archive(folder: Path, name: str, path: Path) -> None:
 
 def collect(procs: dict, calibrations: dict, steps: int, deadline: float, start: float, work: Path, out: Path) -> None:
     """Waits for every run, then writes results.json, logs.tar.gz and the best runs' model archives."""
-    results = {}
+    results, progress = {}, {}
     for name, (proc, run) in procs.items():
         try:
             proc.wait(timeout=max(1.0, deadline + 10 - time.time()))
@@ -125,7 +125,11 @@ def collect(procs: dict, calibrations: dict, steps: int, deadline: float, start:
         print(f"== {name}: exit {proc.returncode}\n{log[-1200:]}", flush=True)
         if (run / "result.json").exists():
             results[name] = json.loads((run / "result.json").read_text())
+        elif (run / "progress.json").exists():
+            progress[name] = json.loads((run / "progress.json").read_text())
     (out / "results.json").write_text(json.dumps(results))
+    if progress:  # chained runs still training: the next call resumes them
+        (out / "progress.json").write_text(json.dumps(progress))
     with tarfile.open(out / "logs.tar.gz", "w:gz") as tar:
         for name, (_, run) in procs.items():
             tar.add(run / "stdout.log", arcname=f"{name}.log")
@@ -138,6 +142,7 @@ def collect(procs: dict, calibrations: dict, steps: int, deadline: float, start:
         if best_ttt not in (None, ranked[0]):
             archive(Path(results[best_ttt]["checkpoint"]), best_ttt, out / "best_ttt_all.tar.gz")
     print(json.dumps({"equal_steps": steps, "overall": {n: round(overall(results[n]), 4) for n in ranked},
+                      "unfinished": {n: p["steps"] for n, p in progress.items()},
                       "total_s": round(time.time() - start, 1)}), flush=True)
 
 
@@ -155,12 +160,17 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=4000)
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="training setting KEY=VALUE, for every run")
     parser.add_argument("--work", default="/tmp/evidence")
+    parser.add_argument("--chain", action="store_true", help="with --steps: runs span calls on one warm machine, "
+                        "resuming from their checkpoints under --work (which must survive between calls)")
     args = parser.parse_args()
+    if args.chain and args.steps is None:
+        parser.error("--chain needs --steps")
     start = time.time()
     deadline = start + args.budget - MARGIN_S
     work, out = Path(args.work), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    to_frames(Path(args.data), work / "data")
+    if not (args.chain and (work / "data" / "eval.jsonl").exists()):  # a chained call finds the frames unpacked
+        to_frames(Path(args.data), work / "data")
     eval_records = len((work / "data" / "eval.jsonl").read_text().splitlines())
     print(f"frames unpacked in {time.time() - start:.1f}s", flush=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -170,14 +180,18 @@ def main() -> None:
     def launch(name: str, extra: list[str]) -> tuple[subprocess.Popen, Path]:
         variant, seed = names[name]
         run = work / "runs" / name
-        shutil.rmtree(run, ignore_errors=True)
-        run.mkdir(parents=True)
+        if not args.chain:
+            shutil.rmtree(run, ignore_errors=True)
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "progress.json").unlink(missing_ok=True)
         steps = ["--calibrate", str(args.calibrate)] if args.steps is None else [f"max_steps={args.steps}"]
+        steps += ["--chain"] if args.chain else []
         cmd = [sys.executable, str(Path(__file__).with_name("worker.py")), f"configs/evidence_{variant}.yaml",
                str(seed), str(run), str(work / "data"), str(deadline), *steps, *extra]
         gpu = gpus.get(name)
         proc_env = env if gpu is None else {**env, "CUDA_VISIBLE_DEVICES": str(gpu)}
-        return subprocess.Popen(cmd, env=proc_env, stdout=open(run / "stdout.log", "w"), stderr=subprocess.STDOUT), run
+        log = open(run / "stdout.log", "a" if args.chain else "w")  # a chained run's log spans its calls
+        return subprocess.Popen(cmd, env=proc_env, stdout=log, stderr=subprocess.STDOUT), run
 
     procs = {name: launch(name, args.overrides) for name in names}
     if args.steps is not None:

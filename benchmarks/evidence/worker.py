@@ -1,6 +1,6 @@
 """One training run of the memory evidence study, then its held-out evaluation (used by run_device.py).
 
-python benchmarks/evidence/worker.py CONFIG SEED RUN_DIR DATA_DIR DEADLINE [--calibrate N] [KEY=VALUE ...]
+python benchmarks/evidence/worker.py CONFIG SEED RUN_DIR DATA_DIR DEADLINE [--calibrate N | --chain] [KEY=VALUE ...]
 
 Settings: CONFIG, then the KEY=VALUE overrides (e.g. ``model_settings.ttt_kernel=reference``; the configs leave
 it at ``auto``: the compiled fast-weight step on a GPU). DEADLINE is a wall-clock time (``time.time()``) by which
@@ -14,6 +14,10 @@ data order) for exactly S steps, with the learning-rate schedule made for S. Sho
 measured, training stops in time for evaluation and the step count reached is recorded.
 Saves the model folder, reloads it in fp32 and scores the held-out streams (DATA_DIR/eval.jsonl).
 Writes RUN_DIR/result.json.
+
+With ``--chain`` (and ``max_steps=S``) a run may span several device calls: it resumes from its latest checkpoint
+in RUN_DIR/run, and if its S steps cannot be finished and scored before DEADLINE it trains until shortly before
+it, saves a checkpoint and writes RUN_DIR/progress.json instead of scoring; the call that finishes scores.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from spatial_ttt.train.trainer import Trainer
 
 SCORE_ROWS = 16  # held-out records per scoring forward (padded rows: the same predictions, far fewer launches)
 CALIBRATION_EVAL = SCORE_ROWS  # held-out records timed in calibration: one scoring batch
+SAVE_S = 15.0  # what a chained run keeps for saving its checkpoint before the deadline
 
 
 def score(folder: Path, trainer: Trainer, records: list[dict]) -> tuple[list[dict], float]:
@@ -85,10 +90,15 @@ def main() -> None:
     parser.add_argument("data_dir")
     parser.add_argument("deadline", type=float)
     parser.add_argument("--calibrate", type=int, default=0)
+    parser.add_argument("--chain", action="store_true", help="resume from RUN_DIR; save instead of scoring if unfinished")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_intermixed_args()
+    if args.chain and args.calibrate:
+        parser.error("--chain trains a fixed max_steps=S: no calibration")
     run_dir, data_dir = args.run_dir, args.data_dir
     overrides = [*args.overrides, f"seed={args.seed}", f"data_path={data_dir}", "save_steps=1000000"]
+    if args.chain:
+        overrides.append("resume=auto")
     records = read_records(data_dir, ["eval.jsonl"])
     calibration = None
     if args.calibrate:
@@ -106,16 +116,26 @@ def main() -> None:
     eval_s = (calibration["eval_s_per_record"] * len(records) if calibration else 60.0) * 1.25 + 20.0
     start = time.perf_counter()
     block = 10  # steps per train() call (each starts the data loader anew); the deadline is checked between blocks
+    first_step = trainer.step
     while trainer.step < trainer.total_steps:
         # the next block's time from the median recent step: the first steps compile and are no guide
-        recent = [h["step_s"] for h in trainer.history[-block:]] or [0.0]
-        if time.time() + block * statistics.median(recent) > args.deadline - eval_s:
+        recent = [h["step_s"] for h in trainer.history[max(first_step, trainer.step - block):]] or [0.0]
+        pace = statistics.median(recent)
+        finishing = time.time() + (trainer.total_steps - trainer.step) * pace <= args.deadline - eval_s
+        reserve = eval_s if finishing or not args.chain else SAVE_S  # a chained run that cannot finish only saves
+        if time.time() + block * pace > args.deadline - reserve:
             break
         trainer.train(stop_after=trainer.step + block)
     train_s = time.perf_counter() - start
     folder = Path(config.output_dir) / f"checkpoint-{trainer.step}"
     if not folder.exists():
         folder = trainer.save_checkpoint()
+    if args.chain and trainer.step < trainer.total_steps:
+        progress = {"steps": trainer.step, "max_steps": trainer.total_steps, "steps_this_call": trainer.step - first_step,
+                    "train_s": round(train_s, 1), "checkpoint": str(folder)}
+        (run_dir / "progress.json").write_text(json.dumps(progress))
+        print(json.dumps({"progress": progress}), flush=True)
+        return
     rows, eval_s = score(folder, trainer, records)
     result = {"config": args.config, "seed": args.seed, "overrides": args.overrides, "steps": trainer.step,
               "max_steps": trainer.total_steps, "setup_s": round(setup_s, 1), "train_s": round(train_s, 1),
