@@ -111,3 +111,21 @@ def test_step_cost_times_real_packs_of_a_rendered_suite(tmp_path):
     assert real[0]["step_s"] > 0 and abs(real[0]["tokens_per_s"] * real[0]["step_s"] / real[0]["tokens"] - 1) < 0.01
     assert real[0]["encode_s"] > 0 and len(real[0]["first_round_s"]) == len(real[0]["second_round_s"]) == 1
     assert real[0]["kernels"] == 0 and "aten::" in real[0]["top_cpu"]  # the CPU has no kernels; its ops are listed
+
+
+def test_loss_table_compares_runs_at_equal_steps(tmp_path):
+    """Mean logged loss over the window ending at each step; '-' where a run had not got there."""
+    import io
+    import tarfile
+
+    logs = {"ttt_all-s1": [(10, 4.0), (20, 2.0), (30, 1.0)], "swa_all-s1": [(10, 3.0), (20, 1.0)]}
+    path = tmp_path / "logs.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for name, rows in logs.items():
+            text = "training ...\n" + "".join(json.dumps({"step": s, "loss": l}) + "\n" for s, l in rows)
+            info = tarfile.TarInfo(f"{name}.log")
+            info.size = len(text.encode())
+            tar.addfile(info, io.BytesIO(text.encode()))
+    cmd = [sys.executable, str(ROOT / "benchmarks/evidence/loss_table.py"), str(path), "--at", "20", "30", "--window", "20"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[2:] == ["| swa_all-s1 | 2.000 | - |", "| ttt_all-s1 | 3.000 | 1.500 |"]
