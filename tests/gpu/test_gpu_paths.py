@@ -120,6 +120,10 @@ def test_queries_after_a_full_cache_match_the_boolean_mask(q_len, k_len, dtype):
     out = causal_attention(q, k, v, q_start, 7, None)
     ref = masked_attention(q.float(), k.float(), v.float(), q_start, 7, None)
     torch.testing.assert_close(out.float(), ref, atol=2e-2 if dtype == torch.bfloat16 else 1e-4, rtol=0)
+    if dtype == torch.bfloat16:  # the flash kernel takes the KV heads as they are: no copy of the cache per call
+        from torch.backends.cuda import SDPAParams, can_use_flash_attention
+
+        assert can_use_flash_attention(SDPAParams(q, k, v, None, 0.0, True, True))
 
 
 def test_band_block_mask_is_built_once_per_geometry():

@@ -5,9 +5,9 @@ mask and forces SDPA off its flash kernel. Here, on CUDA:
 
 * square causal prefill with no effective window -> SDPA ``is_causal=True`` (flash kernel, GQA native);
 * queries that follow a full KV cache (a prompt prefilled in pieces: the keys end with the queries) -> SDPA's
-  flash kernel with the causal diagonal aligned bottom-right (``causal_lower_right``), KV heads repeated to the
-  query heads (that kernel path takes no GQA flag); flex_attention measured ~4x slower here (1.2 s of a
-  1024-frame prefill on an H100);
+  flash kernel with the causal diagonal aligned bottom-right (``causal_lower_right``), GQA native where the flash
+  kernel takes it (else KV heads repeated to the query heads: a copy of the whole cache per call);
+  flex_attention measured ~4x slower here (1.2 s of a 1024-frame prefill on an H100);
 * anything else (a sliding window, or queries that follow a KV cache) -> ``flex_attention`` with a block mask
   built directly from the band's geometry: for each 128x128 tile, whether it is empty, partially or fully
   inside ``k_abs <= q_abs`` and ``k_abs > q_abs - window``. Work scales with the band, not with q_len * k_len;
@@ -97,11 +97,13 @@ def causal_attention(q: Tensor, k: Tensor, v: Tensor, q_start: int, k_start: int
     if no_window and q_len == k_len and q_start == k_start:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
     if no_window and k_start + k_len == q_start + q_len and q.dtype in (torch.float16, torch.bfloat16):
+        from torch.backends.cuda import SDPAParams, can_use_flash_attention
         from torch.nn.attention.bias import causal_lower_right
 
-        group = q.shape[1] // k.shape[1]
-        if group > 1:
-            k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(q_len, k_len))
+        gqa = q.shape[1] != k.shape[1]
+        if gqa and not can_use_flash_attention(SDPAParams(q, k, v, None, 0.0, True, True)):
+            group = q.shape[1] // k.shape[1]
+            k, v, gqa = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1), False
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(q_len, k_len), enable_gqa=gqa)
     mask = band_block_mask(q_len, k_len, q_start, k_start, window, q.device)
     return _flex_attention()(q, k, v, block_mask=mask, enable_gqa=q.shape[1] != k.shape[1])
