@@ -1,0 +1,69 @@
+"""The Triton decode attention on the CPU, under Triton's interpreter (skipped without Triton, as on CI). The
+interpreter must be switched on before Triton is imported, so the checks run in a fresh process; the same checks
+run natively on CUDA in tests/gpu/test_decode_attention.py."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("triton")
+
+# Triton 3.6's interpreter turns a scalar (a 1-element array there) into a loop bound with int(array), which
+# NumPy >= 2.4 refuses for arrays of one dimension: the kernel's loop over the slots of its split (bounds read
+# from ``last`` on the device) needs .item() instead. Compiled for a GPU, the bounds are plain scalars.
+SCRIPT = """
+from triton.runtime import interpreter
+patch = interpreter._patch_lang_tensor
+def patched(tensor, scope):
+    patch(tensor, scope)
+    scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.item()))
+interpreter._patch_lang_tensor = patched
+
+import torch
+from gpu.test_decode_attention import SMALL, check_decode_attention
+for shape in SMALL:
+    for dtype in (torch.float32, torch.bfloat16):
+        check_decode_attention(shape, dtype, "cpu", truncating=True)
+print("ok")
+"""
+
+
+def test_triton_decode_attention_equals_the_reference_under_the_interpreter():
+    tests = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(tests)}
+    run = subprocess.run([sys.executable, "-c", SCRIPT], cwd=tests, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-3000:]
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp32"])
+@pytest.mark.parametrize("group", [1, 2, 3])
+def test_triton_decode_attention_compiles_for_an_h100(dtype, group):
+    """What the interpreter does not check: Triton's compiler down to sm_90 machine code, for the default tile,
+    the 2B model's head dim and GQA groups of 1, 2 (the 2B model) and 3 (padded to 4). No GPU needed."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from spatial_ttt.ops.decode_attention_triton import TILE, _merge_kernel, _split_kernel
+
+    target, options = GPUTarget("cuda", 90, 32), {"num_warps": TILE["num_warps"]}
+    ints = ["L", "SPLITS", "HEADS_KV", "stride_qb", "stride_qh", "stride_kb", "stride_kh", "stride_kl", "stride_vb",
+            "stride_vh", "stride_vl"]
+    signature = {"q": f"*{dtype}", "k": f"*{dtype}", "v": f"*{dtype}", "last": "*i64", "acc_out": "*fp32",
+                 "max_out": "*fp32", "sum_out": "*fp32", **{name: "i32" for name in ints}, "scale": "fp32"}
+    constants = dict(GROUP=group, GROUP_PAD=triton.next_power_of_2(group), DIM=128, BLOCK=TILE["block"])
+    signature.update({name: "constexpr" for name in constants})
+    # the pointers, L and the strides: multiples of 16 at the 2B shape, which Triton specialises on at launch
+    aligned = {(i,): [["tt.divisibility", 16]] for i in (0, 1, 2, 4, 5, 6, 7, *range(10, 18))}
+    source = ASTSource(fn=_split_kernel, signature=signature, constexprs=constants, attrs=aligned)
+    kernel = triton.compile(source, target=target, options=options)
+    assert kernel.asm["cubin"] and "ld.global.v4" in kernel.asm["ptx"]  # vector loads: 16 bytes of a K/V row
+    signature = {"acc_in": "*fp32", "max_in": "*fp32", "sum_in": "*fp32", "out": f"*{dtype}", "SPLITS": "i32",
+                 "SPLITS_PAD": "constexpr", "DIM": "constexpr"}
+    constants = dict(SPLITS_PAD=TILE["splits"], DIM=128)
+    source = ASTSource(fn=_merge_kernel, signature=signature, constexprs=constants)
+    assert triton.compile(source, target=target, options=options).asm["cubin"]
