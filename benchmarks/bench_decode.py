@@ -44,7 +44,8 @@ from spatial_ttt.models.modeling import SpatialTTTForConditionalGeneration
 
 GIB = 2**30
 ANCHORS = 7  # full-attention layers of the 2B model (every 4th of 28)
-TILES = [dict(block=b, splits=s) for b in (16, 32, 64) for s in (32, 64, 128)] + [dict(block=64, num_warps=8)]
+TILES = [dict(block=b, splits=s) for b in (16, 32, 64) for s in (32, 64, 128)] + [
+    dict(num_stages=2), dict(num_stages=4), dict(block=64, num_warps=8), dict(block=128, num_warps=8)]  # over TILE
 
 
 def build(tiny: bool, device: torch.device, precision: str) -> SpatialTTTForConditionalGeneration:

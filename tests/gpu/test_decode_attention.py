@@ -41,7 +41,9 @@ def inputs_like(batch, heads, heads_kv, length, dim, last, dtype, device, seed=0
 def check_decode_attention(shape, dtype, device, truncating=False):
     """The Triton kernel against decode_attention_reference of the visible slots in fp32. fp32: to fp32 rounding
     (another summation order). bf16: within half a bf16 ulp of that (a whole ulp where ``truncating``: Triton's
-    interpreter truncates to bf16 instead of rounding), i.e. only the output's rounding differs."""
+    interpreter truncates to bf16 instead of rounding), and equal to its rounding but for a few outputs near a
+    rounding boundary: only the output's rounding differs (weights rounded to bf16 for the tensor cores' products
+    with the values would give ~25% differing outputs)."""
     from spatial_ttt.ops.decode_attention_triton import decode_attention_triton
 
     *sizes, last, tile = shape
@@ -56,6 +58,8 @@ def check_decode_attention(shape, dtype, device, truncating=False):
     else:
         ulp = 2.0**-7 if truncating else 2.0**-8  # of |value|: bf16 keeps 8 significant bits
         assert bool(((out.float() - exact).abs() <= exact.abs() * ulp + 1e-5).all())
+        rounded = (exact.view(torch.int32) & -(1 << 16)).view(torch.float32) if truncating else exact.to(dtype)
+        assert (out.float() != rounded.float()).float().mean().item() < 1e-2
     return out
 
 

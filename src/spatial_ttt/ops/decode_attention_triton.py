@@ -4,8 +4,10 @@ Same signature and result as :func:`spatial_ttt.layers.attention.decode_attentio
 one query token per row q [B, H, 1, hd] against static buffers keys/values [B, H_kv, L, hd], of which slots
 0..``last`` are visible (``last`` [1], a device tensor: the length changes between replays of a CUDA graph
 without a new capture; ``last`` >= L means all L slots, as a full window ring has) -> [B, H, 1, hd] in q's dtype.
-Query head h uses KV head h // (H // H_kv), as SDPA's enable_gqa. Scores, softmax statistics and the weighted
-sum are fp32, products are exact fp32 products of the inputs (no tensor-core rounding), as in the reference.
+Query head h uses KV head h // (H // H_kv), as SDPA's enable_gqa. Both products run on tensor cores (``tl.dot``;
+fp32 inputs as "ieee" dots, no TF32): scores are exact products summed in fp32, the softmax statistics are fp32,
+and the fp32 weights meet the values as the sum of two parts in the values' dtype (16 significant bits for
+bf16), so that the result differs from the reference's by the output's rounding only (the tests check it).
 
 Why: a decoded token's attention reads the whole cache once (88k slots x 8 KV heads x 128 x bf16 x K and V =
 360 MB per anchor layer at a 1024-frame prompt) and does ~2 flops per byte: it is bandwidth-bound and needs
@@ -13,8 +15,9 @@ the whole GPU streaming the cache. Two kernels:
 
 * ``_split_kernel``, one program per (row, KV head, split): the visible slots are cut into ``splits`` equal
   runs, counted from ``last`` on the device (so every program has work however long the buffer is, and slots
-  past ``last`` are never read); it reads its run's keys and values once for all ``group`` query heads of its
-  KV head, with an online softmax, and writes the unnormalised sum and its statistics (max, sum of weights);
+  past ``last`` are never read); it streams its run's keys and values once for all ``group`` query heads of its
+  KV head (padded to the 16 rows of a tensor-core product; the loads are software-pipelined because they feed
+  ``tl.dot``), with an online softmax, and writes the unnormalised sum and its statistics (max, sum of weights);
 * ``_merge_kernel``, one program per (row, query head): the log-sum-exp merge of the splits.
 
 :func:`decode_attention_triton` is a ``torch.library.triton_op``: torch.compile (static_decode's compiled,
@@ -35,8 +38,10 @@ try:
 except ImportError:  # CPU-only installs have no Triton; the kernel is only chosen on CUDA
     triton = None
 
-# block: slots per loop step; splits: runs per (row, KV head), at most (B * H_kv * splits programs in all)
-TILE = dict(block=16, splits=64, num_warps=4)
+# block: slots per loop step; splits: runs per (row, KV head), at most (B * H_kv * splits programs in all: 512
+# for one row of the 2B model, about one wave of 4 per SM on an H100); num_stages: loads in flight (Triton's
+# software pipelining). Untimed yet: benchmarks/bench_decode.py --op sweeps them.
+TILE = dict(block=32, splits=64, num_warps=4, num_stages=3)
 
 
 def _jit(fn):
@@ -56,9 +61,9 @@ def _split_kernel(
     start = split * run
     end = tl.minimum(start + run, visible)
     g, d = tl.arange(0, GROUP_PAD), tl.arange(0, DIM)
-    heads = kv_head * GROUP + g  # the query heads of this KV head (GROUP_PAD >= GROUP: a power of two)
+    heads = kv_head * GROUP + g  # the query heads of this KV head (GROUP_PAD >= max(GROUP, 16): a power of two)
     q_rows = q + b.to(tl.int64) * stride_qb + heads[:, None].to(tl.int64) * stride_qh + d[None, :]
-    query = tl.load(q_rows, mask=(g < GROUP)[:, None], other=0.0).to(tl.float32)  # [G, hd]
+    query = tl.load(q_rows, mask=(g < GROUP)[:, None], other=0.0)  # [G, hd]; rows past the group: 0
     keys = k + b.to(tl.int64) * stride_kb + kv_head.to(tl.int64) * stride_kh
     values = v + b.to(tl.int64) * stride_vb + kv_head.to(tl.int64) * stride_vh
     top = tl.full((GROUP_PAD,), float("-inf"), tl.float32)  # running max of the scores
@@ -68,14 +73,19 @@ def _split_kernel(
         slots = first + tl.arange(0, BLOCK)
         inside = slots < end
         key = tl.load(keys + slots[:, None].to(tl.int64) * stride_kl + d[None, :], mask=inside[:, None], other=0.0)
-        scores = tl.sum(query[:, None, :] * key.to(tl.float32)[None, :, :], axis=2) * scale  # [G, BLOCK]
+        value = tl.load(values + slots[:, None].to(tl.int64) * stride_vl + d[None, :], mask=inside[:, None],
+                        other=0.0)
+        # exact products summed in fp32 on tensor cores ("ieee": no TF32 rounding of fp32 inputs)
+        scores = tl.dot(query, tl.trans(key), input_precision="ieee") * scale  # [G, BLOCK]
         scores = tl.where(inside[None, :], scores, float("-inf"))
         new_top = tl.maximum(top, tl.max(scores, axis=1))  # finite: slot ``first`` is inside
         weights = tl.exp(scores - new_top[:, None])
         rescale = tl.exp(top - new_top)
-        value = tl.load(values + slots[:, None].to(tl.int64) * stride_vl + d[None, :], mask=inside[:, None],
-                        other=0.0)
-        acc = acc * rescale[:, None] + tl.sum(weights[:, :, None] * value.to(tl.float32)[None, :, :], axis=1)
+        # the weights in the values' dtype as a sum of two (bf16: 16 significant bits, fp32: exact)
+        high = weights.to(value.dtype)
+        low = (weights - high.to(tl.float32)).to(value.dtype)
+        acc = acc * rescale[:, None] + tl.dot(high, value, input_precision="ieee")
+        acc += tl.dot(low, value, input_precision="ieee")
         total = total * rescale + tl.sum(weights, axis=1)
         top = new_top
     at = (b * HEADS_KV * GROUP + heads).to(tl.int64) * SPLITS + split  # [B, H, SPLITS] statistics
@@ -98,7 +108,7 @@ def _merge_kernel(acc_in, max_in, sum_in, out, SPLITS, SPLITS_PAD: tl.constexpr,
 
 
 def _launch(q: Tensor, keys: Tensor, values: Tensor, last: Tensor, block: int, splits: int, num_warps: int,
-            launch=lambda kernel: kernel) -> Tensor:
+            num_stages: int, launch=lambda kernel: kernel) -> Tensor:
     batch, heads, _, dim = q.shape
     heads_kv, length = keys.shape[1], keys.shape[2]
     group = heads // heads_kv
@@ -114,7 +124,8 @@ def _launch(q: Tensor, keys: Tensor, values: Tensor, last: Tensor, block: int, s
             q, keys, values, last, acc, top, total, length, splits, heads_kv,
             q.stride(0), q.stride(1), keys.stride(0), keys.stride(1), keys.stride(2),
             values.stride(0), values.stride(1), values.stride(2), dim**-0.5,
-            GROUP=group, GROUP_PAD=triton.next_power_of_2(group), DIM=dim, BLOCK=block, num_warps=num_warps,
+            GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)), DIM=dim, BLOCK=block, num_warps=num_warps,
+            num_stages=num_stages,
         )
         launch(_merge_kernel)[(batch * heads,)](
             acc, top, total, out, splits, SPLITS_PAD=triton.next_power_of_2(splits), DIM=dim,
@@ -126,18 +137,21 @@ if triton is not None:
 
     @torch.library.triton_op("spatial_ttt::decode_attention", mutates_args=())
     def _decode_attention_op(q: Tensor, keys: Tensor, values: Tensor, last: Tensor, block: int, splits: int,
-                             num_warps: int) -> Tensor:
-        return _launch(q, keys, values, last, block, splits, num_warps, torch.library.wrap_triton)
+                             num_warps: int, num_stages: int) -> Tensor:
+        return _launch(q, keys, values, last, block, splits, num_warps, num_stages, torch.library.wrap_triton)
 
 
 def decode_attention_triton(q: Tensor, keys: Tensor, values: Tensor, last: Tensor, **tile: int) -> Tensor:
     """q [B, H, 1, hd], keys/values [B, H_kv, L, hd], last [1] (int) -> [B, H, 1, hd] (see the module docstring).
-    ``tile`` overrides entries of :data:`TILE` (benchmarks sweep them). hd must be a power of two and the last
-    dimension of every tensor contiguous."""
+    ``tile`` overrides entries of :data:`TILE` (benchmarks sweep them). hd must be a power of two, at least 16 (a
+    tensor-core product's depth), and the last dimension of every tensor contiguous."""
     if triton is None:
         raise RuntimeError("the decode attention's Triton kernel needs Triton; on CPU the reference runs without it")
     tile = {**TILE, **tile}
     dim = q.shape[-1]
-    if dim & (dim - 1) or any(t.stride(-1) != 1 for t in (q, keys, values)):
-        raise ValueError(f"decode_attention_triton needs a power-of-two head dim with contiguous rows, got {dim}")
-    return _decode_attention_op(q, keys, values, last, tile["block"], tile["splits"], tile["num_warps"])
+    if dim < 16 or dim & (dim - 1) or any(t.stride(-1) != 1 for t in (q, keys, values)):
+        strides = [t.stride(-1) for t in (q, keys, values)]
+        raise ValueError(f"decode_attention_triton needs a power-of-two head dim >= 16 and rows of unit stride, got "
+                         f"head dim {dim} and last strides {strides} (q, keys, values)")
+    return _decode_attention_op(q, keys, values, last, tile["block"], tile["splits"], tile["num_warps"],
+                                tile["num_stages"])
