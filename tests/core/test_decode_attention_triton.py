@@ -94,3 +94,37 @@ def test_triton_decode_attention_names_what_it_cannot_run():
     q, keys = torch.zeros(1, 4, 1, 16), torch.zeros(1, 2, 16, 5).transpose(2, 3)
     with pytest.raises(ValueError, match=r"got head dim 16 and last strides \[1, 5, 5\]"):
         decode_attention_triton(q, keys, keys, torch.tensor([4]))
+
+
+class Traced(Exception):
+    """Stops a compilation once its graph is seen (the kernels need a GPU to run)."""
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_compiled_the_op_becomes_its_two_triton_kernels(dynamic):
+    """What static_decode's compiled step holds, traced on the CPU (not run): after the write of the token's slot,
+    the op as its split and merge kernels, with no graph break (fullgraph); ``dynamic``: symbolic shapes, as a
+    later decode's longer buffer makes them."""
+    import torch
+    from torch._dynamo.backends.common import aot_autograd
+
+    from spatial_ttt.ops.decode_attention_triton import decode_attention_triton
+
+    graphs = []
+
+    def seen(graph, example):
+        graphs.append(graph.code)
+        raise Traced
+
+    def step(q, keys, values, last):
+        keys[:, :, last] = q[:, ::2]  # as attend_static writes the token's slot, then attends
+        return decode_attention_triton(q, keys, values, last)
+
+    q, keys = torch.randn(2, 16, 1, 128, dtype=torch.bfloat16), torch.randn(2, 8, 300, 128, dtype=torch.bfloat16)
+    compiled = torch.compile(step, backend=aot_autograd(fw_compiler=seen), fullgraph=True, dynamic=dynamic)
+    with pytest.raises(Exception, match="Traced"):
+        compiled(q, keys, keys.clone(), torch.tensor([5]))
+    kernels = [line for line in graphs[0].splitlines() if "triton_kernel_wrapper_functional(" in line]
+    assert len(kernels) == 2
+    assert "'GROUP': 2, 'GROUP_PAD': 16, 'DIM': 128, 'BLOCK': 32" in kernels[0] and "'SPLITS_PAD': 64" in kernels[1]
+    assert graphs[0].index("index_put") < graphs[0].index("triton_kernel_wrapper_functional")

@@ -38,9 +38,10 @@ try:
 except ImportError:  # CPU-only installs have no Triton; the kernel is only chosen on CUDA
     triton = None
 
-# block: slots per loop step; splits: runs per (row, KV head), at most (B * H_kv * splits programs in all: 512
-# for one row of the 2B model, about one wave of 4 per SM on an H100); num_stages: loads in flight (Triton's
-# software pipelining). Untimed yet: benchmarks/bench_decode.py --op sweeps them.
+# block: slots per loop step; splits: runs per (row, KV head) (B * H_kv * splits programs in all: 512 for one row
+# of the 2B model, about one wave of 4 per SM on an H100; with few visible slots the last ones are empty, which
+# costs a program's launch); num_stages: loads in flight (Triton's software pipelining). Not yet timed:
+# benchmarks/bench_decode.py --op sweeps them.
 TILE = dict(block=32, splits=64, num_warps=4, num_stages=3)
 
 
@@ -110,9 +111,8 @@ def _merge_kernel(acc_in, max_in, sum_in, out, SPLITS, SPLITS_PAD: tl.constexpr,
 def _launch(q: Tensor, keys: Tensor, values: Tensor, last: Tensor, block: int, splits: int, num_warps: int,
             num_stages: int, launch=lambda kernel: kernel) -> Tensor:
     batch, heads, _, dim = q.shape
-    heads_kv, length = keys.shape[1], keys.shape[2]
+    heads_kv, length = keys.shape[1], keys.shape[2]  # compiled, the length may be symbolic: no Python math on it
     group = heads // heads_kv
-    splits = max(1, min(splits, triton.cdiv(length, block)))  # a short buffer: fewer, non-empty splits
     out = torch.empty(batch, heads, 1, dim, dtype=q.dtype, device=q.device)
     # per split: max score, sum of weights, weighted sum of values (separate tensors, not views of one: each is a
     # whole argument the compiler's functionalisation of the kernels can track)
