@@ -211,6 +211,12 @@ def main() -> None:
         for run in results["runs"]:
             print(f"{run['slots']} slots (last {run['last']}), {run['kernel']}: {run['ms_per_layer']:.4f} ms/layer, "
                   f"{run['gbps']:.0f} GB/s, max abs diff {run.get('max_abs_diff', 0):.2e}")
+        for case in dict.fromkeys((run["slots"], run["last"]) for run in results["runs"]):
+            runs = [run for run in results["runs"] if (run["slots"], run["last"]) == case]
+            best = min(runs, key=lambda run: run["ms_per_layer"])
+            print(f"fastest at {case[0]} slots (last {case[1]}): {best['kernel']}, "
+                  f"{runs[0]['ms_per_layer'] / best['ms_per_layer']:.1f}x the reference's speed, "
+                  f"{ANCHORS * best['ms_per_layer']:.3f} ms per token for the {ANCHORS} anchor layers")
         return
     model = build(args.tiny, device, args.precision)
     results: dict[str, Any] = dict(shape="tiny" if args.tiny else "qwen3-vl-2b", device=str(device),

@@ -43,3 +43,4 @@ def test_bench_decode_op_tiny_times_the_reference_over_the_visible_slots(tmp_pat
         # K and V of the visible slots: 2 KV heads x head dim 16 x fp32
         assert abs(run["gbps"] - 2 * 2 * visible * 16 * 4 / run["ms_per_layer"] / 1e6) < 1e-9 * run["gbps"]
     assert "300 slots (last 137), reference:" in result.stdout
+    assert "fastest at 300 slots (last 137): reference, 1.0x the reference's speed" in result.stdout
