@@ -1,7 +1,9 @@
-"""Decode ms/token after a long text prompt: eager against graphed decoding (``config.decode_kernel``).
+"""Decode ms/token after a long text prompt: eager against graphed decoding (``config.decode_kernel``); with
+``--op``, the decode attention alone (the reference compiled against the Triton kernel).
 
     PYTHONPATH=src:benchmarks python benchmarks/bench_decode.py --tokens 11000 88000 --out decode.json   # one GPU
     PYTHONPATH=src:benchmarks python benchmarks/bench_decode.py --tiny --out decode.json   # CPU, seconds (tests)
+    PYTHONPATH=src:benchmarks python benchmarks/bench_decode.py --op --out decode_op.json   # one GPU, ~1 min
 
 Random weights of the Qwen3-VL-2B shape (common.py) in bf16, released settings with Muon off (``--tiny``: the tiny
 test shape in fp32 on the CPU, where "graphed" runs the same static step uncompiled). Per prompt length, one
@@ -13,6 +15,16 @@ prefilled state:
   ms_per_token_steady  the same without setup_s: a replay per token;
   peak_gib             torch.cuda.max_memory_allocated during a timed decode (prefilled state included).
 ``agree`` (when both kernels run): whether their greedy tokens are equal, and the first index where they differ.
+
+``--op``: :func:`spatial_ttt.layers.attention.decode_attention`'s kernels at the 2B shape (one row, 16 query heads,
+8 KV heads, head dim 128, bf16) over the static buffers of the 7 anchor layers (one buffer each, as in the model:
+no layer finds another's K/V in L2), ``--op-slots`` cases ``L`` (all L slots visible) or ``L:last``. A CUDA graph
+calls the kernel once per layer; per case and kernel (the reference through torch.compile, the Triton kernel at
+its default tile and the ``TILES`` sweep):
+  ms_per_layer   a graph replay / 7 (median of --repeat timed runs of 20 replays; CUDA events);
+  gbps           the visible slots' K and V bytes / ms_per_layer;
+  max_abs_diff   against the compiled reference (Triton only).
+``--tiny``: small buffers on the CPU, the eager reference only (Triton and inductor need CUDA here).
 """
 
 from __future__ import annotations
@@ -31,6 +43,9 @@ from spatial_ttt.configuration import SpatialTTTConfig
 from spatial_ttt.models.modeling import SpatialTTTForConditionalGeneration
 
 GIB = 2**30
+ANCHORS = 7  # full-attention layers of the 2B model (every 4th of 28)
+TILES = [dict(block=b, splits=s) for b in (16, 32, 64) for s in (32, 64, 128)] + [
+    dict(num_stages=2), dict(num_stages=4), dict(block=64, num_warps=8), dict(block=128, num_warps=8)]  # over TILE
 
 
 def build(tiny: bool, device: torch.device, precision: str) -> SpatialTTTForConditionalGeneration:
@@ -101,6 +116,74 @@ def measure(model, length: int, new_tokens: int, repeat: int, kernels: list[str]
     return runs
 
 
+def graph_ms(call, device: torch.device, repeat: int, replays: int = 20) -> float:
+    """ms of one ``call()`` (median of ``repeat`` timings): on CUDA captured as a graph and replayed ``replays``
+    times between two events, on the CPU called ``replays`` times."""
+    call()  # compiles
+    if device.type != "cuda":
+        times = []
+        for _ in range(repeat):
+            began = time.perf_counter()
+            for _ in range(replays):
+                call()
+            times.append(1e3 * (time.perf_counter() - began) / replays)
+        return sorted(times)[len(times) // 2]
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        call()
+    graph.replay()
+    times = []
+    for _ in range(repeat):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(replays):
+            graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / replays)
+    return sorted(times)[len(times) // 2]
+
+
+def measure_op(case: str, repeat: int, device: torch.device, tiny: bool) -> list[dict]:
+    """The decode attention's kernels over ``case`` ("L" or "L:last") slots of 7 layers' buffers."""
+    from spatial_ttt.layers.attention import decode_attention_reference
+
+    slots, _, last = case.partition(":")
+    slots, last = int(slots), int(last or int(slots) - 1)
+    heads, heads_kv, dim, dtype = (4, 2, 16, torch.float32) if tiny else (16, 8, 128, torch.bfloat16)
+    g = torch.Generator(device).manual_seed(slots)
+    q = torch.randn(1, heads, 1, dim, generator=g, device=device, dtype=dtype)
+    buffers = [torch.randn(2, 1, heads_kv, slots, dim, generator=g, device=device, dtype=dtype)
+               for _ in range(ANCHORS)]
+    where = torch.tensor([last], device=device)
+    outs = torch.empty(ANCHORS, *q.shape, device=device, dtype=dtype)
+    kernels = {"reference": decode_attention_reference if tiny else
+               torch.compile(decode_attention_reference, fullgraph=True, dynamic=False)}
+    if device.type == "cuda":
+        from spatial_ttt.ops.decode_attention_triton import TILE, decode_attention_triton
+
+        for tile in [{}] + TILES:
+            name = "triton " + json.dumps({**TILE, **tile}, separators=(",", ":"))
+            kernels.setdefault(name, lambda *args, tile=tile: decode_attention_triton(*args, **tile))
+    bytes_read = 2 * heads_kv * min(last + 1, slots) * dim * buffers[0].element_size()
+    runs, expected = [], None
+    for name, kernel in kernels.items():
+
+        def call() -> None:
+            for i, (keys, values) in enumerate(buffers):
+                outs[i] = kernel(q, keys, values, where)
+
+        ms = graph_ms(call, device, repeat) / ANCHORS
+        run = dict(slots=slots, last=last, kernel=name, ms_per_layer=ms, gbps=bytes_read / ms / 1e6)
+        if expected is None:
+            expected = outs.clone()
+        else:
+            run["max_abs_diff"] = float((outs.float() - expected.float()).abs().max())
+        print(json.dumps(run), flush=True)
+        runs.append(run)
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", help="JSON file to write (rewritten after every prompt length)")
@@ -111,8 +194,30 @@ def main() -> None:
     parser.add_argument("--kernels", nargs="+", default=["eager", "graphed"], choices=["eager", "graphed"],
                         help="decode kernels to time (greedy tokens are compared when both run)")
     parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"], help="fast_weight_precision")
+    parser.add_argument("--op", action="store_true", help="time the decode attention alone (no model)")
+    parser.add_argument("--op-slots", nargs="+", help="--op cases: L or L:last (default 11000 98304 98304:88093; "
+                        "tiny: 100 300:137)")
     args = parser.parse_args()
     device = torch.device("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
+    if args.op:
+        results = dict(shape="tiny" if args.tiny else "qwen3-vl-2b", device=str(device), layers=ANCHORS, runs=[])
+        if device.type == "cuda":
+            from common import environment
+
+            results["env"] = environment()
+        for case in args.op_slots or (["100", "300:137"] if args.tiny else ["11000", "98304", "98304:88093"]):
+            results["runs"] += measure_op(case, args.repeat, device, args.tiny)
+            write_json(args.out, results)
+        for run in results["runs"]:
+            print(f"{run['slots']} slots (last {run['last']}), {run['kernel']}: {run['ms_per_layer']:.4f} ms/layer, "
+                  f"{run['gbps']:.0f} GB/s, max abs diff {run.get('max_abs_diff', 0):.2e}")
+        for case in dict.fromkeys((run["slots"], run["last"]) for run in results["runs"]):
+            runs = [run for run in results["runs"] if (run["slots"], run["last"]) == case]
+            best = min(runs, key=lambda run: run["ms_per_layer"])
+            print(f"fastest at {case[0]} slots (last {case[1]}): {best['kernel']}, "
+                  f"{runs[0]['ms_per_layer'] / best['ms_per_layer']:.1f}x the reference's speed, "
+                  f"{ANCHORS * best['ms_per_layer']:.3f} ms per token for the {ANCHORS} anchor layers")
+        return
     model = build(args.tiny, device, args.precision)
     results: dict[str, Any] = dict(shape="tiny" if args.tiny else "qwen3-vl-2b", device=str(device),
                                    precision=args.precision, runs=[])

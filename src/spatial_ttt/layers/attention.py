@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLTextRMSNorm
 
 from ..ops.attention_gpu import causal_attention
+from ..ops.decode_attention_triton import decode_attention_triton
 from ..state import KVCache
 from .rope import apply_rope
 
@@ -40,8 +41,17 @@ def masked_attention(
 
 
 def decode_attention(q: Tensor, keys: Tensor, values: Tensor, last: Tensor) -> Tensor:
-    """Attention of one query token per row q [B, H, 1, hd] over the slots 0..``last`` ([1]) of static buffers
-    keys/values [B, H_kv, L, hd] (spatial_ttt.static_decode) -> [B, H, 1, hd].
+    """Attention of one query token per row q [B, H, 1, hd] over the slots 0..``last`` ([1]; all L slots where
+    ``last`` >= L) of static buffers keys/values [B, H_kv, L, hd] (spatial_ttt.static_decode) -> [B, H, 1, hd].
+    The one place that picks its kernel: on CUDA the Triton split-K kernel
+    (:mod:`spatial_ttt.ops.decode_attention_triton`, which reads only the visible slots, once per KV head),
+    elsewhere the reference below; both run inside static_decode's compiled, graph-captured step."""
+    kernel = decode_attention_triton if q.is_cuda else decode_attention_reference
+    return kernel(q, keys, values, last)
+
+
+def decode_attention_reference(q: Tensor, keys: Tensor, values: Tensor, last: Tensor) -> Tensor:
+    """:func:`decode_attention` in PyTorch (the CPU kernel, and the reference of the Triton one).
 
     Written as products summed in fp32 rather than matmuls: compiled, each is one reduction kernel that streams a
     buffer once, split over its length (a decode step is bandwidth-bound; a matmul with 2 rows and a 100k-long
