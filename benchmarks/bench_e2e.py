@@ -10,6 +10,10 @@ normalised pixel patches go into both vision towers. Ours runs the released sett
 ``fast_weight_precision``; plain is transformers' Qwen3VLForConditionalGeneration (SDPA). Each is built, measured
 and freed before the next, so a peak includes only that model's weights.
 
+Ours takes the pixels as a user's processor leaves them, in host memory (pinned on CUDA; ``--pixels host``: the
+model moves each piece to the GPU as its vision tower reaches it), or already on the device (``--pixels device``,
+what this benchmark did before; a run records which in ``pixels``). Plain Qwen3-VL gets them on the device.
+
 Per video length, with the public API only (``generate`` below is the one adapter):
   prefill_s        generate(max_new_tokens=1): vision tower + LLM prefill + first token (after a warm-up call);
   vision_s         the vision tower alone on the same pixels, as that model's generate calls it (part of prefill_s);
@@ -20,6 +24,7 @@ Per video length, with the public API only (``generate`` below is the one adapte
   retained_gib     memory still allocated after the call once the state is dropped (should be 0: anything
                    else is a cache or a leak);
   warmup_s         the warm-up generate(1 + D) (compilation, autotuning, first graph captures), excluded above;
+  new_tokens       the 1 + D tokens generated (greedy): the same wherever the pixels were;
   decode_kernel    ours: how the timed decode ran (config.decode_kernel, --decode-kernel: auto = graphed on CUDA);
   decode_setup_s   ours: the static decoder's per-decode build and graph capture (part of decode_ms).
 Then a long stream through StreamSession (ours): pieces of --piece-frames frames after a warm-up stream of 3 pieces
@@ -204,7 +209,7 @@ def measure_generate(model, inputs: dict, decode_tokens: int, clock: Clock, ours
     del state
     gc.collect()
     retained = clock.allocated() - before
-    _, total_s, _ = clock.run(lambda: generate(model, inputs, 1 + decode_tokens))
+    (sequences, _), total_s, _ = clock.run(lambda: generate(model, inputs, 1 + decode_tokens))
     _, vision_s, _ = clock.run(lambda: vision_tower(model, inputs, ours))
     result = dict(
         tokens=int(inputs["input_ids"].shape[1]),
@@ -215,6 +220,7 @@ def measure_generate(model, inputs: dict, decode_tokens: int, clock: Clock, ours
         state_gib=state_bytes / GIB,
         retained_gib=retained / GIB,
         warmup_s=warmup_s,
+        new_tokens=sequences[0, -(1 + decode_tokens):].tolist(),
     )
     if ours:  # how the timed decode ran: the kernel, and its per-decode setup (buffers, graph capture; in decode_ms)
         last = model.static_decoding.last
@@ -274,6 +280,15 @@ def measure_stream(model, shape: Shape, frames: int, piece_frames: int, clock: C
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def place(inputs: dict[str, torch.Tensor], device: torch.device, pixels: str) -> dict[str, torch.Tensor]:
+    """The inputs on ``device``; with ``pixels="host"`` the pixels stay in host memory (pinned on CUDA)."""
+    placed = {k: v.to(device) for k, v in inputs.items() if k != "pixel_values_videos" or pixels == "device"}
+    if pixels == "host" and "pixel_values_videos" in inputs:
+        host = inputs["pixel_values_videos"]
+        placed["pixel_values_videos"] = host.pin_memory() if device.type == "cuda" else host
+    return placed
+
+
 def environment(device: torch.device) -> dict:
     import platform
 
@@ -304,7 +319,7 @@ def ratios(runs: list[dict]) -> list[dict]:
         p = plain.get(r["frames"])
         if r["model"] == "plain" or p is None or "prefill_s" not in r:
             continue
-        out.append(dict(model=r["model"], frames=r["frames"],
+        out.append(dict(model=r["model"], frames=r["frames"], pixels=r["pixels"],
                         **{k: r[k] / p[k] if p[k] else None for k in ("prefill_s", "decode_ms", "peak_gib")}))
     return out
 
@@ -323,6 +338,8 @@ def main() -> None:
                         "piece of a long video prompt's prefill)")
     parser.add_argument("--decode-kernel", default="auto", choices=["auto", "eager", "graphed"],
                         help="config.decode_kernel of ours (auto: graphed on CUDA, eager on the CPU)")
+    parser.add_argument("--pixels", nargs="+", default=["host"], choices=["host", "device"],
+                        help="ours: where the pixels are when generate is called (host: pinned on CUDA)")
     parser.add_argument("--budget-s", type=float, default=1e9, help="skip what is left after this many seconds")
     args = parser.parse_args()
     tiny = args.tiny
@@ -368,10 +385,12 @@ def main() -> None:
             continue
         model = build_ours(shape, device, precision, args.decode_kernel) if precision else build_plain(shape, device)
         for frames in frames_list:
-            if not over_budget(f"{name} {frames}"):
-                on_device = {k: v.to(device) for k, v in inputs[frames].items()}
-                record("runs", dict(model=name, frames=frames),
-                       lambda: measure_generate(model, on_device, decode_tokens, clock, precision is not None))
+            for pixels in args.pixels if precision else ["device"]:
+                if not over_budget(f"{name} {frames} {pixels}"):
+                    placed = place(inputs[frames], device, pixels)
+                    record("runs", dict(model=name, frames=frames, pixels=pixels),
+                           lambda: measure_generate(model, placed, decode_tokens, clock, precision is not None))
+                    del placed
         if precision and not over_budget(f"{name} stream"):
             record("streams", dict(model=name),
                    lambda: measure_stream(model, shape, stream_frames, piece_frames, clock, device))
@@ -382,7 +401,7 @@ def main() -> None:
     results["seconds"] = time.time() - t0
     write_json(args.out, results)
     for r in results["ratios"]:
-        print(f"{r['model']} / plain at {r['frames']} frames: prefill x{r['prefill_s']:.2f}, "
+        print(f"{r['model']} ({r['pixels']} pixels) / plain at {r['frames']} frames: prefill x{r['prefill_s']:.2f}, "
               f"decode x{r['decode_ms']:.2f}, peak x{r['peak_gib'] or float('nan'):.2f}")
 
 

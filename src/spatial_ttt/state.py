@@ -21,7 +21,8 @@ class KVCache:
     """Keys/values [B, H_kv, L, hd] of the last L tokens (all tokens when ``window`` is None).
 
     A full cache grows inside a buffer (in blocks of GROWTH tokens), written in place: appending costs the new tokens
-    only, not a copy of the whole cache (which would make a long stream or a long decode quadratic). A copy of
+    only, not a copy of the whole cache (which would make a long stream or a long decode quadratic). A caller that
+    knows how many tokens are coming (a prompt, then its decode) reserves them first: one buffer, never copied. A copy of
     this object (a snapshot) shares the buffer; its appends write past the original's ``keys`` view, which they
     never touch, and the original overwrites them when it advances (a snapshot lives only until then, which
     spatial_ttt.session_state enforces).
@@ -69,7 +70,7 @@ class KVCache:
             return
         # Whole blocks: slack stays under one block, and few distinct buffer strides means few recompiles of
         # the compiled GPU attention (every stride change cost one: 26 of them took 7.4 s instead of 5.5 s).
-        capacity = (length // self.GROWTH + 1) * self.GROWTH
+        capacity = -(-length // self.GROWTH) * self.GROWTH
         with torch.inference_mode(False):  # a normal tensor: a state filled under inference_mode stays writable
             key_buffer = like.new_empty(*like.shape[:2], capacity, like.shape[3])
             value_buffer = like.new_empty(*like.shape[:2], capacity, like.shape[3])
@@ -97,6 +98,15 @@ class ModelState:
     num_tokens: int = 0  # tokens seen so far (absolute index of the next token)
     next_position: int = 0  # next text position of the 3D rope (max position so far + 1)
     decoding: bool = False  # the reference's decode rule is in force (see spatial_ttt.ops.fast_weight_memory)
+
+    def reserve(self, tokens: int, like: Tensor) -> None:
+        """Makes every full (anchor) cache hold ``tokens`` more tokens than it has seen (``like``: see
+        KVCache.reserve). A prefill that reserves its prompt (and the tokens its decode will feed) allocates each
+        buffer once: growing block by block copies the cache at every block and holds the old and the new buffer
+        at once."""
+        for layer in self.layers:
+            if layer.kv.window is None:
+                layer.kv.reserve(layer.kv.end + tokens, like)
 
     def begin_decode(self) -> None:
         """Switches every TTT layer to the reference's decode rule (its last C tokens become pending again)."""

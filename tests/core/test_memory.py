@@ -73,3 +73,68 @@ def test_fast_weight_branch_in_pieces_gives_the_same_logits_and_state(monkeypatc
     torch.testing.assert_close(pieces_stateless, whole_stateless, atol=1e-6, rtol=0)
     torch.testing.assert_close(pieces_memory.weights.w0, whole_memory.weights.w0, atol=1e-6, rtol=0)
     assert pieces_memory.pending == whole_memory.pending == 2
+
+
+def test_a_prefill_allocates_each_anchor_cache_once(monkeypatch):
+    """Was: a long prompt grew each anchor cache block by block while its pieces went in (a new buffer and a copy of
+    the cache per block, old and new buffer alive at once: ~0.3 GiB per layer at 1024 frames on the 2B shape).
+    Now the prompt and the tokens decoding will feed are reserved before the first piece."""
+    from spatial_ttt import generation
+    from spatial_ttt.state import KVCache
+
+    monkeypatch.setattr(KVCache, "GROWTH", 16)
+    monkeypatch.setattr(generation, "PREFILL_PIECE", 14)  # 71 tokens in pieces of 1-2 frame groups
+    allocations = []
+    reserve = KVCache.reserve
+
+    def counting(cache, length, like):
+        before = cache.key_buffer
+        reserve(cache, length, like)
+        if cache.key_buffer is not before:
+            allocations.append((id(cache), cache.key_buffer.shape[2]))
+
+    monkeypatch.setattr(KVCache, "reserve", counting)
+    model = tiny_model(use_muon=False, lact_chunk_size=10, decode_kernel="graphed")
+    inputs = video_prompt(frames_groups=9, grid_hw=4)  # 71 tokens
+    state = model.new_state(1)
+    tokens = model.generate(**inputs, max_new_tokens=5, stop_token_ids=[], state=state)
+    anchors = [layer.kv for layer in state.layers if layer.ttt is None]
+    # 71 prompt tokens + 4 fed by the decode (the last new token is not fed): 75 -> 5 blocks of 16
+    assert sorted(allocations) == sorted((id(kv), 80) for kv in anchors)
+    assert state.num_tokens == 75 and all(kv.key_buffer.shape[2] == 80 for kv in anchors)
+    monkeypatch.setattr(KVCache, "reserve", reserve)
+    monkeypatch.setattr(generation, "PREFILL_PIECE", 1000)  # one forward: the same tokens
+    assert model.generate(**inputs, max_new_tokens=5, stop_token_ids=[]).tolist() == tokens.tolist()
+
+
+def test_the_state_holds_exactly_what_it_must_and_nothing_else_stays():
+    """After generate(max_new_tokens=1) on a prompt of N tokens, the state's storages (each counted once: a view
+    keeps its whole base) are exactly benchmarks/memory_trace.expected_state_bytes, and everything the call
+    allocated and still holds is that state plus the returned tokens."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from memory_trace import TensorMemory, expected_state_bytes, state_tensors, storage_bytes
+
+    from spatial_ttt import generation
+
+    model = tiny_model(use_muon=False, lact_chunk_size=8, window_size=12)
+    inputs = video_prompt(frames_groups=9, grid_hw=4)  # 71 tokens: 8 chunks + 7, window < N
+    for piece in (1000, 14):  # one forward; pieces of 1-2 frame groups
+        generation.PREFILL_PIECE, old = piece, generation.PREFILL_PIECE
+        try:
+            with TensorMemory() as memory:
+                state = model.new_state(1)
+                tokens = model.generate(**inputs, max_new_tokens=1, stop_token_ids=[], state=state)
+        finally:
+            generation.PREFILL_PIECE = old
+        kinds = state_tensors(state)
+        held = {kind: storage_bytes(ts) for kind, ts in kinds.items()}
+        # anchors: 71 tokens in one block of GROWTH; KV elements fp32
+        expected = expected_state_bytes(model.config, 1, 71, capacity=16384, kv_bytes=4)
+        assert held == expected, (piece, held, expected)
+        assert expected["recent"] == 6 * 4 * 8 * (2 * 16 + 4) * 4  # 6 TTT layers, 4 heads, C = 8 tokens, d = 16
+        assert memory.live == storage_bytes(t for ts in kinds.values() for t in ts) + storage_bytes([tokens])
+        del state, kinds
+        assert memory.live == storage_bytes([tokens])  # dropping the state frees everything else

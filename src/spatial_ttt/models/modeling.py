@@ -208,10 +208,10 @@ class SpatialTTTForConditionalGeneration(PreTrainedModel):
         if row != pixels.shape[0]:
             raise ValueError(f"grid_thw describes {row} patches but {pixels.shape[0]} pixel rows were given")
         features, deepstack = [], []
-        for start, end, grid in pieces:
-            out = self.model.visual(
-                pixels[start:end].to(self.model.visual.dtype), grid_thw=torch.tensor([grid], device=pixels.device)
-            )
+        visual = self.model.visual
+        for start, end, grid in pieces:  # pixels may be in host memory: one piece at a time goes to the device
+            piece = pixels[start:end].to(visual.device, visual.dtype, non_blocking=True)  # (async when pinned)
+            out = visual(piece, grid_thw=torch.tensor([grid], device=visual.device))
             features.append(out.pooler_output)
             deepstack.append(out.deepstack_features)
         return torch.cat(features), [torch.cat(level) for level in zip(*deepstack)]
