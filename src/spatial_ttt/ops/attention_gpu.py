@@ -4,10 +4,11 @@ Why: the CPU path builds a boolean [q_len, k_len] mask and hands it to SDPA, whi
 mask and forces SDPA off its flash kernel. Here, on CUDA:
 
 * square causal prefill with no effective window -> SDPA ``is_causal=True`` (flash kernel, GQA native);
-* queries that follow a full KV cache (a prompt prefilled in pieces: the keys end with the queries) -> SDPA's
-  flash kernel with the causal diagonal aligned bottom-right (``causal_lower_right``), KV heads repeated to the
-  query heads (that kernel path takes no GQA flag); flex_attention measured ~4x slower here (1.2 s of a
-  1024-frame prefill on an H100);
+* queries that follow a full KV cache (a prompt prefilled in pieces: the keys end with the queries) -> the flash
+  kernel with the causal diagonal aligned bottom-right (what SDPA's ``causal_lower_right`` runs), reading KV head
+  h // group for query head h itself: the cache is not repeated to the query heads (SDPA's lower-right path takes
+  no GQA flag; the repeated anchor cache was 0.7 GB more at the peak of a 1024-frame prefill on the 2B shape);
+  flex_attention measured ~4x slower here (1.2 s of a 1024-frame prefill on an H100);
 * anything else (a sliding window, or queries that follow a KV cache) -> ``flex_attention`` with a block mask
   built directly from the band's geometry: for each 128x128 tile, whether it is empty, partially or fully
   inside ``k_abs <= q_abs`` and ``k_abs > q_abs - window``. Work scales with the band, not with q_len * k_len;
@@ -97,11 +98,22 @@ def causal_attention(q: Tensor, k: Tensor, v: Tensor, q_start: int, k_start: int
     if no_window and q_len == k_len and q_start == k_start:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
     if no_window and k_start + k_len == q_start + q_len and q.dtype in (torch.float16, torch.bfloat16):
-        from torch.nn.attention.bias import causal_lower_right
-
-        group = q.shape[1] // k.shape[1]
-        if group > 1:
-            k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(q_len, k_len))
+        return attention_after_cache(q, k, v)
     mask = band_block_mask(q_len, k_len, q_start, k_start, window, q.device)
     return _flex_attention()(q, k, v, block_mask=mask, enable_gqa=q.shape[1] != k.shape[1])
+
+
+def attention_after_cache(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """Causal attention of the last Lq positions q [B, H, Lq, hd] over Lk >= Lq keys k, v [B, H_kv, Lk, hd] (the
+    diagonal aligned bottom-right). The flash kernel takes grouped KV heads itself (as ``enable_gqa``); where it
+    cannot run, SDPA's ``causal_lower_right`` over keys repeated to the query heads."""
+    from torch.backends.cuda import SDPAParams, can_use_flash_attention
+    from torch.nn.attention.bias import causal_lower_right
+
+    if can_use_flash_attention(SDPAParams(q, k, v, None, 0.0, False, True)):
+        # flash's causal mask is bottom-right aligned (torch.nn.attention.bias calls it the same way)
+        return torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, is_causal=True)[0]
+    group = q.shape[1] // k.shape[1]
+    if group > 1:
+        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(q.shape[2], k.shape[2]))
