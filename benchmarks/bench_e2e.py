@@ -26,7 +26,9 @@ Per video length, with the public API only (``generate`` below is the one adapte
   warmup_s         the warm-up generate(1 + D) (compilation, autotuning, first graph captures), excluded above;
   new_tokens       the 1 + D tokens generated (greedy): the same wherever the pixels were;
   decode_kernel    ours: how the timed decode ran (config.decode_kernel, --decode-kernel: auto = graphed on CUDA);
-  decode_setup_s   ours: the static decoder's per-decode build and graph capture (part of decode_ms).
+  decode_setup_s   ours: the static decoder's per-decode build and graph capture (part of decode_ms);
+  at_peak          with --trace-peak: one more generate(1)'s peak above its start and the bytes alive then, by
+                   the spatial_ttt line that allocated them (GiB).
 Then a long stream through StreamSession (ours): pieces of --piece-frames frames after a warm-up stream of 3 pieces
 (compilation excluded), frames/s over the stream, and
 per 128 frames the growth of allocated memory and of StreamSession.memory_bytes() by kind; a question at the end.
@@ -198,6 +200,23 @@ class Clock:
         return result, seconds, torch.cuda.max_memory_allocated() if self.cuda else 0
 
 
+def trace_peak(model, inputs: dict, clock: Clock, ours: bool) -> dict:
+    """What is alive at the peak of one more generate(1), above its start, by the spatial_ttt line that allocated
+    it (CUDA: the allocator's history; CPU: memory_trace.TensorMemory)."""
+    from memory_trace import TensorMemory, cuda_peak
+
+    call = lambda: generate(model, inputs, 1, model.new_state(1) if ours else None)  # noqa: E731
+    gc.collect()
+    if clock.cuda:
+        _, at_peak = cuda_peak(call)
+    else:
+        with TensorMemory(attribute=True) as memory:
+            call()
+        at_peak = memory.at_peak
+    return dict(at_peak=dict(at_peak, gib=at_peak.get("bytes", 0) / GIB,
+                             by_site={k: v / GIB for k, v in at_peak.get("by_site", {}).items()}))
+
+
 def measure_generate(model, inputs: dict, decode_tokens: int, clock: Clock, ours: bool) -> dict:
     # warm-up: compilation, autotuning, graph capture
     _, warmup_s, _ = clock.run(lambda: generate(model, inputs, 1 + decode_tokens))
@@ -340,6 +359,8 @@ def main() -> None:
                         help="config.decode_kernel of ours (auto: graphed on CUDA, eager on the CPU)")
     parser.add_argument("--pixels", nargs="+", default=["host"], choices=["host", "device"],
                         help="ours: where the pixels are when generate is called (host: pinned on CUDA)")
+    parser.add_argument("--trace-peak", action="store_true", help="one more generate(1) per run, recording what "
+                        "is alive at its peak by allocating line (at_peak; slower)")
     parser.add_argument("--budget-s", type=float, default=1e9, help="skip what is left after this many seconds")
     args = parser.parse_args()
     tiny = args.tiny
@@ -389,7 +410,8 @@ def main() -> None:
                 if not over_budget(f"{name} {frames} {pixels}"):
                     placed = place(inputs[frames], device, pixels)
                     record("runs", dict(model=name, frames=frames, pixels=pixels),
-                           lambda: measure_generate(model, placed, decode_tokens, clock, precision is not None))
+                           lambda: measure_generate(model, placed, decode_tokens, clock, precision is not None)
+                           | (trace_peak(model, placed, clock, precision is not None) if args.trace_peak else {}))
                     del placed
         if precision and not over_budget(f"{name} stream"):
             record("streams", dict(model=name),

@@ -27,8 +27,8 @@ from torch.utils._pytree import tree_flatten
 
 class TensorMemory(TorchDispatchMode):
     """``peak``: the most bytes of storages created inside the block alive at once; ``live``: those alive now.
-    With ``attribute``, ``at_peak`` tells what was alive at the peak (bytes by creating operator) and where the
-    peak was reached (the innermost spatial_ttt frames of the call stack)."""
+    With ``attribute``, ``at_peak`` tells what was alive at the peak (bytes by the spatial_ttt line and operator
+    that created it) and where the peak was reached."""
 
     def __init__(self, attribute: bool = False) -> None:
         super().__init__()
@@ -37,7 +37,7 @@ class TensorMemory(TorchDispatchMode):
         self.attribute = attribute
         self.at_peak: dict = {}
         self._sizes: dict[int, int] = {}  # storage id -> bytes, while alive
-        self._ops: dict[int, str] = {}  # storage id -> the operator that created it (with ``attribute``)
+        self._sites: dict[int, str] = {}  # storage id -> where it was created (with ``attribute``)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
@@ -53,7 +53,7 @@ class TensorMemory(TorchDispatchMode):
             self.live += storage.nbytes()
             weakref.finalize(storage, self._free, key)
             if self.attribute:
-                self._ops[key] = str(func.overloadpacket.__name__)
+                self._sites[key] = f"{site()} ({func.overloadpacket.__name__})"
             if self.live > self.peak:
                 self.peak = self.live
                 if self.attribute and storage.nbytes() > self.peak // 100:  # a peak worth explaining
@@ -62,16 +62,53 @@ class TensorMemory(TorchDispatchMode):
 
     def _free(self, key: int) -> None:
         self.live -= self._sizes.pop(key, 0)
-        self._ops.pop(key, None)
+        self._sites.pop(key, None)
 
     def _explain(self) -> None:
-        by_op: dict[str, int] = {}
+        by_site: dict[str, int] = {}
         for key, size in self._sizes.items():
-            by_op[self._ops.get(key, "?")] = by_op.get(self._ops.get(key, "?"), 0) + size
-        frames = [f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in traceback.extract_stack()
-                  if "spatial_ttt" in f.filename]
-        self.at_peak = dict(bytes=self.live, by_op=dict(sorted(by_op.items(), key=lambda kv: -kv[1])[:8]),
-                            where=frames[-6:])
+            by_site[self._sites.get(key, "?")] = by_site.get(self._sites.get(key, "?"), 0) + size
+        self.at_peak = dict(bytes=self.live, by_site=top(by_site), reached_at=site())
+
+
+def site() -> str:
+    """Where the current operator was called from: the innermost frame of spatial_ttt, with its operator line."""
+    frames = [f for f in traceback.extract_stack() if "spatial_ttt" in f.filename]
+    return f"{Path(frames[-1].filename).name}:{frames[-1].lineno} {frames[-1].line}" if frames else "?"
+
+
+def top(sizes: dict[str, int], count: int = 10) -> dict[str, int]:
+    return dict(sorted(sizes.items(), key=lambda item: -item[1])[:count])
+
+
+def cuda_peak(fn) -> tuple[object, dict]:
+    """fn's result, and what was alive at the peak of CUDA memory during it, above the start: bytes by the
+    spatial_ttt line that allocated them (the caching allocator's history: compiled and graphed code included)."""
+    torch.cuda.synchronize()
+    torch.cuda.memory._record_memory_history(max_entries=2_000_000)
+    try:
+        result = fn()
+        torch.cuda.synchronize()
+        trace = torch.cuda.memory._snapshot()["device_traces"][torch.cuda.current_device()]
+    finally:
+        torch.cuda.memory._record_memory_history(enabled=None)
+    live: dict[int, tuple[int, str]] = {}
+    total = peak = 0
+    at_peak: dict[int, tuple[int, str]] = {}
+    for event in trace:
+        if event["action"] == "alloc":
+            frames = [f for f in event.get("frames", []) if "spatial_ttt" in f["filename"]]
+            where = f"{Path(frames[0]['filename']).name}:{frames[0]['line']} {frames[0]['name']}" if frames else "?"
+            live[event["addr"]] = (event["size"], where)
+            total += event["size"]
+            if total > peak:
+                peak, at_peak = total, dict(live)
+        elif event["action"] == "free_completed" and event["addr"] in live:
+            total -= live.pop(event["addr"])[0]
+    by_site: dict[str, int] = {}
+    for size, where in at_peak.values():
+        by_site[where] = by_site.get(where, 0) + size
+    return result, dict(bytes=peak, by_site=top(by_site), events=len(trace))
 
 
 def storage_bytes(tensors: Iterable[torch.Tensor | None]) -> int:

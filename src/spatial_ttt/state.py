@@ -30,7 +30,11 @@ class KVCache:
     of a prompt's keys (which would keep the whole prompt's keys alive).
     """
 
-    GROWTH: ClassVar[int] = 16384
+    GROWTH: ClassVar[int] = 16384  # appends (how many tokens follow is unknown) make room in blocks of GROWTH
+    # A length reserved in advance is rounded up to whole BLOCKs: little slack (at the 2B shape 1024 tokens of 7
+    # anchor caches are 28 MB; a GROWTH block, 0.44 GB, held at the peak of a long prefill), and prompts of nearby
+    # lengths share one buffer shape (the compiled static decode step specialises on it).
+    BLOCK: ClassVar[int] = 1024
 
     window: int | None
     keys: Tensor | None = None  # a view of the first L positions of the buffer (full caches)
@@ -63,14 +67,16 @@ class KVCache:
         self.value_buffer[:, :, cached:length] = values
         return self.key_buffer[:, :, :length], self.value_buffer[:, :, :length]
 
-    def reserve(self, length: int, like: Tensor) -> None:
+    def reserve(self, length: int, like: Tensor, block: int | None = None) -> None:
         """Makes the buffer hold at least ``length`` tokens, keeping the cached ones (a full cache; ``like``: a
-        [B, H_kv, *, hd] tensor of the cache's dtype and device). A new buffer belongs to this object alone."""
+        [B, H_kv, *, hd] tensor of the cache's dtype and device), in whole blocks of ``block`` tokens (default
+        GROWTH). A new buffer belongs to this object alone."""
         if self.key_buffer is not None and length <= self.key_buffer.shape[2]:
             return
         # Whole blocks: slack stays under one block, and few distinct buffer strides means few recompiles of
         # the compiled GPU attention (every stride change cost one: 26 of them took 7.4 s instead of 5.5 s).
-        capacity = -(-length // self.GROWTH) * self.GROWTH
+        block = block or self.GROWTH
+        capacity = -(-length // block) * block
         with torch.inference_mode(False):  # a normal tensor: a state filled under inference_mode stays writable
             key_buffer = like.new_empty(*like.shape[:2], capacity, like.shape[3])
             value_buffer = like.new_empty(*like.shape[:2], capacity, like.shape[3])
@@ -100,13 +106,13 @@ class ModelState:
     decoding: bool = False  # the reference's decode rule is in force (see spatial_ttt.ops.fast_weight_memory)
 
     def reserve(self, tokens: int, like: Tensor) -> None:
-        """Makes every full (anchor) cache hold ``tokens`` more tokens than it has seen (``like``: see
-        KVCache.reserve). A prefill that reserves its prompt (and the tokens its decode will feed) allocates each
-        buffer once: growing block by block copies the cache at every block and holds the old and the new buffer
-        at once."""
+        """Makes every full (anchor) cache hold ``tokens`` more tokens than it has seen, rounded up to whole
+        KVCache.BLOCKs (``like``: see KVCache.reserve). A prefill that reserves its prompt (and the tokens its
+        decode will feed) allocates each buffer once, at about its final size: growing GROWTH tokens at a time
+        copies the cache at every block, holds the old and the new buffer at once, and ends up to a block larger."""
         for layer in self.layers:
             if layer.kv.window is None:
-                layer.kv.reserve(layer.kv.end + tokens, like)
+                layer.kv.reserve(layer.kv.end + tokens, like, KVCache.BLOCK)
 
     def begin_decode(self) -> None:
         """Switches every TTT layer to the reference's decode rule (its last C tokens become pending again)."""

@@ -120,6 +120,8 @@ def feed(
         for segment in done:
             if segment.deepstack is not None and index < len(segment.deepstack):
                 segment.hidden = segment.hidden + segment.deepstack[index]
+                if index == len(segment.deepstack) - 1:  # its last level: dead for the layers above
+                    segment.deepstack = None
         if index + 1 < len(layers):
             _enqueue(stream.queues[index + 1], done)
         else:
@@ -169,8 +171,21 @@ def _advance_layer(model: SpatialTTTForConditionalGeneration, stream: StreamStat
     if not flush:  # what may wait at the next layer owns its memory, not a view of the whole piece
         waiting = [i for i, s in enumerate(done) if s.grid_hw is not None][-1:]
         for segment in done[waiting[0] if waiting else len(done):]:
-            segment.hidden = segment.hidden.clone()
+            _own(segment)
+    for segment in held:  # waiting here for the next piece: nor may what this layer holds back
+        _own(segment)
     return done
+
+
+def _own(segment: Segment) -> None:
+    """Gives a segment compact copies of the tensors it views in larger ones (its piece's embeddings, deepstack
+    features, rope tables), so that a segment waiting for the next piece does not keep the whole piece alive."""
+    def own(t: Tensor) -> Tensor:
+        return t.clone() if t.untyped_storage().nbytes() > t.numel() * t.element_size() else t
+
+    segment.hidden, segment.cos, segment.sin = own(segment.hidden), own(segment.cos), own(segment.sin)
+    if segment.deepstack is not None:
+        segment.deepstack = [own(d) for d in segment.deepstack]
 
 
 def _conv_inputs(layer: Any, stream: StreamState, index: int, segments: list[Segment], hidden: Tensor,

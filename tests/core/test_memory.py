@@ -76,20 +76,22 @@ def test_fast_weight_branch_in_pieces_gives_the_same_logits_and_state(monkeypatc
 
 
 def test_a_prefill_allocates_each_anchor_cache_once(monkeypatch):
-    """Was: a long prompt grew each anchor cache block by block while its pieces went in (a new buffer and a copy of
-    the cache per block, old and new buffer alive at once: ~0.3 GiB per layer at 1024 frames on the 2B shape).
-    Now the prompt and the tokens decoding will feed are reserved before the first piece."""
+    """Was: a long prompt grew each anchor cache GROWTH tokens at a time while its pieces went in (a new buffer and
+    a copy of the cache per block, old and new buffer alive at once: 0.3 GiB per layer at 1024 frames on the 2B
+    shape, and up to a block of slack: 0.27 GiB there). Now the prompt and the tokens decoding will feed are
+    reserved before the first piece, in whole KVCache.BLOCKs."""
     from spatial_ttt import generation
     from spatial_ttt.state import KVCache
 
     monkeypatch.setattr(KVCache, "GROWTH", 16)
+    monkeypatch.setattr(KVCache, "BLOCK", 8)
     monkeypatch.setattr(generation, "PREFILL_PIECE", 14)  # 71 tokens in pieces of 1-2 frame groups
     allocations = []
     reserve = KVCache.reserve
 
-    def counting(cache, length, like):
+    def counting(cache, length, like, block=None):
         before = cache.key_buffer
-        reserve(cache, length, like)
+        reserve(cache, length, like, block)
         if cache.key_buffer is not before:
             allocations.append((id(cache), cache.key_buffer.shape[2]))
 
@@ -99,7 +101,7 @@ def test_a_prefill_allocates_each_anchor_cache_once(monkeypatch):
     state = model.new_state(1)
     tokens = model.generate(**inputs, max_new_tokens=5, stop_token_ids=[], state=state)
     anchors = [layer.kv for layer in state.layers if layer.ttt is None]
-    # 71 prompt tokens + 4 fed by the decode (the last new token is not fed): 75 -> 5 blocks of 16
+    # 71 prompt tokens + 4 fed by the decode (the last new token is not fed): 75 -> 10 blocks of 8
     assert sorted(allocations) == sorted((id(kv), 80) for kv in anchors)
     assert state.num_tokens == 75 and all(kv.key_buffer.shape[2] == 80 for kv in anchors)
     monkeypatch.setattr(KVCache, "reserve", reserve)
@@ -131,10 +133,31 @@ def test_the_state_holds_exactly_what_it_must_and_nothing_else_stays():
             generation.PREFILL_PIECE = old
         kinds = state_tensors(state)
         held = {kind: storage_bytes(ts) for kind, ts in kinds.items()}
-        # anchors: 71 tokens in one block of GROWTH; KV elements fp32
-        expected = expected_state_bytes(model.config, 1, 71, capacity=16384, kv_bytes=4)
+        # anchors: 71 tokens reserved in one KVCache.BLOCK; KV elements fp32
+        expected = expected_state_bytes(model.config, 1, 71, capacity=1024, kv_bytes=4)
         assert held == expected, (piece, held, expected)
         assert expected["recent"] == 6 * 4 * 8 * (2 * 16 + 4) * 4  # 6 TTT layers, 4 heads, C = 8 tokens, d = 16
         assert memory.live == storage_bytes(t for ts in kinds.values() for t in ts) + storage_bytes([tokens])
         del state, kinds
         assert memory.live == storage_bytes([tokens])  # dropping the state frees everything else
+
+
+def test_segments_waiting_for_the_next_piece_own_their_memory():
+    """Was: the frame group a conv layer holds back until the next piece viewed the whole piece's embeddings,
+    deepstack features and rope tables, and every segment carried its deepstack features up all the layers: at
+    16k-token pieces on the 2B shape ~0.45 GB alive beyond what the next piece needs."""
+    from spatial_ttt.streaming import feed, new_stream, segments_from_tokens
+
+    model = tiny_model(use_muon=False, lact_chunk_size=8)
+    inputs = video_prompt(frames_groups=6, grid_hw=4)
+    stream = new_stream(model)
+    with torch.no_grad():
+        feed(model, stream, segments_from_tokens(model, stream, **inputs))
+    levels = len(model.config.vision_config.deepstack_visual_indexes)
+    waiting = [(index, segment) for index, queue in enumerate(stream.queues) for segment in queue]
+    # each conv (TTT) layer holds back the last frame group and the text after it
+    assert [(index, s.grid_hw is not None) for index, s in waiting] == [(i, g) for i in (0, 1, 2, 4, 5, 6) for g in (1, 0)]
+    for index, segment in waiting:
+        assert (segment.deepstack is None) == (segment.grid_hw is None or index >= levels)
+        for t in (segment.hidden, segment.cos, segment.sin, *(segment.deepstack or ())):
+            assert storage_bytes(t) == t.numel() * t.element_size(), index
