@@ -27,6 +27,7 @@ from torch import Tensor
 
 from .configuration import EXECUTION_SETTINGS
 from .layers.spatial_conv import conv_frame_groups
+from .layers.ttt import Precomputed
 from .models.modeling import SpatialTTTForConditionalGeneration
 from .models.positions import rope_positions
 from .ops.fast_weight import FastWeights
@@ -158,10 +159,10 @@ def _advance_layer(model: SpatialTTTForConditionalGeneration, stream: StreamStat
     segments, held = queue[:ready], queue[ready:]
     hidden, cos, sin = (torch.cat(parts, dim=1) if len(parts) > 1 else parts[0] for parts in
                         zip(*((s.hidden, s.cos, s.sin) for s in segments)))
-    extra: dict[str, Any] = {}
+    precomputed = None
     if convolves and any(s.grid_hw is not None for s in segments):
-        extra = _conv_inputs(layer, stream, index, segments, hidden, held[0] if held else None)
-    out = layer(hidden, cos, sin, state, segments[0].start, [], stream.model.decoding, **extra)
+        precomputed = _conv_inputs(layer, stream, index, segments, hidden, held[0] if held else None)
+    out = layer(hidden, cos, sin, state, segments[0].start, [], stream.model.decoding, precomputed)
     del queue[:ready]
     done, offset = [], 0
     for segment in segments:
@@ -189,7 +190,7 @@ def _own(segment: Segment) -> None:
 
 
 def _conv_inputs(layer: Any, stream: StreamState, index: int, segments: list[Segment], hidden: Tensor,
-                 following: Segment | None) -> dict[str, Any]:
+                 following: Segment | None) -> Precomputed:
     """The TTT layer's projections of the joined segments and their conv features: each frame group convolved
     between its neighbours (the previous call's last group, the groups here, the held group after them), the
     text between them passing through, exactly as the one-shot prompt's conv over the whole video."""
@@ -219,7 +220,7 @@ def _conv_inputs(layer: Any, stream: StreamState, index: int, segments: list[Seg
             features[j][i] = out[:, position]
     stream.previous_group[index] = tuple(pre_conv[j][frame_groups[-1]].clone() for j in range(3))
     conv_features = tuple(torch.cat(parts, dim=1) if len(parts) > 1 else parts[0] for parts in features)
-    return {"projected": projected, "conv_features": conv_features}
+    return Precomputed(projected, conv_features)
 
 
 def final_logits(model: SpatialTTTForConditionalGeneration, segments: list[Segment]) -> Tensor:

@@ -161,3 +161,32 @@ def test_segments_waiting_for_the_next_piece_own_their_memory():
         assert (segment.deepstack is None) == (segment.grid_hw is None or index >= levels)
         for t in (segment.hidden, segment.cos, segment.sin, *(segment.deepstack or ())):
             assert storage_bytes(t) == t.numel() * t.element_size(), index
+
+
+def test_a_streamed_piece_drops_its_projections_before_the_fast_weight_branch(monkeypatch):
+    """Was: the streaming engine handed a TTT layer its projections in a dict it kept, so q/k/v and the pre-conv
+    fast-weight inputs stayed alive through the fast-weight branch (0.3 GB at 16k-token pieces, 2B shape)."""
+    import weakref
+
+    from spatial_ttt.layers.ttt import TTTAttention
+    from spatial_ttt.streaming import feed, new_stream, segments_from_tokens
+
+    project, branch = TTTAttention.project, TTTAttention.fast_weight_branch
+    projections, alive_in_branch = [], []
+
+    def recording_project(self, *args, **kwargs):
+        projected = project(self, *args, **kwargs)
+        projections.append([weakref.ref(t) for t in projected[:3]])  # attention q, k, v
+        return projected
+
+    def checking_branch(self, *args, **kwargs):
+        alive_in_branch.append(any(ref() is not None for ref in projections[-1]))
+        return branch(self, *args, **kwargs)
+
+    monkeypatch.setattr(TTTAttention, "project", recording_project)
+    monkeypatch.setattr(TTTAttention, "fast_weight_branch", checking_branch)
+    model = tiny_model(use_muon=False, lact_chunk_size=8)
+    stream = new_stream(model)
+    with torch.no_grad():
+        feed(model, stream, segments_from_tokens(model, stream, **video_prompt(frames_groups=6, grid_hw=4)), flush=True)
+    assert len(alive_in_branch) == 6 and not any(alive_in_branch)  # every TTT layer, once

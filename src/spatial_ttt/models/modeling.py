@@ -26,7 +26,7 @@ from .. import generation
 from ..configuration import SpatialTTTConfig
 from ..layers.attention import Attention
 from ..layers.spatial_conv import VideoSpan, video_spans
-from ..layers.ttt import TTTAttention
+from ..layers.ttt import Precomputed, TTTAttention
 from ..layers.vision_attention import FrameBatchedVisionAttention
 from ..ops import FastWeightKernel, FastWeightMemory
 from ..state import KVCache, LayerState, ModelState
@@ -74,12 +74,12 @@ class DecoderLayer(nn.Module):
         start: int,
         videos: list[VideoSpan],
         decoding: bool,
-        **precomputed: object,
+        precomputed: Precomputed | None = None,
     ) -> Tensor:
-        """``precomputed`` (TTT layers only): ``projected`` / ``conv_features``, see TTTAttention.forward."""
+        """``precomputed`` (TTT layers only): see TTTAttention.forward."""
         h = self.input_layernorm(x)
         if self.is_ttt:
-            h = self.self_attn(h, cos, sin, state, start, videos, decoding, **precomputed)
+            h = self.self_attn(h, cos, sin, state, start, videos, decoding, precomputed)
         else:
             h = self.self_attn(h, cos, sin, None if state is None else state.kv, start)
         x = x + h
@@ -304,6 +304,8 @@ class SpatialTTTForConditionalGeneration(PreTrainedModel):
                 if torch.is_grad_enabled():  # a layer's output is changed in place only outside autograd
                     hidden = hidden.clone()
                 hidden[visual_mask] = hidden[visual_mask] + deepstack[i]
+                if i == len(deepstack) - 1:  # its last level: dead for the layers above
+                    deepstack = []
 
         if state is not None:
             state.num_tokens += length
