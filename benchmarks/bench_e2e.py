@@ -21,6 +21,9 @@ Per video length, with the public API only (``generate`` below is the one adapte
   peak_gib         torch.cuda.max_memory_allocated during generate(1), weights included;
   state_gib        memory still allocated after generate(1) while its state is held (ours: the ModelState passed
                    in; plain: the returned past_key_values): what a conversation that continues keeps;
+  state_by_kind_gib  ours: the state's storages by kind, each counted once; state_expected_gib: what it must hold
+                   (benchmarks/memory_trace.expected_state_bytes: anchor KV at its reserved capacity, window KV,
+                   fast weights + momentum, the last chunk's update inputs);
   retained_gib     memory still allocated after the call once the state is dropped (should be 0: anything
                    else is a cache or a leak);
   warmup_s         the warm-up generate(1 + D) (compilation, autotuning, first graph captures), excluded above;
@@ -48,10 +51,12 @@ import torch
 
 from spatial_ttt.configuration import SpatialTTTConfig
 from spatial_ttt.models.modeling import SpatialTTTForConditionalGeneration
+from spatial_ttt.state import KVCache
 
 GIB = 2**30
 
 from common import IDS_2B, TEXT_2B, VISION_2B  # noqa: E402  (the 2B shape, one copy for every benchmark)
+from memory_trace import expected_state_bytes, state_tensors, storage_bytes  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -225,6 +230,7 @@ def measure_generate(model, inputs: dict, decode_tokens: int, clock: Clock, ours
     state = model.new_state(1) if ours else None
     (_, state), prefill_s, peak = clock.run(lambda: generate(model, inputs, 1, state))
     state_bytes = clock.allocated() - before
+    by_kind = {kind: storage_bytes(ts) / GIB for kind, ts in state_tensors(state).items()} if ours else {}
     del state
     gc.collect()
     retained = clock.allocated() - before
@@ -241,6 +247,11 @@ def measure_generate(model, inputs: dict, decode_tokens: int, clock: Clock, ours
         warmup_s=warmup_s,
         new_tokens=sequences[0, -(1 + decode_tokens):].tolist(),
     )
+    if ours:  # the state's storages by kind (each once), beside what it must hold (memory_trace.expected_state_bytes)
+        capacity = -(-result["tokens"] // KVCache.BLOCK) * KVCache.BLOCK  # generate(1) reserves the prompt
+        element = model.get_input_embeddings().weight.element_size()
+        expected = expected_state_bytes(model.config, 1, result["tokens"], capacity, element)
+        result.update(state_by_kind_gib=by_kind, state_expected_gib={k: v / GIB for k, v in expected.items()})
     if ours:  # how the timed decode ran: the kernel, and its per-decode setup (buffers, graph capture; in decode_ms)
         last = model.static_decoding.last
         result.update(decode_kernel=last["kernel"], decode_setup_s=last.get("setup_s", 0.0))

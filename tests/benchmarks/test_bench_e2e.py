@@ -31,6 +31,8 @@ def test_bench_e2e_tiny_writes_the_json(tmp_path):
     at_peak = data["runs"][0]["at_peak"]  # the peak's biggest allocations, by the line that made them
     assert at_peak["bytes"] > 0 and 0 < sum(at_peak["by_site"].values()) <= at_peak["gib"]
     assert all(".py:" in site for site in at_peak["by_site"])
+    ours = data["runs"][0]
+    assert ours["state_by_kind_gib"] == ours["state_expected_gib"]  # the state holds what it must, nothing else
     assert len(data["runs"][0]["new_tokens"]) == 2 and data["runs"][0]["new_tokens"] == data["runs"][1]["new_tokens"]
     assert [(r["model"], r["frames"], r["pixels"]) for r in data["ratios"]] == [("ours_bf16", 4, "host"), ("ours_bf16", 4, "device")]
     (stream,) = data["streams"]
