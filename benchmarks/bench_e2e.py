@@ -212,12 +212,15 @@ def trace_peak(model, inputs: dict, clock: Clock, ours: bool) -> dict:
 
     call = lambda: generate(model, inputs, 1, model.new_state(1) if ours else None)  # noqa: E731
     gc.collect()
-    if clock.cuda:
-        _, at_peak = cuda_peak(call)
-    else:
-        with TensorMemory(attribute=True) as memory:
-            call()
-        at_peak = memory.at_peak
+    try:
+        if clock.cuda:
+            _, at_peak = cuda_peak(call)
+        else:
+            with TensorMemory(attribute=True) as memory:
+                call()
+            at_peak = memory.at_peak
+    except Exception as error:  # a diagnostic: its failure must not lose the run's numbers
+        return dict(at_peak_error=repr(error)[:500])
     return dict(at_peak=dict(at_peak, gib=at_peak.get("bytes", 0) / GIB,
                              by_site={k: v / GIB for k, v in at_peak.get("by_site", {}).items()}))
 
