@@ -10,9 +10,10 @@ normalised pixel patches go into both vision towers. Ours runs the released sett
 ``fast_weight_precision``; plain is transformers' Qwen3VLForConditionalGeneration (SDPA). Each is built, measured
 and freed before the next, so a peak includes only that model's weights.
 
-Ours takes the pixels as a user's processor leaves them, in host memory (pinned on CUDA; ``--pixels host``: the
-model moves each piece to the GPU as its vision tower reaches it), or already on the device (``--pixels device``,
-what this benchmark did before; a run records which in ``pixels``). Plain Qwen3-VL gets them on the device.
+Ours takes the pixels as the pipeline leaves them, in host memory (``--pixels host``; ``pinned``: pinned host
+memory; the model moves each piece to the GPU as its vision tower reaches it), or already on the device
+(``--pixels device``, what this benchmark did before; a run records which in ``pixels``). Plain Qwen3-VL gets them
+on the device.
 
 Per video length, with the public API only (``generate`` below is the one adapter):
   prefill_s        generate(max_new_tokens=1): vision tower + LLM prefill + first token (after a warm-up call);
@@ -22,7 +23,7 @@ Per video length, with the public API only (``generate`` below is the one adapte
   state_gib        memory still allocated after generate(1) while its state is held (ours: the ModelState passed
                    in; plain: the returned past_key_values): what a conversation that continues keeps;
   state_by_kind_gib  ours: the state's storages by kind, each counted once; state_expected_gib: what it must hold
-                   (benchmarks/memory_trace.expected_state_bytes: anchor KV at its reserved capacity, window KV,
+                   (benchmarks/memory_trace.expected_state_bytes: anchor KV at its planned capacity, window KV,
                    fast weights + momentum, the last chunk's update inputs);
   retained_gib     memory still allocated after the call once the state is dropped (should be 0: anything
                    else is a cache or a leak);
@@ -251,7 +252,7 @@ def measure_generate(model, inputs: dict, decode_tokens: int, clock: Clock, ours
         new_tokens=sequences[0, -(1 + decode_tokens):].tolist(),
     )
     if ours:  # the state's storages by kind (each once), beside what it must hold (memory_trace.expected_state_bytes)
-        capacity = -(-result["tokens"] // KVCache.BLOCK) * KVCache.BLOCK  # generate(1) reserves the prompt
+        capacity = -(-result["tokens"] // KVCache.BLOCK) * KVCache.BLOCK  # generate(1) plans the prompt
         element = model.get_input_embeddings().weight.element_size()
         expected = expected_state_bytes(model.config, 1, result["tokens"], capacity, element)
         result.update(state_by_kind_gib=by_kind, state_expected_gib={k: v / GIB for k, v in expected.items()})
@@ -314,11 +315,12 @@ def measure_stream(model, shape: Shape, frames: int, piece_frames: int, clock: C
 
 
 def place(inputs: dict[str, torch.Tensor], device: torch.device, pixels: str) -> dict[str, torch.Tensor]:
-    """The inputs on ``device``; with ``pixels="host"`` the pixels stay in host memory (pinned on CUDA)."""
+    """The inputs on ``device``, the pixels where ``pixels`` says: "device", "host" (pageable host memory, as
+    SpatialTTTPipeline.inputs leaves them) or "pinned" (pinned host memory on CUDA)."""
     placed = {k: v.to(device) for k, v in inputs.items() if k != "pixel_values_videos" or pixels == "device"}
-    if pixels == "host" and "pixel_values_videos" in inputs:
+    if pixels != "device" and "pixel_values_videos" in inputs:
         host = inputs["pixel_values_videos"]
-        placed["pixel_values_videos"] = host.pin_memory() if device.type == "cuda" else host
+        placed["pixel_values_videos"] = host.pin_memory() if pixels == "pinned" and device.type == "cuda" else host
     return placed
 
 
@@ -371,8 +373,9 @@ def main() -> None:
                         "piece of a long video prompt's prefill)")
     parser.add_argument("--decode-kernel", default="auto", choices=["auto", "eager", "graphed"],
                         help="config.decode_kernel of ours (auto: graphed on CUDA, eager on the CPU)")
-    parser.add_argument("--pixels", nargs="+", default=["host"], choices=["host", "device"],
-                        help="ours: where the pixels are when generate is called (host: pinned on CUDA)")
+    parser.add_argument("--pixels", nargs="+", default=["host"], choices=["host", "pinned", "device"],
+                        help="ours: where the pixels are when generate is called (host: pageable, as the pipeline "
+                        "leaves them; pinned: pinned host memory)")
     parser.add_argument("--trace-peak", action="store_true", help="one more generate(1) per run, recording what "
                         "is alive at its peak by allocating line (at_peak; slower)")
     parser.add_argument("--budget-s", type=float, default=1e9, help="skip what is left after this many seconds")

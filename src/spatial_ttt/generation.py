@@ -53,13 +53,11 @@ def prefill(
     """Runs a prompt into ``state``; returns its last logits [B, V]. A video prompt longer than ``piece_tokens``
     (default PREFILL_PIECE; one video per row, no images) goes in as a stream of pieces of whole frame groups
     (:func:`spatial_ttt.streaming.prefill_in_pieces`): the same numbers as one forward, at the memory of one
-    piece instead of the whole prompt's activations. The anchor KV caches get room for the prompt and the
-    ``decode_tokens`` that decoding will feed before the first piece (one buffer each, never grown). Pixels may
-    stay in host memory (pinned, for a GPU model): each piece's go to the device as the vision tower reaches them."""
+    piece instead of the whole prompt's activations. The anchor KV caches are told the prompt's length and the
+    ``decode_tokens`` that decoding will feed (one buffer each, never grown: ModelState.plan). Pixels may stay in
+    host memory (pinned, for speed): each piece's go to the device as the vision tower reaches them."""
     piece_tokens = piece_tokens or PREFILL_PIECE
-    text = model.config.text_config
-    like = model.get_input_embeddings().weight.new_empty(input_ids.shape[0], text.num_key_value_heads, 0, text.head_dim)
-    state.reserve(input_ids.shape[1] + decode_tokens, like)  # like: the KV caches' dtype and device
+    state.plan(input_ids.shape[1] + decode_tokens)
     videos, grid = inputs.get("pixel_values_videos"), inputs.get("video_grid_thw")
     mask = inputs.get("attention_mask")
     one_video_per_row = grid is not None and len(grid) == input_ids.shape[0] and bool((grid == grid[0]).all())

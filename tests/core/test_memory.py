@@ -79,7 +79,7 @@ def test_a_prefill_allocates_each_anchor_cache_once(monkeypatch):
     """Was: a long prompt grew each anchor cache GROWTH tokens at a time while its pieces went in (a new buffer and
     a copy of the cache per block, old and new buffer alive at once: 0.3 GiB per layer at 1024 frames on the 2B
     shape, and up to a block of slack: 0.27 GiB there). Now the prompt and the tokens decoding will feed are
-    reserved before the first piece, in whole KVCache.BLOCKs."""
+    announced before the first piece, and each cache's first allocation holds them all, in whole KVCache.BLOCKs."""
     from spatial_ttt import generation
     from spatial_ttt.state import KVCache
 
@@ -89,9 +89,9 @@ def test_a_prefill_allocates_each_anchor_cache_once(monkeypatch):
     allocations = []
     reserve = KVCache.reserve
 
-    def counting(cache, length, like, block=None):
+    def counting(cache, length, like):
         before = cache.key_buffer
-        reserve(cache, length, like, block)
+        reserve(cache, length, like)
         if cache.key_buffer is not before:
             allocations.append((id(cache), cache.key_buffer.shape[2]))
 
@@ -133,7 +133,7 @@ def test_the_state_holds_exactly_what_it_must_and_nothing_else_stays():
             generation.PREFILL_PIECE = old
         kinds = state_tensors(state)
         held = {kind: storage_bytes(ts) for kind, ts in kinds.items()}
-        # anchors: 71 tokens reserved in one KVCache.BLOCK; KV elements fp32
+        # anchors: 71 tokens planned, one KVCache.BLOCK; KV elements fp32
         expected = expected_state_bytes(model.config, 1, 71, capacity=1024, kv_bytes=4)
         assert held == expected, (piece, held, expected)
         assert expected["recent"] == 6 * 4 * 8 * (2 * 16 + 4) * 4  # 6 TTT layers, 4 heads, C = 8 tokens, d = 16

@@ -209,8 +209,9 @@ class SpatialTTTForConditionalGeneration(PreTrainedModel):
             raise ValueError(f"grid_thw describes {row} patches but {pixels.shape[0]} pixel rows were given")
         features, deepstack = [], []
         visual = self.model.visual
-        for start, end, grid in pieces:  # pixels may be in host memory: one piece at a time goes to the device
-            piece = pixels[start:end].to(visual.device, visual.dtype, non_blocking=True)  # (async when pinned)
+        for start, end, grid in pieces:  # pixels may be in host memory: one piece at a time goes to the device,
+            # in their own dtype (async when pinned; a cast on the way would run on the CPU), then cast there
+            piece = pixels[start:end].to(visual.device, non_blocking=True).to(visual.dtype)
             out = visual(piece, grid_thw=torch.tensor([grid], device=visual.device))
             features.append(out.pooler_output)
             deepstack.append(out.deepstack_features)
