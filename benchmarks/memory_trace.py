@@ -92,21 +92,26 @@ def cuda_peak(fn) -> tuple[object, dict]:
         trace = torch.cuda.memory._snapshot()["device_traces"][torch.cuda.current_device()]
     finally:
         torch.cuda.memory._record_memory_history(enabled=None)
-    live: dict[int, tuple[int, str]] = {}
-    total = peak = 0
-    at_peak: dict[int, tuple[int, str]] = {}
-    for event in trace:
-        if event["action"] == "alloc":
-            frames = [f for f in event.get("frames", []) if "spatial_ttt" in f["filename"]]
-            where = f"{Path(frames[0]['filename']).name}:{frames[0]['line']} {frames[0]['name']}" if frames else "?"
-            live[event["addr"]] = (event["size"], where)
-            total += event["size"]
-            if total > peak:
-                peak, at_peak = total, dict(live)
-        elif event["action"] == "free_completed" and event["addr"] in live:
-            total -= live.pop(event["addr"])[0]
+    def replay(until: int) -> tuple[dict[int, tuple[int, int]], int, int]:
+        """The blocks alive after event ``until`` (address -> (bytes, event index)), the peak and its event."""
+        live: dict[int, tuple[int, int]] = {}
+        total = peak = peak_at = 0
+        for i, event in enumerate(trace[: until + 1]):
+            if event["action"] == "alloc":
+                live[event["addr"]] = (event["size"], i)
+                total += event["size"]
+                if total > peak:
+                    peak, peak_at = total, i
+            elif event["action"] == "free_completed" and event["addr"] in live:
+                total -= live.pop(event["addr"])[0]
+        return live, peak, peak_at
+
+    _, peak, peak_at = replay(len(trace) - 1)
+    live, _, _ = replay(peak_at)  # a second pass: copying the live set at every new peak would be quadratic
     by_site: dict[str, int] = {}
-    for size, where in at_peak.values():
+    for size, i in live.values():
+        frames = [f for f in trace[i].get("frames", []) if "spatial_ttt" in f["filename"]]
+        where = f"{Path(frames[0]['filename']).name}:{frames[0]['line']} {frames[0]['name']}" if frames else "?"
         by_site[where] = by_site.get(where, 0) + size
     return result, dict(bytes=peak, by_site=top(by_site), events=len(trace))
 
