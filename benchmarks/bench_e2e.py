@@ -10,6 +10,11 @@ normalised pixel patches go into both vision towers. Ours runs the released sett
 ``fast_weight_precision``; plain is transformers' Qwen3VLForConditionalGeneration (SDPA). Each is built, measured
 and freed before the next, so a peak includes only that model's weights.
 
+Ours takes the pixels as the pipeline leaves them, in host memory (``--pixels host``; ``pinned``: pinned host
+memory; the model moves each piece to the GPU as its vision tower reaches it), or already on the device
+(``--pixels device``, what this benchmark did before; a run records which in ``pixels``). Plain Qwen3-VL gets them
+on the device.
+
 Per video length, with the public API only (``generate`` below is the one adapter):
   prefill_s        generate(max_new_tokens=1): vision tower + LLM prefill + first token (after a warm-up call);
   vision_s         the vision tower alone on the same pixels, as that model's generate calls it (part of prefill_s);
@@ -17,11 +22,17 @@ Per video length, with the public API only (``generate`` below is the one adapte
   peak_gib         torch.cuda.max_memory_allocated during generate(1), weights included;
   state_gib        memory still allocated after generate(1) while its state is held (ours: the ModelState passed
                    in; plain: the returned past_key_values): what a conversation that continues keeps;
+  state_by_kind_gib  ours: the state's storages by kind, each counted once; state_expected_gib: what it must hold
+                   (benchmarks/memory_trace.expected_state_bytes: anchor KV at its planned capacity, window KV,
+                   fast weights + momentum, the last chunk's update inputs);
   retained_gib     memory still allocated after the call once the state is dropped (should be 0: anything
                    else is a cache or a leak);
   warmup_s         the warm-up generate(1 + D) (compilation, autotuning, first graph captures), excluded above;
+  new_tokens       the 1 + D tokens generated (greedy): the same wherever the pixels were;
   decode_kernel    ours: how the timed decode ran (config.decode_kernel, --decode-kernel: auto = graphed on CUDA);
-  decode_setup_s   ours: the static decoder's per-decode build and graph capture (part of decode_ms).
+  decode_setup_s   ours: the static decoder's per-decode build and graph capture (part of decode_ms);
+  at_peak          with --trace-peak: one more generate(1)'s peak above its start and the bytes alive then, by
+                   the spatial_ttt line that allocated them (GiB).
 Then a long stream through StreamSession (ours): pieces of --piece-frames frames after a warm-up stream of 3 pieces
 (compilation excluded), frames/s over the stream, and
 per 128 frames the growth of allocated memory and of StreamSession.memory_bytes() by kind; a question at the end.
@@ -41,10 +52,12 @@ import torch
 
 from spatial_ttt.configuration import SpatialTTTConfig
 from spatial_ttt.models.modeling import SpatialTTTForConditionalGeneration
+from spatial_ttt.state import KVCache
 
 GIB = 2**30
 
 from common import IDS_2B, TEXT_2B, VISION_2B  # noqa: E402  (the 2B shape, one copy for every benchmark)
+from memory_trace import expected_state_bytes, state_tensors, storage_bytes  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -193,6 +206,26 @@ class Clock:
         return result, seconds, torch.cuda.max_memory_allocated() if self.cuda else 0
 
 
+def trace_peak(model, inputs: dict, clock: Clock, ours: bool) -> dict:
+    """What is alive at the peak of one more generate(1), above its start, by the spatial_ttt line that allocated
+    it (CUDA: the allocator's history; CPU: memory_trace.TensorMemory)."""
+    from memory_trace import TensorMemory, cuda_peak
+
+    call = lambda: generate(model, inputs, 1, model.new_state(1) if ours else None)  # noqa: E731
+    gc.collect()
+    try:
+        if clock.cuda:
+            _, at_peak = cuda_peak(call)
+        else:
+            with TensorMemory(attribute=True) as memory:
+                call()
+            at_peak = memory.at_peak
+    except Exception as error:  # a diagnostic: its failure must not lose the run's numbers
+        return dict(at_peak_error=repr(error)[:500])
+    return dict(at_peak=dict(at_peak, gib=at_peak.get("bytes", 0) / GIB,
+                             by_site={k: v / GIB for k, v in at_peak.get("by_site", {}).items()}))
+
+
 def measure_generate(model, inputs: dict, decode_tokens: int, clock: Clock, ours: bool) -> dict:
     # warm-up: compilation, autotuning, graph capture
     _, warmup_s, _ = clock.run(lambda: generate(model, inputs, 1 + decode_tokens))
@@ -201,10 +234,11 @@ def measure_generate(model, inputs: dict, decode_tokens: int, clock: Clock, ours
     state = model.new_state(1) if ours else None
     (_, state), prefill_s, peak = clock.run(lambda: generate(model, inputs, 1, state))
     state_bytes = clock.allocated() - before
+    by_kind = {kind: storage_bytes(ts) / GIB for kind, ts in state_tensors(state).items()} if ours else {}
     del state
     gc.collect()
     retained = clock.allocated() - before
-    _, total_s, _ = clock.run(lambda: generate(model, inputs, 1 + decode_tokens))
+    (sequences, _), total_s, _ = clock.run(lambda: generate(model, inputs, 1 + decode_tokens))
     _, vision_s, _ = clock.run(lambda: vision_tower(model, inputs, ours))
     result = dict(
         tokens=int(inputs["input_ids"].shape[1]),
@@ -215,7 +249,13 @@ def measure_generate(model, inputs: dict, decode_tokens: int, clock: Clock, ours
         state_gib=state_bytes / GIB,
         retained_gib=retained / GIB,
         warmup_s=warmup_s,
+        new_tokens=sequences[0, -(1 + decode_tokens):].tolist(),
     )
+    if ours:  # the state's storages by kind (each once), beside what it must hold (memory_trace.expected_state_bytes)
+        capacity = -(-result["tokens"] // KVCache.BLOCK) * KVCache.BLOCK  # generate(1) plans the prompt
+        element = model.get_input_embeddings().weight.element_size()
+        expected = expected_state_bytes(model.config, 1, result["tokens"], capacity, element)
+        result.update(state_by_kind_gib=by_kind, state_expected_gib={k: v / GIB for k, v in expected.items()})
     if ours:  # how the timed decode ran: the kernel, and its per-decode setup (buffers, graph capture; in decode_ms)
         last = model.static_decoding.last
         result.update(decode_kernel=last["kernel"], decode_setup_s=last.get("setup_s", 0.0))
@@ -274,6 +314,16 @@ def measure_stream(model, shape: Shape, frames: int, piece_frames: int, clock: C
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def place(inputs: dict[str, torch.Tensor], device: torch.device, pixels: str) -> dict[str, torch.Tensor]:
+    """The inputs on ``device``, the pixels where ``pixels`` says: "device", "host" (pageable host memory, as
+    SpatialTTTPipeline.inputs leaves them) or "pinned" (pinned host memory on CUDA)."""
+    placed = {k: v.to(device) for k, v in inputs.items() if k != "pixel_values_videos" or pixels == "device"}
+    if pixels != "device" and "pixel_values_videos" in inputs:
+        host = inputs["pixel_values_videos"]
+        placed["pixel_values_videos"] = host.pin_memory() if pixels == "pinned" and device.type == "cuda" else host
+    return placed
+
+
 def environment(device: torch.device) -> dict:
     import platform
 
@@ -304,7 +354,7 @@ def ratios(runs: list[dict]) -> list[dict]:
         p = plain.get(r["frames"])
         if r["model"] == "plain" or p is None or "prefill_s" not in r:
             continue
-        out.append(dict(model=r["model"], frames=r["frames"],
+        out.append(dict(model=r["model"], frames=r["frames"], pixels=r["pixels"],
                         **{k: r[k] / p[k] if p[k] else None for k in ("prefill_s", "decode_ms", "peak_gib")}))
     return out
 
@@ -323,6 +373,11 @@ def main() -> None:
                         "piece of a long video prompt's prefill)")
     parser.add_argument("--decode-kernel", default="auto", choices=["auto", "eager", "graphed"],
                         help="config.decode_kernel of ours (auto: graphed on CUDA, eager on the CPU)")
+    parser.add_argument("--pixels", nargs="+", default=["host"], choices=["host", "pinned", "device"],
+                        help="ours: where the pixels are when generate is called (host: pageable, as the pipeline "
+                        "leaves them; pinned: pinned host memory)")
+    parser.add_argument("--trace-peak", action="store_true", help="one more generate(1) per run, recording what "
+                        "is alive at its peak by allocating line (at_peak; slower)")
     parser.add_argument("--budget-s", type=float, default=1e9, help="skip what is left after this many seconds")
     args = parser.parse_args()
     tiny = args.tiny
@@ -368,10 +423,13 @@ def main() -> None:
             continue
         model = build_ours(shape, device, precision, args.decode_kernel) if precision else build_plain(shape, device)
         for frames in frames_list:
-            if not over_budget(f"{name} {frames}"):
-                on_device = {k: v.to(device) for k, v in inputs[frames].items()}
-                record("runs", dict(model=name, frames=frames),
-                       lambda: measure_generate(model, on_device, decode_tokens, clock, precision is not None))
+            for pixels in args.pixels if precision else ["device"]:
+                if not over_budget(f"{name} {frames} {pixels}"):
+                    placed = place(inputs[frames], device, pixels)
+                    record("runs", dict(model=name, frames=frames, pixels=pixels),
+                           lambda: measure_generate(model, placed, decode_tokens, clock, precision is not None)
+                           | (trace_peak(model, placed, clock, precision is not None) if args.trace_peak else {}))
+                    del placed
         if precision and not over_budget(f"{name} stream"):
             record("streams", dict(model=name),
                    lambda: measure_stream(model, shape, stream_frames, piece_frames, clock, device))
@@ -382,7 +440,7 @@ def main() -> None:
     results["seconds"] = time.time() - t0
     write_json(args.out, results)
     for r in results["ratios"]:
-        print(f"{r['model']} / plain at {r['frames']} frames: prefill x{r['prefill_s']:.2f}, "
+        print(f"{r['model']} ({r['pixels']} pixels) / plain at {r['frames']} frames: prefill x{r['prefill_s']:.2f}, "
               f"decode x{r['decode_ms']:.2f}, peak x{r['peak_gib'] or float('nan'):.2f}")
 
 

@@ -37,7 +37,7 @@ def generate(
     if max_new_tokens <= 0:
         return input_ids
     state = model.new_state(input_ids.shape[0]) if state is None else state
-    logits = prefill(model, state, input_ids, **inputs)
+    logits = prefill(model, state, input_ids, decode_tokens=max_new_tokens - 1, **inputs)  # the last is not fed
     new_tokens = decode(model, state, logits, max_new_tokens, do_sample, temperature, top_k, top_p, stop_token_ids, generator)
     return torch.cat([input_ids, new_tokens], dim=1)
 
@@ -46,12 +46,18 @@ PREFILL_PIECE = 16384  # tokens per piece when a long video prompt is prefilled 
 
 
 @torch.no_grad()
-def prefill(model, state: ModelState, input_ids: Tensor, piece_tokens: int | None = None, **inputs: Tensor | None) -> Tensor:
+def prefill(
+    model, state: ModelState, input_ids: Tensor, piece_tokens: int | None = None, decode_tokens: int = 0,
+    **inputs: Tensor | None,
+) -> Tensor:
     """Runs a prompt into ``state``; returns its last logits [B, V]. A video prompt longer than ``piece_tokens``
     (default PREFILL_PIECE; one video per row, no images) goes in as a stream of pieces of whole frame groups
     (:func:`spatial_ttt.streaming.prefill_in_pieces`): the same numbers as one forward, at the memory of one
-    piece instead of the whole prompt's activations."""
+    piece instead of the whole prompt's activations. The anchor KV caches are told the prompt's length and the
+    ``decode_tokens`` that decoding will feed (one buffer each, never grown: ModelState.plan). Pixels may stay in
+    host memory (pinned, for speed): each piece's go to the device as the vision tower reaches them."""
     piece_tokens = piece_tokens or PREFILL_PIECE
+    state.plan(input_ids.shape[1] + decode_tokens)
     videos, grid = inputs.get("pixel_values_videos"), inputs.get("video_grid_thw")
     mask = inputs.get("attention_mask")
     one_video_per_row = grid is not None and len(grid) == input_ids.shape[0] and bool((grid == grid[0]).all())

@@ -316,8 +316,11 @@ class SpatialTTTPipeline:
         raise TypeError(f"video must be a path, a list of image paths or a VideoClip, got {type(video).__name__}")
 
     def inputs(self, clip: VideoClip, prompt: str) -> dict[str, torch.Tensor]:
-        """Model inputs for one chat turn: the clip, then the prompt text (on the model's device)."""
-        return {k: v.to(self.device) for k, v in self.processor(clip, prompt).items()}
+        """Model inputs for one chat turn: the clip, then the prompt text. On the model's device, except the pixels:
+        they stay in host memory, and the model moves one piece of the video at a time to the device as its vision
+        tower reaches it (1024 frames of 352x480 are 1.9 GiB of fp32 pixels; pinning them would cost more time
+        than the copies it speeds up)."""
+        return {k: v if k == "pixel_values_videos" else v.to(self.device) for k, v in self.processor(clip, prompt).items()}
 
     def generate(self, inputs: dict[str, torch.Tensor], *, max_new_tokens: int = 16, **sampling: Any) -> list[int]:
         """New token ids (stop token excluded) for prepared inputs; greedy unless do_sample=True is given.

@@ -21,7 +21,9 @@ class KVCache:
     """Keys/values [B, H_kv, L, hd] of the last L tokens (all tokens when ``window`` is None).
 
     A full cache grows inside a buffer (in blocks of GROWTH tokens), written in place: appending costs the new tokens
-    only, not a copy of the whole cache (which would make a long stream or a long decode quadratic). A copy of
+    only, not a copy of the whole cache (which would make a long stream or a long decode quadratic). A caller that
+    knows how many tokens are coming (a prompt, then its decode) announces them (``plan``): the first allocation
+    makes room for all of them, one buffer never copied, allocated when the layer first needs it. A copy of
     this object (a snapshot) shares the buffer; its appends write past the original's ``keys`` view, which they
     never touch, and the original overwrites them when it advances (a snapshot lives only until then, which
     spatial_ttt.session_state enforces).
@@ -29,7 +31,11 @@ class KVCache:
     of a prompt's keys (which would keep the whole prompt's keys alive).
     """
 
-    GROWTH: ClassVar[int] = 16384
+    GROWTH: ClassVar[int] = 16384  # appends (how many tokens follow is unknown) make room in blocks of GROWTH
+    # A planned length is rounded up to whole BLOCKs: little slack (at the 2B shape 1024 tokens of 7 anchor caches
+    # are 28 MB; a GROWTH block, 0.44 GB, held at the peak of a long prefill), and prompts of nearby lengths share
+    # one buffer shape (the compiled static decode step specialises on it).
+    BLOCK: ClassVar[int] = 1024
 
     window: int | None
     keys: Tensor | None = None  # a view of the first L positions of the buffer (full caches)
@@ -37,6 +43,7 @@ class KVCache:
     end: int = 0  # absolute index of the token after the last cached one
     key_buffer: Tensor | None = field(default=None, repr=False, compare=False)
     value_buffer: Tensor | None = field(default=None, repr=False, compare=False)
+    planned: int = field(default=0, compare=False)  # tokens announced by ``plan``
 
     def append(self, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor, int]:
         """Adds new keys/values; returns all keys/values the new queries may see and the first one's index."""
@@ -62,6 +69,11 @@ class KVCache:
         self.value_buffer[:, :, cached:length] = values
         return self.key_buffer[:, :, :length], self.value_buffer[:, :, :length]
 
+    def plan(self, length: int) -> None:
+        """Announces that the cache will hold ``length`` tokens in all: the allocation that first needs room makes
+        room for all of them, in whole BLOCKs (instead of GROWTH tokens at a time)."""
+        self.planned = max(self.planned, length)
+
     def reserve(self, length: int, like: Tensor) -> None:
         """Makes the buffer hold at least ``length`` tokens, keeping the cached ones (a full cache; ``like``: a
         [B, H_kv, *, hd] tensor of the cache's dtype and device). A new buffer belongs to this object alone."""
@@ -69,7 +81,8 @@ class KVCache:
             return
         # Whole blocks: slack stays under one block, and few distinct buffer strides means few recompiles of
         # the compiled GPU attention (every stride change cost one: 26 of them took 7.4 s instead of 5.5 s).
-        capacity = (length // self.GROWTH + 1) * self.GROWTH
+        length, block = (self.planned, self.BLOCK) if length <= self.planned else (length, self.GROWTH)
+        capacity = -(-length // block) * block
         with torch.inference_mode(False):  # a normal tensor: a state filled under inference_mode stays writable
             key_buffer = like.new_empty(*like.shape[:2], capacity, like.shape[3])
             value_buffer = like.new_empty(*like.shape[:2], capacity, like.shape[3])
@@ -97,6 +110,15 @@ class ModelState:
     num_tokens: int = 0  # tokens seen so far (absolute index of the next token)
     next_position: int = 0  # next text position of the 3D rope (max position so far + 1)
     decoding: bool = False  # the reference's decode rule is in force (see spatial_ttt.ops.fast_weight_memory)
+
+    def plan(self, tokens: int) -> None:
+        """Announces ``tokens`` more tokens to every full (anchor) cache (KVCache.plan). A prefill that announces
+        its prompt (and the tokens its decode will feed) allocates each buffer once, at its final size rounded to
+        a KVCache.BLOCK, when the layer first needs it: growing GROWTH tokens at a time copies the cache at every
+        block, holds the old and the new buffer at once, and ends up to a GROWTH block larger."""
+        for layer in self.layers:
+            if layer.kv.window is None:
+                layer.kv.plan(layer.kv.end + tokens)
 
     def begin_decode(self) -> None:
         """Switches every TTT layer to the reference's decode rule (its last C tokens become pending again)."""

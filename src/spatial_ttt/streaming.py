@@ -27,6 +27,7 @@ from torch import Tensor
 
 from .configuration import EXECUTION_SETTINGS
 from .layers.spatial_conv import conv_frame_groups
+from .layers.ttt import Precomputed
 from .models.modeling import SpatialTTTForConditionalGeneration
 from .models.positions import rope_positions
 from .ops.fast_weight import FastWeights
@@ -120,6 +121,8 @@ def feed(
         for segment in done:
             if segment.deepstack is not None and index < len(segment.deepstack):
                 segment.hidden = segment.hidden + segment.deepstack[index]
+                if index == len(segment.deepstack) - 1:  # its last level: dead for the layers above
+                    segment.deepstack = None
         if index + 1 < len(layers):
             _enqueue(stream.queues[index + 1], done)
         else:
@@ -156,10 +159,10 @@ def _advance_layer(model: SpatialTTTForConditionalGeneration, stream: StreamStat
     segments, held = queue[:ready], queue[ready:]
     hidden, cos, sin = (torch.cat(parts, dim=1) if len(parts) > 1 else parts[0] for parts in
                         zip(*((s.hidden, s.cos, s.sin) for s in segments)))
-    extra: dict[str, Any] = {}
+    precomputed = None
     if convolves and any(s.grid_hw is not None for s in segments):
-        extra = _conv_inputs(layer, stream, index, segments, hidden, held[0] if held else None)
-    out = layer(hidden, cos, sin, state, segments[0].start, [], stream.model.decoding, **extra)
+        precomputed = _conv_inputs(layer, stream, index, segments, hidden, held[0] if held else None)
+    out = layer(hidden, cos, sin, state, segments[0].start, [], stream.model.decoding, precomputed)
     del queue[:ready]
     done, offset = [], 0
     for segment in segments:
@@ -169,12 +172,25 @@ def _advance_layer(model: SpatialTTTForConditionalGeneration, stream: StreamStat
     if not flush:  # what may wait at the next layer owns its memory, not a view of the whole piece
         waiting = [i for i, s in enumerate(done) if s.grid_hw is not None][-1:]
         for segment in done[waiting[0] if waiting else len(done):]:
-            segment.hidden = segment.hidden.clone()
+            _own(segment)
+    for segment in held:  # waiting here for the next piece: nor may what this layer holds back
+        _own(segment)
     return done
 
 
+def _own(segment: Segment) -> None:
+    """Gives a segment compact copies of the tensors it views in larger ones (its piece's embeddings, deepstack
+    features, rope tables), so that a segment waiting for the next piece does not keep the whole piece alive."""
+    def own(t: Tensor) -> Tensor:
+        return t.clone() if t.untyped_storage().nbytes() > t.numel() * t.element_size() else t
+
+    segment.hidden, segment.cos, segment.sin = own(segment.hidden), own(segment.cos), own(segment.sin)
+    if segment.deepstack is not None:
+        segment.deepstack = [own(d) for d in segment.deepstack]
+
+
 def _conv_inputs(layer: Any, stream: StreamState, index: int, segments: list[Segment], hidden: Tensor,
-                 following: Segment | None) -> dict[str, Any]:
+                 following: Segment | None) -> Precomputed:
     """The TTT layer's projections of the joined segments and their conv features: each frame group convolved
     between its neighbours (the previous call's last group, the groups here, the held group after them), the
     text between them passing through, exactly as the one-shot prompt's conv over the whole video."""
@@ -204,7 +220,7 @@ def _conv_inputs(layer: Any, stream: StreamState, index: int, segments: list[Seg
             features[j][i] = out[:, position]
     stream.previous_group[index] = tuple(pre_conv[j][frame_groups[-1]].clone() for j in range(3))
     conv_features = tuple(torch.cat(parts, dim=1) if len(parts) > 1 else parts[0] for parts in features)
-    return {"projected": projected, "conv_features": conv_features}
+    return Precomputed(projected, conv_features)
 
 
 def final_logits(model: SpatialTTTForConditionalGeneration, segments: list[Segment]) -> Tensor:

@@ -15,22 +15,30 @@ def test_bench_e2e_tiny_writes_the_json(tmp_path):
     out = tmp_path / "e2e.json"
     env = dict(os.environ, PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{ROOT / 'benchmarks'}", OMP_NUM_THREADS="1")
     cmd = [sys.executable, str(ROOT / "benchmarks/bench_e2e.py"), "--tiny", "--out", str(out), "--frames", "4",
-           "--precisions", "bf16", "--decode-tokens", "1", "--stream-frames", "8"]
+           "--precisions", "bf16", "--decode-tokens", "1", "--stream-frames", "8", "--pixels", "host", "device",
+           "--trace-peak"]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(out.read_text())
     assert data["shape"] == "tiny" and data["env"]["device"] == "cpu"
-    assert [(r["model"], r["frames"]) for r in data["runs"]] == [("ours_bf16", 4), ("plain", 4)]
+    runs = [(r["model"], r["frames"], r["pixels"]) for r in data["runs"]]
+    assert runs == [("ours_bf16", 4, "host"), ("ours_bf16", 4, "device"), ("plain", 4, "device")]
     for run in data["runs"]:
         assert "error" not in run, run
         assert run["tokens"] == 10 + 2 * (5 + 1 + 4 + 1) + 20  # 2 groups of 64x64 frames: 4 video tokens each
         assert {"prefill_s", "vision_s", "decode_ms", "peak_gib", "state_gib", "retained_gib", "warmup_s"} <= run.keys()
     assert data["runs"][0]["decode_kernel"] == "eager"  # auto on the CPU
-    assert [(r["model"], r["frames"]) for r in data["ratios"]] == [("ours_bf16", 4)]
+    at_peak = data["runs"][0]["at_peak"]  # the peak's biggest allocations, by the line that made them
+    assert at_peak["bytes"] > 0 and 0 < sum(at_peak["by_site"].values()) <= at_peak["gib"]
+    assert all(".py:" in site for site in at_peak["by_site"])
+    ours = data["runs"][0]
+    assert ours["state_by_kind_gib"] == ours["state_expected_gib"]  # the state holds what it must, nothing else
+    assert len(data["runs"][0]["new_tokens"]) == 2 and data["runs"][0]["new_tokens"] == data["runs"][1]["new_tokens"]
+    assert [(r["model"], r["frames"], r["pixels"]) for r in data["ratios"]] == [("ours_bf16", 4, "host"), ("ours_bf16", 4, "device")]
     (stream,) = data["streams"]
     assert "error" not in stream, stream
     assert stream["frames"] == 8 and stream["piece_frames"] == 4 and stream["frames_per_s"] > 0
-    assert "ours_bf16 / plain at 4 frames: prefill x" in result.stdout
+    assert "ours_bf16 (host pixels) / plain at 4 frames: prefill x" in result.stdout
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -73,3 +73,120 @@ def test_fast_weight_branch_in_pieces_gives_the_same_logits_and_state(monkeypatc
     torch.testing.assert_close(pieces_stateless, whole_stateless, atol=1e-6, rtol=0)
     torch.testing.assert_close(pieces_memory.weights.w0, whole_memory.weights.w0, atol=1e-6, rtol=0)
     assert pieces_memory.pending == whole_memory.pending == 2
+
+
+def test_a_prefill_allocates_each_anchor_cache_once(monkeypatch):
+    """Was: a long prompt grew each anchor cache GROWTH tokens at a time while its pieces went in (a new buffer and
+    a copy of the cache per block, old and new buffer alive at once: 0.3 GiB per layer at 1024 frames on the 2B
+    shape, and up to a block of slack: 0.27 GiB there). Now the prompt and the tokens decoding will feed are
+    announced before the first piece, and each cache's first allocation holds them all, in whole KVCache.BLOCKs."""
+    from spatial_ttt import generation
+    from spatial_ttt.state import KVCache
+
+    monkeypatch.setattr(KVCache, "GROWTH", 16)
+    monkeypatch.setattr(KVCache, "BLOCK", 8)
+    monkeypatch.setattr(generation, "PREFILL_PIECE", 14)  # 71 tokens in pieces of 1-2 frame groups
+    allocations = []
+    reserve = KVCache.reserve
+
+    def counting(cache, length, like):
+        before = cache.key_buffer
+        reserve(cache, length, like)
+        if cache.key_buffer is not before:
+            allocations.append((id(cache), cache.key_buffer.shape[2]))
+
+    monkeypatch.setattr(KVCache, "reserve", counting)
+    model = tiny_model(use_muon=False, lact_chunk_size=10, decode_kernel="graphed")
+    inputs = video_prompt(frames_groups=9, grid_hw=4)  # 71 tokens
+    state = model.new_state(1)
+    tokens = model.generate(**inputs, max_new_tokens=5, stop_token_ids=[], state=state)
+    anchors = [layer.kv for layer in state.layers if layer.ttt is None]
+    # 71 prompt tokens + 4 fed by the decode (the last new token is not fed): 75 -> 10 blocks of 8
+    assert sorted(allocations) == sorted((id(kv), 80) for kv in anchors)
+    assert state.num_tokens == 75 and all(kv.key_buffer.shape[2] == 80 for kv in anchors)
+    monkeypatch.setattr(KVCache, "reserve", reserve)
+    monkeypatch.setattr(generation, "PREFILL_PIECE", 1000)  # one forward: the same tokens
+    assert model.generate(**inputs, max_new_tokens=5, stop_token_ids=[]).tolist() == tokens.tolist()
+
+
+def test_the_state_holds_exactly_what_it_must_and_nothing_else_stays():
+    """After generate(max_new_tokens=1) on a prompt of N tokens, the state's storages (each counted once: a view
+    keeps its whole base) are exactly benchmarks/memory_trace.expected_state_bytes, and everything the call
+    allocated and still holds is that state plus the returned tokens."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from memory_trace import TensorMemory, expected_state_bytes, state_tensors, storage_bytes
+
+    from spatial_ttt import generation
+
+    model = tiny_model(use_muon=False, lact_chunk_size=8, window_size=12)
+    inputs = video_prompt(frames_groups=9, grid_hw=4)  # 71 tokens: 8 chunks + 7, window < N
+    for piece in (1000, 14):  # one forward; pieces of 1-2 frame groups
+        generation.PREFILL_PIECE, old = piece, generation.PREFILL_PIECE
+        try:
+            with TensorMemory() as memory:
+                state = model.new_state(1)
+                tokens = model.generate(**inputs, max_new_tokens=1, stop_token_ids=[], state=state)
+        finally:
+            generation.PREFILL_PIECE = old
+        kinds = state_tensors(state)
+        held = {kind: storage_bytes(ts) for kind, ts in kinds.items()}
+        # anchors: 71 tokens planned, one KVCache.BLOCK; KV elements fp32
+        expected = expected_state_bytes(model.config, 1, 71, capacity=1024, kv_bytes=4)
+        assert held == expected, (piece, held, expected)
+        assert expected["recent"] == 6 * 4 * 8 * (2 * 16 + 4) * 4  # 6 TTT layers, 4 heads, C = 8 tokens, d = 16
+        assert memory.live == storage_bytes(t for ts in kinds.values() for t in ts) + storage_bytes([tokens])
+        del state, kinds
+        assert memory.live == storage_bytes([tokens])  # dropping the state frees everything else
+
+
+def test_segments_waiting_for_the_next_piece_own_their_memory():
+    """Was: the frame group a conv layer holds back until the next piece viewed the whole piece's embeddings,
+    deepstack features and rope tables, and every segment carried its deepstack features up all the layers: at
+    16k-token pieces on the 2B shape ~0.45 GB alive beyond what the next piece needs."""
+    from spatial_ttt.streaming import feed, new_stream, segments_from_tokens
+
+    model = tiny_model(use_muon=False, lact_chunk_size=8)
+    inputs = video_prompt(frames_groups=6, grid_hw=4)
+    stream = new_stream(model)
+    with torch.no_grad():
+        feed(model, stream, segments_from_tokens(model, stream, **inputs))
+    levels = len(model.config.vision_config.deepstack_visual_indexes)
+    waiting = [(index, segment) for index, queue in enumerate(stream.queues) for segment in queue]
+    # each conv (TTT) layer holds back the last frame group and the text after it
+    assert [(index, s.grid_hw is not None) for index, s in waiting] == [(i, g) for i in (0, 1, 2, 4, 5, 6) for g in (1, 0)]
+    for index, segment in waiting:
+        assert (segment.deepstack is None) == (segment.grid_hw is None or index >= levels)
+        for t in (segment.hidden, segment.cos, segment.sin, *(segment.deepstack or ())):
+            assert storage_bytes(t) == t.numel() * t.element_size(), index
+
+
+def test_a_streamed_piece_drops_its_projections_before_the_fast_weight_branch(monkeypatch):
+    """Was: the streaming engine handed a TTT layer its projections in a dict it kept, so q/k/v and the pre-conv
+    fast-weight inputs stayed alive through the fast-weight branch (0.3 GB at 16k-token pieces, 2B shape)."""
+    import weakref
+
+    from spatial_ttt.layers.ttt import TTTAttention
+    from spatial_ttt.streaming import feed, new_stream, segments_from_tokens
+
+    project, branch = TTTAttention.project, TTTAttention.fast_weight_branch
+    projections, alive_in_branch = [], []
+
+    def recording_project(self, *args, **kwargs):
+        projected = project(self, *args, **kwargs)
+        projections.append([weakref.ref(t) for t in projected[:3]])  # attention q, k, v
+        return projected
+
+    def checking_branch(self, *args, **kwargs):
+        alive_in_branch.append(any(ref() is not None for ref in projections[-1]))
+        return branch(self, *args, **kwargs)
+
+    monkeypatch.setattr(TTTAttention, "project", recording_project)
+    monkeypatch.setattr(TTTAttention, "fast_weight_branch", checking_branch)
+    model = tiny_model(use_muon=False, lact_chunk_size=8)
+    stream = new_stream(model)
+    with torch.no_grad():
+        feed(model, stream, segments_from_tokens(model, stream, **video_prompt(frames_groups=6, grid_hw=4)), flush=True)
+    assert len(alive_in_branch) == 6 and not any(alive_in_branch)  # every TTT layer, once

@@ -99,6 +99,21 @@ class Projected(NamedTuple):
     vf: Tensor
 
 
+class Precomputed:
+    """A TTT layer's projections and conv features, computed by its caller (the streaming engine, which convolves one
+    frame group at a time) and handed over: the layer takes them out, so that no caller's frame keeps the
+    projections alive while the fast-weight branch runs (at 16k tokens of the 2B shape they are 0.3 GB)."""
+
+    def __init__(self, projected: Projected, conv_features: tuple[Tensor, Tensor, Tensor]) -> None:
+        self._contents: tuple[Projected, tuple[Tensor, Tensor, Tensor]] | None = (projected, conv_features)
+
+    def take(self) -> tuple[Projected, tuple[Tensor, Tensor, Tensor]]:
+        contents, self._contents = self._contents, None
+        if contents is None:
+            raise RuntimeError("precomputed inputs are taken once")
+        return contents
+
+
 class LowRankWeight(nn.Module):
     """W = w_left @ w_right + 0.5 * I (the reference's w0_w2_low_rank variant)."""
 
@@ -201,11 +216,11 @@ class TTTAttention(nn.Module):
         start: int,
         videos: list[VideoSpan],
         decoding: bool = False,
-        projected: Projected | None = None,
-        conv_features: tuple[Tensor, Tensor, Tensor] | None = None,
+        precomputed: Precomputed | None = None,
     ) -> Tensor:
-        """``projected`` / ``conv_features`` let a caller that already has them (the streaming engine, which
-        convolves one frame group at a time) skip recomputing; otherwise the conv runs over ``videos``."""
+        """``precomputed`` lets a caller that already has the projections and conv features (the streaming engine,
+        which convolves one frame group at a time) skip recomputing; otherwise the conv runs over ``videos``."""
+        projected, conv_features = (None, None) if precomputed is None else precomputed.take()
         p = self.project(x) if projected is None else projected
         kv = None if state is None else state.kv
         attended = self.attn_layer.attend(p.q, p.k, p.v, cos, sin, kv, start, window=self.config.window_size)

@@ -26,7 +26,7 @@ from .. import generation
 from ..configuration import SpatialTTTConfig
 from ..layers.attention import Attention
 from ..layers.spatial_conv import VideoSpan, video_spans
-from ..layers.ttt import TTTAttention
+from ..layers.ttt import Precomputed, TTTAttention
 from ..layers.vision_attention import FrameBatchedVisionAttention
 from ..ops import FastWeightKernel, FastWeightMemory
 from ..state import KVCache, LayerState, ModelState
@@ -74,12 +74,12 @@ class DecoderLayer(nn.Module):
         start: int,
         videos: list[VideoSpan],
         decoding: bool,
-        **precomputed: object,
+        precomputed: Precomputed | None = None,
     ) -> Tensor:
-        """``precomputed`` (TTT layers only): ``projected`` / ``conv_features``, see TTTAttention.forward."""
+        """``precomputed`` (TTT layers only): see TTTAttention.forward."""
         h = self.input_layernorm(x)
         if self.is_ttt:
-            h = self.self_attn(h, cos, sin, state, start, videos, decoding, **precomputed)
+            h = self.self_attn(h, cos, sin, state, start, videos, decoding, precomputed)
         else:
             h = self.self_attn(h, cos, sin, None if state is None else state.kv, start)
         x = x + h
@@ -208,10 +208,11 @@ class SpatialTTTForConditionalGeneration(PreTrainedModel):
         if row != pixels.shape[0]:
             raise ValueError(f"grid_thw describes {row} patches but {pixels.shape[0]} pixel rows were given")
         features, deepstack = [], []
-        for start, end, grid in pieces:
-            out = self.model.visual(
-                pixels[start:end].to(self.model.visual.dtype), grid_thw=torch.tensor([grid], device=pixels.device)
-            )
+        visual = self.model.visual
+        for start, end, grid in pieces:  # pixels may be in host memory: one piece at a time goes to the device,
+            # in their own dtype (async when pinned; a cast on the way would run on the CPU), then cast there
+            piece = pixels[start:end].to(visual.device, non_blocking=True).to(visual.dtype)
+            out = visual(piece, grid_thw=torch.tensor([grid], device=visual.device))
             features.append(out.pooler_output)
             deepstack.append(out.deepstack_features)
         return torch.cat(features), [torch.cat(level) for level in zip(*deepstack)]
@@ -304,6 +305,8 @@ class SpatialTTTForConditionalGeneration(PreTrainedModel):
                 if torch.is_grad_enabled():  # a layer's output is changed in place only outside autograd
                     hidden = hidden.clone()
                 hidden[visual_mask] = hidden[visual_mask] + deepstack[i]
+                if i == len(deepstack) - 1:  # its last level: dead for the layers above
+                    deepstack = []
 
         if state is not None:
             state.num_tokens += length

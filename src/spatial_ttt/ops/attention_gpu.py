@@ -97,13 +97,20 @@ def causal_attention(q: Tensor, k: Tensor, v: Tensor, q_start: int, k_start: int
     if no_window and q_len == k_len and q_start == k_start:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
     if no_window and k_start + k_len == q_start + q_len and q.dtype in (torch.float16, torch.bfloat16):
-        from torch.backends.cuda import SDPAParams, can_use_flash_attention
-        from torch.nn.attention.bias import causal_lower_right
-
-        gqa = q.shape[1] != k.shape[1]
-        if gqa and not can_use_flash_attention(SDPAParams(q, k, v, None, 0.0, True, True)):
-            group = q.shape[1] // k.shape[1]
-            k, v, gqa = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1), False
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(q_len, k_len), enable_gqa=gqa)
+        return attention_after_cache(q, k, v)
     mask = band_block_mask(q_len, k_len, q_start, k_start, window, q.device)
     return _flex_attention()(q, k, v, block_mask=mask, enable_gqa=q.shape[1] != k.shape[1])
+
+
+def attention_after_cache(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """Causal attention of the last Lq positions q [B, H, Lq, hd] over Lk >= Lq keys k, v [B, H_kv, Lk, hd] (the
+    diagonal aligned bottom-right): SDPA's ``causal_lower_right``, which runs the flash kernel with grouped KV heads
+    as they are (``enable_gqa``); where flash cannot run, over keys repeated to the query heads."""
+    from torch.backends.cuda import SDPAParams, can_use_flash_attention
+    from torch.nn.attention.bias import causal_lower_right
+
+    gqa = q.shape[1] != k.shape[1]
+    if gqa and not can_use_flash_attention(SDPAParams(q, k, v, None, 0.0, True, True)):
+        group = q.shape[1] // k.shape[1]
+        k, v, gqa = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1), False
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(q.shape[2], k.shape[2]), enable_gqa=gqa)
