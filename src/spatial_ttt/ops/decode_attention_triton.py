@@ -56,6 +56,7 @@ def _split_kernel(
     GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, DIM: tl.constexpr, BLOCK: tl.constexpr,
 ):
     row, split = tl.program_id(0), tl.program_id(1)  # row: b * H_kv + KV head
+    scale = scale.to(tl.float32)  # inductor passes a float argument as fp64, which would make the scores fp64
     b, kv_head = row // HEADS_KV, row % HEADS_KV
     visible = tl.minimum(tl.load(last).to(tl.int32) + 1, L)
     run = tl.cdiv(tl.cdiv(visible, SPLITS), BLOCK) * BLOCK  # whole blocks per split; the last splits may be empty
