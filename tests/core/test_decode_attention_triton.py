@@ -65,8 +65,8 @@ def test_triton_decode_attention_compiles_for_an_h100(dtype, group):
     ints = ["L", "SPLITS", "HEADS_KV", "stride_qb", "stride_qh", "stride_kb", "stride_kh", "stride_kl", "stride_vb",
             "stride_vh", "stride_vl"]
     signature = {"q": f"*{dtype}", "k": f"*{dtype}", "v": f"*{dtype}", "last": "*i64", "acc_out": "*fp32",
-                 "max_out": "*fp32", "sum_out": "*fp32", **{name: "i32" for name in ints}, "scale": "fp32"}
-    constants = dict(GROUP=group, GROUP_PAD=16, DIM=128, BLOCK=TILE["block"])  # tl.dot's 16 rows at least
+                 "max_out": "*fp32", "sum_out": "*fp32", **{name: "i32" for name in ints}}
+    constants = dict(GROUP=group, GROUP_PAD=16, DIM=128, BLOCK=TILE["block"], SCALE=128**-0.5)  # tl.dot: 16 rows
     signature.update({name: "constexpr" for name in constants})
     # the pointers, L and the strides: multiples of 16 at the 2B shape, which Triton specialises on at launch
     aligned = {(i,): [["tt.divisibility", 16]] for i in (0, 1, 2, 4, 5, 6, 7, *range(10, 18))}

@@ -52,11 +52,10 @@ def _jit(fn):
 @_jit
 def _split_kernel(
     q, k, v, last, acc_out, max_out, sum_out, L, SPLITS, HEADS_KV,
-    stride_qb, stride_qh, stride_kb, stride_kh, stride_kl, stride_vb, stride_vh, stride_vl, scale,
-    GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, DIM: tl.constexpr, BLOCK: tl.constexpr,
+    stride_qb, stride_qh, stride_kb, stride_kh, stride_kl, stride_vb, stride_vh, stride_vl,
+    GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, DIM: tl.constexpr, BLOCK: tl.constexpr, SCALE: tl.constexpr,
 ):
     row, split = tl.program_id(0), tl.program_id(1)  # row: b * H_kv + KV head
-    scale = scale.to(tl.float32)  # inductor passes a float argument as fp64, which would make the scores fp64
     b, kv_head = row // HEADS_KV, row % HEADS_KV
     visible = tl.minimum(tl.load(last).to(tl.int32) + 1, L)
     run = tl.cdiv(tl.cdiv(visible, SPLITS), BLOCK) * BLOCK  # whole blocks per split; the last splits may be empty
@@ -78,7 +77,7 @@ def _split_kernel(
         value = tl.load(values + slots[:, None].to(tl.int64) * stride_vl + d[None, :], mask=inside[:, None],
                         other=0.0)
         # exact products summed in fp32 on tensor cores ("ieee": no TF32 rounding of fp32 inputs)
-        scores = tl.dot(query, tl.trans(key), input_precision="ieee") * scale  # [G, BLOCK]
+        scores = tl.dot(query, tl.trans(key), input_precision="ieee") * SCALE  # [G, BLOCK]
         scores = tl.where(inside[None, :], scores, float("-inf"))
         new_top = tl.maximum(top, tl.max(scores, axis=1))  # finite: slot ``first`` is inside
         weights = tl.exp(scores - new_top[:, None])
@@ -124,9 +123,11 @@ def _launch(q: Tensor, keys: Tensor, values: Tensor, last: Tensor, block: int, s
         launch(_split_kernel)[(batch * heads_kv, splits)](
             q, keys, values, last, acc, top, total, length, splits, heads_kv,
             q.stride(0), q.stride(1), keys.stride(0), keys.stride(1), keys.stride(2),
-            values.stride(0), values.stride(1), values.stride(2), dim**-0.5,
-            GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)), DIM=dim, BLOCK=block, num_warps=num_warps,
-            num_stages=num_stages,
+            values.stride(0), values.stride(1), values.stride(2),
+            GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)), DIM=dim, BLOCK=block,
+            # a constant, not an argument: inductor passes a float argument as fp64, which made the scores and the
+            # loop-carried max fp64 and failed compilation inside the graphed decode step (seen on an H100)
+            SCALE=dim**-0.5, num_warps=num_warps, num_stages=num_stages,
         )
         launch(_merge_kernel)[(batch * heads,)](
             acc, top, total, out, splits, SPLITS_PAD=triton.next_power_of_2(splits), DIM=dim,
