@@ -77,30 +77,33 @@ def encoded_packs(config, count: int, device: str) -> tuple[list[list[dict]], fl
     return encoded, statistics.median(seconds)
 
 
+def pack_step(model, pack: list[dict], rows: bool, row_multiple: int, device: str) -> None:
+    """Forward + backward of one pack as the trainer runs it (bf16 autocast on a GPU), finished on the device."""
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+        pack_loss(model, pack, backward=lambda part: part.backward(), rows=rows, row_multiple=row_multiple)
+    sync()
+
+
 def kernel_share(model, pack: list[dict], rows: bool, row_multiple: int, device: str) -> dict:
     """One profiled step: GPU kernel time and launches against the step's wall time (launch-bound when small)."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     with profile(activities=activities) as prof:
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
-            pack_loss(model, pack, backward=lambda part: part.backward(), rows=rows, row_multiple=row_multiple)
-        sync()
+        pack_step(model, pack, rows, row_multiple, device)
     events = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
     top = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
     return {"kernels": len(events), "kernel_s": round(sum(e.device_time for e in events) / 1e6, 4), "top_cpu": top}
 
 
 def pack_time(model, packs: list[list[dict]], rows: bool, row_multiple: int, device: str) -> dict:
-    """Forward + backward of each pack as the trainer runs it (bf16 autocast on a GPU): every pack once, then
-    every pack again (the median of the second round is the step time: the first meets new shapes)."""
+    """:func:`pack_step` of every pack once, then every pack again (the median of the second round is the step
+    time: the first meets new shapes)."""
 
     def once(pack: list[dict]) -> float:
         sync()
         start = time.perf_counter()
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
-            pack_loss(model, pack, backward=lambda part: part.backward(), rows=rows, row_multiple=row_multiple)
-        sync()
+        pack_step(model, pack, rows, row_multiple, device)
         return time.perf_counter() - start
 
     first = [once(pack) for pack in packs]

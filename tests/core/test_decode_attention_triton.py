@@ -1,13 +1,10 @@
-"""The Triton decode attention on the CPU, under Triton's interpreter (skipped without Triton, as on CI). The
+"""The Triton decode attention on the CPU, under Triton's interpreter (skipped without Triton; CI installs it). The
 interpreter must be switched on before Triton is imported, so the checks run in a fresh process; the same checks
 run natively on CUDA in tests/gpu/test_decode_attention.py."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+
+from core.helpers import run_under_triton_interpreter
 
 pytest.importorskip("triton")
 
@@ -43,11 +40,7 @@ print("ok")
 
 
 def test_triton_decode_attention_equals_the_reference_under_the_interpreter():
-    tests = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(tests)}
-    run = subprocess.run([sys.executable, "-c", SCRIPT], cwd=tests, env=env, capture_output=True, text=True,
-                         timeout=300)
-    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-3000:]
+    run_under_triton_interpreter(SCRIPT)
 
 
 @pytest.mark.parametrize("dtype", ["bf16", "fp32"])
