@@ -21,12 +21,14 @@ the GPU kernel time and launch count of one step.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import statistics
 import time
 from pathlib import Path
 
 import torch
+import torch._inductor.config
 import torch.nn.functional as F
 
 from spatial_ttt.train.config import load_config
@@ -129,7 +131,13 @@ def main() -> None:
     parser.add_argument("--packs", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="with --data: GPU kernel time of one real step")
     parser.add_argument("--row-multiple", type=int, default=1, help="with --data: pack_row_multiple of the packs")
+    parser.add_argument("--inductor", action="append", default=[], metavar="KEY=VALUE",
+                        help="a torch._inductor.config setting for this process (e.g. cpp_wrapper=True), to try "
+                             "what the compiled step's per-call host cost depends on")
     args = parser.parse_args()
+    inductor = {key: ast.literal_eval(value) for key, value in (item.split("=", 1) for item in args.inductor)}
+    for key, value in inductor.items():
+        setattr(torch._inductor.config, key, value)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     rows = []
     for variant in args.variants:
@@ -153,7 +161,8 @@ def main() -> None:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
             del model
-    result = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "torch": torch.__version__, "rows": rows}
+    result = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "torch": torch.__version__,
+              "inductor": {k: repr(v) for k, v in inductor.items()}, "rows": rows}
     tmp = Path(args.out).with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1))
     tmp.replace(args.out)

@@ -61,11 +61,12 @@ def test_step_cost_times_every_variant_and_batch_on_the_cpu(tmp_path):
     out = tmp_path / "cost.json"
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
     cmd = [sys.executable, str(ROOT / "benchmarks/evidence/step_cost.py"), str(out), "--variants", "ttt_all", "full",
-           "--kernels", "reference", "--batches", "1", "2", "--tokens", "40", "--repeats", "1"]
+           "--kernels", "reference", "--batches", "1", "2", "--tokens", "40", "--repeats", "1",
+           "--inductor", "cpp_wrapper=True"]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(out.read_text())
-    assert data["device"] == "cpu"
+    assert data["device"] == "cpu" and data["inductor"] == {"cpp_wrapper": "True"}
     assert [(r["variant"], r["kernel"], r["batch"]) for r in data["rows"]] == [
         ("ttt_all", "reference", 1), ("ttt_all", "reference", 2), ("full", "reference", 1), ("full", "reference", 2)]
     for row in data["rows"]:
@@ -129,3 +130,31 @@ def test_loss_table_compares_runs_at_equal_steps(tmp_path):
     cmd = [sys.executable, str(ROOT / "benchmarks/evidence/loss_table.py"), str(path), "--at", "20", "30", "--window", "20"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()
     assert out[2:] == ["| swa_all-s1 | 2.000 | - |", "| ttt_all-s1 | 3.000 | 1.500 |"]
+
+
+def test_recall_rows_bind_each_queried_key_to_its_value_at_the_stated_distance():
+    import torch
+
+    recall = _module("recall")
+    ids, target, distance = recall.recall_rows(3, 96, 4, torch.Generator().manual_seed(0))
+    assert ids.shape == target.shape == distance.shape == (3, 96)
+    assert target.sum(dim=1).tolist() == [4, 4, 4] and bool((distance[~target] == 0).all())
+    for row, marks, far in zip(ids, target, distance):
+        for at in marks.nonzero().flatten().tolist():
+            key, value, pair = row[at], row[at + 1], at - far[at]
+            assert int(key) in recall.KEYS and int(value) in recall.VALUES
+            assert (row[pair], row[pair + 1]) == (key, value) and pair + 1 < 96 - 8  # bound before the queries
+        assert len(set(row[88::2].tolist())) == 4  # four distinct keys queried, at the end
+
+
+def test_recall_trains_and_scores_on_the_cpu(tmp_path):
+    out = tmp_path / "recall.json"
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, str(ROOT / "benchmarks/evidence/recall.py"), str(out), "--variant", "ttt_all",
+           "--steps", "2", "--length", "160", "--pairs", "2", "--batch", "2", "--eval-rows", "8", "--log-every", "1"]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert [e["step"] for e in data["log"]] == [1, 2] and data["chance"] == 1 / 64
+    assert sum(b["answers"] for b in data["held_out"].values()) == 16  # 8 rows x 2 queries
+    assert all(0 <= b["accuracy"] <= 1 for b in data["held_out"].values())
