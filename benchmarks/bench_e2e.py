@@ -18,7 +18,10 @@ on the device.
 Per video length, with the public API only (``generate`` below is the one adapter):
   prefill_s        generate(max_new_tokens=1): vision tower + LLM prefill + first token (after a warm-up call);
   vision_s         the vision tower alone on the same pixels, as that model's generate calls it (part of prefill_s);
-  decode_ms        (generate(1 + D) - generate(1)) / D per further token;
+  decode_ms        the decode phase of generate(1 + D) per further token, timed by itself (from the first new
+                   token to the last: D forward steps; ours around spatial_ttt.generation.decode, plain from a
+                   streamer's first new token): a difference of two generate calls carried the prefill's
+                   run-to-run spread (+-0.2 s at 1024 frames, +-3 ms per token over 64 tokens);
   peak_gib         torch.cuda.max_memory_allocated during generate(1), weights included;
   state_gib        memory still allocated after generate(1) while its state is held (ours: the ModelState passed
                    in; plain: the returned past_key_values): what a conversation that continues keeps;
@@ -41,6 +44,7 @@ per 128 frames the growth of allocated memory and of StreamSession.memory_bytes(
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -164,19 +168,68 @@ def _build(make, dtype: torch.dtype, device: torch.device):
     return model.eval()
 
 
-def generate(model, inputs: dict[str, torch.Tensor], new_tokens: int, state: Any = None):
-    """New tokens, and the state the call leaves (ours: the ModelState given; plain: its past_key_values)."""
+def generate(model, inputs: dict[str, torch.Tensor], new_tokens: int, state: Any = None, streamer: Any = None):
+    """New tokens, and the state the call leaves (ours: the ModelState given; plain: its past_key_values).
+    ``streamer``: plain only (transformers' streamer hook)."""
     if isinstance(model, SpatialTTTForConditionalGeneration):
         return model.generate(**inputs, max_new_tokens=new_tokens, stop_token_ids=[], state=state), state
     out = model.generate(
         **inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, eos_token_id=None,
-        pad_token_id=0, return_dict_in_generate=True,
+        pad_token_id=0, return_dict_in_generate=True, streamer=streamer,
     )
     return out.sequences, out.past_key_values
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # measuring
+
+
+class DecodeTimer:
+    """Seconds of the decode phase of generate calls made inside ``with timer.watch(model):`` (one per call): from
+    the first new token to the last, synchronised. Ours: around :func:`spatial_ttt.generation.decode` (which
+    ``generate`` calls by its module name). Plain: transformers' streamer hook, which sees the prompt, then each new
+    token as it is chosen."""
+
+    def __init__(self, clock: "Clock") -> None:
+        self.clock, self.seconds = clock, []
+
+    @contextlib.contextmanager
+    def watch(self, ours: bool):
+        from spatial_ttt import generation
+
+        original = generation.decode
+
+        def timed(*args, **kwargs):
+            self.clock.sync()
+            start = time.perf_counter()
+            out = original(*args, **kwargs)
+            self.clock.sync()
+            self.seconds.append(time.perf_counter() - start)
+            return out
+
+        if ours:
+            generation.decode = timed
+        try:
+            yield self
+        finally:
+            generation.decode = original
+
+    def streamer(self):
+        """For plain's generate: put() gets the prompt, then every new token; end() comes after the last."""
+        timer, marks = self, []
+
+        class Streamer:
+            def put(self, value: torch.Tensor) -> None:
+                marks.append(value)
+                if len(marks) == 2:  # the first new token: the prefill is done
+                    timer.clock.sync()
+                    self.start = time.perf_counter()
+
+            def end(self) -> None:
+                timer.clock.sync()
+                timer.seconds.append(time.perf_counter() - self.start)
+
+        return Streamer()
 
 
 class Clock:
@@ -238,13 +291,18 @@ def measure_generate(model, inputs: dict, decode_tokens: int, clock: Clock, ours
     del state
     gc.collect()
     retained = clock.allocated() - before
-    (sequences, _), total_s, _ = clock.run(lambda: generate(model, inputs, 1 + decode_tokens))
+    timer = DecodeTimer(clock)
+    with timer.watch(ours):
+        streamer = None if ours else timer.streamer()
+        (sequences, _), total_s, _ = clock.run(lambda: generate(model, inputs, 1 + decode_tokens, streamer=streamer))
+    (decode_s,) = timer.seconds
     _, vision_s, _ = clock.run(lambda: vision_tower(model, inputs, ours))
     result = dict(
         tokens=int(inputs["input_ids"].shape[1]),
         prefill_s=prefill_s,
         vision_s=vision_s,
-        decode_ms=1e3 * (total_s - prefill_s) / decode_tokens,
+        decode_ms=1e3 * decode_s / decode_tokens,
+        generate_s=total_s,
         peak_gib=peak / GIB,
         state_gib=state_bytes / GIB,
         retained_gib=retained / GIB,
