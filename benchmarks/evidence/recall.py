@@ -34,10 +34,13 @@ FILLER = (300, 500)
 BINS = ((0, 128), (128, 512), (512, 1 << 30))  # distance from a pair to its query, in tokens
 
 
-def recall_rows(rows: int, length: int, pairs: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def recall_rows(
+    rows: int, length: int, pairs: int, generator: torch.Generator, near: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Token ids [rows, length], a mask of the positions whose next token is a queried value [rows, length], and
     each such position's distance to its pair [rows, length] (0 elsewhere). The pair block starts at a uniform
-    offset, so distances cover 0 .. length - 4 * pairs."""
+    offset, so distances cover 0 .. length - 4 * pairs; in a ``near`` share of the rows it sits right before the
+    queries instead (distances < 4 * pairs, inside every model's window: recall is learnt there first)."""
     ids = torch.randint(*FILLER, (rows, length), generator=generator)
     target = torch.zeros(rows, length, dtype=torch.bool)
     distance = torch.zeros(rows, length, dtype=torch.long)
@@ -46,6 +49,8 @@ def recall_rows(rows: int, length: int, pairs: int, generator: torch.Generator) 
         keys = torch.tensor(KEYS)[torch.randperm(len(KEYS), generator=generator)[:pairs]]
         values = torch.tensor(VALUES)[torch.randint(len(VALUES), (pairs,), generator=generator)]
         start = int(torch.randint(query_start - 2 * pairs + 1, (1,), generator=generator))
+        if float(torch.rand((), generator=generator)) < near:
+            start = query_start - 2 * pairs
         ids[r, start : start + 2 * pairs : 2], ids[r, start + 1 : start + 2 * pairs : 2] = keys, values
         order = torch.randperm(pairs, generator=generator)
         ids[r, query_start::2], ids[r, query_start + 1 :: 2] = keys[order], values[order]
@@ -88,6 +93,8 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=1024)
     parser.add_argument("--pairs", type=int, default=8)
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--near", type=float, default=0.0, help="share of training rows with the pairs right before "
+                        "the queries (held-out rows: uniform offsets only)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--eval-rows", type=int, default=256)
     parser.add_argument("--log-every", type=int, default=25)
@@ -108,7 +115,7 @@ def main() -> None:
               "settings": {k: v for k, v in vars(args).items() if k != "out"}, "chance": 1 / len(VALUES), "log": []}
     began, window = time.perf_counter(), []
     for step in range(1, args.steps + 1):
-        ids, target, _ = recall_rows(args.batch, args.length, args.pairs, generator)
+        ids, target, _ = recall_rows(args.batch, args.length, args.pairs, generator, args.near)
         with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
             loss, correct = recall_loss(model, ids.to(device), target.to(device))
         loss.backward()

@@ -145,13 +145,15 @@ def test_recall_rows_bind_each_queried_key_to_its_value_at_the_stated_distance()
             assert int(key) in recall.KEYS and int(value) in recall.VALUES
             assert (row[pair], row[pair + 1]) == (key, value) and pair + 1 < 96 - 8  # bound before the queries
         assert len(set(row[88::2].tolist())) == 4  # four distinct keys queried, at the end
+    _, near, distance = recall.recall_rows(3, 96, 4, torch.Generator().manual_seed(0), near=1.0)
+    assert set(distance[near].tolist()) <= set(range(2, 16, 2))  # the pairs right before the queries
 
 
 def test_recall_trains_and_scores_on_the_cpu(tmp_path):
     out = tmp_path / "recall.json"
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
     cmd = [sys.executable, str(ROOT / "benchmarks/evidence/recall.py"), str(out), "--variant", "ttt_all",
-           "--steps", "2", "--length", "160", "--pairs", "2", "--batch", "2", "--eval-rows", "8", "--log-every", "1"]
+           "--steps", "2", "--length", "160", "--pairs", "2", "--batch", "2", "--near", "0.5", "--eval-rows", "8", "--log-every", "1"]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(out.read_text())
