@@ -31,7 +31,7 @@ from spatial_ttt.train.trainer import load_training_model
 KEYS = range(100, 164)  # token ids: 64 keys, 64 values, the rest filler (the tiny vocabulary has 512)
 VALUES = range(200, 264)
 FILLER = (300, 500)
-BINS = ((0, 128), (128, 512), (512, 1 << 30))  # distance from a pair to its query, in tokens
+BINS = "0,128,512"  # edges of the distance bins (pair to query, in tokens): the window and 4 layers x window
 
 
 def recall_rows(
@@ -67,16 +67,26 @@ def recall_loss(model, ids: torch.Tensor, target: torch.Tensor) -> tuple[torch.T
     return F.cross_entropy(logits.float(), labels), logits.argmax(-1) == labels
 
 
-def evaluate(model, rows: int, length: int, pairs: int, batch: int, device: str, autocast: bool) -> dict:
+def distance_bins(edges: str) -> list[tuple[int, int]]:
+    """"0,128,512" -> [(0, 128), (128, 512), (512, end)]."""
+    cuts = [int(e) for e in edges.split(",")]
+    if cuts[0] != 0 or cuts != sorted(set(cuts)):
+        raise ValueError(f"--bins {edges!r}: expected increasing edges starting at 0")
+    return list(zip(cuts, cuts[1:] + [1 << 30]))
+
+
+def evaluate(
+    model, rows: int, length: int, pairs: int, batch: int, device: str, autocast: bool, bins: list[tuple[int, int]]
+) -> dict:
     generator = torch.Generator().manual_seed(12345)  # the same held-out rows for every variant and seed
-    right = {b: [0, 0] for b in BINS}
+    right = {b: [0, 0] for b in bins}
     model.eval()
     with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
         for _ in range(math.ceil(rows / batch)):
             ids, target, distance = recall_rows(batch, length, pairs, generator)
             _, correct = recall_loss(model, ids.to(device), target.to(device))
             for d, ok in zip(distance[target].tolist(), correct.tolist()):
-                b = next(b for b in BINS if b[0] <= d < b[1])
+                b = next(b for b in bins if b[0] <= d < b[1])
                 right[b][0] += ok
                 right[b][1] += 1
     model.train()
@@ -97,10 +107,14 @@ def main() -> None:
                         "the queries (held-out rows: uniform offsets only)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--eval-rows", type=int, default=256)
+    parser.add_argument("--bins", default=BINS, help="edges of the held-out distance bins, in tokens")
+    parser.add_argument("--eval-every", type=int, default=0, help="also score --eval-rows held-out rows every N "
+                        "steps (the held-out curve: variants compared at equal steps)")
     parser.add_argument("--log-every", type=int, default=25)
     parser.add_argument("--budget-s", type=float, default=1e9, help="stop training after this many seconds, then score")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="training setting KEY=VALUE")
     args = parser.parse_args()
+    bins = distance_bins(args.bins)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     config = load_config(f"configs/evidence_{args.variant}.yaml", [f"seed={args.seed}", *args.overrides])
     torch.manual_seed(args.seed)
@@ -112,7 +126,7 @@ def main() -> None:
     generator = torch.Generator().manual_seed(args.seed)
     autocast = device == "cuda"
     result = {"variant": args.variant, "seed": args.seed, "device": torch.cuda.get_device_name() if autocast else "cpu",
-              "settings": {k: v for k, v in vars(args).items() if k != "out"}, "chance": 1 / len(VALUES), "log": []}
+              "settings": {k: v for k, v in vars(args).items() if k != "out"}, "chance": 1 / len(VALUES), "log": [], "held_out_curve": []}
     began, window = time.perf_counter(), []
     for step in range(1, args.steps + 1):
         ids, target, _ = recall_rows(args.batch, args.length, args.pairs, generator, args.near)
@@ -132,11 +146,15 @@ def main() -> None:
             result["log"].append(entry)
             print(json.dumps(entry), flush=True)
             window = []
+        if args.eval_every and step % args.eval_every == 0 and step < args.steps:
+            scores = evaluate(model, args.eval_rows, args.length, args.pairs, args.batch, device, autocast, bins)
+            result["held_out_curve"].append({"step": step, **scores})
+            print(json.dumps(result["held_out_curve"][-1]), flush=True)
         if time.perf_counter() - began > args.budget_s:
             break
     result["steps_done"] = step
     result["train_s"] = round(time.perf_counter() - began, 1)
-    result["held_out"] = evaluate(model, args.eval_rows, args.length, args.pairs, args.batch, device, autocast)
+    result["held_out"] = evaluate(model, args.eval_rows, args.length, args.pairs, args.batch, device, autocast, bins)
     print(json.dumps(result["held_out"]), flush=True)
     tmp = Path(args.out).with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1))

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from spatial_ttt.data.memory_tasks import HELD_OUT_SEED, iter_scene_records
 from spatial_ttt.train.config import load_config
 
@@ -150,13 +152,42 @@ def test_recall_rows_bind_each_queried_key_to_its_value_at_the_stated_distance()
 
 
 def test_recall_trains_and_scores_on_the_cpu(tmp_path):
+    recall = _module("recall")
     out = tmp_path / "recall.json"
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
     cmd = [sys.executable, str(ROOT / "benchmarks/evidence/recall.py"), str(out), "--variant", "ttt_all",
-           "--steps", "2", "--length", "160", "--pairs", "2", "--batch", "2", "--near", "0.5", "--eval-rows", "8", "--log-every", "1"]
+           "--steps", "2", "--length", "160", "--pairs", "2", "--batch", "2", "--near", "0.5", "--eval-rows", "8", "--log-every", "1",
+           "--bins", "0,16,64", "--eval-every", "1"]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(out.read_text())
     assert [e["step"] for e in data["log"]] == [1, 2] and data["chance"] == 1 / 64
     assert sum(b["answers"] for b in data["held_out"].values()) == 16  # 8 rows x 2 queries
+    assert set(data["held_out"]) <= {"0-16", "16-64", "64-end"}
+    assert [c["step"] for c in data["held_out_curve"]] == [1]  # the last step is scored once, as held_out
+    assert sum(b["answers"] for b in data["held_out_curve"][0].values() if isinstance(b, dict)) == 16
+    assert recall.distance_bins("0,128,512") == [(0, 128), (128, 512), (512, 1 << 30)]
+    with pytest.raises(ValueError, match="increasing edges"):
+        recall.distance_bins("0,64,32")
     assert all(0 <= b["accuracy"] <= 1 for b in data["held_out"].values())
+
+
+def test_recall_report_tables_mean_spread_and_the_equal_step_comparison(tmp_path):
+    def scores(far: float) -> dict:
+        return {"0-64": {"accuracy": 0.1, "answers": 10}, "256-end": {"accuracy": far, "answers": 10}}
+
+    def run(seed: int, variant: str, steps: int, far: float, curve: list[tuple[int, float]]) -> None:
+        data = {"steps_done": steps, "chance": 1 / 64, "held_out": scores(far),
+                "held_out_curve": [{"step": s, **scores(a)} for s, a in curve]}
+        (tmp_path / f"{variant}-s{seed}.json").write_text(json.dumps(data))
+
+    run(1, "swa_all", 400, 0.02, [(200, 0.01)])
+    run(2, "swa_all", 400, 0.04, [(200, 0.03)])
+    run(1, "ttt_all", 200, 0.06, [])
+    cmd = [sys.executable, str(ROOT / "benchmarks/evidence/recall_report.py"), str(tmp_path)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[2:5] == ["| swa_all | 2 | 400/400 | 10.0 ± 0.0 | 3.0 ± 1.0 |",
+                        "| ttt_all | 1 | 200 | 10.0 ± 0.0 | 6.0 ± 0.0 |",
+                        "| chance | - | - | 1.6 | 1.6 |"]
+    assert "At step 200 (every run):" in out  # the largest step all three runs scored
+    assert "| swa_all | 2 | 10.0 ± 0.0 | 2.0 ± 1.0 |" in out and "| ttt_all | 1 | 10.0 ± 0.0 | 6.0 ± 0.0 |" in out
