@@ -3,6 +3,7 @@
 # bash benchmarks/evidence/recall_sweep.sh OUT_DIR [BUDGET_S] [SET]
 #   SET=all    (call 1) full, swa_all, ttt_all (TTT chunk 64 and 16), seeds 1-2, each to 4000 steps or BUDGET_S
 #   SET=curves (call 2) ttt_all seeds 1-3 and swa_all seeds 1-2, held-out bins scored every 250 steps
+#   SET=long   (call 3) ttt_all seeds 4-5 alone on the GPU (faster steps: further in the same budget), same scoring
 # Window and TTT chunk 64: a windowed model's direct reach is 64 tokens, 4 layers x 64 = 256 at most, and the
 # rows are 512 long, so the held-out bins 0-64 / 64-256 / 256-end separate attention from the fast weights.
 set -euo pipefail
@@ -25,6 +26,8 @@ case $set in
     curves)
         for s in 1 2 3; do run ttt_all-s$s ttt_all $s --eval-every 250 --eval-rows 256; done
         for s in 1 2; do run swa_all-s$s swa_all $s --eval-every 250 --eval-rows 256; done ;;
-    *) echo "unknown SET $set (all, curves)" >&2; exit 2 ;;
+    long)
+        for s in 4 5; do run ttt_all-s$s ttt_all $s --eval-every 250 --eval-rows 256; done ;;
+    *) echo "unknown SET $set (all, curves, long)" >&2; exit 2 ;;
 esac
 wait
