@@ -217,8 +217,8 @@ class StaticDecoder:
         def bound(token: Tensor) -> tuple[Tensor]:  # no reference to self: no cycle to keep the buffers alive
             return (step(model, token, where, buffers),)  # past the decode
 
-        # a shape captured before is compiled: one run before the capture settles it, not two
-        shapes = tuple(b.keys.shape for b in self.buffers)
+        # a shape (and weight dtype) captured before is compiled: one run before the capture settles it, not two
+        shapes = tuple((b.keys.shape, None if b.weights is None else b.weights[0].dtype) for b in self.buffers)
         warmups = 1 if shapes in self.decoding.captured else 2
         self.graph = ChunkGraph(bound, [token[:, None]], self.capture, warmups=warmups, rewind=lambda: where.sub_(1))
         self.decoding.captured.add(shapes)
