@@ -182,7 +182,7 @@ def main() -> None:
     replay_ms = [clock.ms(*m) for m in marks["replay"]]
     update_ms = [clock.ms(*m) for m in marks["update"]]
     kernels = None
-    if cuda:
+    if cuda and args.profile_steps > 0:
         with profiled_replays(args.profile_steps, args.top) as kernels:
             decode(model, state, logits, args.profile_steps + 2, clock)
 
