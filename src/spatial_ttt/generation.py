@@ -84,22 +84,27 @@ def decode(
     on_token: Callable[[Tensor], None] | None = None,
 ) -> Tensor:
     """New tokens [B, n] after a prefilled ``state`` whose last logits [B, V] are given. ``on_token`` sees each
-    new token [B] as soon as it is chosen (for streaming answers; raising there stops decoding)."""
+    new token [B] as soon as it is chosen (for streaming answers; raising there stops decoding). Without stop
+    tokens nothing is read back from the device per token (only whether all rows stopped needs the host), so
+    the host can run ahead of the GPU."""
     state.begin_decode()
-    stops = torch.tensor(stop_token_ids or [], dtype=torch.long, device=logits.device)
+    stops = torch.tensor(stop_token_ids, dtype=torch.long, device=logits.device) if stop_token_ids else None
     finished = torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
     new_tokens: list[Tensor] = []
     # the model's step, eager or over static buffers (config.decode_kernel); the last new token is not fed
     with decode_steps(model, state, max_new_tokens - 1) as feed:
         for step in range(max_new_tokens):
             token = next_token(logits, do_sample, temperature, top_k, top_p, generator)
-            if new_tokens:
-                token = torch.where(finished, new_tokens[-1], token)
+            if stops is not None and new_tokens:
+                token = torch.where(finished, new_tokens[-1], token)  # a stopped row repeats its stop token
             new_tokens.append(token)
             if on_token is not None:
                 on_token(token)
-            finished |= torch.isin(token, stops)
-            if bool(finished.all()) or step == max_new_tokens - 1:
+            if stops is not None:
+                finished |= torch.isin(token, stops)
+                if bool(finished.all()):
+                    break
+            if step == max_new_tokens - 1:
                 break
             logits = feed(token)
     return torch.stack(new_tokens, dim=1)

@@ -12,7 +12,12 @@ and one step (:func:`decode_step`) answers a token over them:
   with the weights and appends its update inputs; the decode rule's update (:meth:`FastWeightMemory.due`: once C
   are pending) runs between steps through the model's FastWeightKernel, rarely (after the first decoded token,
   then every C tokens);
-* a text token's 3D rope position is the same on all three axes: cos/sin come from a position tensor in the step.
+* a text token's 3D rope position is the same on all three axes: cos/sin come from a position tensor in the step;
+* the token's index, pending slot and rope positions live in one device tensor that the step advances itself, so
+  a token costs no copy from the host and, where no stop token is checked (``generation.decode``), no read back:
+  the host can queue tokens ahead of the GPU;
+* in bf16 precision the static fast weights are kept in bf16: the step's products round their operands to bf16
+  anyway, so rounding the weights once per update instead of at every token gives the same bits.
 
 On CUDA the step is compiled (fullgraph) and captured as a CUDA graph when the decode starts; every token is a
 replay. The graph holds the addresses of this state's anchor buffers, so it lives as long as the decoder (one
@@ -42,8 +47,8 @@ DECODE_KERNELS = ("auto", "eager", "graphed")
 
 class LayerBuffers(NamedTuple):
     """One layer's static buffers. Anchors: the state's KV buffer [B, H_kv, capacity, hd]; TTT layers: the window
-    ring [B, H_kv, W, hd], fast weights w0/w1/w2 [BH, ...] (fp32) and the pending update inputs [BH, C + 1, ...]
-    (None without the fast-weight branch)."""
+    ring [B, H_kv, W, hd], fast weights w0/w1/w2 [BH, ...] (:meth:`StaticDecoder.weight_dtype`) and the pending
+    update inputs [BH, C + 1, ...] (fp32; None without the fast-weight branch)."""
 
     keys: Tensor
     values: Tensor
@@ -52,15 +57,18 @@ class LayerBuffers(NamedTuple):
 
 
 def decode_step(model, token: Tensor, where: Tensor, buffers: list[LayerBuffers]) -> Tensor:
-    """Logits [B, V] after one text token per row, token [B, 1]. ``where`` [2 + B] (long): the token's absolute
-    index, the slot of its update inputs in the pending buffers, then each row's rope position."""
+    """Logits [B, V] after one text token per row, token [B, 1]. ``where`` [2 + B] (long, on the model's device):
+    the token's absolute index, the slot of its update inputs in the pending buffers, then each row's rope
+    position; the step advances all of them by one, in place, for the next token."""
     text = model.model.language_model
     index, slot = where[:1], where[1:2]
     x = text.embed_tokens(token)
     cos, sin = text.rotary_emb(x, where[2:, None])  # [B, 1] positions, the same on the three axes
     for layer, buffer in zip(text.layers, buffers):
         x = layer.decode_static(x, cos, sin, buffer, index, slot)
-    return model.lm_head(text.norm(x))[:, -1]
+    logits = model.lm_head(text.norm(x))[:, -1]
+    where.add_(1)  # inside the step (and its graph): no position goes from the host to the device per token
+    return logits
 
 
 class StaticDecoding:
@@ -143,6 +151,8 @@ class StaticDecoder:
         if len(counts) > 1:
             raise ValueError(f"the TTT layers hold different numbers of pending tokens {sorted(counts)}")
         self.count = counts.pop() if counts else 0  # pending tokens, the same in every TTT layer
+        with torch.inference_mode(False):  # advanced in place by the step (decode_step's ``where``)
+            self.where = torch.tensor([self.start, self.count, *self.positions.tolist()], device=like.device)
         self.setup_s = time.perf_counter() - began  # per decode: building the buffers, then capturing the graph
 
     def _anchor(self, kv, like: Tensor, steps: int) -> LayerBuffers:
@@ -167,40 +177,56 @@ class StaticDecoder:
         """Static fast weights, and the pending tokens' update inputs (the trailing ``pending`` of ``recent``)
         from slot 0 of buffers with room for C + 1: the decode rule updates once C are pending, after the token
         that made them C, and the first decoded token can join C pending ones."""
-        w0, w1, w2 = (w.clone() for w in memory.weights[:3])
+        dtype = self.weight_dtype(config.fast_weight_precision)
+        w0, w1, w2 = (w.to(dtype, copy=True) for w in memory.weights[:3])
         heads, width = w0.shape[0], w0.shape[2]
         widths = (width, width, 1, 1, 1, 1 if config.use_momentum else None)
-        pending = TokenStream(*(None if c is None else w0.new_zeros(heads, self.chunk + 1, c) for c in widths))
+        pending = TokenStream(*(None if c is None else w0.new_zeros(heads, self.chunk + 1, c, dtype=torch.float32)
+                                for c in widths))
         if memory.pending:
             for buffer, t in zip(pending, memory.recent.slice(memory.recent.length - memory.pending)):
                 if buffer is not None:
                     buffer[:, : memory.pending] = t
         return (w0, w1, w2), pending
 
+    @staticmethod
+    def weight_dtype(precision: str) -> torch.dtype:
+        """The static fast weights' dtype: bf16 where the products take bf16 operands (``precision`` "bf16"), which
+        rounds them to bf16 at every token anyway; rounded once when they are (re)built, the products are the same
+        bits. fp32 otherwise."""
+        return torch.bfloat16 if precision == "bf16" else torch.float32
+
     def step(self, token: Tensor) -> Tensor:
-        """Feeds one token per row [B]; returns the logits [B, V] that follow it."""
-        where = torch.tensor([self.start + self.fed, self.count, *(self.positions + self.fed).tolist()])
-        inputs = [token[:, None], where.to(token.device)]
+        """Feeds one token per row [B]; returns the logits [B, V] that follow it. Reads nothing back from the
+        device: the step advances its own position counter, and the update's schedule is counted on the host."""
         with self.decoding.lock:
             if self.graph is None:
-                began = time.perf_counter()
-                step, model, buffers = self.decoding.step(compiled=self.capture), self.model, self.buffers
-
-                def bound(token: Tensor, where: Tensor) -> tuple[Tensor]:  # no reference to self: no cycle to
-                    return (step(model, token, where, buffers),)  # keep the buffers alive past the decode
-
-                # a shape captured before is compiled: one run before the capture settles it, not two
-                shapes = tuple(b.keys.shape for b in self.buffers)
-                warmups = 1 if shapes in self.decoding.captured else 2
-                self.graph = ChunkGraph(bound, inputs, self.capture, warmups=warmups)
-                self.decoding.captured.add(shapes)
-                self.setup_s += time.perf_counter() - began
-            logits = self.graph(*inputs)[0]
+                self._capture(token)
+            logits = self._replay(token)
         self.fed += 1
         self.count += 1
         if self.kernel is not None and FastWeightMemory.due(self.count, self.chunk, decoding=True, followed=False):
             self._update()
         return logits
+
+    def _capture(self, token: Tensor) -> None:
+        """Builds the step's graph (compiled and captured on CUDA) for tokens like ``token`` [B]."""
+        began = time.perf_counter()
+        step, model, buffers, where = self.decoding.step(compiled=self.capture), self.model, self.buffers, self.where
+
+        def bound(token: Tensor) -> tuple[Tensor]:  # no reference to self: no cycle to keep the buffers alive
+            return (step(model, token, where, buffers),)  # past the decode
+
+        # a shape (and weight dtype) captured before is compiled: one run before the capture settles it, not two
+        shapes = tuple((b.keys.shape, None if b.weights is None else b.weights[0].dtype) for b in self.buffers)
+        warmups = 1 if shapes in self.decoding.captured else 2
+        self.graph = ChunkGraph(bound, [token[:, None]], self.capture, warmups=warmups, rewind=lambda: where.sub_(1))
+        self.decoding.captured.add(shapes)
+        self.setup_s += time.perf_counter() - began
+
+    def _replay(self, token: Tensor) -> Tensor:
+        """One step on ``token`` [B] (a graph replay on CUDA): the token copied in, the logits [B, V] copied out."""
+        return self.graph(token[:, None])[0]
 
     def _update(self) -> None:
         """The decode rule's update: the first C pending tokens update the weights; the rest move to slot 0."""
@@ -217,6 +243,8 @@ class StaticDecoder:
                 for t in buffer.pending:
                     if t is not None and rest:
                         t[:, :rest] = t[:, chunk : self.count].clone()
+        with torch.inference_mode(False):
+            self.where[1:2].sub_(chunk)  # the next token's pending slot, on the device
         self.count = rest
 
     def finish(self) -> None:

@@ -1,13 +1,16 @@
 """Static decoding (config.decode_kernel="graphed"; on CPU its buffers and step run uncompiled and uncaptured)
 against eager decoding: the same tokens, logits and, after decoding, the same ModelState."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from spatial_ttt.ops import TokenStream
 from spatial_ttt.state import KVCache
-from spatial_ttt.static_decode import decode_steps
+from spatial_ttt.static_decode import StaticDecoder, decode_steps
 from spatial_ttt.streaming import StreamSession
 from spatial_ttt.tiny import tiny_config, tiny_model
 
@@ -124,6 +127,97 @@ def test_the_state_after_decoding_is_eager_s_and_continues_the_same(model, monke
         outs.append(model.generate(**follow_up, max_new_tokens=10, state=state))
     assert outs[1].tolist() == outs[0].tolist()
     assert_same_state(eager_state, graphed_state)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_each_precision_decodes_the_same_tokens_as_eager(one_thread, precision):
+    model = tiny_model(use_muon=False, lact_chunk_size=8, window_size=16, fast_weight_precision=precision)
+    inputs = video_prompt(frames_groups=2, grid_hw=4, batch=2)
+    (eager, eager_state), (graphed, graphed_state) = generate_both(model, inputs, 20)
+    assert graphed.tolist() == eager.tolist()
+    # bf16 operands: a rounding-level difference in an input can move a product by a bf16 step
+    assert_same_state(eager_state, graphed_state, atol=ATOL if precision == "fp32" else 2e-3)
+
+
+def static_decode(model, inputs, tokens):
+    """Feeds ``tokens`` [B, n] through a StaticDecoder (uncaptured) after the prompt: the logits before each and
+    after the last, the decoder and the state."""
+    state, logits = prefilled(model, inputs)
+    state.begin_decode()
+    decoder = StaticDecoder(model, state, tokens.shape[1], model.static_decoding, capture=False)
+    with torch.no_grad():
+        seen = [logits] + [decoder.step(token) for token in tokens.unbind(1)]
+    decoder.finish()
+    return torch.stack(seen, 1), decoder, state
+
+
+def static_weights(decoder):
+    return [w for buffer in decoder.buffers if buffer.weights is not None for w in buffer.weights]
+
+
+def test_bf16_static_weights_are_rounded_once_and_give_the_same_bits(one_thread, monkeypatch):
+    """In bf16 precision the products round the weights to bf16 at every token; the decoder keeps them in bf16,
+    rounded when the decode rule's update rebuilds them: the same logits and state, bit for bit, as fp32 copies."""
+    model = tiny_model(use_muon=False, lact_chunk_size=8, window_size=16, fast_weight_precision="bf16")
+    inputs = video_prompt(frames_groups=2, grid_hw=4, batch=2)
+    tokens = model.generate(**inputs, max_new_tokens=20)[:, -20:-1]
+    got, decoder, state = static_decode(model, inputs, tokens)
+    assert {w.dtype for w in static_weights(decoder)} == {torch.bfloat16}
+    # after three updates (the 1st, 8th and 16th fed tokens) the static copies are the fp32 weights, rounded
+    assert decoder.weights[0].w0.dtype == torch.float32
+    assert torch.equal(decoder.buffers[0].weights[0], decoder.weights[0].w0.bfloat16())
+    monkeypatch.setattr(StaticDecoder, "weight_dtype", staticmethod(lambda precision: torch.float32))
+    expected, decoder, expected_state = static_decode(model, inputs, tokens)
+    assert {w.dtype for w in static_weights(decoder)} == {torch.float32}
+    assert torch.equal(got, expected)
+    assert_same_state(expected_state, state, atol=0)
+
+
+def test_fp32_static_weights_stay_fp32(model):
+    _, decoder, _ = static_decode(model, video_prompt(frames_groups=2, grid_hw=4), torch.tensor([[9, 10, 11]]))
+    assert {w.dtype for w in static_weights(decoder)} == {torch.float32}
+
+
+def test_the_step_advances_its_position_counter_on_the_device(model):
+    """The token's index, pending slot and rope positions are advanced by the step itself (and the pending slot
+    moved back by the updates), never copied in from the host."""
+    inputs = video_prompt(frames_groups=2, grid_hw=4, batch=2)
+    tokens = torch.randint(0, 500, (2, 19))
+    prompt_state, _ = prefilled(model, inputs)
+    _, decoder, state = static_decode(model, inputs, tokens)
+    # 22 prompt tokens + 19 fed, chunk 8: updates after the 1st, 8th and 16th fed tokens, 3 tokens pending
+    assert state.layers[0].ttt.pending == 3
+    assert decoder.where.tolist() == [22 + 19, 3, *(prompt_state.next_position + 19).tolist()]
+    assert state.next_position.tolist() == (prompt_state.next_position + 19).tolist()
+
+
+class HostReads(TorchDispatchMode):
+    """Counts reads of a tensor's value by the host (``.item()``, ``bool(t)``: aten._local_scalar_dense)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += func is torch.ops.aten._local_scalar_dense.default
+        return func(*args, **(kwargs or {}))
+
+
+def test_a_decode_without_stop_tokens_reads_nothing_back_per_token(model):
+    """On a GPU a read forces the host to wait for the token's step: without stop tokens there is none, so the
+    host runs ahead; with them, one per token (whether every row has stopped), as before."""
+    model.config.decode_kernel = "graphed"
+    inputs = video_prompt(frames_groups=2, grid_hw=4)
+    state, logits = prefilled(model, inputs)
+    unseen = sorted(set(range(500)) - set(model.decode(copy.deepcopy(state), logits, 16)[0].tolist()))[0]
+
+    def reads(new_tokens, stops):
+        with HostReads() as mode:
+            model.decode(copy.deepcopy(state), logits, new_tokens, stop_token_ids=stops)
+        return mode.count
+
+    assert reads(4, None) == reads(16, None) == reads(16, []) == 0
+    assert reads(16, [unseen]) - reads(4, [unseen]) == 12
 
 
 def test_without_the_fast_weight_branch_the_memory_is_left_alone(one_thread):

@@ -1,10 +1,12 @@
 """Graphed decoding on CUDA (the step compiled and replayed as a CUDA graph) against eager decoding, on the tiny
-model: fp32 agrees to rounding (tokens, logits and the state left behind), bf16 closely. Times nothing."""
+model: fp32 agrees to rounding (tokens, logits and the state left behind), bf16 closely. The step advances its own
+position counter inside the graph (the warm-ups before the capture are rewound), so a decode without stop tokens
+synchronises with the host at no token after the first. Times nothing."""
 
 import pytest
 import torch
 
-from spatial_ttt.static_decode import decode_steps
+from spatial_ttt.static_decode import StaticDecoder, decode_steps
 from spatial_ttt.tiny import tiny_model
 
 from core.helpers import video_prompt
@@ -78,3 +80,48 @@ def test_graphed_decoding_is_close_to_eager_in_bf16():
     # 22 prompt tokens + 18 fed, chunk 8: updates after the 1st, 8th and 16th fed tokens
     assert graphed_state.layers[0].ttt.pending == eager_state.layers[0].ttt.pending == 2
     assert graphed_state.num_tokens == eager_state.num_tokens == 40
+
+
+def test_graphed_decoding_reads_nothing_back_per_token(fp32_model):
+    """From the second fed token on (the first builds the buffers and captures the step), a decode without stop
+    tokens makes no synchronising CUDA call: no position is copied in, nothing is read back, also across the decode
+    rule's updates (after the 8th and 16th fed tokens). With a stop token, whether every row stopped is one."""
+    inputs = on_cuda(video_prompt(frames_groups=2, grid_hw=4))
+    fp32_model.config.decode_kernel = "eager"
+    expected = fp32_model.generate(**inputs, max_new_tokens=20)[:, -20:]
+    fp32_model.config.decode_kernel = "graphed"
+    fp32_model.generate(**inputs, max_new_tokens=20)  # compiles the step, captures the updates' chunk graphs
+
+    def decode(stops):
+        state = fp32_model.new_state(1)
+        with torch.no_grad():
+            logits = fp32_model(**inputs, state=state).logits[:, -1]
+        chosen = []
+
+        def watch(token):  # tokens 1..18 are fed under the check; the 20th is not fed
+            chosen.append(token)
+            torch.cuda.set_sync_debug_mode("error" if 2 <= len(chosen) < 20 else "default")
+
+        try:
+            return fp32_model.decode(state, logits, 20, stop_token_ids=stops, on_token=watch)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+    assert decode(None).tolist() == expected.tolist()
+    unseen = sorted(set(range(500)) - set(expected[0].tolist()))[0]
+    with pytest.raises(RuntimeError, match="synchroniz"):
+        decode([unseen])
+
+
+def test_bf16_static_weights_give_the_bits_of_fp32_copies(monkeypatch):
+    """In bf16 precision the static fast weights are bf16, rounded once per update; the compiled, captured step
+    gives the logits and state, bit for bit, of one that rounds fp32 copies at every token."""
+    model = tiny_model(use_muon=False, lact_chunk_size=8, window_size=16, fast_weight_precision="bf16").cuda()
+    inputs = on_cuda(video_prompt(frames_groups=2, grid_hw=4, batch=2))
+    tokens = torch.randint(0, 500, (2, 18), device="cuda")
+    got, state = fed_logits(model, "graphed", inputs, tokens)
+    assert model.static_decoding.last["captured"]
+    monkeypatch.setattr(StaticDecoder, "weight_dtype", staticmethod(lambda precision: torch.float32))
+    expected, expected_state = fed_logits(model, "graphed", inputs, tokens)
+    assert torch.equal(got, expected)
+    assert_same_state(expected_state, state, atol=0)

@@ -60,10 +60,12 @@ class ChunkGraph:
     """A step captured once as a CUDA graph over static input buffers (created outside inference mode, so that
     ``inference_mode`` and ``no_grad`` callers can both use them); a call copies the inputs in, replays and
     returns copies of the outputs. Without ``capture`` (CPU) the same buffers run the step eagerly. ``warmups``:
-    runs before the capture (on a side stream): compilation and autotuning happen in the first."""
+    runs before the capture (on a side stream): compilation and autotuning happen in the first. ``rewind``: undoes
+    what a run of a step that advances its own counters in place changed, after each warm-up, so that the first
+    replay runs on the inputs the warm-ups saw."""
 
     def __init__(self, step: Callable[..., tuple[Tensor, ...]], example: list[Tensor | None], capture: bool,
-                 pool: object = None, warmups: int = 2) -> None:
+                 pool: object = None, warmups: int = 2, rewind: Callable[[], None] | None = None) -> None:
         with torch.inference_mode(False), torch.no_grad():
             self.inputs = [None if t is None else t.detach().clone() for t in example]
             self.step = step
@@ -75,6 +77,8 @@ class ChunkGraph:
                 with torch.cuda.stream(side):
                     for _ in range(warmups):
                         step(*self.inputs)
+                        if rewind is not None:
+                            rewind()
                 torch.cuda.current_stream(device).wait_stream(side)
                 self.graph = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(self.graph, pool=pool):
