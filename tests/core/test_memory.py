@@ -37,7 +37,24 @@ def test_mlp_in_pieces_gives_the_same_logits(monkeypatch):
         whole = model(**inputs).logits
         monkeypatch.setattr(modeling, "MLP_PIECE", 5)
         pieces = model(**inputs).logits
+    # the MLP's products over 5 rows instead of 50 may round differently in their last bit (BLAS blocking)
     torch.testing.assert_close(pieces, whole, atol=1e-6, rtol=0)
+
+
+def test_mlp_pieces_are_added_in_place_into_the_residual(monkeypatch):
+    """Was: the pieces' outputs were concatenated, then added (a second [S, hidden] tensor and the pieces alive at
+    once). Now each piece's output is added into the layer's residual: the same sums, bit for bit, no new tensor."""
+    monkeypatch.setattr(modeling, "MLP_PIECE", 5)
+    layer = tiny_model().model.language_model.layers[0]
+    x = torch.randn(1, 23, layer.mlp.gate_proj.in_features)
+    with torch.no_grad():
+        concatenated = x + torch.cat([layer.mlp(layer.post_attention_layernorm(p)) for p in x.split(5, dim=1)], dim=1)
+        residual = x.clone()
+        out = layer.residual_mlp(residual)
+    assert out is residual and torch.equal(out, concatenated)
+    with torch.enable_grad():  # under autograd: whole, and the input left alone
+        out = layer.residual_mlp(x)
+    assert out is not x and torch.allclose(out, concatenated, atol=1e-6, rtol=0)
 
 
 def test_a_state_filled_under_inference_mode_continues_under_no_grad():
