@@ -255,3 +255,38 @@ def test_rows_stay_fp32_under_autograd():
     state = model.new_state(1)
     model(**video_prompt(frames_groups=2, grid_hw=4), state=state).logits.sum().backward()
     assert all(layer.ttt.recent.k.dtype == torch.float32 for layer in state.layers if layer.ttt is not None)
+
+
+def test_a_prefill_in_pieces_holds_one_piece_at_a_time(monkeypatch):
+    """Was: while a piece ran (its vision tower first), the previous piece's segments (embeddings, deepstack
+    features) and its output from the last layer were still alive, and within a piece the caller's list kept the
+    embeddings alive up all the layers: the peak was two pieces' worth. Now each piece's tensors are dead before
+    the next piece starts (checked on the base tensor of every input and output segment, a view keeps it alive,
+    except what a segment waiting in a queue for the next piece owns)."""
+    import weakref
+
+    from spatial_ttt import generation, streaming
+
+    def base(t):
+        return t if t._base is None else t._base
+
+    recorded, alive = [], []
+    feed, segments_from_tokens = streaming.feed, streaming.segments_from_tokens
+
+    def recording_feed(model, stream, segments, flush=False):
+        inputs = [base(t) for s in segments for t in (s.hidden, *(s.deepstack or ()))]
+        out = feed(model, stream, segments, flush)
+        recorded.extend(weakref.ref(t) for t in inputs + [base(s.hidden) for s in out])
+        return out
+
+    def checking_segments(model, stream, *args, **kwargs):
+        waiting = {t.data_ptr() for queue in stream.queues for s in queue for t in (s.hidden, *(s.deepstack or ()))}
+        alive.append(sum(ref() is not None and ref().data_ptr() not in waiting for ref in recorded))
+        return segments_from_tokens(model, stream, *args, **kwargs)
+
+    monkeypatch.setattr(streaming, "feed", recording_feed)
+    monkeypatch.setattr(streaming, "segments_from_tokens", checking_segments)
+    monkeypatch.setattr(generation, "PREFILL_PIECE", 14)  # 71 tokens in pieces of 1-2 frame groups
+    model = tiny_model(use_muon=False, lact_chunk_size=8)
+    model.generate(**video_prompt(frames_groups=9, grid_hw=4), max_new_tokens=1, stop_token_ids=[])
+    assert len(alive) > 4 and len(recorded) > 20 and alive == [0] * len(alive)
