@@ -200,7 +200,7 @@ class FastWeightKernel:
     def _static_input(self, position: int, t: Tensor) -> Tensor:
         """The static buffer of argument ``position`` for tensors like ``t``. The update-only and the full-chunk
         graphs take the same weights, momentum and chunk, so they share these buffers (one set, not one per graph:
-        ~57 MB at the 2B shape); replays never overlap (the lock) and each copies all of its inputs in first."""
+        ~55 MiB at the 2B shape); replays never overlap (the lock) and each copies all of its inputs in first."""
         key = (position, t.shape, t.dtype, t.device)
         if key not in self._inputs:
             with torch.inference_mode(False):
