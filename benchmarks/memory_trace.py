@@ -24,6 +24,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from spatial_ttt.ops.fast_weight import row_dtype
+
 
 class TensorMemory(TorchDispatchMode):
     """``peak``: the most bytes of storages created inside the block alive at once; ``live``: those alive now.
@@ -150,7 +152,8 @@ def expected_state_bytes(config, batch: int, tokens: int, capacity: int, kv_byte
     * TTT layers: the window's keys and values [B, H_kv, min(W, N), hd]; the fast weights w0/w2 [BH, dh, d] and
       w1 [BH, d, dh] with their row norms [BH, dh | d | dh, 1], and after the first update (N > C) the momentum
       (three more weight-sized tensors); the last min(C, N) tokens' update inputs: k, v [BH, n, d], three rates
-      and the momentum gate [BH, n, 1], all fp32;
+      and the momentum gate [BH, n, 1], fp32 except k, which the bf16 precision mode keeps in bf16
+      (spatial_ttt.ops.fast_weight.row_dtype; a prompt run without autograd);
     * the next rope position per row (int64).
     """
     text = config.text_config
@@ -162,12 +165,13 @@ def expected_state_bytes(config, batch: int, tokens: int, capacity: int, kv_byte
     norms = heads * (dh + d + dh) * 4
     momentum = weights if config.use_momentum and tokens > chunk else 0
     recent = min(chunk, tokens)
-    per_token_inputs = 2 * d + 3 + (1 if config.use_momentum else 0)
+    k_bytes = row_dtype(config.fast_weight_precision).itemsize
+    per_token_inputs = d * k_bytes + (d + 3 + (1 if config.use_momentum else 0)) * 4
     ttt = len(config.ttt_layers)
     return dict(
         anchor_kv=anchors * 2 * capacity * kv_row,
         window_kv=ttt * 2 * min(config.window_size, tokens) * kv_row,
         fast_weights=ttt * (weights + norms + momentum),
-        recent=ttt * heads * recent * per_token_inputs * 4,
+        recent=ttt * heads * recent * per_token_inputs,
         counters=batch * 8,
     )

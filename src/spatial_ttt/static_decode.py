@@ -37,7 +37,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .ops.fast_weight import FastWeights, TokenStream
+from .ops.fast_weight import FastWeights, TokenStream, row_dtype
 from .ops.fast_weight_kernels import ChunkGraph, private_copy
 from .ops.fast_weight_memory import FastWeightMemory
 from .state import ModelState
@@ -181,8 +181,9 @@ class StaticDecoder:
         w0, w1, w2 = (w.to(dtype, copy=True) for w in memory.weights[:3])
         heads, width = w0.shape[0], w0.shape[2]
         widths = (width, width, 1, 1, 1, 1 if config.use_momentum else None)
-        pending = TokenStream(*(None if c is None else w0.new_zeros(heads, self.chunk + 1, c, dtype=torch.float32)
-                                for c in widths))
+        rows = (row_dtype(config.fast_weight_precision), *[torch.float32] * 5)  # k as the prologue makes it
+        pending = TokenStream(*(None if c is None else w0.new_zeros(heads, self.chunk + 1, c, dtype=row)
+                                for c, row in zip(widths, rows)))
         if memory.pending:
             for buffer, t in zip(pending, memory.recent.slice(memory.recent.length - memory.pending)):
                 if buffer is not None:

@@ -111,10 +111,12 @@ def feed(
     model: SpatialTTTForConditionalGeneration, stream: StreamState, segments: list[Segment], flush: bool = False
 ) -> list[Segment]:
     """Pushes segments up through all layers as far as they can go; returns those that left the last layer.
-    ``flush`` treats every held-back frame group as the last one of the video."""
+    ``flush`` treats every held-back frame group as the last one of the video. The stream takes the segments:
+    ``segments`` is emptied, so that the caller's list does not keep their inputs alive up all the layers."""
     stream.advance()
     layers = model.model.language_model.layers
     _enqueue(stream.queues[0], segments)
+    segments.clear()
     finished: list[Segment] = []
     for index, layer in enumerate(layers):
         done = _advance_layer(model, stream, index, flush)
@@ -127,6 +129,7 @@ def feed(
             _enqueue(stream.queues[index + 1], done)
         else:
             finished.extend(done)
+        del done  # held by the next queue alone: the next layer drops this layer's output once it has joined it
     return finished
 
 
@@ -162,11 +165,13 @@ def _advance_layer(model: SpatialTTTForConditionalGeneration, stream: StreamStat
     precomputed = None
     if convolves and any(s.grid_hw is not None for s in segments):
         precomputed = _conv_inputs(layer, stream, index, segments, hidden, held[0] if held else None)
-    out = layer(hidden, cos, sin, state, segments[0].start, [], stream.model.decoding, precomputed)
+    lengths = [segment.hidden.shape[1] for segment in segments]
+    # the segments' inputs are joined in ``hidden`` now: neither the queue nor the output's segments keep them
+    segments = [replace(segment, hidden=None) for segment in segments]
     del queue[:ready]
+    out = layer(hidden, cos, sin, state, segments[0].start, [], stream.model.decoding, precomputed)
     done, offset = [], 0
-    for segment in segments:
-        n = segment.hidden.shape[1]
+    for segment, n in zip(segments, lengths):
         done.append(replace(segment, hidden=out[:, offset : offset + n]))
         offset += n
     if not flush:  # what may wait at the next layer owns its memory, not a view of the whole piece
@@ -256,12 +261,14 @@ def prefill_in_pieces(
             last = first
     per_row = pixel_values_videos.view(batch, t * h * w, -1)
     stream = new_stream(model, state=state)
-    out, g0, start = [], 0, 0
+    g0, start = 0, 0
     for g1, end in [*cuts, (t, length)]:
+        out = None  # the previous piece's output, dead before this piece's vision tower runs: one piece alive
         pixels = per_row[:, g0 * h * w : g1 * h * w].reshape(-1, per_row.shape[-1]) if g1 > g0 else None
         grid = torch.tensor([[g1 - g0, h, w]] * batch, device=video_grid_thw.device) if g1 > g0 else None
         segments = segments_from_tokens(model, stream, input_ids[:, start:end], pixels, grid)
-        out = feed(model, stream, segments, flush=end == length)
+        del pixels  # (a copy where the rows of a batch are gathered)
+        out = feed(model, stream, segments, flush=end == length)  # takes the segments (the list is emptied)
         g0, start = g1, end
     return final_logits(model, out[-1:])[:, -1]
 

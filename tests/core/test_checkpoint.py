@@ -139,14 +139,27 @@ def test_convert_refuses_non_qwen3vl(golden_dir):
 
 
 def test_vision_tower_in_pieces_gives_the_same_features():
+    """Pieces of whole temporal groups (the tower attends within a group) give bit-identical features, each call at
+    most ``patches_per_call`` patches (at least one group) written into the outputs."""
     model = tiny_model()
-    inputs = video_prompt(frames_groups=5, grid_hw=4)
+    inputs = video_prompt(frames_groups=5, grid_hw=4)  # 5 groups of 16 patches
+    calls = []
+    hook = model.model.visual.register_forward_pre_hook(lambda module, args, kwargs: calls.append(args[0].shape[0]),
+                                                        with_kwargs=True)
+    results = {}
     with torch.no_grad():
-        whole, whole_deep = model.encode_visual(inputs["pixel_values_videos"], inputs["video_grid_thw"], groups_per_call=64)
-        split, split_deep = model.encode_visual(inputs["pixel_values_videos"], inputs["video_grid_thw"], groups_per_call=2)
-    torch.testing.assert_close(split, whole, atol=1e-6, rtol=0)
-    for a, b in zip(split_deep, whole_deep):
-        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+        for limit in (8192, 32, 40, 1):
+            calls.clear()
+            results[limit] = model.encode_visual(inputs["pixel_values_videos"], inputs["video_grid_thw"], limit)
+            results[limit] += (list(calls),)
+    hook.remove()
+    whole, whole_deep, whole_calls = results[8192]
+    assert whole.shape == (20, 64) and len(whole_deep) == 2 and whole_calls == [80]
+    assert results[32][2] == results[40][2] == [32, 32, 16] and results[1][2] == [16] * 5
+    for limit in (32, 1):
+        split, split_deep, _ = results[limit]
+        assert torch.equal(split, whole)
+        assert all(torch.equal(a, b) for a, b in zip(split_deep, whole_deep))
     with pytest.raises(ValueError, match="describes 80 patches but 79 pixel rows"):
         model.encode_visual(inputs["pixel_values_videos"][:-1], inputs["video_grid_thw"])
 

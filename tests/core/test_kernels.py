@@ -50,6 +50,11 @@ def test_graphed_kernel_buffers_give_the_reference_results(momentum, cut, n):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
     assert (mem.weights.momentum is None) == (ref.weights.momentum is None) and mem.pending == ref.pending
     assert len(graphed._graphs) <= 2  # one per fixed shape: a full chunk of queries + update, an update alone
+    if len(graphed._graphs) == 2:  # ... sharing one set of static input buffers (the weights, momentum, chunk)
+        update, full = sorted((g.inputs for g in graphed._graphs.values()), key=lambda inputs: inputs[9] is not None)
+        assert update[9] is None and full[9] is not None
+        assert all(a is b for a, b in zip(update, full) if a is not None)
+        assert len(graphed._inputs) == sum(t is not None for t in full)
 
 
 def test_graph_buffers_made_under_inference_mode_serve_later_no_grad_calls():

@@ -1,5 +1,6 @@
 """What a prefill leaves behind is compact, and the long-prompt memory savings do not change results."""
 
+import pytest
 import torch
 
 from spatial_ttt.models import modeling
@@ -37,7 +38,24 @@ def test_mlp_in_pieces_gives_the_same_logits(monkeypatch):
         whole = model(**inputs).logits
         monkeypatch.setattr(modeling, "MLP_PIECE", 5)
         pieces = model(**inputs).logits
+    # the MLP's products over 5 rows instead of 50 may round differently in their last bit (BLAS blocking)
     torch.testing.assert_close(pieces, whole, atol=1e-6, rtol=0)
+
+
+def test_mlp_pieces_are_added_in_place_into_the_residual(monkeypatch):
+    """Was: the pieces' outputs were concatenated, then added (a second [S, hidden] tensor and the pieces alive at
+    once). Now each piece's output is added into the layer's residual: the same sums, bit for bit, no new tensor."""
+    monkeypatch.setattr(modeling, "MLP_PIECE", 5)
+    layer = tiny_model().model.language_model.layers[0]
+    x = torch.randn(1, 23, layer.mlp.gate_proj.in_features)
+    with torch.no_grad():
+        concatenated = x + torch.cat([layer.mlp(layer.post_attention_layernorm(p)) for p in x.split(5, dim=1)], dim=1)
+        residual = x.clone()
+        out = layer.residual_mlp(residual)
+    assert out is residual and torch.equal(out, concatenated)
+    with torch.enable_grad():  # under autograd: whole, and the input left alone
+        out = layer.residual_mlp(x)
+    assert out is not x and torch.allclose(out, concatenated, atol=1e-6, rtol=0)
 
 
 def test_a_state_filled_under_inference_mode_continues_under_no_grad():
@@ -109,7 +127,8 @@ def test_a_prefill_allocates_each_anchor_cache_once(monkeypatch):
     assert model.generate(**inputs, max_new_tokens=5, stop_token_ids=[]).tolist() == tokens.tolist()
 
 
-def test_the_state_holds_exactly_what_it_must_and_nothing_else_stays():
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_state_holds_exactly_what_it_must_and_nothing_else_stays(precision):
     """After generate(max_new_tokens=1) on a prompt of N tokens, the state's storages (each counted once: a view
     keeps its whole base) are exactly benchmarks/memory_trace.expected_state_bytes, and everything the call
     allocated and still holds is that state plus the returned tokens."""
@@ -121,7 +140,7 @@ def test_the_state_holds_exactly_what_it_must_and_nothing_else_stays():
 
     from spatial_ttt import generation
 
-    model = tiny_model(use_muon=False, lact_chunk_size=8, window_size=12)
+    model = tiny_model(use_muon=False, lact_chunk_size=8, window_size=12, fast_weight_precision=precision)
     inputs = video_prompt(frames_groups=9, grid_hw=4)  # 71 tokens: 8 chunks + 7, window < N
     for piece in (1000, 14):  # one forward; pieces of 1-2 frame groups
         generation.PREFILL_PIECE, old = piece, generation.PREFILL_PIECE
@@ -136,7 +155,9 @@ def test_the_state_holds_exactly_what_it_must_and_nothing_else_stays():
         # anchors: 71 tokens planned, one KVCache.BLOCK; KV elements fp32
         expected = expected_state_bytes(model.config, 1, 71, capacity=1024, kv_bytes=4)
         assert held == expected, (piece, held, expected)
-        assert expected["recent"] == 6 * 4 * 8 * (2 * 16 + 4) * 4  # 6 TTT layers, 4 heads, C = 8 tokens, d = 16
+        # 6 TTT layers, 4 heads, C = 8 tokens, d = 16: k (bf16 in the bf16 mode), v and 4 rates/gates (fp32)
+        k_bytes = 2 if precision == "bf16" else 4
+        assert expected["recent"] == 6 * 4 * 8 * (16 * k_bytes + (16 + 4) * 4)
         assert memory.live == storage_bytes(t for ts in kinds.values() for t in ts) + storage_bytes([tokens])
         del state, kinds
         assert memory.live == storage_bytes([tokens])  # dropping the state frees everything else
@@ -190,3 +211,82 @@ def test_a_streamed_piece_drops_its_projections_before_the_fast_weight_branch(mo
     with torch.no_grad():
         feed(model, stream, segments_from_tokens(model, stream, **video_prompt(frames_groups=6, grid_hw=4)), flush=True)
     assert len(alive_in_branch) == 6 and not any(alive_in_branch)  # every TTT layer, once
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("kernels", [("reference", "eager"), ("graphed", "graphed")])
+def test_bf16_mode_keeps_q_and_k_rows_in_bf16_with_the_same_numbers(monkeypatch, precision, kernels):
+    """The bf16 mode's products round q and k to bf16, so keeping them in bf16 (the memory's pending rows, the
+    branch's operator inputs, the static decoder's buffers) changes no number; v, which also enters the fp32
+    product v * lr1, stays fp32. Compared with fp32 rows (what was kept before), through a prefill in pieces, the
+    decode rule's updates on those rows, and a forward after; the fp32 mode keeps fp32 rows."""
+    from spatial_ttt import generation, static_decode
+    from spatial_ttt.layers import ttt
+
+    monkeypatch.setattr(generation, "PREFILL_PIECE", 14)  # 71 tokens in pieces of 1-2 frame groups
+    model = tiny_model(lact_chunk_size=8, fast_weight_precision=precision, ttt_kernel=kernels[0],
+                       decode_kernel=kernels[1])
+    inputs = video_prompt(frames_groups=9, grid_hw=4)
+    runs = []
+    for rows in ("as configured", "fp32"):
+        if rows == "fp32":
+            for module in (ttt, static_decode):
+                monkeypatch.setattr(module, "row_dtype", lambda precision: torch.float32)
+        state = model.new_state(1)
+        tokens = model.generate(**inputs, max_new_tokens=12, stop_token_ids=[], state=state)  # 11 fed: an update
+        with torch.no_grad():
+            logits = model(tokens[:, -1:], state=state).logits
+        runs.append((tokens, logits, state))
+    (tokens, logits, state), (tokens_fp32, logits_fp32, state_fp32) = runs
+    assert torch.equal(tokens, tokens_fp32) and torch.equal(logits, logits_fp32)
+    expected = torch.bfloat16 if precision == "bf16" else torch.float32
+    for layer, layer_fp32 in zip(state.layers, state_fp32.layers):
+        if layer.ttt is None:
+            continue
+        assert all(torch.equal(a, b) for a, b in zip(layer.ttt.weights[:3], layer_fp32.ttt.weights[:3]))
+        recent, recent_fp32 = layer.ttt.recent, layer_fp32.ttt.recent
+        assert recent.k.dtype == expected and recent.v.dtype == recent_fp32.k.dtype == torch.float32
+        assert torch.equal(recent.k, recent_fp32.k.to(expected)) and torch.equal(recent.v, recent_fp32.v)
+
+
+def test_rows_stay_fp32_under_autograd():
+    """Training: a bf16 row used in three products would add up its gradients in bf16; the rows stay fp32."""
+    model = tiny_model(lact_chunk_size=8, fast_weight_precision="bf16")
+    state = model.new_state(1)
+    model(**video_prompt(frames_groups=2, grid_hw=4), state=state).logits.sum().backward()
+    assert all(layer.ttt.recent.k.dtype == torch.float32 for layer in state.layers if layer.ttt is not None)
+
+
+def test_a_prefill_in_pieces_holds_one_piece_at_a_time(monkeypatch):
+    """Was: while a piece ran (its vision tower first), the previous piece's segments (embeddings, deepstack
+    features) and its output from the last layer were still alive, and within a piece the caller's list kept the
+    embeddings alive up all the layers: the peak was two pieces' worth. Now each piece's tensors are dead before
+    the next piece starts (checked on the base tensor of every input and output segment, a view keeps it alive,
+    except what a segment waiting in a queue for the next piece owns)."""
+    import weakref
+
+    from spatial_ttt import generation, streaming
+
+    def base(t):
+        return t if t._base is None else t._base
+
+    recorded, alive = [], []
+    feed, segments_from_tokens = streaming.feed, streaming.segments_from_tokens
+
+    def recording_feed(model, stream, segments, flush=False):
+        inputs = [base(t) for s in segments for t in (s.hidden, *(s.deepstack or ()))]
+        out = feed(model, stream, segments, flush)
+        recorded.extend(weakref.ref(t) for t in inputs + [base(s.hidden) for s in out])
+        return out
+
+    def checking_segments(model, stream, *args, **kwargs):
+        waiting = {t.data_ptr() for queue in stream.queues for s in queue for t in (s.hidden, *(s.deepstack or ()))}
+        alive.append(sum(ref() is not None and ref().data_ptr() not in waiting for ref in recorded))
+        return segments_from_tokens(model, stream, *args, **kwargs)
+
+    monkeypatch.setattr(streaming, "feed", recording_feed)
+    monkeypatch.setattr(streaming, "segments_from_tokens", checking_segments)
+    monkeypatch.setattr(generation, "PREFILL_PIECE", 14)  # 71 tokens in pieces of 1-2 frame groups
+    model = tiny_model(use_muon=False, lact_chunk_size=8)
+    model.generate(**video_prompt(frames_groups=9, grid_hw=4), max_new_tokens=1, stop_token_ids=[])
+    assert len(alive) > 4 and len(recorded) > 20 and alive == [0] * len(alive)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLTextRMSNorm
 
-from ..ops import FastWeightKernel, FastWeightMemory, FastWeights, TokenStream, swiglu_apply
+from ..ops import FastWeightKernel, FastWeightMemory, FastWeights, TokenStream, row_dtype, swiglu_apply
 from ..ops.conv_triton import depthwise_conv3_triton
 from ..state import LayerState
 from .attention import Attention
@@ -45,9 +45,10 @@ def branch_prologue(
     lr_offset: float,
     v_silu: bool,
     rope: bool,
+    qk_dtype: torch.dtype = torch.float32,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | None]:
     """q/k/v [B, S, nh*d] (after the conv), lr_proj(x) [B, S, 3*nh], momentum_proj(x) [B, S, nh] or None ->
-    the operator's fp32 rows: q, k, v [B*nh, S, d], lr0/lr1/lr2 and momentum [B*nh, S, 1]."""
+    the operator's rows: q, k [B*nh, S, d] in ``qk_dtype``, v fp32, lr0/lr1/lr2 and momentum [B*nh, S, 1] fp32."""
     batch, length, width = qf.shape
     d = width // nh
     qf, kf, vf = [t.view(batch, length, nh, d).transpose(1, 2) for t in (qf, kf, vf)]
@@ -66,8 +67,8 @@ def branch_prologue(
     lr0, lr1, lr2 = [per_head(rates[..., j : j + 1]) for j in range(3)]
     if momentum is not None:
         momentum = per_head(momentum.float().view(batch, length, nh, 1))
-    qf, kf, vf = [t.reshape(batch * nh, length, d).float() for t in (qf, kf, vf)]
-    return qf, kf, vf, lr0, lr1, lr2, momentum
+    qf, kf = [t.reshape(batch * nh, length, d).to(qk_dtype) for t in (qf, kf)]
+    return qf, kf, vf.reshape(batch * nh, length, d).float(), lr0, lr1, lr2, momentum
 
 
 def branch_epilogue(
@@ -292,8 +293,12 @@ class TTTAttention(nn.Module):
         cfg = self.config
         lr_logits = self.lr_proj(x)
         momentum = self.momentum_proj(x) if cfg.use_momentum else None
+        # q and k in the products' dtype (kept so in the memory's pending rows); fp32 under autograd, where the
+        # gradients of a bf16 row would add up in bf16
+        qk_dtype = torch.float32 if torch.is_grad_enabled() else row_dtype(cfg.fast_weight_precision)
         q, *rows = fuse(branch_prologue)(
-            qf, kf, vf, cos, sin, lr_logits, momentum, self.nh, self.lr_offset, not cfg.no_v_silu, not cfg.ttt_nope
+            qf, kf, vf, cos, sin, lr_logits, momentum, self.nh, self.lr_offset, not cfg.no_v_silu, not cfg.ttt_nope,
+            qk_dtype,
         )
         gate_logits = self.ttt_scale_proj(x)
         out = memory(q, TokenStream(*rows))

@@ -52,7 +52,8 @@ class SpatialTTTOutput(ModelOutput):
     logits: Tensor | None = None
 
 
-MLP_PIECE = 16384  # tokens per MLP call in a long prefill without autograd
+MLP_PIECE = 4096  # tokens per MLP call in a long prefill without autograd
+VISION_PATCHES = 8192  # patches per vision tower call (whole temporal groups; 12 groups of 352x480 frames)
 
 
 class DecoderLayer(nn.Module):
@@ -82,8 +83,7 @@ class DecoderLayer(nn.Module):
             h = self.self_attn(h, cos, sin, state, start, videos, decoding, precomputed)
         else:
             h = self.self_attn(h, cos, sin, None if state is None else state.kv, start)
-        x = x + h
-        return x + self.feed_forward(x)
+        return self.residual_mlp(x + h)
 
     def decode_static(self, x: Tensor, cos: Tensor, sin: Tensor, buffers, index: Tensor, slot: Tensor) -> Tensor:
         """``forward`` for one decoded token per row at absolute index ``index`` [1] over the layer's static
@@ -94,15 +94,18 @@ class DecoderLayer(nn.Module):
             h = self.self_attn.decode_static(h, cos, sin, keys, values, index, buffers.weights, buffers.pending, slot)
         else:
             h = self.self_attn.decode_static(h, cos, sin, keys, values, index)
-        x = x + h
-        return x + self.feed_forward(x)
+        return self.residual_mlp(x + h)
 
-    def feed_forward(self, x: Tensor) -> Tensor:
-        """mlp(post_attention_layernorm(x)), row by row; a long prompt without autograd goes in pieces of MLP_PIECE
-        tokens, so its [S, intermediate] activations never exist whole (2B, 88k tokens: 3 x 1.1 GB otherwise)."""
+    def residual_mlp(self, x: Tensor) -> Tensor:
+        """x + mlp(post_attention_layernorm(x)), row by row. A long prompt without autograd goes in pieces of
+        MLP_PIECE tokens, each piece's output added in place into x (the layer's own residual tensor), so neither
+        its [S, intermediate] activations nor a second [S, hidden] ever exist whole (2B, 16k-token piece:
+        3 x 48 MB at a time instead of 3 x 200 MB plus 64 MB)."""
         if torch.is_grad_enabled() or x.shape[1] <= MLP_PIECE:
-            return self.mlp(self.post_attention_layernorm(x))
-        return torch.cat([self.mlp(self.post_attention_layernorm(p)) for p in x.split(MLP_PIECE, dim=1)], dim=1)
+            return x + self.mlp(self.post_attention_layernorm(x))
+        for piece in x.split(MLP_PIECE, dim=1):
+            piece += self.mlp(self.post_attention_layernorm(piece))
+        return x
 
 
 class SpatialTTTTextModel(nn.Module):
@@ -195,27 +198,40 @@ class SpatialTTTForConditionalGeneration(PreTrainedModel):
         types[input_ids == self.config.video_token_id] = 2
         return types
 
-    def encode_visual(self, pixels: Tensor, grid_thw: Tensor, groups_per_call: int = 64) -> tuple[Tensor, list[Tensor]]:
-        """Merged visual features and deepstack features, computing at most ``groups_per_call`` temporal groups per
-        call of the vision tower: it attends only within a temporal group, so the pieces give the same features
-        while its activation memory stays bounded on long videos."""
+    def encode_visual(
+        self, pixels: Tensor, grid_thw: Tensor, patches_per_call: int | None = None
+    ) -> tuple[Tensor, list[Tensor]]:
+        """Merged visual features and deepstack features, computing at most ``patches_per_call`` patches (default
+        VISION_PATCHES; at least one temporal group) per call of the vision tower: it attends only within a temporal
+        group (``cu_seqlens`` has one segment per group) and embeds positions per group, so pieces cut between
+        groups give the same features while its activation memory stays bounded on long videos. Each call's
+        features go straight into the outputs (no list of pieces to concatenate: that would hold them twice)."""
+        limit = patches_per_call or VISION_PATCHES
         pieces, row = [], 0
         for t, h, w in grid_thw.tolist():
-            for first in range(0, t, groups_per_call):
-                count = min(groups_per_call, t - first)
+            per_call = max(limit // (h * w), 1)
+            for first in range(0, t, per_call):
+                count = min(per_call, t - first)
                 pieces.append((row, row + count * h * w, [count, h, w]))
                 row += count * h * w
         if row != pixels.shape[0]:
             raise ValueError(f"grid_thw describes {row} patches but {pixels.shape[0]} pixel rows were given")
-        features, deepstack = [], []
         visual = self.model.visual
+        merged = row // visual.spatial_merge_unit
+        width, levels = self.config.vision_config.out_hidden_size, len(visual.deepstack_visual_indexes)
+        features, *deepstack = (
+            torch.empty(merged, width, dtype=visual.dtype, device=visual.device) for _ in range(1 + levels)
+        )
         for start, end, grid in pieces:  # pixels may be in host memory: one piece at a time goes to the device,
             # in their own dtype (async when pinned; a cast on the way would run on the CPU), then cast there
             piece = pixels[start:end].to(visual.device, non_blocking=True).to(visual.dtype)
             out = visual(piece, grid_thw=torch.tensor([grid], device=visual.device))
-            features.append(out.pooler_output)
-            deepstack.append(out.deepstack_features)
-        return torch.cat(features), [torch.cat(level) for level in zip(*deepstack)]
+            rows = slice(start // visual.spatial_merge_unit, end // visual.spatial_merge_unit)
+            features[rows] = out.pooler_output
+            for level, part in zip(deepstack, out.deepstack_features):
+                level[rows] = part
+            del piece, out  # before the next call: one call's activations alive at a time
+        return features, deepstack
 
     def embed(
         self,

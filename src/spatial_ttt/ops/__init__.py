@@ -8,6 +8,7 @@ from .fast_weight import (
     chunk_step,
     fast_weight_update,
     newton_schulz5,
+    row_dtype,
     swiglu_apply,
     swiglu_descent,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "chunk_step",
     "fast_weight_update",
     "newton_schulz5",
+    "row_dtype",
     "swiglu_apply",
     "swiglu_descent",
 ]

@@ -14,7 +14,8 @@ optionally combined with momentum, orthogonalised by Newton-Schulz (Muon) and fo
 
 ``precision`` says how the matrix products run: "fp32" multiplies fp32 operands (the reference's inference path,
 exact); "bf16" rounds both operands to bf16 and accumulates in fp32 (the fast mode; the product is returned as
-bf16 and widened back, on CPU as on GPU). Weights, momentum and renormalisation stay fp32 in both.
+bf16 and widened back, on CPU as on GPU). Weights, momentum and renormalisation stay fp32 in both. Queries and
+keys enter products only, so the bf16 mode keeps them in bf16 (:func:`row_dtype`).
 """
 
 from __future__ import annotations
@@ -81,6 +82,12 @@ class TokenStream(NamedTuple):
     @property
     def length(self) -> int:
         return self.k.shape[1]
+
+
+def row_dtype(precision: str) -> torch.dtype:
+    """The dtype q and k rows are kept in: bf16 in the bf16 mode, whose products round them to bf16 anyway (the
+    same numbers at half the memory); fp32 otherwise. Not v: it also enters the fp32 product v * lr1."""
+    return torch.bfloat16 if precision == "bf16" else torch.float32
 
 
 def matmul(a: Tensor, b: Tensor, precision: str) -> Tensor:

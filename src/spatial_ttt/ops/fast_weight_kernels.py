@@ -65,9 +65,15 @@ class ChunkGraph:
     replay runs on the inputs the warm-ups saw."""
 
     def __init__(self, step: Callable[..., tuple[Tensor, ...]], example: list[Tensor | None], capture: bool,
-                 pool: object = None, warmups: int = 2, rewind: Callable[[], None] | None = None) -> None:
+                 pool: object = None, warmups: int = 2, rewind: Callable[[], None] | None = None,
+                 inputs: list[Tensor | None] | None = None) -> None:
+        """``inputs``: static input buffers to use (filled with ``example``) instead of new ones: graphs replayed
+        one at a time may share them, as each call copies all of its inputs in."""
         with torch.inference_mode(False), torch.no_grad():
-            self.inputs = [None if t is None else t.detach().clone() for t in example]
+            if inputs is None:
+                self.inputs = [None if t is None else t.detach().clone() for t in example]
+            else:
+                self.inputs = [None if b is None else b.copy_(t) for b, t in zip(inputs, example)]
             self.step = step
             self.graph = None
             if capture:
@@ -103,6 +109,7 @@ class FastWeightKernel:
         self.config = config
         self._compiled: dict[tuple, Callable] = {}
         self._graphs: dict[tuple, ChunkGraph] = {}
+        self._inputs: dict[tuple, Tensor] = {}  # static input buffers by argument and shape, shared by the graphs
         self._pool = None
         self._lock = threading.Lock()
 
@@ -191,5 +198,16 @@ class FastWeightKernel:
 
                 if capture and self._pool is None:
                     self._pool = torch.cuda.graph_pool_handle()  # one memory pool for all of this model's graphs
-                self._graphs[key] = ChunkGraph(bound, list(args), capture, self._pool)
+                inputs = [None if t is None else self._static_input(i, t) for i, t in enumerate(args)]
+                self._graphs[key] = ChunkGraph(bound, list(args), capture, self._pool, inputs=inputs)
             return self._graphs[key](*args)
+
+    def _static_input(self, position: int, t: Tensor) -> Tensor:
+        """The static buffer of argument ``position`` for tensors like ``t``. The update-only and the full-chunk
+        graphs take the same weights, momentum and chunk, so they share these buffers (one set, not one per graph:
+        ~55 MiB at the 2B shape); replays never overlap (the lock) and each copies all of its inputs in first."""
+        key = (position, t.shape, t.dtype, t.device)
+        if key not in self._inputs:
+            with torch.inference_mode(False):
+                self._inputs[key] = torch.empty(t.shape, dtype=t.dtype, device=t.device)
+        return self._inputs[key]

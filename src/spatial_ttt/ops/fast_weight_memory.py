@@ -18,7 +18,8 @@ static decoder (:mod:`spatial_ttt.static_decode`), which answers a token inside 
 tokens, asks it too.
 
 The memory owns compact tensors only: ``recent`` is a copy of the last C tokens' update inputs, never a view
-that would keep a whole prompt's keys alive. Tensors are replaced, never written in place, so a shallow copy
+that would keep a whole prompt's keys alive, in the dtypes the branch made them (keys in bf16 in the bf16 mode:
+:func:`~spatial_ttt.ops.fast_weight.row_dtype`). Tensors are replaced, never written in place, so a shallow copy
 (``dataclasses.replace``) is an independent snapshot.
 """
 
