@@ -53,7 +53,10 @@ class SpatialTTTOutput(ModelOutput):
 
 
 MLP_PIECE = 4096  # tokens per MLP call in a long prefill without autograd
-VISION_PATCHES = 8192  # patches per vision tower call (whole temporal groups; 12 groups of 352x480 frames)
+# patches per vision tower call (whole temporal groups: 64 of 352x480 frames). Calls of 8,192 patches took the
+# vision tower from 1.23 to 1.63 s at 1024 frames on an H100 (session 6) and bought nothing at the prefill's peak,
+# which is in the LLM layers (bench_e2e --trace-peak): benchmarks/RESULTS.md, benchmarks/prefill_ab.py.
+VISION_PATCHES = 42240
 
 
 class DecoderLayer(nn.Module):
