@@ -70,7 +70,8 @@ def main() -> None:
     parser.add_argument("--mlp-piece", type=int, help="modeling.MLP_PIECE (4096 at the 2B shape: a quarter of a "
                         "16k-token prefill piece; scale it with --piece-tokens to see its effect here)")
     parser.add_argument("--vision-patches", type=int, help="modeling.VISION_PATCHES, patches per vision tower call "
-                        "(8192 at the 2B shape: 12 frame groups of 352x480; 768 is 12 groups here)")
+                        "(default 42,240 at the 2B shape: 64 frame groups of 352x480; results/peak_cpu used 768 = 12 groups "
+                        "here, scaled to the 8,192 of that run)")
     parser.add_argument("--out", help="JSON file to write")
     args = parser.parse_args()
     torch.set_num_threads(1)

@@ -48,7 +48,7 @@ DECODE_KERNELS = ("auto", "eager", "graphed")
 class LayerBuffers(NamedTuple):
     """One layer's static buffers. Anchors: the state's KV buffer [B, H_kv, capacity, hd]; TTT layers: the window
     ring [B, H_kv, W, hd], fast weights w0/w1/w2 [BH, ...] (:meth:`StaticDecoder.weight_dtype`) and the pending
-    update inputs [BH, C + 1, ...] (fp32; None without the fast-weight branch)."""
+    update inputs [BH, C + 1, ...] (k in :func:`row_dtype`, the rest fp32; None without the fast-weight branch)."""
 
     keys: Tensor
     values: Tensor
@@ -192,10 +192,10 @@ class StaticDecoder:
 
     @staticmethod
     def weight_dtype(precision: str) -> torch.dtype:
-        """The static fast weights' dtype: bf16 where the products take bf16 operands (``precision`` "bf16"), which
-        rounds them to bf16 at every token anyway; rounded once when they are (re)built, the products are the same
-        bits. fp32 otherwise."""
-        return torch.bfloat16 if precision == "bf16" else torch.float32
+        """The static fast weights' dtype: they enter the step's products only, so the rule of q and k rows
+        (:func:`row_dtype`) holds: bf16 in the bf16 mode, rounded once when they are (re)built instead of at every
+        token (the same bits)."""
+        return row_dtype(precision)
 
     def step(self, token: Tensor) -> Tensor:
         """Feeds one token per row [B]; returns the logits [B, V] that follow it. Reads nothing back from the

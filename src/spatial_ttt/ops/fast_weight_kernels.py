@@ -62,13 +62,12 @@ class ChunkGraph:
     returns copies of the outputs. Without ``capture`` (CPU) the same buffers run the step eagerly. ``warmups``:
     runs before the capture (on a side stream): compilation and autotuning happen in the first. ``rewind``: undoes
     what a run of a step that advances its own counters in place changed, after each warm-up, so that the first
-    replay runs on the inputs the warm-ups saw."""
+    replay runs on the inputs the warm-ups saw. ``inputs``: static input buffers to use (filled with ``example``)
+    instead of new ones: graphs replayed one at a time may share them, as each call copies all of its inputs in."""
 
     def __init__(self, step: Callable[..., tuple[Tensor, ...]], example: list[Tensor | None], capture: bool,
                  pool: object = None, warmups: int = 2, rewind: Callable[[], None] | None = None,
                  inputs: list[Tensor | None] | None = None) -> None:
-        """``inputs``: static input buffers to use (filled with ``example``) instead of new ones: graphs replayed
-        one at a time may share them, as each call copies all of its inputs in."""
         with torch.inference_mode(False), torch.no_grad():
             if inputs is None:
                 self.inputs = [None if t is None else t.detach().clone() for t in example]
