@@ -1,17 +1,17 @@
-"""Which memory change costs prefill time? The user's prefill (bench_e2e.py's model and prompt: random 2B-shape
-weights, bf16, host pixels) timed under variants of the session-6 peak-memory settings, in one process.
+"""Which settings cost or buy prefill time? The user's prefill (bench_e2e.py's model and prompt: random 2B-shape
+weights, bf16, host pixels) timed under variants, in one process.
 
     PYTHONPATH=src:benchmarks python benchmarks/prefill_ab.py --out prefill_ab.json [--frames 1024]   # one GPU
     PYTHONPATH=src:benchmarks python benchmarks/prefill_ab.py --tiny --out prefill_ab.json           # CPU check
 
 Variants (each: one untimed generate(1) for its compilations, then --repeats timed ones and the vision tower):
-  vision8k      vision tower calls of 8,192 patches (what session 6's H100 run measured), else as the library
-  now           the library as it is: vision calls of 42,240 patches (64 groups of 352x480), MLP pieces of 4,096
-                tokens, q/k rows bf16
-  mlp16k        + MLP pieces of 16,384 tokens (the earlier setting)
-  all_before    + q/k rows fp32 (the earlier rows)
-The settings are module constants, set here between variants and restored at the end: a diagnostic of this
-script, not an API.
+  now           the library as it is
+  eager_text    the decoder's norms, MLP activations, q/k norms and rope run eagerly (before session 7)
+  eager_all     + the vision tower's blocks eagerly and its patch embedding as the Conv3d (before session 7)
+  rows_fp32     + q/k rows fp32 (before session 6)
+Session 7's first run of this script (results/session7_h100/prefill_ab.json) compared session 6's memory settings
+(vision calls of 8,192 patches, MLP pieces of 16,384 tokens, q/k rows fp32) instead. The variants swap functions
+and module classes of the library, and are undone at the end: a diagnostic of this script, not an API.
 """
 
 from __future__ import annotations
@@ -20,20 +20,39 @@ import argparse
 import statistics
 
 import torch
+from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLVisionPatchEmbed
 
 import bench_e2e
+import spatial_ttt.layers.attention as attention
 import spatial_ttt.layers.ttt as ttt
+import spatial_ttt.layers.vision_attention as vision
 import spatial_ttt.models.modeling as modeling
+from spatial_ttt.ops.fast_weight_kernels import fused_or_plain
 
-VARIANTS = ("vision8k", "now", "mlp16k", "all_before")
-LIBRARY = dict(vision=modeling.VISION_PATCHES, mlp=modeling.MLP_PIECE, rows=ttt.row_dtype)
+VARIANTS = ("now", "eager_text", "eager_all", "rows_fp32")
+TEXT_STAGES = {attention.project_heads, attention.rope_heads, modeling.call, modeling.norm_mlp}
+ROWS = ttt.row_dtype
 
 
-def apply(variant: str) -> None:
+def apply(variant: str, model) -> None:
     index = VARIANTS.index(variant)
-    modeling.VISION_PATCHES = 8192 if variant == "vision8k" else LIBRARY["vision"]
-    modeling.MLP_PIECE = 16384 if index >= 2 else LIBRARY["mlp"]
-    ttt.row_dtype = (lambda precision: torch.float32) if index >= 3 else LIBRARY["rows"]
+    eager = TEXT_STAGES | ({vision.frame_block} if index >= 2 else set())
+
+    def choose(kernel, fn, t):
+        return fn if fn in eager else fused_or_plain(kernel, fn, t)
+
+    for module in (attention, vision, modeling):
+        module.fused_or_plain = choose
+    embed = model.model.visual.patch_embed
+    embed.__class__ = Qwen3VLVisionPatchEmbed if index >= 2 else vision.LinearPatchEmbed
+    ttt.row_dtype = (lambda precision: torch.float32) if index >= 3 else ROWS
+
+
+def restore(model) -> None:
+    for module in (attention, vision, modeling):
+        module.fused_or_plain = fused_or_plain
+    model.model.visual.patch_embed.__class__ = vision.LinearPatchEmbed
+    ttt.row_dtype = ROWS
 
 
 def main() -> None:
@@ -53,7 +72,7 @@ def main() -> None:
     result = dict(frames=frames, tokens=int(inputs["input_ids"].shape[1]), warmup_s=warmup_s,
                   environment=bench_e2e.environment(device), variants={})
     for variant in VARIANTS:
-        apply(variant)
+        apply(variant, model)
         clock.run(lambda: bench_e2e.generate(model, inputs, 1, model.new_state(1)))
         runs = [clock.run(lambda: bench_e2e.generate(model, inputs, 1, model.new_state(1))) for _ in range(args.repeats)]
         (tokens, _), *_ = runs[0]
@@ -63,7 +82,7 @@ def main() -> None:
             peak_gib=max(r[2] for r in runs) / bench_e2e.GIB, vision_s=vision_s, token=int(tokens[0, -1]))
         print(variant, result["variants"][variant], flush=True)
         bench_e2e.write_json(args.out, result)
-    apply("now")
+    restore(model)
 
 
 if __name__ == "__main__":

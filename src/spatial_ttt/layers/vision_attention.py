@@ -1,4 +1,5 @@
-"""Qwen3-VL's vision attention with a video's frames attended in one call.
+"""Qwen3-VL's vision tower with a video's frames attended in one call, each block compiled on the GPU, and the
+patch embedding as the product it is.
 
 The vision tower attends within each frame (the chunks of ``cu_seqlens``). transformers' SDPA path runs one
 ``scaled_dot_product_attention`` per chunk, plus a transposed copy of each output and a concatenation: at 1024
@@ -6,18 +7,42 @@ frames of the 2B shape, 24 layers x 512 frames = 12k attention calls and 12k cop
 have the same size, so here they go in as one batch [frames, heads, tokens, head_dim]: the same attention of
 each frame, one call per layer. Anything else (chunks of several sizes, flash-attention varlen, attention
 dropout) takes transformers' forward.
+
+Around the products a block is elementwise work: two LayerNorms, the fp32 rope of q and k (casts, ``rotate_half``'s
+concatenation, four broadcast products), GELU and the residuals, ~40% of the tower's GPU time at 1024 frames
+(session 7 profile). A block therefore runs as one function through the model's kernel
+(:meth:`spatial_ttt.ops.FastWeightKernel.fused`: compiled, so that work is fused, unless the reference kernel
+runs); the 24 blocks share one compiled graph (their parameters are its inputs).
 """
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
-from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLVisionAttention, apply_rotary_pos_emb_vision
+from transformers.models.qwen3_vl.modeling_qwen3_vl import (
+    Qwen3VLVisionAttention,
+    Qwen3VLVisionBlock,
+    Qwen3VLVisionPatchEmbed,
+    apply_rotary_pos_emb_vision,
+)
+
+from ..ops.fast_weight_kernels import fused_or_plain
+
+
+def equal_frames(cu_seqlens: Tensor) -> tuple[int, int] | None:
+    """(frames, tokens per frame) when every chunk of ``cu_seqlens`` has the same length, else None."""
+    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).tolist()
+    return (len(lengths), lengths[0]) if len(set(lengths)) == 1 else None
 
 
 class FrameBatchedVisionAttention(Qwen3VLVisionAttention):
     """Same parameters and results as Qwen3VLVisionAttention (``attn`` of every vision block)."""
+
+    def batched(self, cu_seqlens: Tensor) -> tuple[int, int] | None:
+        """(frames, tokens) where the frames can go in as one batch, else None (transformers' forward runs)."""
+        if self.config._attn_implementation != "sdpa" or (self.training and self.attention_dropout):
+            return None
+        return equal_frames(cu_seqlens)
 
     def forward(
         self,
@@ -27,15 +52,52 @@ class FrameBatchedVisionAttention(Qwen3VLVisionAttention):
         max_seqlen: int | None = None,
         **kwargs,
     ) -> Tensor:
-        lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).tolist()  # (transformers' forward reads them too)
-        equal = len(set(lengths)) == 1
-        if not equal or self.config._attn_implementation != "sdpa" or (self.training and self.attention_dropout):
+        frames = self.batched(cu_seqlens)
+        if frames is None:
             return super().forward(hidden_states, cu_seqlens, position_embeddings, max_seqlen, **kwargs)
-        seq_length, frames, tokens = hidden_states.shape[0], len(lengths), lengths[0]
+        return self.attend_frames(hidden_states, *position_embeddings, *frames)
+
+    def attend_frames(self, hidden_states: Tensor, cos: Tensor, sin: Tensor, frames: int, tokens: int) -> Tensor:
+        """The attention of ``frames`` consecutive chunks of ``tokens`` rows each, as one batch."""
+        seq_length = hidden_states.shape[0]
         q, k, v = self.qkv(hidden_states).reshape(seq_length, 3, self.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
-        cos, sin = position_embeddings
         q, k = apply_rotary_pos_emb_vision(q, k, cos, sin)
         # [S, heads, hd] -> [frames, heads, tokens, hd]: views; each frame's rows are those of its chunk
         q, k, v = (t.view(frames, tokens, self.num_heads, -1).transpose(1, 2) for t in (q, k, v))
         out = F.scaled_dot_product_attention(q, k, v, scale=self.scaling)
         return self.proj(out.transpose(1, 2).reshape(seq_length, -1))
+
+
+def frame_block(block: Qwen3VLVisionBlock, x: Tensor, cos: Tensor, sin: Tensor, frames: int, tokens: int) -> Tensor:
+    """Qwen3VLVisionBlock.forward with the frames attended as one batch (what the kernel compiles)."""
+    x = x + block.attn.attend_frames(block.norm1(x), cos, sin, frames, tokens)
+    return x + block.mlp(block.norm2(x))
+
+
+class FrameBatchedVisionBlock(Qwen3VLVisionBlock):
+    """Same parameters and results as Qwen3VLVisionBlock; ``kernel`` (the model's FastWeightKernel) is set by
+    the model and decides whether the block runs compiled."""
+
+    kernel = None
+
+    def forward(
+        self, hidden_states: Tensor, cu_seqlens: Tensor, position_embeddings: tuple[Tensor, Tensor] | None = None,
+        **kwargs,
+    ) -> Tensor:
+        frames = self.attn.batched(cu_seqlens) if position_embeddings is not None else None
+        if frames is None:
+            return super().forward(hidden_states, cu_seqlens, position_embeddings, **kwargs)
+        run = fused_or_plain(self.kernel, frame_block, hidden_states)
+        return run(self, hidden_states, *position_embeddings, *frames)
+
+
+class LinearPatchEmbed(Qwen3VLVisionPatchEmbed):
+    """Qwen3VLVisionPatchEmbed as a matrix product. Its Conv3d has stride = kernel over pixels already cut into
+    patches, so each output is the dot product of one patch's C*T*P*P values with a filter: the same sum as the
+    conv's (in another order), but as one GEMM instead of cuDNN's implicit-GEMM 3D convolution (50 ms against
+    ~2 ms at 1024 frames on an H100, session 7 profile). Same parameters (the conv's weight and bias)."""
+
+    def forward(self, hidden_states: Tensor) -> Tensor:
+        weight = self.proj.weight
+        patches = hidden_states.reshape(-1, weight[0].numel()).to(weight.dtype)
+        return F.linear(patches, weight.flatten(1), self.proj.bias)

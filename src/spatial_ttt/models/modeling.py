@@ -27,8 +27,9 @@ from ..configuration import SpatialTTTConfig
 from ..layers.attention import Attention
 from ..layers.spatial_conv import VideoSpan, video_spans
 from ..layers.ttt import Precomputed, TTTAttention
-from ..layers.vision_attention import FrameBatchedVisionAttention
+from ..layers.vision_attention import FrameBatchedVisionAttention, FrameBatchedVisionBlock, LinearPatchEmbed
 from ..ops import FastWeightKernel, FastWeightMemory
+from ..ops.fast_weight_kernels import fused_or_plain
 from ..state import KVCache, LayerState, ModelState
 from ..static_decode import StaticDecoding
 from .positions import rope_positions
@@ -59,7 +60,21 @@ MLP_PIECE = 4096  # tokens per MLP call in a long prefill without autograd
 VISION_PATCHES = 42240
 
 
+def call(module: nn.Module, x: Tensor) -> Tensor:
+    """A module's forward as a function of the module: what the kernel compiles (one graph for every module of a
+    class and shape, their parameters its inputs)."""
+    return module(x)
+
+
+def norm_mlp(norm: nn.Module, mlp: nn.Module, x: Tensor) -> Tensor:
+    """mlp(norm(x)) as one function (compiled: the RMSNorm's fp32 work and the MLP's silu * up fused around the
+    three products)."""
+    return mlp(norm(x))
+
+
 class DecoderLayer(nn.Module):
+    kernel = None  # the model's FastWeightKernel (set by the model): compiles the norms and the MLP's elementwise work
+
     def __init__(self, config: SpatialTTTConfig, layer_idx: int) -> None:
         super().__init__()
         text = config.text_config
@@ -81,7 +96,7 @@ class DecoderLayer(nn.Module):
         precomputed: Precomputed | None = None,
     ) -> Tensor:
         """``precomputed`` (TTT layers only): see TTTAttention.forward."""
-        h = self.input_layernorm(x)
+        h = fused_or_plain(self.kernel, call, x)(self.input_layernorm, x)
         if self.is_ttt:
             h = self.self_attn(h, cos, sin, state, start, videos, decoding, precomputed)
         else:
@@ -104,10 +119,11 @@ class DecoderLayer(nn.Module):
         MLP_PIECE tokens, each piece's output added in place into x (the layer's own residual tensor), so neither
         its [S, intermediate] activations nor a second [S, hidden] ever exist whole (2B, 16k-token piece:
         3 x 48 MB at a time instead of 3 x 200 MB plus 64 MB)."""
+        run = fused_or_plain(self.kernel, norm_mlp, x)
         if torch.is_grad_enabled() or x.shape[1] <= MLP_PIECE:
-            return x + self.mlp(self.post_attention_layernorm(x))
+            return x + run(self.post_attention_layernorm, self.mlp, x)
         for piece in x.split(MLP_PIECE, dim=1):
-            piece += self.mlp(self.post_attention_layernorm(piece))
+            piece += run(self.post_attention_layernorm, self.mlp, piece)
         return x
 
 
@@ -120,10 +136,11 @@ class SpatialTTTTextModel(nn.Module):
         self.norm = Qwen3VLTextRMSNorm(text.hidden_size, eps=text.rms_norm_eps)
         self.rotary_emb = Qwen3VLTextRotaryEmbedding(config=text)
         self.gradient_checkpointing = False
-        kernel = FastWeightKernel(config)  # one per model: its compiled steps and CUDA graphs serve every layer
-        for layer in self.layers:
-            if layer.is_ttt:
-                layer.self_attn.kernel = kernel
+        # one per model: its compiled steps and CUDA graphs serve every layer (and the vision tower's blocks)
+        self.kernel = kernel = FastWeightKernel(config)
+        for module in self.modules():
+            if isinstance(module, (DecoderLayer, TTTAttention, Attention)):
+                module.kernel = kernel
 
 
 class SpatialTTTModel(nn.Module):
@@ -132,9 +149,13 @@ class SpatialTTTModel(nn.Module):
     def __init__(self, config: SpatialTTTConfig) -> None:
         super().__init__()
         self.visual = Qwen3VLVisionModel._from_config(config.vision_config)
-        for block in self.visual.blocks:  # a video's frames in one attention call: the same module, another forward
-            block.attn.__class__ = FrameBatchedVisionAttention  # (a new module would draw its init from the RNG)
         self.language_model = SpatialTTTTextModel(config)
+        # the same modules with other forwards (new modules would draw their init from the RNG): a video's frames
+        # in one attention call, each block through the model's kernel, the patch embedding as one product
+        self.visual.patch_embed.__class__ = LinearPatchEmbed
+        for block in self.visual.blocks:
+            block.__class__, block.attn.__class__ = FrameBatchedVisionBlock, FrameBatchedVisionAttention
+            block.kernel = self.language_model.kernel
 
 
 class SpatialTTTForConditionalGeneration(PreTrainedModel):

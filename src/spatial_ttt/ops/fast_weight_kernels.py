@@ -56,6 +56,11 @@ def private_copy(fn: Callable) -> Callable:
     return FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
 
 
+def fused_or_plain(kernel: "FastWeightKernel | None", fn: Callable, t: Tensor) -> Callable:
+    """``kernel.fused(fn, t)``; ``fn`` itself for a module used outside a model (no kernel was given to it)."""
+    return fn if kernel is None else kernel.fused(fn, t)
+
+
 class ChunkGraph:
     """A step captured once as a CUDA graph over static input buffers (created outside inference mode, so that
     ``inference_mode`` and ``no_grad`` callers can both use them); a call copies the inputs in, replays and
@@ -151,7 +156,8 @@ class FastWeightKernel:
         return self._compiled[fn, variant]
 
     def fused(self, fn: Callable, t: Tensor, inference: Callable | None = None) -> Callable:
-        """``fn`` for elementwise stages around the operator: compiled unless the reference kernel runs.
+        """``fn`` for elementwise stages around the operator, and around the model's other products (norms, rope,
+        activations: the decoder layers and the vision tower's blocks): compiled unless the reference kernel runs.
         ``inference``: a hand-written, forward-only kernel of ``fn``'s signature, which runs instead where the
         graphed kernel runs on CUDA (no autograd needed)."""
         kind = self.kind(t, torch.is_grad_enabled())

@@ -1,0 +1,89 @@
+"""How fast could the anchors' attention be? The 7 anchor layers' causal attention of a 1024-frame prefill (2B
+shape: 16 query heads, 8 KV heads, head_dim 128, bf16), as the library runs it (pieces of --piece queries after a
+KV cache, SDPA's flash kernel with the diagonal bottom-right) against other SDPA backends, on one GPU.
+
+    PYTHONPATH=src python benchmarks/bench_anchor_attention.py --out anchor_attention.json
+
+Cases (seconds for one layer, all pieces; TFLOP/s counts the visible half of the score matrix):
+  pieces_flash       the library: attention_after_cache per piece (flash, GQA native)
+  pieces_cudnn       the same problems through the cuDNN backend (KV heads repeated, causal_lower_right mask)
+  whole_flash        one square causal call over all tokens (is_causal, flash, GQA native)
+  whole_cudnn        the same through cuDNN (KV heads repeated)
+A case the backend refuses is recorded with its error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention.bias import causal_lower_right
+
+from spatial_ttt.ops.attention_gpu import attention_after_cache
+
+
+def timed(fn, repeats: int = 3) -> float:
+    fn()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(repeats):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / 1000 / repeats
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=88094)
+    parser.add_argument("--piece", type=int, default=16384)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    make = lambda heads: torch.randn(1, heads, args.tokens, 128, device="cuda", dtype=torch.bfloat16)  # noqa: E731
+    q, k, v = make(16), make(8), make(8)
+    kr, vr = k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1)
+    bounds = [(s, min(s + args.piece, args.tokens)) for s in range(0, args.tokens, args.piece)]
+
+    def pieces(backend):
+        def run():
+            for s, e in bounds:
+                if backend is None:
+                    attention_after_cache(q[:, :, s:e], k[:, :, :e], v[:, :, :e])
+                else:
+                    with sdpa_kernel([backend]):
+                        F.scaled_dot_product_attention(q[:, :, s:e], kr[:, :, :e], vr[:, :, :e],
+                                                       attn_mask=causal_lower_right(e - s, e))
+        return run
+
+    def whole(backend, gqa):
+        def run():
+            with sdpa_kernel([backend]):
+                if gqa:
+                    F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+                else:
+                    F.scaled_dot_product_attention(q, kr, vr, is_causal=True)
+        return run
+
+    flops = 4 * 16 * 128 * args.tokens * args.tokens / 2
+    cases = {"pieces_flash": pieces(None), "pieces_cudnn": pieces(SDPBackend.CUDNN_ATTENTION),
+             "whole_flash": whole(SDPBackend.FLASH_ATTENTION, True), "whole_cudnn": whole(SDPBackend.CUDNN_ATTENTION, False)}
+    result = dict(tokens=args.tokens, piece=args.piece, gpu=torch.cuda.get_device_name(), torch=torch.__version__,
+                  cases={})
+    for name, fn in cases.items():
+        try:
+            seconds = timed(fn)
+            result["cases"][name] = dict(seconds=seconds, tflops=flops / seconds / 1e12, seven_layers_s=7 * seconds)
+        except Exception as error:  # a backend that refuses the problem: record why
+            result["cases"][name] = dict(error=f"{type(error).__name__}: {str(error)[:300]}")
+        print(name, result["cases"][name], flush=True)
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
