@@ -61,6 +61,7 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--frames", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     args = parser.parse_args()
     device = torch.device("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
     shape = bench_e2e.shape_tiny() if args.tiny else bench_e2e.shape_2b()
@@ -71,7 +72,7 @@ def main() -> None:
     _, warmup_s, _ = clock.run(lambda: bench_e2e.generate(model, inputs, 2))
     result = dict(frames=frames, tokens=int(inputs["input_ids"].shape[1]), warmup_s=warmup_s,
                   environment=bench_e2e.environment(device), variants={})
-    for variant in VARIANTS:
+    for variant in args.variants:
         apply(variant, model)
         clock.run(lambda: bench_e2e.generate(model, inputs, 1, model.new_state(1)))
         runs = [clock.run(lambda: bench_e2e.generate(model, inputs, 1, model.new_state(1))) for _ in range(args.repeats)]
