@@ -10,8 +10,9 @@ Variants (each: one untimed generate(1) for its compilations, then --repeats tim
                 tokens, q/k rows bf16
   mlp16k        + MLP pieces of 16,384 tokens (the earlier setting)
   all_before    + q/k rows fp32 (the earlier rows)
-The settings are module constants, set here between variants and restored at the end: a diagnostic of this
-script, not an API.
+The vision call and MLP piece sizes are the model's config fields (vision_patches, mlp_piece), set on the model
+between variants; the q/k row dtype is a library rule (ops.fast_weight.row_dtype), swapped here for the last
+variant and restored at the end: a diagnostic of this script, not an API.
 """
 
 from __future__ import annotations
@@ -23,17 +24,17 @@ import torch
 
 import bench_e2e
 import spatial_ttt.layers.ttt as ttt
-import spatial_ttt.models.modeling as modeling
+from spatial_ttt.configuration import SpatialTTTConfig
 
 VARIANTS = ("vision8k", "now", "mlp16k", "all_before")
-LIBRARY = dict(vision=modeling.VISION_PATCHES, mlp=modeling.MLP_PIECE, rows=ttt.row_dtype)
+LIBRARY_ROWS = ttt.row_dtype
 
 
-def apply(variant: str) -> None:
+def apply(model, variant: str) -> None:
     index = VARIANTS.index(variant)
-    modeling.VISION_PATCHES = 8192 if variant == "vision8k" else LIBRARY["vision"]
-    modeling.MLP_PIECE = 16384 if index >= 2 else LIBRARY["mlp"]
-    ttt.row_dtype = (lambda precision: torch.float32) if index >= 3 else LIBRARY["rows"]
+    model.config.vision_patches = 8192 if variant == "vision8k" else SpatialTTTConfig.vision_patches
+    model.config.mlp_piece = 16384 if index >= 2 else SpatialTTTConfig.mlp_piece
+    ttt.row_dtype = (lambda precision: torch.float32) if index >= 3 else LIBRARY_ROWS
 
 
 def main() -> None:
@@ -53,7 +54,7 @@ def main() -> None:
     result = dict(frames=frames, tokens=int(inputs["input_ids"].shape[1]), warmup_s=warmup_s,
                   environment=bench_e2e.environment(device), variants={})
     for variant in VARIANTS:
-        apply(variant)
+        apply(model, variant)
         clock.run(lambda: bench_e2e.generate(model, inputs, 1, model.new_state(1)))
         runs = [clock.run(lambda: bench_e2e.generate(model, inputs, 1, model.new_state(1))) for _ in range(args.repeats)]
         (tokens, _), *_ = runs[0]
@@ -63,7 +64,7 @@ def main() -> None:
             peak_gib=max(r[2] for r in runs) / bench_e2e.GIB, vision_s=vision_s, token=int(tokens[0, -1]))
         print(variant, result["variants"][variant], flush=True)
         bench_e2e.write_json(args.out, result)
-    apply("now")
+    apply(model, "now")
 
 
 if __name__ == "__main__":
