@@ -56,7 +56,7 @@ class SpatialTTTConfig(Qwen3VLConfig):
     # eager on CPU). Not part of the math: spatial_ttt.static_decode.
     decode_kernel: str = "auto"
     # Memory against speed (ours; not part of the math: the same numbers at any value, the MLP's to its products'
-    # last bit). Smaller pieces lower the prefill's peak memory and cost time (docs/model.md, "Memory").
+    # last bit). Smaller pieces lower the prefill's peak memory and cost time (docs/model.md, "Memory settings").
     # Tokens per piece when generate prefills a long video prompt as a stream of pieces of whole frame groups
     # (one video per row, no images; generation.prefill's ``piece_tokens`` overrides it per call).
     prefill_piece: int = 16384
