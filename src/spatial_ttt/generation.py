@@ -95,12 +95,12 @@ def decode(
     with decode_steps(model, state, max_new_tokens - 1) as feed:
         for step in range(max_new_tokens):
             token = next_token(logits, do_sample, temperature, top_k, top_p, generator)
-            if finished is not None and new_tokens:
+            if stops is not None and new_tokens:
                 token = torch.where(finished, new_tokens[-1], token)  # a stopped row repeats its stop token
             new_tokens.append(token)
             if on_token is not None:
                 on_token(token)
-            if finished is not None and stops is not None:
+            if stops is not None:
                 finished |= torch.isin(token, stops)
                 if bool(finished.all()):
                     break

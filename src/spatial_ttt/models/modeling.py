@@ -91,7 +91,8 @@ class DecoderLayer(nn.Module):
             h = self.self_attn.decode_static(h, cos, sin, keys, values, index, buffers.weights, buffers.pending, slot)
         else:
             h = self.self_attn.decode_static(h, cos, sin, keys, values, index)
-        return self.residual_mlp(x + h)
+        x = x + h  # one token per row: never in MLP pieces, so the compiled step does not depend on config.mlp_piece
+        return x + self.mlp(self.post_attention_layernorm(x))
 
     def residual_mlp(self, x: Tensor) -> Tensor:
         """x + mlp(post_attention_layernorm(x)), row by row. A long prompt without autograd goes in pieces of
