@@ -7,7 +7,7 @@ the "compiled" kernel run) against the Triton kernel (what inference runs on CUD
 Qwen3-VL-2B (common.py, as bench_e2e's shape_2b): conv width num_attention_heads * head_dim = 2048 channels,
 352x480 frames = 11x15 tokens per temporal group (16 px patches, 2x2 merge), bf16. Cases, as the stencil sees
 them (frames [1, n+2, 11, 15, C]: n groups between their neighbours):
-  prefill_piece   a piece of a long prompt's prefill (generation.PREFILL_PIECE tokens, 172 per group with its
+  prefill_piece   a piece of a long prompt's prefill (config.prefill_piece tokens, 172 per group with its
                   5 timestamp tokens and vision start/end: 95 groups);
   stream_128      a 128-frame streaming piece (64 groups);  stream_32: the default 32-frame piece (16 groups).
 Per case and stencil: ms per call (median of --repeat timed calls after warm-up; CUDA events) and GB/s counting
@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 
 from common import TEXT_2B, VISION_2B, write_json
-from spatial_ttt.generation import PREFILL_PIECE
+from spatial_ttt.configuration import SpatialTTTConfig
 from spatial_ttt.layers.spatial_conv import depthwise_conv3
 from spatial_ttt.ops import FastWeightKernel
 
@@ -43,7 +43,7 @@ def cases(tiny: bool) -> tuple[int, tuple[int, int], dict[str, int], torch.dtype
     hw = (352 // patch // merge, 480 // patch // merge)
     per_group = hw[0] * hw[1] + 7  # 5 timestamp tokens, vision start and end
     return (TEXT_2B["num_attention_heads"] * TEXT_2B["head_dim"], hw,
-            {"prefill_piece": PREFILL_PIECE // per_group, "stream_128": 64, "stream_32": 16}, torch.bfloat16)
+            {"prefill_piece": SpatialTTTConfig.prefill_piece // per_group, "stream_128": 64, "stream_32": 16}, torch.bfloat16)
 
 
 def seconds_per_call(fn: Callable[[], object], device: torch.device, repeat: int) -> float:

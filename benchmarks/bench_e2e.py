@@ -138,11 +138,12 @@ def prompt(shape: Shape, groups: int, prefix: int = 10, suffix: int = 20, seed: 
 
 
 def build_ours(
-    shape: Shape, device: torch.device, precision: str, decode_kernel: str = "auto"
+    shape: Shape, device: torch.device, precision: str, decode_kernel: str = "auto", **settings: Any
 ) -> SpatialTTTForConditionalGeneration:
+    """``settings``: further SpatialTTTConfig fields (e.g. prefill_piece)."""
     config = SpatialTTTConfig(
         text_config=dict(shape.text), vision_config=dict(shape.vision), tie_word_embeddings=True, **shape.ids,
-        use_muon=False, fast_weight_precision=precision, decode_kernel=decode_kernel, **shape.ttt,
+        use_muon=False, fast_weight_precision=precision, decode_kernel=decode_kernel, **shape.ttt, **settings,
     )
     return _build(lambda: SpatialTTTForConditionalGeneration(config), shape.dtype, device)
 
@@ -427,8 +428,8 @@ def main() -> None:
     parser.add_argument("--decode-tokens", type=int, help="tokens timed after the first (default 16; tiny: 2)")
     parser.add_argument("--stream-frames", type=int, help="length of the long stream (default 1024; tiny: 16)")
     parser.add_argument("--piece-frames", type=int, help="frames per observe step (default 32; tiny: 4)")
-    parser.add_argument("--prefill-piece", type=int, help="ours: spatial_ttt.generation.PREFILL_PIECE (tokens per "
-                        "piece of a long video prompt's prefill)")
+    parser.add_argument("--prefill-piece", type=int, default=SpatialTTTConfig.prefill_piece, help="ours: "
+                        "config.prefill_piece (tokens per piece of a long video prompt's prefill)")
     parser.add_argument("--decode-kernel", default="auto", choices=["auto", "eager", "graphed"],
                         help="config.decode_kernel of ours (auto: graphed on CUDA, eager on the CPU)")
     parser.add_argument("--pixels", nargs="+", default=["host"], choices=["host", "pinned", "device"],
@@ -439,10 +440,6 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=1e9, help="skip what is left after this many seconds")
     args = parser.parse_args()
     tiny = args.tiny
-    if args.prefill_piece:
-        from spatial_ttt import generation
-
-        generation.PREFILL_PIECE = args.prefill_piece
     shape = shape_tiny() if tiny else shape_2b()
     device = torch.device("cpu" if tiny or not torch.cuda.is_available() else "cuda")
     frames_list = args.frames or ([4, 8] if tiny else [128, 512, 1024])
@@ -451,9 +448,7 @@ def main() -> None:
     piece_frames = args.piece_frames or (4 if tiny else 32)
     clock = Clock(device)
     t0 = time.time()
-    from spatial_ttt.generation import PREFILL_PIECE  # after --prefill-piece
-
-    results: dict[str, Any] = dict(env=environment(device), shape="tiny" if tiny else "qwen3-vl-2b", prefill_piece=PREFILL_PIECE,
+    results: dict[str, Any] = dict(env=environment(device), shape="tiny" if tiny else "qwen3-vl-2b", prefill_piece=args.prefill_piece,
                                    frame_hw=list(shape.frame_hw), decode_tokens=decode_tokens, runs=[], streams=[],
                                    ratios=[])
     inputs = {frames: prompt(shape, frames // 2) for frames in frames_list}
@@ -479,7 +474,8 @@ def main() -> None:
     for name, precision in variants:
         if over_budget(name):
             continue
-        model = build_ours(shape, device, precision, args.decode_kernel) if precision else build_plain(shape, device)
+        model = (build_ours(shape, device, precision, args.decode_kernel, prefill_piece=args.prefill_piece) if precision
+                 else build_plain(shape, device))
         for frames in frames_list:
             for pixels in args.pixels if precision else ["device"]:
                 if not over_budget(f"{name} {frames} {pixels}"):

@@ -219,7 +219,7 @@ def run_vision(model, frames: int, repeat: int) -> dict:
 
     def fn():
         with torch.inference_mode():
-            return model.encode_visual(pixels, grid)[0]  # the model's own path: VISION_PATCHES patches per tower call
+            return model.encode_visual(pixels, grid)[0]  # the model's own path: config.vision_patches per tower call
 
     return {"patches": pixels.shape[0], **measure(fn, repeat)}
 

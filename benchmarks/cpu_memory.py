@@ -22,8 +22,8 @@ from functools import partial
 import torch
 
 from bench_e2e import build_ours, prompt, shape_tiny
+from spatial_ttt.configuration import SpatialTTTConfig
 from spatial_ttt.layers import attention
-from spatial_ttt.models import modeling
 from spatial_ttt.state import KVCache
 
 from memory_trace import TensorMemory, expected_state_bytes, state_tensors, storage_bytes
@@ -32,9 +32,7 @@ MIB = 2**20
 
 
 def measure(model, inputs: dict, piece_tokens: int) -> dict:
-    from spatial_ttt import generation
-
-    generation.PREFILL_PIECE = piece_tokens
+    model.config.prefill_piece = piece_tokens
     with TensorMemory(attribute=True) as memory:
         state = model.new_state(1)
         tokens = model.generate(**inputs, max_new_tokens=1, stop_token_ids=[], state=state)
@@ -67,27 +65,27 @@ def main() -> None:
     parser.add_argument("--mask-block", type=int, default=32, help="queries per masked attention call on the CPU")
     parser.add_argument("--block", type=int, default=32, help="KVCache.BLOCK (1024 at the 2B shape: GROWTH / 16)")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="fast-weight precision")
-    parser.add_argument("--mlp-piece", type=int, help="modeling.MLP_PIECE (4096 at the 2B shape: a quarter of a "
-                        "16k-token prefill piece; scale it with --piece-tokens to see its effect here)")
-    parser.add_argument("--vision-patches", type=int, help="modeling.VISION_PATCHES, patches per vision tower call "
-                        "(default 42,240 at the 2B shape: 64 frame groups of 352x480; results/peak_cpu used 768 = 12 groups "
-                        "here, scaled to the 8,192 of that run)")
+    parser.add_argument("--mlp-piece", type=int, default=SpatialTTTConfig.mlp_piece, help="config.mlp_piece "
+                        "(default 4096, at the 2B shape a quarter of a 16k-token prefill piece; scale it with "
+                        "--piece-tokens to see its effect here)")
+    parser.add_argument("--vision-patches", type=int, default=SpatialTTTConfig.vision_patches, help="config."
+                        "vision_patches, patches per vision tower call (default 42,240: at the 2B shape 64 frame groups "
+                        "of 352x480; results/peak_cpu used 768 = 12 groups here, scaled to the 8,192 of that run)")
     parser.add_argument("--out", help="JSON file to write")
     args = parser.parse_args()
     torch.set_num_threads(1)
     KVCache.GROWTH, KVCache.BLOCK = args.growth, args.block  # (an older KVCache has no BLOCK: harmless)
-    for name, value in (("MLP_PIECE", args.mlp_piece), ("VISION_PATCHES", args.vision_patches)):
-        if value is not None:
-            setattr(modeling, name, value)
     # the GPU's flash attention builds no mask; the CPU's masked SDPA builds a [block, keys] one per query block:
     # small blocks keep it out of the peak (the same numbers: each query row is computed alone)
     attention.masked_attention = partial(attention.masked_attention, block=args.mask_block)
     shape = replace(shape_tiny(), frame_hw=(128, 128), ttt=dict(shape_tiny().ttt, lact_chunk_size=64, window_size=64))
-    model = build_ours(shape, torch.device("cpu"), args.precision)
+    model = build_ours(shape, torch.device("cpu"), args.precision, mlp_piece=args.mlp_piece,
+                       vision_patches=args.vision_patches)
     inputs = prompt(shape, args.frames // 2)
     weights = storage_bytes(model.parameters()) + storage_bytes(model.buffers())
     results = dict(growth=args.growth, block=args.block, mask_block=args.mask_block, precision=args.precision,
-                   mlp_piece=modeling.MLP_PIECE, vision_patches=getattr(modeling, "VISION_PATCHES", None), weights_mib=weights / MIB, pixels_mib=storage_bytes([inputs["pixel_values_videos"]]) / MIB, runs=[])
+                   mlp_piece=args.mlp_piece, vision_patches=args.vision_patches, weights_mib=weights / MIB,
+                   pixels_mib=storage_bytes([inputs["pixel_values_videos"]]) / MIB, runs=[])
     for piece in args.piece_tokens:
         results["runs"].append(measure(model, inputs, piece))
         print(json.dumps(results["runs"][-1]), flush=True)

@@ -14,7 +14,7 @@ def default_ttt_layers(num_layers: int) -> list[int]:
 
 
 # Settings that choose how the model runs, not what it computes: a saved state is valid under any value of them.
-EXECUTION_SETTINGS = ("ttt_kernel", "decode_kernel")
+EXECUTION_SETTINGS = ("ttt_kernel", "decode_kernel", "prefill_piece", "mlp_piece", "vision_patches")
 
 
 @strict
@@ -55,6 +55,18 @@ class SpatialTTTConfig(Qwen3VLConfig):
     # compiled and replayed as a CUDA graph; on CPU the same step runs uncompiled) or "auto" (graphed on CUDA,
     # eager on CPU). Not part of the math: spatial_ttt.static_decode.
     decode_kernel: str = "auto"
+    # Memory against speed (ours; not part of the math: the same numbers at any value, the MLP's to its products'
+    # last bit). Smaller pieces lower the prefill's peak memory and cost time (docs/model.md, "Memory settings").
+    # Tokens per piece when generate prefills a long video prompt as a stream of pieces of whole frame groups
+    # (one video per row, no images; generation.prefill's ``piece_tokens`` overrides it per call).
+    prefill_piece: int = 16384
+    # Tokens per MLP call in a prefill without autograd (each piece added in place into the residual).
+    mlp_piece: int = 4096
+    # Patches per vision tower call, cut between temporal groups (at least one group per call): 64 groups of
+    # 352x480 frames. Calls of 8,192 patches took the vision tower from 1.23 to 1.63 s at 1024 frames on an H100
+    # (session 6) and bought nothing at the prefill's peak, which is in the LLM layers: benchmarks/RESULTS.md,
+    # benchmarks/prefill_ab.py. encode_visual's ``patches_per_call`` overrides it per call.
+    vision_patches: int = 42240
 
     def __post_init__(self, **kwargs: Any) -> None:
         super().__post_init__(**kwargs)
@@ -78,9 +90,10 @@ class SpatialTTTConfig(Qwen3VLConfig):
             problems.append("num_attention_heads * head_dim must equal hidden_size (the TTT branch adds to attention)")
         if text.num_attention_heads % text.num_key_value_heads:
             problems.append("num_attention_heads must be a multiple of num_key_value_heads")
-        for name in ("lact_chunk_size", "window_size", "inter_multi"):
-            if getattr(self, name) <= 0:
-                problems.append(f"{name} must be positive")
+        for name in ("lact_chunk_size", "window_size", "inter_multi", "prefill_piece", "mlp_piece", "vision_patches"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                problems.append(f"{name} must be a positive integer, got {value!r}")
         if self.w0_w2_low_rank < 0 or (self.w0_w2_low_rank and self.inter_multi != 1):
             problems.append("w0_w2_low_rank must be >= 0, and low rank needs inter_multi == 1")
         if self.fast_weight_precision not in ("fp32", "bf16"):

@@ -42,21 +42,18 @@ def generate(
     return torch.cat([input_ids, new_tokens], dim=1)
 
 
-PREFILL_PIECE = 16384  # tokens per piece when a long video prompt is prefilled as a stream
-
-
 @torch.no_grad()
 def prefill(
     model, state: ModelState, input_ids: Tensor, piece_tokens: int | None = None, decode_tokens: int = 0,
     **inputs: Tensor | None,
 ) -> Tensor:
     """Runs a prompt into ``state``; returns its last logits [B, V]. A video prompt longer than ``piece_tokens``
-    (default PREFILL_PIECE; one video per row, no images) goes in as a stream of pieces of whole frame groups
-    (:func:`spatial_ttt.streaming.prefill_in_pieces`): the same numbers as one forward, at the memory of one
-    piece instead of the whole prompt's activations. The anchor KV caches are told the prompt's length and the
+    (default ``model.config.prefill_piece``; one video per row, no images) goes in as a stream of pieces of whole
+    frame groups (:func:`spatial_ttt.streaming.prefill_in_pieces`): the same numbers as one forward, at the memory
+    of one piece instead of the whole prompt's activations. The anchor KV caches are told the prompt's length and the
     ``decode_tokens`` that decoding will feed (one buffer each, never grown: ModelState.plan). Pixels may stay in
     host memory (pinned, for speed): each piece's go to the device as the vision tower reaches them."""
-    piece_tokens = piece_tokens or PREFILL_PIECE
+    piece_tokens = model.config.prefill_piece if piece_tokens is None else piece_tokens
     state.plan(input_ids.shape[1] + decode_tokens)
     videos, grid = inputs.get("pixel_values_videos"), inputs.get("video_grid_thw")
     mask = inputs.get("attention_mask")
@@ -88,8 +85,11 @@ def decode(
     tokens nothing is read back from the device per token (only whether all rows stopped needs the host), so
     the host can run ahead of the GPU."""
     state.begin_decode()
-    stops = torch.tensor(stop_token_ids, dtype=torch.long, device=logits.device) if stop_token_ids else None
-    finished = torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
+    stops: Tensor | None = None
+    finished: Tensor | None = None  # rows that emitted a stop token: tracked only when there are stop tokens
+    if stop_token_ids:
+        stops = torch.tensor(stop_token_ids, dtype=torch.long, device=logits.device)
+        finished = torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
     new_tokens: list[Tensor] = []
     # the model's step, eager or over static buffers (config.decode_kernel); the last new token is not fed
     with decode_steps(model, state, max_new_tokens - 1) as feed:

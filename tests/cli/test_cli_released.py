@@ -36,11 +36,12 @@ def test_info_json_gives_every_setting_and_its_source(cli, released_model):
 def test_overrides_from_the_command_line(cli, released_model):
     result = cli("info", released_model, "--json", "--muon", "--chunk-size", "40", "--window", "4096",
                  "--precision", "bf16", "--ttt", "ttt_kernel=reference", "--ttt", "ttt_base_lr=0.002",
-                 "--ttt", "decode_kernel=graphed")
+                 "--ttt", "decode_kernel=graphed", "--ttt", "prefill_piece=8192", "--ttt", "mlp_piece=2048")
     assert result.exit_code == 0, result.output
     settings = json.loads(result.stdout)["ttt_settings"]
     expected = {"use_muon": True, "lact_chunk_size": 40, "window_size": 4096, "fast_weight_precision": "bf16",
-                "ttt_kernel": "reference", "ttt_base_lr": 0.002, "decode_kernel": "graphed"}
+                "ttt_kernel": "reference", "ttt_base_lr": 0.002, "decode_kernel": "graphed", "prefill_piece": 8192,
+                "mlp_piece": 2048}
     for name, value in expected.items():
         assert settings[name] == {"value": value, "source": "override"}, name
 
@@ -51,6 +52,7 @@ def test_overrides_from_the_command_line(cli, released_model):
     (["--muon", "--ttt", "use_muon=false"], "error: --ttt use_muon is given twice"),
     (["--precision", "fp16"], "fast_weight_precision must be 'fp32' or 'bf16', not 'fp16'"),
     (["--ttt", "decode_kernel=fast"], "decode_kernel must be one of auto/eager/graphed, not 'fast'"),
+    (["--ttt", "vision_patches=0"], "vision_patches must be a positive integer, got 0"),
 ])
 def test_bad_overrides_exit_2_with_one_line(cli, released_model, args, message):
     result = cli("info", released_model, *args)

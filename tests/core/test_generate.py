@@ -63,11 +63,11 @@ def test_a_long_video_prompt_is_prefilled_in_pieces_with_the_numbers_of_one_forw
     assert model.decode(pieced, got, 12).tolist() == model.decode(whole, expected, 12).tolist()
     follow = torch.tensor([[9, 10, 11]] * batch)
     torch.testing.assert_close(model(follow, state=pieced).logits, model(follow, state=whole).logits, atol=1e-5, rtol=0)
-    # generate takes this path for prompts longer than PREFILL_PIECE
+    # generate takes this path for prompts longer than config.prefill_piece
     calls = []
-    monkeypatch.setattr(generation, "PREFILL_PIECE", 14)
+    model.config.prefill_piece = 14
     monkeypatch.setattr(streaming, "prefill_in_pieces", lambda *a: calls.append(a[-1]) or _real_prefill_in_pieces(*a))
     tokens = model.generate(**inputs, max_new_tokens=6)
     assert calls == [14]
-    monkeypatch.setattr(generation, "PREFILL_PIECE", 1000)
+    model.config.prefill_piece = 1000
     assert model.generate(**inputs, max_new_tokens=6).tolist() == tokens.tolist()

@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from spatial_ttt.models import modeling
 from spatial_ttt.tiny import tiny_model
 
 from .helpers import video_prompt
@@ -31,22 +30,21 @@ def test_state_keeps_compact_copies_not_views_of_the_prompt():
         assert storage_bytes(layer.kv.keys) == layer.kv.keys.numel() * layer.kv.keys.element_size()
 
 
-def test_mlp_in_pieces_gives_the_same_logits(monkeypatch):
+def test_mlp_in_pieces_gives_the_same_logits():
     model = tiny_model()
     inputs = video_prompt(frames_groups=4, grid_hw=4)
     with torch.no_grad():
         whole = model(**inputs).logits
-        monkeypatch.setattr(modeling, "MLP_PIECE", 5)
+        model.config.mlp_piece = 5
         pieces = model(**inputs).logits
     # the MLP's products over 5 rows instead of 50 may round differently in their last bit (BLAS blocking)
     torch.testing.assert_close(pieces, whole, atol=1e-6, rtol=0)
 
 
-def test_mlp_pieces_are_added_in_place_into_the_residual(monkeypatch):
+def test_mlp_pieces_are_added_in_place_into_the_residual():
     """Was: the pieces' outputs were concatenated, then added (a second [S, hidden] tensor and the pieces alive at
     once). Now each piece's output is added into the layer's residual: the same sums, bit for bit, no new tensor."""
-    monkeypatch.setattr(modeling, "MLP_PIECE", 5)
-    layer = tiny_model().model.language_model.layers[0]
+    layer = tiny_model(mlp_piece=5).model.language_model.layers[0]
     x = torch.randn(1, 23, layer.mlp.gate_proj.in_features)
     with torch.no_grad():
         concatenated = x + torch.cat([layer.mlp(layer.post_attention_layernorm(p)) for p in x.split(5, dim=1)], dim=1)
@@ -98,12 +96,10 @@ def test_a_prefill_allocates_each_anchor_cache_once(monkeypatch):
     a copy of the cache per block, old and new buffer alive at once: 0.3 GiB per layer at 1024 frames on the 2B
     shape, and up to a block of slack: 0.27 GiB there). Now the prompt and the tokens decoding will feed are
     announced before the first piece, and each cache's first allocation holds them all, in whole KVCache.BLOCKs."""
-    from spatial_ttt import generation
     from spatial_ttt.state import KVCache
 
     monkeypatch.setattr(KVCache, "GROWTH", 16)
     monkeypatch.setattr(KVCache, "BLOCK", 8)
-    monkeypatch.setattr(generation, "PREFILL_PIECE", 14)  # 71 tokens in pieces of 1-2 frame groups
     allocations = []
     reserve = KVCache.reserve
 
@@ -114,7 +110,8 @@ def test_a_prefill_allocates_each_anchor_cache_once(monkeypatch):
             allocations.append((id(cache), cache.key_buffer.shape[2]))
 
     monkeypatch.setattr(KVCache, "reserve", counting)
-    model = tiny_model(use_muon=False, lact_chunk_size=10, decode_kernel="graphed")
+    # 71 tokens in pieces of 1-2 frame groups
+    model = tiny_model(use_muon=False, lact_chunk_size=10, decode_kernel="graphed", prefill_piece=14)
     inputs = video_prompt(frames_groups=9, grid_hw=4)  # 71 tokens
     state = model.new_state(1)
     tokens = model.generate(**inputs, max_new_tokens=5, stop_token_ids=[], state=state)
@@ -123,7 +120,7 @@ def test_a_prefill_allocates_each_anchor_cache_once(monkeypatch):
     assert sorted(allocations) == sorted((id(kv), 80) for kv in anchors)
     assert state.num_tokens == 75 and all(kv.key_buffer.shape[2] == 80 for kv in anchors)
     monkeypatch.setattr(KVCache, "reserve", reserve)
-    monkeypatch.setattr(generation, "PREFILL_PIECE", 1000)  # one forward: the same tokens
+    model.config.prefill_piece = 1000  # one forward: the same tokens
     assert model.generate(**inputs, max_new_tokens=5, stop_token_ids=[]).tolist() == tokens.tolist()
 
 
@@ -138,18 +135,13 @@ def test_the_state_holds_exactly_what_it_must_and_nothing_else_stays(precision):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
     from memory_trace import TensorMemory, expected_state_bytes, state_tensors, storage_bytes
 
-    from spatial_ttt import generation
-
     model = tiny_model(use_muon=False, lact_chunk_size=8, window_size=12, fast_weight_precision=precision)
     inputs = video_prompt(frames_groups=9, grid_hw=4)  # 71 tokens: 8 chunks + 7, window < N
     for piece in (1000, 14):  # one forward; pieces of 1-2 frame groups
-        generation.PREFILL_PIECE, old = piece, generation.PREFILL_PIECE
-        try:
-            with TensorMemory() as memory:
-                state = model.new_state(1)
-                tokens = model.generate(**inputs, max_new_tokens=1, stop_token_ids=[], state=state)
-        finally:
-            generation.PREFILL_PIECE = old
+        model.config.prefill_piece = piece
+        with TensorMemory() as memory:
+            state = model.new_state(1)
+            tokens = model.generate(**inputs, max_new_tokens=1, stop_token_ids=[], state=state)
         kinds = state_tensors(state)
         held = {kind: storage_bytes(ts) for kind, ts in kinds.items()}
         # anchors: 71 tokens planned, one KVCache.BLOCK; KV elements fp32
@@ -220,12 +212,11 @@ def test_bf16_mode_keeps_q_and_k_rows_in_bf16_with_the_same_numbers(monkeypatch,
     branch's operator inputs, the static decoder's buffers) changes no number; v, which also enters the fp32
     product v * lr1, stays fp32. Compared with fp32 rows (what was kept before), through a prefill in pieces, the
     decode rule's updates on those rows, and a forward after; the fp32 mode keeps fp32 rows."""
-    from spatial_ttt import generation, static_decode
+    from spatial_ttt import static_decode
     from spatial_ttt.layers import ttt
 
-    monkeypatch.setattr(generation, "PREFILL_PIECE", 14)  # 71 tokens in pieces of 1-2 frame groups
     model = tiny_model(lact_chunk_size=8, fast_weight_precision=precision, ttt_kernel=kernels[0],
-                       decode_kernel=kernels[1])
+                       decode_kernel=kernels[1], prefill_piece=14)  # 71 tokens in pieces of 1-2 frame groups
     inputs = video_prompt(frames_groups=9, grid_hw=4)
     runs = []
     for rows in ("as configured", "fp32"):
@@ -265,7 +256,7 @@ def test_a_prefill_in_pieces_holds_one_piece_at_a_time(monkeypatch):
     except what a segment waiting in a queue for the next piece owns)."""
     import weakref
 
-    from spatial_ttt import generation, streaming
+    from spatial_ttt import streaming
 
     def base(t):
         return t if t._base is None else t._base
@@ -286,7 +277,6 @@ def test_a_prefill_in_pieces_holds_one_piece_at_a_time(monkeypatch):
 
     monkeypatch.setattr(streaming, "feed", recording_feed)
     monkeypatch.setattr(streaming, "segments_from_tokens", checking_segments)
-    monkeypatch.setattr(generation, "PREFILL_PIECE", 14)  # 71 tokens in pieces of 1-2 frame groups
-    model = tiny_model(use_muon=False, lact_chunk_size=8)
+    model = tiny_model(use_muon=False, lact_chunk_size=8, prefill_piece=14)  # 71 tokens in pieces of 1-2 groups
     model.generate(**video_prompt(frames_groups=9, grid_hw=4), max_new_tokens=1, stop_token_ids=[])
     assert len(alive) > 4 and len(recorded) > 20 and alive == [0] * len(alive)

@@ -220,6 +220,32 @@ def test_a_decode_without_stop_tokens_reads_nothing_back_per_token(model):
     assert reads(16, [unseen]) - reads(4, [unseen]) == 12
 
 
+class BoolAllocations(TorchDispatchMode):
+    """Counts new bool tensors allocated by ``torch.zeros`` (decode's per-row ``finished`` flags)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        self.count += func is torch.ops.aten.zeros.default and out.dtype == torch.bool
+        return out
+
+
+@pytest.mark.parametrize("kind", ["eager", "graphed"])
+def test_a_decode_tracks_stopped_rows_only_when_there_are_stop_tokens(model, kind):
+    """Was: the per-row ``finished`` flags were allocated even without stop tokens, never to be used."""
+    model.config.decode_kernel = kind
+    state, logits = prefilled(model, video_prompt(frames_groups=2, grid_hw=4, batch=2))
+    tokens = {}
+    for stops in (None, [], [3]):
+        with BoolAllocations() as mode:
+            tokens[str(stops)] = model.decode(copy.deepcopy(state), logits, 4, stop_token_ids=stops)
+        assert mode.count == (1 if stops else 0), stops
+    assert torch.equal(tokens["None"], tokens["[]"])
+
+
 def test_without_the_fast_weight_branch_the_memory_is_left_alone(one_thread):
     model = tiny_model(use_muon=False, lact_chunk_size=8, window_size=16, ttt_branch=False)
     (eager, eager_state), (graphed, graphed_state) = generate_both(model, video_prompt(), 12)

@@ -53,13 +53,6 @@ class SpatialTTTOutput(ModelOutput):
     logits: Tensor | None = None
 
 
-MLP_PIECE = 4096  # tokens per MLP call in a long prefill without autograd
-# patches per vision tower call (whole temporal groups: 64 of 352x480 frames). Calls of 8,192 patches took the
-# vision tower from 1.23 to 1.63 s at 1024 frames on an H100 (session 6) and bought nothing at the prefill's peak,
-# which is in the LLM layers (bench_e2e --trace-peak): benchmarks/RESULTS.md, benchmarks/prefill_ab.py.
-VISION_PATCHES = 42240
-
-
 def call(module: nn.Module, x: Tensor) -> Tensor:
     """A module's forward as a function of the module: what the kernel compiles (one graph for every module of a
     class and shape, their parameters its inputs)."""
@@ -78,6 +71,7 @@ class DecoderLayer(nn.Module):
     def __init__(self, config: SpatialTTTConfig, layer_idx: int) -> None:
         super().__init__()
         text = config.text_config
+        self.config = config  # read when called (config.mlp_piece may be changed on a built model)
         self.is_ttt = layer_idx in config.ttt_layers
         self.self_attn = TTTAttention(config) if self.is_ttt else Attention(text)
         self.mlp = Qwen3VLTextMLP(text)
@@ -112,17 +106,19 @@ class DecoderLayer(nn.Module):
             h = self.self_attn.decode_static(h, cos, sin, keys, values, index, buffers.weights, buffers.pending, slot)
         else:
             h = self.self_attn.decode_static(h, cos, sin, keys, values, index)
-        return self.residual_mlp(x + h)
+        x = x + h  # one token per row: never in MLP pieces, so the compiled step does not depend on config.mlp_piece
+        return x + self.mlp(self.post_attention_layernorm(x))
 
     def residual_mlp(self, x: Tensor) -> Tensor:
         """x + mlp(post_attention_layernorm(x)), row by row. A long prompt without autograd goes in pieces of
-        MLP_PIECE tokens, each piece's output added in place into x (the layer's own residual tensor), so neither
-        its [S, intermediate] activations nor a second [S, hidden] ever exist whole (2B, 16k-token piece:
+        ``config.mlp_piece`` tokens, each piece's output added in place into x (the layer's own residual tensor), so
+        neither its [S, intermediate] activations nor a second [S, hidden] ever exist whole (2B, 16k-token piece:
         3 x 48 MB at a time instead of 3 x 200 MB plus 64 MB)."""
         run = fused_or_plain(self.kernel, norm_mlp, x)
-        if torch.is_grad_enabled() or x.shape[1] <= MLP_PIECE:
+        piece_tokens = self.config.mlp_piece
+        if torch.is_grad_enabled() or x.shape[1] <= piece_tokens:
             return x + run(self.post_attention_layernorm, self.mlp, x)
-        for piece in x.split(MLP_PIECE, dim=1):
+        for piece in x.split(piece_tokens, dim=1):
             piece += run(self.post_attention_layernorm, self.mlp, piece)
         return x
 
@@ -226,11 +222,11 @@ class SpatialTTTForConditionalGeneration(PreTrainedModel):
         self, pixels: Tensor, grid_thw: Tensor, patches_per_call: int | None = None
     ) -> tuple[Tensor, list[Tensor]]:
         """Merged visual features and deepstack features, computing at most ``patches_per_call`` patches (default
-        VISION_PATCHES; at least one temporal group) per call of the vision tower: it attends only within a temporal
-        group (``cu_seqlens`` has one segment per group) and embeds positions per group, so pieces cut between
+        ``config.vision_patches``; at least one temporal group) per call of the vision tower: it attends only within
+        a temporal group (``cu_seqlens`` has one segment per group) and embeds positions per group, so pieces cut between
         groups give the same features while its activation memory stays bounded on long videos. Each call's
         features go straight into the outputs (no list of pieces to concatenate: that would hold them twice)."""
-        limit = patches_per_call or VISION_PATCHES
+        limit = self.config.vision_patches if patches_per_call is None else patches_per_call
         pieces, row = [], 0
         for t, h, w in grid_thw.tolist():
             per_call = max(limit // (h * w), 1)
