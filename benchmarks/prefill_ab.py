@@ -5,13 +5,16 @@ weights, bf16, host pixels) timed under variants, in one process.
     PYTHONPATH=src:benchmarks python benchmarks/prefill_ab.py --tiny --out prefill_ab.json           # CPU check
 
 Variants (each: one untimed generate(1) for its compilations, then --repeats timed ones and the vision tower):
-  now           the library as it is
-  eager_text    the decoder's norms, MLP activations, q/k norms and rope run eagerly (before session 7)
-  eager_all     + the vision tower's blocks eagerly and its patch embedding as the Conv3d (before session 7)
+  now           the library as it is (vision blocks compiled, 42,240 patches = 64 frame groups per tower call)
+  eager_vision  the vision tower's blocks eagerly and its patch embedding as the Conv3d (before session 7)
   rows_fp32     + q/k rows fp32 (before session 6)
-Session 7's first run of this script (results/session7_h100/prefill_ab.json) compared session 6's memory settings
-(vision calls of 8,192 patches, MLP pieces of 16,384 tokens, q/k rows fp32) instead. The variants swap functions
-and module classes of the library, and are undone at the end: a diagnostic of this script, not an API.
+  vision_32     the library with 32 frame groups per vision call (config.vision_patches = 21,120)
+  vision_16     the library with 16 frame groups per vision call (10,560)
+Peaks are per timed call (states of earlier calls dropped), weights included, as bench_e2e's. Session 7's first
+run of this script (results/session7_h100/prefill_ab.json) compared session 6's memory settings instead; its
+second and fourth (prefill_ab2/4.json) also had the decoder's norms, MLP and rope compiled ("now") against eager
+("eager_text"): no time gained, so that was not kept. Variants swap a function and module classes of the library
+and the config's vision_patches, undone at the end: a diagnostic of this script, not an API.
 """
 
 from __future__ import annotations
@@ -23,36 +26,26 @@ import torch
 from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLVisionPatchEmbed
 
 import bench_e2e
-import spatial_ttt.layers.attention as attention
 import spatial_ttt.layers.ttt as ttt
 import spatial_ttt.layers.vision_attention as vision
-import spatial_ttt.models.modeling as modeling
+from spatial_ttt.configuration import SpatialTTTConfig
 from spatial_ttt.ops.fast_weight_kernels import fused_or_plain
 
-VARIANTS = ("now", "eager_text", "eager_all", "rows_fp32")
-TEXT_STAGES = {attention.project_heads, attention.rope_heads, modeling.call, modeling.norm_mlp}
+VARIANTS = ("now", "eager_vision", "rows_fp32", "vision_32", "vision_16")
 ROWS = ttt.row_dtype
+PATCHES = SpatialTTTConfig.vision_patches
 
 
 def apply(variant: str, model) -> None:
-    index = VARIANTS.index(variant)
-    eager = TEXT_STAGES | ({vision.frame_block} if index >= 2 else set())
-
-    def choose(kernel, fn, t):
-        return fn if fn in eager else fused_or_plain(kernel, fn, t)
-
-    for module in (attention, vision, modeling):
-        module.fused_or_plain = choose
-    embed = model.model.visual.patch_embed
-    embed.__class__ = Qwen3VLVisionPatchEmbed if index >= 2 else vision.LinearPatchEmbed
-    ttt.row_dtype = (lambda precision: torch.float32) if index >= 3 else ROWS
+    eager = variant in ("eager_vision", "rows_fp32")
+    vision.fused_or_plain = (lambda kernel, fn, t: fn) if eager else fused_or_plain
+    model.model.visual.patch_embed.__class__ = Qwen3VLVisionPatchEmbed if eager else vision.LinearPatchEmbed
+    ttt.row_dtype = (lambda precision: torch.float32) if variant == "rows_fp32" else ROWS
+    model.config.vision_patches = {"vision_32": PATCHES // 2, "vision_16": PATCHES // 4}.get(variant, PATCHES)
 
 
 def restore(model) -> None:
-    for module in (attention, vision, modeling):
-        module.fused_or_plain = fused_or_plain
-    model.model.visual.patch_embed.__class__ = vision.LinearPatchEmbed
-    ttt.row_dtype = ROWS
+    apply("now", model)
 
 
 def main() -> None:
@@ -75,7 +68,11 @@ def main() -> None:
     for variant in args.variants:
         apply(variant, model)
         clock.run(lambda: bench_e2e.generate(model, inputs, 1, model.new_state(1)))
-        runs = [clock.run(lambda: bench_e2e.generate(model, inputs, 1, model.new_state(1))) for _ in range(args.repeats)]
+        runs = []
+        for _ in range(args.repeats):  # each call's state dropped before the next, so each peak is its own
+            (tokens, state), seconds, peak = clock.run(lambda: bench_e2e.generate(model, inputs, 1, model.new_state(1)))
+            runs.append(((tokens, None), seconds, peak))
+            del state
         (tokens, _), *_ = runs[0]
         _, vision_s, _ = clock.run(lambda: bench_e2e.vision_tower(model, inputs, True))
         result["variants"][variant] = dict(

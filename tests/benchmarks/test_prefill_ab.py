@@ -19,6 +19,6 @@ def test_prefill_ab_times_every_variant_with_the_same_answer(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(out.read_text())
     variants = data["variants"]
-    assert list(variants) == ["now", "eager_text", "eager_all", "rows_fp32"]
+    assert list(variants) == ["now", "eager_vision", "rows_fp32", "vision_32", "vision_16"]
     assert len({v["token"] for v in variants.values()}) == 1  # the settings change memory and time, not the answer
     assert all(v["prefill_s_median"] > 0 and v["vision_s"] > 0 for v in variants.values())

@@ -9,7 +9,6 @@ from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLTextRMSNorm
 
 from ..ops.attention_gpu import causal_attention
 from ..ops.decode_attention_triton import decode_attention_triton
-from ..ops.fast_weight_kernels import fused_or_plain
 from ..state import KVCache
 from .rope import apply_rope
 
@@ -67,26 +66,8 @@ def decode_attention_reference(q: Tensor, keys: Tensor, values: Tensor, last: Te
     return out.view(batch, heads, 1, dim).to(q.dtype)
 
 
-def project_heads(attn: "Attention", x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """q [B, S, H, hd] and k [B, S, H_kv, hd] after their norms; v [B, S, H_kv, hd]."""
-    shape = (*x.shape[:-1], -1, attn.head_dim)
-    q = attn.q_norm(attn.q_proj(x).view(shape))
-    k = attn.k_norm(attn.k_proj(x).view(shape))
-    v = attn.v_proj(x).view(shape)
-    return q, k, v
-
-
-def rope_heads(q: Tensor, k: Tensor, v: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """[B, S, heads, hd] -> [B, heads, S, hd], with rope on q and k."""
-    return apply_rope(q.transpose(1, 2), cos, sin), apply_rope(k.transpose(1, 2), cos, sin), v.transpose(1, 2)
-
-
 class Attention(nn.Module):
-    """Grouped-query attention with per-head q/k RMSNorm and 3D rope; parameter names as in Qwen3-VL.
-    ``kernel``: the model's FastWeightKernel (set by the model), which compiles the q/k norms and the rope (fp32
-    elementwise work over [S, heads, hd] around the products) unless the reference kernel runs."""
-
-    kernel = None
+    """Grouped-query attention with per-head q/k RMSNorm and 3D rope; parameter names as in Qwen3-VL."""
 
     def __init__(self, config) -> None:
         super().__init__()
@@ -103,7 +84,11 @@ class Attention(nn.Module):
 
     def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """q [B, S, H, hd] and k [B, S, H_kv, hd] after their norms; v [B, S, H_kv, hd]."""
-        return fused_or_plain(self.kernel, project_heads, x)(self, x)
+        shape = (*x.shape[:-1], -1, self.head_dim)
+        q = self.q_norm(self.q_proj(x).view(shape))
+        k = self.k_norm(self.k_proj(x).view(shape))
+        v = self.v_proj(x).view(shape)
+        return q, k, v
 
     def attend(
         self,
@@ -117,7 +102,9 @@ class Attention(nn.Module):
         window: int | None,
     ) -> Tensor:
         """Attention output [B, S, H*hd] (before o_proj) for queries at absolute indices start..start+S-1."""
-        q, k, v = fused_or_plain(self.kernel, rope_heads, q)(q, k, v, cos, sin)
+        q = apply_rope(q.transpose(1, 2), cos, sin)
+        k = apply_rope(k.transpose(1, 2), cos, sin)
+        v = v.transpose(1, 2)
         k_start = start
         if cache is not None:
             k, v, k_start = cache.append(k, v)

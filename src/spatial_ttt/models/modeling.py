@@ -29,7 +29,6 @@ from ..layers.spatial_conv import VideoSpan, video_spans
 from ..layers.ttt import Precomputed, TTTAttention
 from ..layers.vision_attention import FrameBatchedVisionAttention, FrameBatchedVisionBlock, LinearPatchEmbed
 from ..ops import FastWeightKernel, FastWeightMemory
-from ..ops.fast_weight_kernels import fused_or_plain
 from ..state import KVCache, LayerState, ModelState
 from ..static_decode import StaticDecoding
 from .positions import rope_positions
@@ -53,21 +52,7 @@ class SpatialTTTOutput(ModelOutput):
     logits: Tensor | None = None
 
 
-def call(module: nn.Module, x: Tensor) -> Tensor:
-    """A module's forward as a function of the module: what the kernel compiles (one graph for every module of a
-    class and shape, their parameters its inputs)."""
-    return module(x)
-
-
-def norm_mlp(norm: nn.Module, mlp: nn.Module, x: Tensor) -> Tensor:
-    """mlp(norm(x)) as one function (compiled: the RMSNorm's fp32 work and the MLP's silu * up fused around the
-    three products)."""
-    return mlp(norm(x))
-
-
 class DecoderLayer(nn.Module):
-    kernel = None  # the model's FastWeightKernel (set by the model): compiles the norms and the MLP's elementwise work
-
     def __init__(self, config: SpatialTTTConfig, layer_idx: int) -> None:
         super().__init__()
         text = config.text_config
@@ -90,7 +75,7 @@ class DecoderLayer(nn.Module):
         precomputed: Precomputed | None = None,
     ) -> Tensor:
         """``precomputed`` (TTT layers only): see TTTAttention.forward."""
-        h = fused_or_plain(self.kernel, call, x)(self.input_layernorm, x)
+        h = self.input_layernorm(x)
         if self.is_ttt:
             h = self.self_attn(h, cos, sin, state, start, videos, decoding, precomputed)
         else:
@@ -114,12 +99,11 @@ class DecoderLayer(nn.Module):
         ``config.mlp_piece`` tokens, each piece's output added in place into x (the layer's own residual tensor), so
         neither its [S, intermediate] activations nor a second [S, hidden] ever exist whole (2B, 16k-token piece:
         3 x 48 MB at a time instead of 3 x 200 MB plus 64 MB)."""
-        run = fused_or_plain(self.kernel, norm_mlp, x)
         piece_tokens = self.config.mlp_piece
         if torch.is_grad_enabled() or x.shape[1] <= piece_tokens:
-            return x + run(self.post_attention_layernorm, self.mlp, x)
+            return x + self.mlp(self.post_attention_layernorm(x))
         for piece in x.split(piece_tokens, dim=1):
-            piece += run(self.post_attention_layernorm, self.mlp, piece)
+            piece += self.mlp(self.post_attention_layernorm(piece))
         return x
 
 
@@ -134,9 +118,9 @@ class SpatialTTTTextModel(nn.Module):
         self.gradient_checkpointing = False
         # one per model: its compiled steps and CUDA graphs serve every layer (and the vision tower's blocks)
         self.kernel = kernel = FastWeightKernel(config)
-        for module in self.modules():
-            if isinstance(module, (DecoderLayer, TTTAttention, Attention)):
-                module.kernel = kernel
+        for layer in self.layers:
+            if layer.is_ttt:
+                layer.self_attn.kernel = kernel
 
 
 class SpatialTTTModel(nn.Module):

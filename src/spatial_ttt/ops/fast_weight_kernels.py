@@ -156,8 +156,8 @@ class FastWeightKernel:
         return self._compiled[fn, variant]
 
     def fused(self, fn: Callable, t: Tensor, inference: Callable | None = None) -> Callable:
-        """``fn`` for elementwise stages around the operator, and around the model's other products (norms, rope,
-        activations: the decoder layers and the vision tower's blocks): compiled unless the reference kernel runs.
+        """``fn`` for elementwise stages around the operator (and the vision tower's blocks): compiled unless the
+        reference kernel runs.
         ``inference``: a hand-written, forward-only kernel of ``fn``'s signature, which runs instead where the
         graphed kernel runs on CUDA (no autograd needed)."""
         kind = self.kind(t, torch.is_grad_enabled())
