@@ -63,9 +63,9 @@ class SpatialTTTConfig(Qwen3VLConfig):
     # Tokens per MLP call in a prefill without autograd (each piece added in place into the residual).
     mlp_piece: int = 4096
     # Patches per vision tower call, cut between temporal groups (at least one group per call): 64 groups of
-    # 352x480 frames. Calls of 8,192 patches took the vision tower from 1.23 to 1.63 s at 1024 frames on an H100
-    # (session 6) and bought nothing at the prefill's peak, which is in the LLM layers: benchmarks/RESULTS.md,
-    # benchmarks/prefill_ab.py. encode_visual's ``patches_per_call`` overrides it per call.
+    # 352x480 frames, the fastest: 0.80 s of vision at 1024 frames on an H100, where 32 groups (21,120) lower that
+    # prefill's peak by 0.34 GiB for 0.12 s (session 7: benchmarks/RESULTS.md, benchmarks/prefill_ab.py).
+    # encode_visual's ``patches_per_call`` overrides it per call.
     vision_patches: int = 42240
 
     def __post_init__(self, **kwargs: Any) -> None:
