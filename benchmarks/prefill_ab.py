@@ -6,15 +6,15 @@ weights, bf16, host pixels) timed under variants, in one process.
 
 Variants (each: one untimed generate(1) for its compilations, then --repeats timed ones and the vision tower):
   now           the library as it is (vision blocks compiled, 42,240 patches = 64 frame groups per tower call)
-  eager_vision  the vision tower's blocks eagerly and its patch embedding as the Conv3d (before session 7)
+  eager_vision  the vision tower's blocks eagerly (before session 7)
   rows_fp32     + q/k rows fp32 (before session 6)
   vision_32     the library with 32 frame groups per vision call (config.vision_patches = 21,120)
   vision_16     the library with 16 frame groups per vision call (10,560)
 Peaks are per timed call (states of earlier calls dropped), weights included, as bench_e2e's. Session 7's first
 run of this script (results/session7_h100/prefill_ab.json) compared session 6's memory settings instead; its
 second and fourth (prefill_ab2/4.json) also had the decoder's norms, MLP and rope compiled ("now") against eager
-("eager_text"): no time gained, so that was not kept. Variants swap a function and module classes of the library
-and the config's vision_patches, undone at the end: a diagnostic of this script, not an API.
+("eager_text"): no time gained, so that was not kept. Variants swap a function of the library and the config's
+vision_patches, undone at the end: a diagnostic of this script, not an API.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import argparse
 import statistics
 
 import torch
-from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLVisionPatchEmbed
 
 import bench_e2e
 import spatial_ttt.layers.ttt as ttt
@@ -39,7 +38,6 @@ PATCHES = SpatialTTTConfig.vision_patches
 def apply(variant: str, model) -> None:
     eager = variant in ("eager_vision", "rows_fp32")
     vision.fused_or_plain = (lambda kernel, fn, t: fn) if eager else fused_or_plain
-    model.model.visual.patch_embed.__class__ = Qwen3VLVisionPatchEmbed if eager else vision.LinearPatchEmbed
     ttt.row_dtype = (lambda precision: torch.float32) if variant == "rows_fp32" else ROWS
     model.config.vision_patches = {"vision_32": PATCHES // 2, "vision_16": PATCHES // 4}.get(variant, PATCHES)
 

@@ -1,5 +1,4 @@
-"""Qwen3-VL's vision tower with a video's frames attended in one call, each block compiled on the GPU, and the
-patch embedding as the product it is.
+"""Qwen3-VL's vision tower with a video's frames attended in one call and each block compiled on the GPU.
 
 The vision tower attends within each frame (the chunks of ``cu_seqlens``). transformers' SDPA path runs one
 ``scaled_dot_product_attention`` per chunk, plus a transposed copy of each output and a concatenation: at 1024
@@ -22,7 +21,6 @@ from torch import Tensor
 from transformers.models.qwen3_vl.modeling_qwen3_vl import (
     Qwen3VLVisionAttention,
     Qwen3VLVisionBlock,
-    Qwen3VLVisionPatchEmbed,
     apply_rotary_pos_emb_vision,
 )
 
@@ -89,15 +87,3 @@ class FrameBatchedVisionBlock(Qwen3VLVisionBlock):
             return super().forward(hidden_states, cu_seqlens, position_embeddings, **kwargs)
         run = fused_or_plain(self.kernel, frame_block, hidden_states)
         return run(self, hidden_states, *position_embeddings, *frames)
-
-
-class LinearPatchEmbed(Qwen3VLVisionPatchEmbed):
-    """Qwen3VLVisionPatchEmbed as a matrix product. Its Conv3d has stride = kernel over pixels already cut into
-    patches, so each output is the dot product of one patch's C*T*P*P values with a filter: the same sum as the
-    conv's (in another order), but as one GEMM instead of cuDNN's implicit-GEMM 3D convolution (50 ms against
-    ~2 ms at 1024 frames on an H100, session 7 profile). Same parameters (the conv's weight and bias)."""
-
-    def forward(self, hidden_states: Tensor) -> Tensor:
-        weight = self.proj.weight
-        patches = hidden_states.reshape(-1, weight[0].numel()).to(weight.dtype)
-        return F.linear(patches, weight.flatten(1), self.proj.bias)

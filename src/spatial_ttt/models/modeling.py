@@ -27,7 +27,7 @@ from ..configuration import SpatialTTTConfig
 from ..layers.attention import Attention
 from ..layers.spatial_conv import VideoSpan, video_spans
 from ..layers.ttt import Precomputed, TTTAttention
-from ..layers.vision_attention import FrameBatchedVisionAttention, FrameBatchedVisionBlock, LinearPatchEmbed
+from ..layers.vision_attention import FrameBatchedVisionAttention, FrameBatchedVisionBlock
 from ..ops import FastWeightKernel, FastWeightMemory
 from ..state import KVCache, LayerState, ModelState
 from ..static_decode import StaticDecoding
@@ -131,8 +131,9 @@ class SpatialTTTModel(nn.Module):
         self.visual = Qwen3VLVisionModel._from_config(config.vision_config)
         self.language_model = SpatialTTTTextModel(config)
         # the same modules with other forwards (new modules would draw their init from the RNG): a video's frames
-        # in one attention call, each block through the model's kernel, the patch embedding as one product
-        self.visual.patch_embed.__class__ = LinearPatchEmbed
+        # in one attention call, each block through the model's kernel. (The Conv3d patch embedding stays: as a
+        # GEMM it was 50 ms faster at 1024 frames on an H100, but its CPU results then depended on how many frames
+        # went in together, so a stream and one-shot prefill no longer gave the same answer.)
         for block in self.visual.blocks:
             block.__class__, block.attn.__class__ = FrameBatchedVisionBlock, FrameBatchedVisionAttention
             block.kernel = self.language_model.kernel
