@@ -113,6 +113,7 @@ def test_near_records_put_every_question_within_one_window_of_its_evidence(tmp_p
         assert first_seen < NEAR_FRAMES
         example = encoder.encode(rec)
         ids, labels = example["input_ids"].flatten(), example["labels"].flatten()
+        assert encoder.estimate_length(rec) == len(ids)  # the trainer packs near records by the right length
         spans = _clip_spans(ids, labels, video_token)
         assert len(spans) == len(TASKS)
         for clip_start, predicted_at in spans:
