@@ -17,8 +17,8 @@ pixels: an object counts as seen in a frame where at least ``MIN_PIXELS`` of its
 Curriculum (``near``): a share of the *training* records can be drawn as near records instead, so that the
 questions are first learnt with their evidence inside one attention window (as ``--near`` in
 benchmarks/evidence/recall.py) and then transfer to the far ones. A near record shows the stream's first
-``NEAR_FRAMES`` frames (the start of the walk, room 1), its four questions are computed from that clip, and the clip
-is shown again before each question, so every frame a question needs lies within 128 tokens of its answer. With
+``NEAR_FRAMES`` frames (the start of the walk, in room 1), its four questions are computed from that clip, and the
+clip is shown again before each question, so every frame a question needs lies within 128 tokens of its answer. With
 ``near=0`` the records are exactly the plain ones; held-out records are never near.
 """
 
@@ -203,6 +203,7 @@ def near_record(video: str, qas: list[MemoryQA], scene_id: str, length: str) -> 
 
 
 def video_name(seed: int, length: str, near: bool = False) -> str:
+    """A record's video under the suite's folder (render_suite.py writes only the 16x ones)."""
     return f"videos/{seed:07d}_{length}{'_near' if near else ''}.mp4"
 
 
@@ -230,8 +231,8 @@ def scene_records(seed: int, out: Path, lengths: tuple[str, ...] = tuple(STRIDES
     walk = render_walk(seed)
     records = walk_records(walk, seed, lengths, near)
     for rec in records or []:
-        encode_video(walk.rgb[stream_frames(rec["length"], rec.get("near", False))], out / video_name(
-            seed, rec["length"], rec.get("near", False)))
+        clip = rec.get("near", False)
+        encode_video(walk.rgb[stream_frames(rec["length"], clip)], out / video_name(seed, rec["length"], clip))
     return records
 
 
