@@ -7,7 +7,9 @@ python benchmarks/evidence/run_device.py DATA_DIR OUT_DIR [--budget 540] [--gpus
 DATA_DIR holds train.jsonl / eval.jsonl and videos/<seed>_16x.mp4 (benchmarks/evidence/render_suite.py, or
 python -m spatial_ttt.data.memory_tasks). Each 16x video is unpacked to PNG frame folders with OpenCV (the device
 image has no PyAV), every frame for 16x, every 4th for 4x and every 16th for 1x; records then point at the
-folders, which the trainer reads at one frame per second, the rate the videos were written at.
+folders, which the trainer reads at one frame per second, the rate the videos were written at. Near training records
+(render_suite.py --near, the curriculum) get their clip's folder too, cut by the same rule
+(memory_tasks.stream_frames).
 
 Equal steps, set from measured step times: every run first trains --calibrate throwaway steps (worker.py), then
 the slowest run's step time and the time left before --budget seconds (evaluation included) set the step count S,
@@ -31,7 +33,7 @@ import time
 from multiprocessing import Pool
 from pathlib import Path
 
-from spatial_ttt.data.memory_tasks import STRIDES
+from spatial_ttt.data.memory_tasks import STRIDES, stream_frames
 
 VARIANTS = ("ttt_all", "swa_all", "hybrid", "full", "noconv", "swa")
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
@@ -42,11 +44,12 @@ MARGIN_S = 25.0  # after the last evaluation: results, archives
 RECOMPILE_SHARE = 0.1
 
 
-def unpack(args: tuple[str, str]) -> None:
-    """Every frame of a 16x walk video into PNG folders, one per stream length (each length's stride)."""
+def unpack(args: tuple[str, str, list[str]]) -> None:
+    """Every frame of a 16x walk video into PNG folders, one per stream length (each length's stride), and one per
+    length in ``near`` with that length's near clip."""
     import cv2
 
-    video, prefix = args
+    video, prefix, near = args
     cap = cv2.VideoCapture(video)
     frames = []
     while True:
@@ -56,22 +59,32 @@ def unpack(args: tuple[str, str]) -> None:
         frames.append(bgr)
     if not frames:
         raise RuntimeError(f"no frames decoded from {video}")
-    for length, stride in STRIDES.items():
-        folder = Path(f"{prefix}_{length}")
-        folder.mkdir(parents=True, exist_ok=True)
-        for i, bgr in enumerate(frames[::stride]):
+    streams = [(f"{prefix}_{length}", stream_frames(length)) for length in STRIDES]
+    streams += [(f"{prefix}_{length}_near", stream_frames(length, near=True)) for length in near]
+    for folder, cut in streams:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        for i, bgr in enumerate(frames[cut]):
             cv2.imwrite(f"{folder}/{i:04d}.png", bgr)
 
 
 def to_frames(data: Path, frames: Path) -> None:
-    jobs = [(str(v), str(frames / "frames" / v.stem.removesuffix("_16x"))) for v in sorted((data / "videos").glob("*_16x.mp4"))]
+    splits = {split: [json.loads(line) for line in (data / f"{split}.jsonl").read_text().splitlines()]
+              for split in ("train", "eval")}
+    near: dict[str, list[str]] = {}  # scene -> lengths with a near record
+    for r in splits["train"]:
+        if r.get("near"):
+            near.setdefault(r["id"].split("-")[0], []).append(r["length"])
+    scenes = [(v, v.stem.removesuffix("_16x")) for v in sorted((data / "videos").glob("*_16x.mp4"))]
+    jobs = [(str(v), str(frames / "frames" / scene), near.get(scene, [])) for v, scene in scenes]
     with Pool(min(32, os.cpu_count() or 1)) as pool:
         pool.map(unpack, jobs, chunksize=4)
-    for split in ("train", "eval"):
-        rows = [json.loads(line) for line in (data / f"{split}.jsonl").read_text().splitlines()]
+    for split, rows in splits.items():
         for r in rows:
-            r["video"] = "frames/" + Path(r["video"]).stem
+            videos = [r["video"]] if isinstance(r["video"], str) else r["video"]
+            folders = ["frames/" + Path(v).stem for v in videos]
+            r["video"] = folders[0] if isinstance(r["video"], str) else folders
         (frames / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    print(f"near training records: {sum(len(v) for v in near.values())} of {len(splits['train'])}", flush=True)
 
 
 def equal_steps(calibrations: dict[str, dict], seconds_left: float, eval_records: int, max_steps: int) -> int:

@@ -57,6 +57,79 @@ def test_render_suite_writes_the_librarys_records_and_only_the_16x_video(tmp_pat
     assert rows == expected and [r["length"] for r in rows] == ["16x", "4x", "1x"]
     assert sorted(p.name for p in (tmp_path / "suite" / "videos").iterdir()) == ["0000000_16x.mp4", "1000000_16x.mp4"]
     assert "train.jsonl: 3 records of 1 scenes (seeds 0..0)" in result.stdout
+    # --near: the library's near records for training, the same held-out records, still only the 16x videos
+    result = subprocess.run([*cmd[:2], str(tmp_path / "near"), *cmd[3:], "--near", "1"], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    near = [json.loads(line) for line in (tmp_path / "near" / "train.jsonl").read_text().splitlines()]
+    assert near == [r for recs in iter_scene_records(0, 1, tmp_path / "lib", near=1.0) for r in recs]
+    assert [r.get("near", False) for r in near] == [True, True, True]
+    assert (tmp_path / "near" / "eval.jsonl").read_text() == (tmp_path / "suite" / "eval.jsonl").read_text()
+    assert sorted(p.name for p in (tmp_path / "near" / "videos").iterdir()) == ["0000000_16x.mp4", "1000000_16x.mp4"]
+    assert "train.jsonl: 3 records of 1 scenes (seeds 0..0), 3 near" in result.stdout
+
+
+def test_run_device_cuts_the_near_clips_from_the_16x_video_by_the_librarys_rule(tmp_path, monkeypatch):
+    """to_frames with a stand-in for OpenCV (not installed here): each 'frame' is its index in the walk."""
+    import types
+
+    import numpy as np
+
+    from spatial_ttt.data.memory_tasks import NEAR_FRAMES, STRIDES
+
+    written: dict[str, list[int]] = {}
+
+    class Capture:
+        def __init__(self, path: str) -> None:
+            self.frames = iter(range(256))
+
+        def read(self):
+            i = next(self.frames, None)
+            return (i is not None), (None if i is None else np.full((1,), i))
+
+    def imwrite(path: str, frame) -> None:
+        written.setdefault(str(Path(path).parent.name), []).append(int(frame[0]))
+
+    monkeypatch.setitem(sys.modules, "cv2", types.SimpleNamespace(VideoCapture=Capture, imwrite=imwrite))
+    run_device = _module("run_device")
+    monkeypatch.setattr(run_device, "Pool", _SerialPool)
+    data = tmp_path / "data"
+    (data / "videos").mkdir(parents=True)
+    for seed in ("0000000", "1000000"):
+        (data / "videos" / f"{seed}_16x.mp4").write_bytes(b"")
+    train = [{"id": "0000000-16x-near", "video": ["videos/0000000_16x_near.mp4"] * 4, "length": "16x", "near": True,
+              "tasks": [], "conversations": []},
+             {"id": "0000000-4x", "video": "videos/0000000_4x.mp4", "length": "4x", "tasks": [], "conversations": []},
+             {"id": "0000000-1x-near", "video": ["videos/0000000_1x_near.mp4"] * 4, "length": "1x", "near": True,
+              "tasks": [], "conversations": []}]
+    held_out = [{"id": "1000000-16x", "video": "videos/1000000_16x.mp4", "length": "16x", "tasks": [], "conversations": []}]
+    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train))
+    (data / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in held_out))
+    run_device.to_frames(data, tmp_path / "work")
+    assert sorted(written) == sorted([f"{s}_{length}" for s in ("0000000", "1000000") for length in STRIDES]
+                                     + ["0000000_16x_near", "0000000_1x_near"])
+    assert written["0000000_16x_near"] == list(range(NEAR_FRAMES))
+    assert written["0000000_1x_near"] == list(range(0, 16 * NEAR_FRAMES, 16))
+    assert written["0000000_4x"] == list(range(0, 256, 4)) and written["1000000_16x"] == list(range(256))
+    rows = [json.loads(line) for line in (tmp_path / "work" / "train.jsonl").read_text().splitlines()]
+    assert [r["video"] for r in rows] == [["frames/0000000_16x_near"] * 4, "frames/0000000_4x", ["frames/0000000_1x_near"] * 4]
+    assert json.loads((tmp_path / "work" / "eval.jsonl").read_text())["video"] == "frames/1000000_16x"
+
+
+class _SerialPool:
+    """multiprocessing.Pool's context-manager and map, in this process (so the OpenCV stand-in applies)."""
+
+    def __init__(self, processes: int | None = None) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def map(self, fn, jobs, chunksize: int = 1):
+        return [fn(job) for job in jobs]
 
 
 def test_step_cost_times_every_variant_and_batch_on_the_cpu(tmp_path):

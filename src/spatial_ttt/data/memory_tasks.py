@@ -13,6 +13,13 @@ pixels: an object counts as seen in a frame where at least ``MIN_PIXELS`` of its
 - ``order``: which of two objects, each occurring once, appeared first;
 - ``count``: how many objects of a kind were seen over the whole walk (each is in view only for a while);
 - ``room_size``: whether the first room is small, medium or large (floor area, seen only early).
+
+Curriculum (``near``): a share of the *training* records can be drawn as near records instead, so that the
+questions are first learnt with their evidence inside one attention window (as ``--near`` in
+benchmarks/evidence/recall.py) and then transfer to the far ones. A near record shows the stream's first
+``NEAR_FRAMES`` frames (the start of the walk, in room 1), its four questions are computed from that clip, and the
+clip is shown again before each question, so every frame a question needs lies within 128 tokens of its answer. With
+``near=0`` the records are exactly the plain ones; held-out records are never near.
 """
 
 from __future__ import annotations
@@ -41,6 +48,9 @@ PALETTE = {name: cat.color for name, cat in CATEGORIES.items()}
 PLURAL = {"bookshelf": "bookshelves", "tv": "tvs"}
 # Scene seeds: training scenes count up from 0, held-out scenes from here (never used for training).
 HELD_OUT_SEED = 1_000_000
+# Frames of a near clip: 12 frames, then one question, span under 128 tokens (the evidence models' window; measured
+# in tests/data/test_memory_tasks.py), so each question's answer sees the whole clip within one window.
+NEAR_FRAMES = 12
 
 
 @dataclass(frozen=True)
@@ -80,17 +90,25 @@ def _plural(category: str) -> str:
     return PLURAL.get(category, category + "s")
 
 
-def questions(walk: RenderedWalk, stride: int, rng: np.random.Generator) -> list[MemoryQA] | None:
-    """The four questions for the stream that keeps every ``stride``-th frame, in TASKS order; None when this
-    stream cannot pose them all unambiguously (no object seen, no pair of single objects far enough apart)."""
+def stream_frames(length: str, near: bool = False) -> slice:
+    """The frames of the full walk that a stream shows: every ``STRIDES[length]``-th; for a near clip only the first
+    NEAR_FRAMES of those. The one rule for questions, videos and run_device.py's frame folders."""
+    stride = STRIDES[length]
+    return slice(0, NEAR_FRAMES * stride if near else None, stride)
+
+
+def questions(walk: RenderedWalk, frames: slice, rng: np.random.Generator) -> list[MemoryQA] | None:
+    """The four questions for the stream of the walk's ``frames``, in TASKS order; None when this stream cannot
+    pose them all unambiguously (no object seen, no pair of single objects far enough apart)."""
     objects = walk.synth.scene.objects
-    seen = walk.pixels[::stride] >= MIN_PIXELS  # [T, N]
+    pixels = walk.pixels[frames]
+    seen = pixels >= MIN_PIXELS  # [T, N]
     num_frames = seen.shape[0]
     shown = np.flatnonzero(seen.any(axis=1))
     if len(shown) == 0:
         return None
     start = shown[0]
-    first_obj = objects[int(np.argmax(np.where(seen[start], walk.pixels[::stride][start], -1)))]
+    first_obj = objects[int(np.argmax(np.where(seen[start], pixels[start], -1)))]
     first = MemoryQA("first", "Which object did you see first?", first_obj.category)
 
     visible = [o for o in objects if seen[:, o.id].any()]
@@ -126,8 +144,19 @@ def walk_questions(walk: RenderedWalk, seed: int) -> dict[str, list[MemoryQA]] |
     """Questions of every length (drawn in STRIDES order from the scene's own random stream, so a subset of
     lengths gets the same questions), or None when some length cannot pose them all."""
     rng = np.random.default_rng([seed, 7])
-    per_length = {length: questions(walk, stride, rng) for length, stride in STRIDES.items()}
+    per_length = {length: questions(walk, stream_frames(length), rng) for length in STRIDES}
     return None if any(q is None for q in per_length.values()) else per_length
+
+
+def is_near(seed: int, length: str, near: float) -> bool:
+    """Whether the training record of scene ``seed`` at ``length`` is drawn as a near record: a share ``near`` of
+    them, each drawn from its own random stream (so the plain records' questions do not move); never held-out."""
+    return seed < HELD_OUT_SEED and bool(np.random.default_rng([seed, 11, STRIDES[length]]).random() < near)
+
+
+def near_questions(walk: RenderedWalk, seed: int, length: str) -> list[MemoryQA] | None:
+    """The four questions of the near clip of ``length`` (None when the clip cannot pose them all)."""
+    return questions(walk, stream_frames(length, near=True), np.random.default_rng([seed, 13, STRIDES[length]]))
 
 
 def encode_video(frames: np.ndarray, path: Path, fps: float = FPS, crf: int = 32) -> None:
@@ -163,38 +192,66 @@ def record(video: str, qas: list[MemoryQA], scene_id: str, length: str) -> dict:
             "conversations": turns}
 
 
-def scene_records(seed: int, out: Path, lengths: tuple[str, ...] = tuple(STRIDES)) -> list[dict] | None:
-    """Render the scene of ``seed``, write one video per length under ``out/videos`` and return its records
-    (None when some length cannot pose every question; the caller moves on to the next seed)."""
-    walk = render_walk(seed)
+def near_record(video: str, qas: list[MemoryQA], scene_id: str, length: str) -> dict:
+    """A near record: the clip shown again before every question (each answer sees it within one window)."""
+    turns = []
+    for qa in qas:
+        turns.append({"from": "human", "value": "<video>\n" + qa.question})
+        turns.append({"from": "gpt", "value": qa.answer})
+    return {"id": f"{scene_id}-{length}-near", "video": [video] * len(qas), "length": length, "near": True,
+            "tasks": [qa.task for qa in qas], "conversations": turns}
+
+
+def video_name(seed: int, length: str, near: bool = False) -> str:
+    """A record's video under the suite's folder (render_suite.py writes only the 16x ones)."""
+    return f"videos/{seed:07d}_{length}{'_near' if near else ''}.mp4"
+
+
+def walk_records(walk: RenderedWalk, seed: int, lengths: tuple[str, ...] = tuple(STRIDES),
+                 near: float = 0.0) -> list[dict] | None:
+    """The walk's records, one per length (None when some length cannot pose every question). A share ``near``
+    of training records is drawn as near records (is_near); one whose clip cannot pose every question stays plain."""
     per_length = walk_questions(walk, seed)
     if per_length is None:
         return None
     records = []
     for length in lengths:
-        qas = per_length[length]
-        name = f"videos/{seed:07d}_{length}.mp4"
-        encode_video(walk.rgb[:: STRIDES[length]], out / name)
-        records.append(record(name, qas, f"{seed:07d}", length))
+        clip = near_questions(walk, seed, length) if is_near(seed, length, near) else None
+        if clip is None:
+            records.append(record(video_name(seed, length), per_length[length], f"{seed:07d}", length))
+        else:
+            records.append(near_record(video_name(seed, length, near=True), clip, f"{seed:07d}", length))
     return records
 
 
-def iter_scene_records(first_seed: int, num_scenes: int, out: Path,
-                       lengths: tuple[str, ...] = tuple(STRIDES)) -> Iterator[list[dict]]:
+def scene_records(seed: int, out: Path, lengths: tuple[str, ...] = tuple(STRIDES),
+                  near: float = 0.0) -> list[dict] | None:
+    """Render the scene of ``seed``, write each record's video under ``out/videos`` and return its records
+    (None when some length cannot pose every question; the caller moves on to the next seed)."""
+    walk = render_walk(seed)
+    records = walk_records(walk, seed, lengths, near)
+    for rec in records or []:
+        clip = rec.get("near", False)
+        encode_video(walk.rgb[stream_frames(rec["length"], clip)], out / video_name(seed, rec["length"], clip))
+    return records
+
+
+def iter_scene_records(first_seed: int, num_scenes: int, out: Path, lengths: tuple[str, ...] = tuple(STRIDES),
+                       near: float = 0.0) -> Iterator[list[dict]]:
     """Records of ``num_scenes`` usable scenes, trying seeds upwards from ``first_seed``."""
     seed, made = first_seed, 0
     while made < num_scenes:
-        recs = scene_records(seed, out, lengths)
+        recs = scene_records(seed, out, lengths, near)
         seed += 1
         if recs is not None:
             made += 1
             yield recs
 
 
-def build_split(out: str | Path, split: str, num_scenes: int, first_seed: int) -> Path:
+def build_split(out: str | Path, split: str, num_scenes: int, first_seed: int, near: float = 0.0) -> Path:
     """Write ``out/<split>.jsonl`` (one record per scene and length) and its videos; returns the JSONL path."""
     out = Path(out)
-    rows = [r for recs in iter_scene_records(first_seed, num_scenes, out) for r in recs]
+    rows = [r for recs in iter_scene_records(first_seed, num_scenes, out, near=near) for r in recs]
     path = out / f"{split}.jsonl"
     tmp = path.with_suffix(".jsonl.tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -209,10 +266,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out", help="output folder (train.jsonl, eval.jsonl, videos/)")
     parser.add_argument("--train", type=int, default=160, help="training scenes (seeds from 0)")
     parser.add_argument("--eval", type=int, default=40, help=f"held-out scenes (seeds from {HELD_OUT_SEED})")
+    parser.add_argument("--near", type=float, default=0.0, help="share of training records drawn as near clips")
     args = parser.parse_args(argv)
     for split, n, seed in (("eval", args.eval, HELD_OUT_SEED), ("train", args.train, 0)):
         if n > 0:
-            print(build_split(args.out, split, n, seed))
+            print(build_split(args.out, split, n, seed, args.near))
 
 
 if __name__ == "__main__":
