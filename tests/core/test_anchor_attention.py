@@ -2,13 +2,17 @@
 merged by log-sum-exp, checked on the CPU (the CPU's flash kernel gives each piece's lse as cuDNN does on CUDA)
 against one SDPA call with the bottom-right causal mask; and the setting, validated and threaded to the kernel."""
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.nn.attention.bias import causal_lower_right
 
+from spatial_ttt import CheckpointError, load_model, save_model
 from spatial_ttt.layers import attention
 from spatial_ttt.ops.attention_gpu import attention_after_cache_split, attention_with_lse, causal_attention
+from spatial_ttt.streaming import model_fingerprint
 from spatial_ttt.tiny import tiny_config, tiny_model
 
 from .helpers import video_prompt
@@ -22,7 +26,8 @@ def after_cache(heads: int, kv_heads: int, q_len: int, k_len: int, dtype=torch.f
 
 
 def lower_right(q, k, v):
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(q.shape[2], k.shape[2]), enable_gqa=True)
+    mask = causal_lower_right(q.shape[2], k.shape[2])
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
 
 
 @pytest.mark.parametrize("heads,kv_heads", [(4, 2), (4, 4)])
@@ -39,7 +44,7 @@ def test_split_equals_one_lower_right_call(heads, kv_heads, q_len, k_len, block)
     out = attention_after_cache_split(q, k, v, block)
     expected = lower_right(q, k, v)
     assert out.dtype == q.dtype and out.shape == expected.shape
-    # fp32 rounding of a softmax over <= 300 keys of O(1) values (a dropped or doubled block moves it by ~0.1)
+    # fp32 rounding of a softmax over <= 300 keys of O(1) values (dropping one 7-key block of 300 moves it by 0.06)
     torch.testing.assert_close(out, expected, atol=2e-6, rtol=0)
 
 
@@ -68,10 +73,11 @@ def test_each_piece_gives_its_log_sum_exp():
 def test_the_setting_is_validated_and_refused_when_set_later():
     assert tiny_config().anchor_attention == "flash"
     assert tiny_config(anchor_attention="split").anchor_attention == "split"
-    with pytest.raises(ValueError, match="invalid SpatialTTTConfig: anchor_attention must be one of flash/split, not 'cudnn'"):
+    refused = "anchor_attention must be one of flash/split, not 'cudnn'"
+    with pytest.raises(ValueError, match=f"invalid SpatialTTTConfig: {refused}"):
         tiny_config(anchor_attention="cudnn")
     q, k, v = after_cache(4, 2, 8, 8)
-    with pytest.raises(ValueError, match="anchor_attention must be one of flash/split, not 'cudnn'"):
+    with pytest.raises(ValueError, match=refused):
         causal_attention(q, k, v, 0, 0, None, "cudnn")
 
 
@@ -95,3 +101,18 @@ def test_the_setting_reaches_the_anchors_attention_only(monkeypatch, setting):
         logits = model(**inputs).logits
     assert seen == [(False, "flash")] * 3 + [(True, setting)] + [(False, "flash")] * 3 + [(True, setting)]
     assert torch.equal(logits, flash_logits)
+
+
+def test_an_execution_setting_saved_loaded_and_left_out_of_the_stream_fingerprint(tmp_path, released_dir):
+    """Like ttt_kernel: in our config.json, overridable at load time, the library default for a released folder,
+    and a saved stream continues under either value."""
+    save_model(tiny_model(anchor_attention="split"), tmp_path / "ours")
+    assert json.loads((tmp_path / "ours/config.json").read_text())["anchor_attention"] == "split"
+    loaded = load_model(tmp_path / "ours")
+    assert (loaded.config.anchor_attention, loaded.ttt_settings["anchor_attention"].source) == ("split", "checkpoint config")
+    released = load_model(released_dir, anchor_attention="split")
+    assert (released.config.anchor_attention, released.ttt_settings["anchor_attention"].source) == ("split", "override")
+    assert load_model(released_dir).ttt_settings["anchor_attention"].source == "library default"
+    with pytest.raises(CheckpointError, match="bad settings .*anchor_attention must be one of flash/split, not 'x'"):
+        load_model(released_dir, anchor_attention="x")
+    assert model_fingerprint(tiny_model(anchor_attention="split")) == model_fingerprint(tiny_model())

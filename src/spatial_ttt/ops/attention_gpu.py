@@ -142,10 +142,11 @@ def attention_with_lse(q: Tensor, k: Tensor, v: Tensor, causal: bool) -> tuple[T
     square's top-left diagonal) and its log-sum-exp of the scaled scores, [B, H, Lq] fp32: cuDNN on CUDA, the
     CPU's flash kernel elsewhere (the same merge, testable on the CPU)."""
     if q.is_cuda:
-        out, lse = torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, None, True, 0.0, causal, False, scale=None)[:2]
+        cudnn = torch.ops.aten._scaled_dot_product_cudnn_attention
+        out, lse = cudnn(q, k, v, None, True, 0.0, causal, False, scale=None)[:2]
     else:
         out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal, scale=None)
-    return out, lse.reshape(q.shape[:3])  # cuDNN's is [B, H, Lq, 1]
+    return out, lse.reshape(q.shape[:3])  # cuDNN gives [B, H, Lq, 1] ([B, H, Lq] in older torch)
 
 
 def attention_after_cache_split(q: Tensor, k: Tensor, v: Tensor, block: int = SPLIT_BLOCK) -> Tensor:
