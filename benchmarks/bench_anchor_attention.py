@@ -7,9 +7,12 @@ KV cache, SDPA's flash kernel with the diagonal bottom-right) against other SDPA
 Cases (seconds for one layer, all pieces; TFLOP/s counts the visible half of the score matrix):
   pieces_flash       the library: attention_after_cache per piece (flash, GQA native)
   pieces_cudnn       the same problems through the cuDNN backend (KV heads repeated, causal_lower_right mask)
+  pieces_split       the library's anchor_attention="split": per piece, attention_after_cache_split (cuDNN on the
+                     square diagonal block, unmasked cuDNN calls over the prefix in blocks, merged by log-sum-exp)
   whole_flash        one square causal call over all tokens (is_causal, flash, GQA native)
   whole_cudnn        the same through cuDNN (KV heads repeated)
-A case the backend refuses is recorded with its error.
+A case the backend refuses is recorded with its error. extra_peak_gib: the peak above what was allocated before
+the case (the inputs, and the repeated keys of the cuDNN cases).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.bias import causal_lower_right
 
-from spatial_ttt.ops.attention_gpu import attention_after_cache
+from spatial_ttt.ops.attention_gpu import attention_after_cache, attention_after_cache_split
 
 
 def timed(fn, repeats: int = 3) -> float:
@@ -60,6 +63,10 @@ def main() -> None:
                                                        attn_mask=causal_lower_right(e - s, e))
         return run
 
+    def pieces_split():
+        for s, e in bounds:
+            attention_after_cache_split(q[:, :, s:e], k[:, :, :e], v[:, :, :e])
+
     def whole(backend, gqa):
         def run():
             with sdpa_kernel([backend]):
@@ -71,13 +78,17 @@ def main() -> None:
 
     flops = 4 * 16 * 128 * args.tokens * args.tokens / 2
     cases = {"pieces_flash": pieces(None), "pieces_cudnn": pieces(SDPBackend.CUDNN_ATTENTION),
-             "whole_flash": whole(SDPBackend.FLASH_ATTENTION, True), "whole_cudnn": whole(SDPBackend.CUDNN_ATTENTION, False)}
+             "pieces_split": pieces_split, "whole_flash": whole(SDPBackend.FLASH_ATTENTION, True),
+             "whole_cudnn": whole(SDPBackend.CUDNN_ATTENTION, False)}
     result = dict(tokens=args.tokens, piece=args.piece, gpu=torch.cuda.get_device_name(), torch=torch.__version__,
                   cases={})
     for name, fn in cases.items():
         try:
+            torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated()
             seconds = timed(fn)
-            result["cases"][name] = dict(seconds=seconds, tflops=flops / seconds / 1e12, seven_layers_s=7 * seconds)
+            result["cases"][name] = dict(seconds=seconds, tflops=flops / seconds / 1e12, seven_layers_s=7 * seconds,
+                                         extra_peak_gib=(torch.cuda.max_memory_allocated() - before) / 2**30)
         except Exception as error:  # a backend that refuses the problem: record why
             result["cases"][name] = dict(error=f"{type(error).__name__}: {str(error)[:300]}")
         print(name, result["cases"][name], flush=True)

@@ -14,7 +14,7 @@ def default_ttt_layers(num_layers: int) -> list[int]:
 
 
 # Settings that choose how the model runs, not what it computes: a saved state is valid under any value of them.
-EXECUTION_SETTINGS = ("ttt_kernel", "decode_kernel", "prefill_piece", "mlp_piece", "vision_patches")
+EXECUTION_SETTINGS = ("ttt_kernel", "decode_kernel", "anchor_attention", "prefill_piece", "mlp_piece", "vision_patches")
 
 
 @strict
@@ -55,6 +55,12 @@ class SpatialTTTConfig(Qwen3VLConfig):
     # compiled and replayed as a CUDA graph; on CPU the same step runs uncompiled) or "auto" (graphed on CUDA,
     # eager on CPU). Not part of the math: spatial_ttt.static_decode.
     decode_kernel: str = "auto"
+    # How the anchors' attention runs on the GPU in fp16/bf16 when the keys end with the queries (a prefill's
+    # pieces after a KV cache, or the square) (ours; not part of the math): "flash" (SDPA's flash kernel with the
+    # diagonal bottom-right) or "split" (cuDNN on the square diagonal block plus unmasked prefix blocks, merged by
+    # log-sum-exp; spatial_ttt.ops.attention_gpu). Elsewhere (CPU, fp32, small problems) both run the same path.
+    # "split" is not yet measured end to end on a GPU: flash stays the default.
+    anchor_attention: str = "flash"
     # Memory against speed (ours; not part of the math: the same numbers at any value, the MLP's to its products'
     # last bit). Smaller pieces lower the prefill's peak memory and cost time (docs/model.md, "Memory settings").
     # Tokens per piece when generate prefills a long video prompt as a stream of pieces of whole frame groups
@@ -102,6 +108,8 @@ class SpatialTTTConfig(Qwen3VLConfig):
             problems.append(f"ttt_kernel must be one of auto/reference/compiled/graphed, not {self.ttt_kernel!r}")
         if self.decode_kernel not in ("auto", "eager", "graphed"):
             problems.append(f"decode_kernel must be one of auto/eager/graphed, not {self.decode_kernel!r}")
+        if self.anchor_attention not in ("flash", "split"):
+            problems.append(f"anchor_attention must be one of flash/split, not {self.anchor_attention!r}")
         if self.ttt_base_lr <= 0:
             problems.append("ttt_base_lr must be positive")
         unsupported = {"learnable_ttt_scale": True, "ttt_prenorm": False, "qkv_silu": True, "lr_dim": 1, "fp32_states": True}

@@ -47,7 +47,7 @@ def test_model_with_short_window_matches_brute_force_attention(monkeypatch):
     with torch.no_grad():
         fast = model(**inputs).logits
 
-    def brute_attend(self, q, k, v, cos, sin, cache, start, window):
+    def brute_attend(self, q, k, v, cos, sin, cache, start, window, after_cache="flash"):
         q = apply_rope(q.transpose(1, 2), cos, sin)
         k = apply_rope(k.transpose(1, 2), cos, sin)
         out = brute_force_window_attention(q, k, v.transpose(1, 2), window or q.shape[2])

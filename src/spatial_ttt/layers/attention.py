@@ -100,15 +100,18 @@ class Attention(nn.Module):
         cache: KVCache | None,
         start: int,
         window: int | None,
+        after_cache: str = "flash",
     ) -> Tensor:
-        """Attention output [B, S, H*hd] (before o_proj) for queries at absolute indices start..start+S-1."""
+        """Attention output [B, S, H*hd] (before o_proj) for queries at absolute indices start..start+S-1.
+        ``after_cache``: how the GPU runs queries whose keys end with them ("flash" or "split", see
+        :func:`spatial_ttt.ops.attention_gpu.causal_attention`; anchors pass ``config.anchor_attention``)."""
         q = apply_rope(q.transpose(1, 2), cos, sin)
         k = apply_rope(k.transpose(1, 2), cos, sin)
         v = v.transpose(1, 2)
         k_start = start
         if cache is not None:
             k, v, k_start = cache.append(k, v)
-        out = causal_attention(q, k, v, start, k_start, window) if q.is_cuda else None  # flash / flex on GPU
+        out = causal_attention(q, k, v, start, k_start, window, after_cache)  # flash / flex / split on the GPU
         if out is None:
             out = masked_attention(q, k, v, start, k_start, window)
         return out.transpose(1, 2).flatten(2)
@@ -124,9 +127,11 @@ class Attention(nn.Module):
         values[:, :, slot] = v.transpose(1, 2)
         return decode_attention(q, keys, values, last).transpose(1, 2).flatten(2)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | None, start: int) -> Tensor:
+    def forward(
+        self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | None, start: int, after_cache: str = "flash"
+    ) -> Tensor:
         q, k, v = self.project(x)
-        return self.o_proj(self.attend(q, k, v, cos, sin, cache, start, window=None))
+        return self.o_proj(self.attend(q, k, v, cos, sin, cache, start, window=None, after_cache=after_cache))
 
     def decode_static(self, x: Tensor, cos: Tensor, sin: Tensor, keys: Tensor, values: Tensor, index: Tensor) -> Tensor:
         """``forward`` for one token per row at absolute index ``index`` [1] over a full cache's buffers

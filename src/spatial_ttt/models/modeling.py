@@ -56,7 +56,7 @@ class DecoderLayer(nn.Module):
     def __init__(self, config: SpatialTTTConfig, layer_idx: int) -> None:
         super().__init__()
         text = config.text_config
-        self.config = config  # read when called (config.mlp_piece may be changed on a built model)
+        self.config = config  # read when called (config.mlp_piece, anchor_attention may be changed on a built model)
         self.is_ttt = layer_idx in config.ttt_layers
         self.self_attn = TTTAttention(config) if self.is_ttt else Attention(text)
         self.mlp = Qwen3VLTextMLP(text)
@@ -79,7 +79,8 @@ class DecoderLayer(nn.Module):
         if self.is_ttt:
             h = self.self_attn(h, cos, sin, state, start, videos, decoding, precomputed)
         else:
-            h = self.self_attn(h, cos, sin, None if state is None else state.kv, start)
+            kv = None if state is None else state.kv
+            h = self.self_attn(h, cos, sin, kv, start, after_cache=self.config.anchor_attention)
         return self.residual_mlp(x + h)
 
     def decode_static(self, x: Tensor, cos: Tensor, sin: Tensor, buffers, index: Tensor, slot: Tensor) -> Tensor:

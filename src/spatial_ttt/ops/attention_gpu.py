@@ -8,6 +8,10 @@ mask and forces SDPA off its flash kernel. Here, on CUDA:
   flash kernel with the causal diagonal aligned bottom-right (``causal_lower_right``), GQA native where the flash
   kernel takes it (else KV heads repeated to the query heads: a copy of the whole cache per call);
   flex_attention measured ~4x slower here (1.2 s of a 1024-frame prefill on an H100);
+* with ``after_cache="split"`` (``config.anchor_attention``), queries whose keys end with them (after a cache, or
+  the square) run as cuDNN calls without the bottom-right mask, merged by log-sum-exp
+  (:func:`attention_after_cache_split`): cuDNN ran a square causal call at 621 TFLOP/s on an H100 but the
+  bottom-right-masked pieces at 224, flash's pieces at 340 (benchmarks/RESULTS.md, "Anchor attention backends");
 * anything else (a sliding window, or queries that follow a KV cache) -> ``flex_attention`` with a block mask
   built directly from the band's geometry: for each 128x128 tile, whether it is empty, partially or fully
   inside ``k_abs <= q_abs`` and ``k_abs > q_abs - window``. Work scales with the band, not with q_len * k_len;
@@ -24,6 +28,11 @@ from torch import Tensor
 
 BLOCK = 128
 SMALL = 1 << 20  # q_len * k_len under which the boolean-mask SDPA path is used
+# Prefix keys per unmasked call of the split path: its KV heads are repeated to the query heads one block at a time,
+# so the extra memory is one block (16 heads x 16,384 keys x 128 x bf16, k and v: 128 MB), not the whole cache.
+SPLIT_BLOCK = 16384
+AFTER_CACHE = ("flash", "split")  # how queries after a full cache run (config.anchor_attention)
+HALF = (torch.float16, torch.bfloat16)
 
 _flex = None
 
@@ -87,16 +96,28 @@ def _band_block_mask(q_len: int, k_len: int, delta: int, win: int, device: str, 
     )
 
 
-def causal_attention(q: Tensor, k: Tensor, v: Tensor, q_start: int, k_start: int, window: int | None) -> Tensor | None:
+def causal_attention(
+    q: Tensor, k: Tensor, v: Tensor, q_start: int, k_start: int, window: int | None, after_cache: str = "flash"
+) -> Tensor | None:
     """Attention of q [B, H, Lq, hd] over k, v [B, H_kv, Lk, hd] (absolute starts q_start, k_start).
-    Returns None where the caller's boolean-mask path should be used (small problems)."""
+    ``after_cache`` (one of :data:`AFTER_CACHE`): how queries run whose keys end with them (the square, or after a
+    full cache) in fp16/bf16: "flash" (SDPA's flash kernel) or "split" (:func:`attention_after_cache_split`).
+    Returns None where the caller's boolean-mask path should be used (not CUDA, or small problems)."""
+    if after_cache not in AFTER_CACHE:
+        raise ValueError(f"anchor_attention must be one of {'/'.join(AFTER_CACHE)}, not {after_cache!r}")
     q_len, k_len = q.shape[2], k.shape[2]
-    if q_len * k_len <= SMALL:
+    if not q.is_cuda or q_len * k_len <= SMALL:
         return None
     no_window = window is None or window >= q_start + q_len - k_start
+    ends_together = no_window and k_start + k_len == q_start + q_len
+    # "split" needs cuDNN's fp16/bf16 kernels: in fp32 it runs as "flash" does (the square, else flex), by
+    # construction. An error of the cuDNN op itself is not caught: a caller who chose "split" (a benchmark above
+    # all) must not be handed the flash path's time or numbers without knowing.
+    if ends_together and after_cache == "split" and q.dtype in HALF:
+        return attention_after_cache_split(q, k, v)
     if no_window and q_len == k_len and q_start == k_start:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-    if no_window and k_start + k_len == q_start + q_len and q.dtype in (torch.float16, torch.bfloat16):
+    if ends_together and q.dtype in HALF:
         return attention_after_cache(q, k, v)
     mask = band_block_mask(q_len, k_len, q_start, k_start, window, q.device)
     return _flex_attention()(q, k, v, block_mask=mask, enable_gqa=q.shape[1] != k.shape[1])
@@ -114,3 +135,42 @@ def attention_after_cache(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         group = q.shape[1] // k.shape[1]
         k, v, gqa = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1), False
     return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(q.shape[2], k.shape[2]), enable_gqa=gqa)
+
+
+def attention_with_lse(q: Tensor, k: Tensor, v: Tensor, causal: bool) -> tuple[Tensor, Tensor]:
+    """Attention of q [B, H, Lq, hd] over k, v [B, H, Lk, hd] (as many KV heads as query heads; ``causal``: the
+    square's top-left diagonal) and its log-sum-exp of the scaled scores, [B, H, Lq] fp32: cuDNN on CUDA, the
+    CPU's flash kernel elsewhere (the same merge, testable on the CPU)."""
+    if q.is_cuda:
+        cudnn = torch.ops.aten._scaled_dot_product_cudnn_attention
+        out, lse = cudnn(q, k, v, None, True, 0.0, causal, False, scale=None)[:2]
+    else:
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal, scale=None)
+    return out, lse.reshape(q.shape[:3])  # cuDNN gives [B, H, Lq, 1] ([B, H, Lq] in older torch)
+
+
+def attention_after_cache_split(q: Tensor, k: Tensor, v: Tensor, block: int = SPLIT_BLOCK) -> Tensor:
+    """:func:`attention_after_cache` as pieces without the bottom-right mask: the square diagonal block (the last
+    Lq keys, plain causal) and the prefix's keys (0..Lk-Lq) unmasked, ``block`` keys per call, merged by
+    log-sum-exp: out = sum_i out_i * exp(lse_i - lse), lse = logsumexp_i lse_i, summed in fp32 as the pieces come
+    (the running sum rescaled to each new lse, so one piece's output is held at a time); output in q's dtype.
+    KV heads are repeated to the query heads one piece at a time (the extra memory is one block)."""
+    q_len, k_len = q.shape[2], k.shape[2]
+    prefix, group = k_len - q_len, q.shape[1] // k.shape[1]
+
+    def piece(start: int, end: int, causal: bool) -> tuple[Tensor, Tensor]:
+        keys, values = k[:, :, start:end], v[:, :, start:end]
+        if group > 1:
+            keys, values = keys.repeat_interleave(group, dim=1), values.repeat_interleave(group, dim=1)
+        return attention_with_lse(q, keys, values, causal)
+
+    out, lse = piece(prefix, k_len, causal=True)
+    if prefix == 0:
+        return out
+    total = out.float()
+    for start in range(0, prefix, block):
+        out, piece_lse = piece(start, min(start + block, prefix), causal=False)
+        merged = torch.logaddexp(lse, piece_lse)
+        total.mul_((lse - merged).exp_().unsqueeze(-1)).addcmul_(out, (piece_lse - merged).exp_().unsqueeze(-1))
+        lse = merged
+    return total.to(q.dtype)
