@@ -82,18 +82,21 @@ TAIL = CHUNK * (4 * 2 + 3) + 5
 
 @pytest.mark.parametrize("muon", [False, True])
 def test_grouped_steps_give_the_per_chunk_outputs_and_gradients(compiled, muon):
-    """G = 4 against G = 1 on the compiled kernel. The forward is bit-identical (the same ops in the same order);
-    gradients agree to fp32 rounding, 1e-6 of each tensor's largest entry: one autograd node per group sums the
-    gradients that every chunk's step gives the shared inputs (the row norms, the parameters' weights) in another
-    order than autograd's per-node accumulation. Measured: <= 2e-7 (muon off), <= 3e-7 (on)."""
+    """G = 4 against G = 1 on the compiled kernel, and against the reference kernel. The forward is bit-identical
+    (the same ops in the same order). Gradients agree to fp32 rounding, measured as the largest difference over
+    each tensor's largest entry: G = 4 vs G = 1 8e-8 (Muon off) and 5e-8 (on), asserted 1e-6 (one autograd node
+    per group sums the gradients every chunk's step gives the shared inputs, such as the row norms, in another order
+    than autograd's per-node accumulation); compiled vs reference 5.2e-7 with Muon off, asserted 3e-6. With Muon
+    the compiled and the reference backward differ already at G = 1 (by up to 0.6 of a gradient's largest entry
+    here: Newton-Schulz runs in bf16, whose backward amplifies rounding), so only G = 4 vs G = 1 is asserted."""
     one = train_step(training_model("compiled", 1, muon), TAIL)
     four = train_step(training_model("compiled", 4, muon), TAIL)
     assert compiled[0]["flat_steps"] == LAYERS * 2
     assert_same(four, one, rtol=1e-6)
     reference = train_step(training_model("reference", 4, muon), TAIL)
     assert torch.equal(reference[0], one[0])  # the forward is the reference's, bit for bit
-    if not muon:  # Muon's bf16 Newton-Schulz backward rounds differently compiled (already at G = 1)
-        assert_same(four, reference, rtol=1e-6)
+    if not muon:
+        assert_same(four, reference, rtol=3e-6)
 
 
 def test_the_reference_kernel_groups_by_looping_exactly(monkeypatch):
