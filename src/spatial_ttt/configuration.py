@@ -52,8 +52,8 @@ class SpatialTTTConfig(Qwen3VLConfig):
     # "reference" (plain PyTorch), "compiled" (torch.compile'd step) or "graphed" (compiled step in a CUDA graph).
     ttt_kernel: str = "auto"
     # Training only (ours, not the math): how many whole chunks of a row one call of the fast-weight kernel takes
-    # where autograd is on; the compiled kernel runs them in one compiled call, whose ~2.7 ms host cost per call
-    # bounds a small model's training step (benchmarks/EVIDENCE.md, study 4). 1: one call per chunk.
+    # where autograd is on; the compiled kernel runs them in one compiled call, as the host cost of a call per chunk
+    # bounded a small model's training step (benchmarks/EVIDENCE.md, study 4). 1: one call per chunk.
     ttt_train_chunks_per_call: int = 4
     # How decoding runs a token (ours): "eager" (a forward per token), "graphed" (one step over static buffers,
     # compiled and replayed as a CUDA graph; on CPU the same step runs uncompiled) or "auto" (graphed on CUDA,

@@ -19,9 +19,9 @@ plus its update); runs of other lengths are answered by the reference apply (a f
 
 Under autograd (training) the chunk loop hands a kernel G consecutive full chunks at a time
 (:meth:`FastWeightKernel.steps`, G = ``config.ttt_train_chunks_per_call``): the compiled kernel runs the G steps
-unrolled in one compiled call (one autograd node), the others one step after another. A compiled call costs
-~2.7 ms of host time whatever its size (its wrapper launches ~40 kernels per chunk), which at the small shapes is
-most of a training step (benchmarks/EVIDENCE.md, study 4).
+unrolled in one compiled call (one autograd node), the others one step after another. Host time per compiled
+call (guards, the autograd node, a wrapper launching ~40 kernels per chunk) was ~2.7 ms per chunk on an H100, most
+of a small model's training step (benchmarks/EVIDENCE.md, study 4); a group pays the per-call part once.
 
 A :class:`FastWeightKernel` belongs to one model (its TTT layers share it): compiled callables and CUDA graphs
 live in it, not in the process, so two models never share buffers, and a lock keeps threads from interleaving
@@ -240,7 +240,8 @@ class FastWeightKernel:
                 out, weights = self.step(weights, q[:, start : start + size], chunks.slice(start, start + size))
                 outs.append(out)
             return torch.cat(outs, dim=1), weights
-        res = self.compiled(flat_steps, (muon, precision, count))(*flat_args(weights, q, chunks), muon, precision, count)
+        grouped = self.compiled(flat_steps, (muon, precision, count))
+        res = grouped(*flat_args(weights, q, chunks), muon, precision, count)
         return res[0], flat_weights(weights, chunks, res[1:])
 
     def _graph(self, args: tuple, muon: bool, precision: str) -> list[Tensor]:
