@@ -78,6 +78,22 @@ def test_step_cost_times_every_variant_and_batch_on_the_cpu(tmp_path):
         assert row["step_s"] > 0 and abs(row["tokens_per_s"] * row["step_s"] / (row["batch"] * 40) - 1) < 0.01
 
 
+def test_chunk_calls_counts_the_compiled_calls_of_a_training_forward(tmp_path):
+    """513 tokens of chunk 128: 4 updating chunks in each of the 4 TTT layers, 2 calls each at G = 2 (aot_eager:
+    dynamo without code generation)."""
+    out = tmp_path / "calls.json"
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, str(ROOT / "benchmarks/evidence/chunk_calls.py"), str(out), "--groups", "2", "--tokens",
+           "513", "--steps", "2", "--operator-chunks", "4", "--backend", "aot_eager"]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert data["device"] == "cpu" and data["backend"] == "aot_eager"
+    (model,), (operator,) = data["model"], data["operator"]
+    assert (model["group"], model["compiled_calls_forward"]) == (2, 4 * 2) and model["step_s"] > 0
+    assert operator["chunks"] == 4 and 0 < operator["forward_ms_per_chunk"] < operator["fwd_bwd_ms_per_chunk"]
+
+
 def test_evidence_configs_differ_only_in_their_variant_lines():
     expected = {  # variant: (ttt_layers, ttt_branch, use_conv_layer)
         "ttt_all": ([0, 1, 2, 3], True, True), "swa_all": ([0, 1, 2, 3], False, True),
