@@ -1,7 +1,7 @@
 """What one training step of the evidence models costs, and how it scales with streams per forward.
 
 python benchmarks/evidence/step_cost.py OUT_JSON [--variants ttt_all swa_all full] [--kernels reference compiled]
-    [--batches 1 4 8] [--tokens 2113] [--repeats 5] [--data DATA_DIR --packs 3]
+    [--batches 1 4 8] [--tokens 2113] [--repeats 5] [--data DATA_DIR --packs 3] [--chunks-per-call 1 4]
 
 The trainer runs a pack's streams one after another, one forward and backward each; the fast-weight chunk loop
 is sequential in time, so a small model's step is bound by latency, not arithmetic. This times forward +
@@ -15,7 +15,8 @@ beforehand and already on the device: the model's step without the data loader. 
 1.0-1.4 s (TTT) and 0.5-0.8 s (attention only) against 0.45 / 0.02 s for text rows (benchmarks/EVIDENCE.md,
 study 3); this tells whether the difference is the model's video path or the loading. Each data row also has
 ``encode_s`` (one pack's reading and encoding in this process, a loader worker's work) and with ``--profile``
-the GPU kernel time and launch count of one step.
+the GPU kernel time and launch count of one step. ``--chunks-per-call`` times each TTT variant and kernel at
+each value of ``ttt_train_chunks_per_call`` (whole chunks per compiled call under autograd; default: the config's).
 """
 
 from __future__ import annotations
@@ -134,6 +135,8 @@ def main() -> None:
     parser.add_argument("--inductor", action="append", default=[], metavar="KEY=VALUE",
                         help="a torch._inductor.config setting for this process (e.g. cpp_wrapper=True), to try "
                              "what the compiled step's per-call host cost depends on")
+    parser.add_argument("--chunks-per-call", type=int, nargs="+", default=[None],
+                        help="ttt_train_chunks_per_call values to time (whole chunks per compiled call in training)")
     args = parser.parse_args()
     inductor = {key: ast.literal_eval(value) for key, value in (item.split("=", 1) for item in args.inductor)}
     for key, value in inductor.items():
@@ -141,20 +144,26 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     rows = []
     for variant in args.variants:
-        kernels = args.kernels if variant != "full" else args.kernels[:1]  # no fast weights: the kernel is moot
-        for kernel in kernels:
-            config = load_config(f"configs/evidence_{variant}.yaml", [f"model_settings.ttt_kernel={kernel}"])
+        # no fast weights: the kernel and its chunks per call are moot
+        kernels = args.kernels if variant != "full" else args.kernels[:1]
+        groups = args.chunks_per_call if variant != "full" else args.chunks_per_call[:1]
+        for kernel, group in ((kernel, group) for kernel in kernels for group in groups):
+            overrides = [f"model_settings.ttt_kernel={kernel}"]
+            if group is not None:
+                overrides.append(f"model_settings.ttt_train_chunks_per_call={group}")
+            config = load_config(f"configs/evidence_{variant}.yaml", overrides)
             model = load_training_model(config).to(device)
+            setting = {"variant": variant, "kernel": kernel,
+                       "chunks_per_call": model.config.ttt_train_chunks_per_call}
             for batch in args.batches:
-                row = {"variant": variant, "kernel": kernel, "tokens": args.tokens,
-                       **step_time(model, batch, args.tokens, args.repeats, device)}
+                row = {**setting, "tokens": args.tokens, **step_time(model, batch, args.tokens, args.repeats, device)}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
             if args.data:
                 config.data_path = args.data
                 config.output_dir = str(Path(args.out).parent / "step_cost_work")
                 packs, encode_s = encoded_packs(config, args.packs, device)
-                row = {"variant": variant, "kernel": kernel, "data": True, "encode_s": round(encode_s, 3),
+                row = {**setting, "data": True, "encode_s": round(encode_s, 3),
                        **pack_time(model, packs, config.pack_rows, args.row_multiple, device)}
                 if args.profile:
                     row.update(kernel_share(model, packs[0], config.pack_rows, args.row_multiple, device))

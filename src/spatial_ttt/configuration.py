@@ -14,7 +14,10 @@ def default_ttt_layers(num_layers: int) -> list[int]:
 
 
 # Settings that choose how the model runs, not what it computes: a saved state is valid under any value of them.
-EXECUTION_SETTINGS = ("ttt_kernel", "decode_kernel", "anchor_attention", "prefill_piece", "mlp_piece", "vision_patches")
+EXECUTION_SETTINGS = (
+    "ttt_kernel", "decode_kernel", "anchor_attention", "prefill_piece", "mlp_piece", "vision_patches",
+    "ttt_train_chunks_per_call",
+)
 
 
 @strict
@@ -51,6 +54,11 @@ class SpatialTTTConfig(Qwen3VLConfig):
     # Which implementation of the fast-weight operator runs: "auto" (compiled + CUDA graphs on CUDA, plain on CPU),
     # "reference" (plain PyTorch), "compiled" (torch.compile'd step) or "graphed" (compiled step in a CUDA graph).
     ttt_kernel: str = "auto"
+    # Training only (ours, not the math): how many whole chunks of a row one call of the fast-weight kernel takes
+    # where autograd is on; the compiled kernel runs them in one compiled call, as the host cost of a call per chunk
+    # bounded a small model's training step (benchmarks/EVIDENCE.md, study 4). 1: one call per chunk, the default
+    # until the GPU step time is measured (on the CPU, 4 cut the calls 4x but tripled the cold compile).
+    ttt_train_chunks_per_call: int = 1
     # How decoding runs a token (ours): "eager" (a forward per token), "graphed" (one step over static buffers,
     # compiled and replayed as a CUDA graph; on CPU the same step runs uncompiled) or "auto" (graphed on CUDA,
     # eager on CPU). Not part of the math: spatial_ttt.static_decode.
@@ -96,7 +104,10 @@ class SpatialTTTConfig(Qwen3VLConfig):
             problems.append("num_attention_heads * head_dim must equal hidden_size (the TTT branch adds to attention)")
         if text.num_attention_heads % text.num_key_value_heads:
             problems.append("num_attention_heads must be a multiple of num_key_value_heads")
-        for name in ("lact_chunk_size", "window_size", "inter_multi", "prefill_piece", "mlp_piece", "vision_patches"):
+        for name in (
+            "lact_chunk_size", "window_size", "inter_multi", "prefill_piece", "mlp_piece", "vision_patches",
+            "ttt_train_chunks_per_call",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 problems.append(f"{name} must be a positive integer, got {value!r}")

@@ -137,16 +137,34 @@ def test_step_cost_times_every_variant_and_batch_on_the_cpu(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
     cmd = [sys.executable, str(ROOT / "benchmarks/evidence/step_cost.py"), str(out), "--variants", "ttt_all", "full",
            "--kernels", "reference", "--batches", "1", "2", "--tokens", "40", "--repeats", "1",
-           "--inductor", "cpp_wrapper=True"]
+           "--inductor", "cpp_wrapper=True", "--chunks-per-call", "1", "4"]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(out.read_text())
     assert data["device"] == "cpu" and data["inductor"] == {"cpp_wrapper": "True"}
-    assert [(r["variant"], r["kernel"], r["batch"]) for r in data["rows"]] == [
-        ("ttt_all", "reference", 1), ("ttt_all", "reference", 2), ("full", "reference", 1), ("full", "reference", 2)]
+    # chunks per call for the TTT variant only (the full-attention model has no fast weights)
+    assert [(r["variant"], r["kernel"], r["chunks_per_call"], r["batch"]) for r in data["rows"]] == [
+        ("ttt_all", "reference", 1, 1), ("ttt_all", "reference", 1, 2), ("ttt_all", "reference", 4, 1),
+        ("ttt_all", "reference", 4, 2), ("full", "reference", 1, 1), ("full", "reference", 1, 2)]
     for row in data["rows"]:
         # tokens_per_s comes from the unrounded median; step_s is rounded to 0.1 ms
         assert row["step_s"] > 0 and abs(row["tokens_per_s"] * row["step_s"] / (row["batch"] * 40) - 1) < 0.01
+
+
+def test_chunk_calls_counts_the_compiled_calls_of_a_training_forward(tmp_path):
+    """513 tokens of chunk 128: 4 updating chunks in each of the 4 TTT layers, 2 calls each at G = 2 (aot_eager:
+    dynamo without code generation)."""
+    out = tmp_path / "calls.json"
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, str(ROOT / "benchmarks/evidence/chunk_calls.py"), str(out), "--groups", "2", "--tokens",
+           "513", "--steps", "2", "--operator-chunks", "4", "--backend", "aot_eager"]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert data["device"] == "cpu" and data["backend"] == "aot_eager"
+    (model,), (operator,) = data["model"], data["operator"]
+    assert (model["group"], model["compiled_calls_forward"]) == (2, 4 * 2) and model["step_s"] > 0
+    assert operator["chunks"] == 4 and 0 < operator["forward_ms_per_chunk"] < operator["fwd_bwd_ms_per_chunk"]
 
 
 def test_evidence_configs_differ_only_in_their_variant_lines():

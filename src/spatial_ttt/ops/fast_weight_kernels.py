@@ -17,6 +17,12 @@ runs as a Triton kernel (:mod:`.conv_triton`) where the graphed kernel runs on C
 Only fixed-shape work goes through the compiled / graphed kernels (a chunk's update, or a full chunk of queries
 plus its update); runs of other lengths are answered by the reference apply (a few products, no recompiles).
 
+Under autograd (training) the chunk loop hands a kernel G consecutive full chunks at a time
+(:meth:`FastWeightKernel.steps`, G = ``config.ttt_train_chunks_per_call``): the compiled kernel runs the G steps
+unrolled in one compiled call (one autograd node), the others one step after another. Host time per compiled
+call (guards, the autograd node, a wrapper launching ~40 kernels per chunk) was ~2.7 ms per chunk on an H100, most
+of a small model's training step (benchmarks/EVIDENCE.md, study 4); a group pays the per-call part once.
+
 A :class:`FastWeightKernel` belongs to one model (its TTT layers share it): compiled callables and CUDA graphs
 live in it, not in the process, so two models never share buffers, and a lock keeps threads from interleaving
 replays. The precision (``config.fast_weight_precision``) is an argument of the step, so every kernel honours it.
@@ -48,6 +54,41 @@ def flat_step(
     out, new = chunk_step(weights, q, TokenStream(k, v, lr0, lr1, lr2, mom), use_muon, precision)
     momentum = new.momentum if mom is not None else (m0, m1, m2)
     return (out, new.w0, new.w1, new.w2, *momentum) if q is not None else (new.w0, new.w1, new.w2, *momentum)
+
+
+def flat_steps(
+    w0: Tensor, w1: Tensor, w2: Tensor, n0: Tensor, n1: Tensor, n2: Tensor, m0: Tensor, m1: Tensor, m2: Tensor,
+    q: Tensor, k: Tensor, v: Tensor, lr0: Tensor, lr1: Tensor, lr2: Tensor, mom: Tensor | None,
+    use_muon: bool, precision: str, chunks: int,
+) -> tuple[Tensor, ...]:
+    """``chunks`` consecutive full-chunk flat_steps (each chunk's queries answered by the weights before its
+    update, then the update), unrolled in one function: rows [BH, chunks * C, ...] in, the answers [BH, chunks * C,
+    d], the weights and the momentum after the last update out. One fixed shape per ``chunks``."""
+    size = k.shape[1] // chunks
+    state, outs = (w0, w1, w2, m0, m1, m2), []
+    for j in range(chunks):
+        rows = (None if t is None else t[:, j * size : (j + 1) * size] for t in (q, k, v, lr0, lr1, lr2, mom))
+        out, *state = flat_step(*state[:3], n0, n1, n2, *state[3:], *rows, use_muon, precision)
+        outs.append(out)
+    return (torch.cat(outs, dim=1), *state)
+
+
+def flat_args(weights: FastWeights, q: Tensor | None, chunk: TokenStream) -> tuple[Tensor | None, ...]:
+    """The tensor arguments of flat_step / flat_steps. The momentum always exists there: zeros before the first
+    update, which adds exactly nothing."""
+    momentum = weights.momentum or tuple(torch.zeros_like(w) for w in weights[:3])
+    return (*weights[:3], *weights.norms, *momentum, q, *chunk)
+
+
+def flat_weights(before: FastWeights, chunk: TokenStream, res: list[Tensor] | tuple[Tensor, ...]) -> FastWeights:
+    """The fast weights from flat_step's / flat_steps' (w0, w1, w2, m0, m1, m2); no momentum where there was none."""
+    momentum = None if before.momentum is None and chunk.momentum is None else tuple(res[3:6])
+    return FastWeights(*res[:3], before.norms, momentum)  # type: ignore[arg-type]
+
+
+def needs_grad(weights: FastWeights, *tensors: Tensor | None) -> bool:
+    """Whether autograd records a step on these inputs (a graph records none: the compiled kernel runs instead)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (*tensors, *weights[:3]))
 
 
 def private_copy(fn: Callable) -> Callable:
@@ -119,11 +160,13 @@ class FastWeightKernel:
 
     @classmethod
     def standalone(
-        cls, chunk_size: int, use_muon: bool, precision: str = "fp32", kernel: str = "reference"
+        cls, chunk_size: int, use_muon: bool, precision: str = "fp32", kernel: str = "reference",
+        train_chunks_per_call: int = 1,
     ) -> "FastWeightKernel":
         """A kernel outside a model (operator tests and benchmarks)."""
         settings = SimpleNamespace(
-            lact_chunk_size=chunk_size, use_muon=use_muon, fast_weight_precision=precision, ttt_kernel=kernel
+            lact_chunk_size=chunk_size, use_muon=use_muon, fast_weight_precision=precision, ttt_kernel=kernel,
+            ttt_train_chunks_per_call=train_chunks_per_call,
         )
         return cls(settings)
 
@@ -165,31 +208,47 @@ class FastWeightKernel:
             return fn
         return inference if inference is not None and kind == "graphed" and t.is_cuda else self.compiled(fn)
 
+    def chunks_per_call(self, weights: FastWeights, q: Tensor, tokens: TokenStream) -> int:
+        """How many full chunks the chunk loop hands one call of :meth:`steps`: ``config.ttt_train_chunks_per_call``
+        where autograd records the steps (training), 1 otherwise (inference keeps its per-chunk CUDA graphs)."""
+        return self.config.ttt_train_chunks_per_call if needs_grad(weights, q, *tokens) else 1
+
     def step(
         self, weights: FastWeights, q: Tensor | None, chunk: TokenStream | None
     ) -> tuple[Tensor | None, FastWeights]:
         """chunk_step (answer q, then update on ``chunk``) with the configured kernel and precision."""
         muon, precision = self.config.use_muon, self.config.fast_weight_precision
-        ref = chunk if chunk is not None else q
-        needs_grad = torch.is_grad_enabled() and any(
-            t is not None and t.requires_grad for t in (q, *(chunk or ()), weights.w0, weights.w1, weights.w2)
-        )
-        kind = self.kind(ref.k if isinstance(ref, TokenStream) else ref, needs_grad)
+        ref = chunk.k if chunk is not None else q
+        kind = self.kind(ref, needs_grad(weights, q, *(chunk or ())))
         if kind == "reference" or chunk is None:
             return chunk_step(weights, q, chunk, muon, precision)
         out = None
         if q is not None and q.shape[1] != chunk.length:  # a run of another length: no recompile for it
             out, q = swiglu_apply(weights, q, precision), None
-        momentum = weights.momentum or tuple(torch.zeros_like(w) for w in weights[:3])
-        args = (*weights[:3], *weights.norms, *momentum, q, *chunk)
+        args = flat_args(weights, q, chunk)
         if kind == "graphed":
             res = self._graph(args, muon, precision)
         else:
             res = self.compiled(flat_step, (muon, precision))(*args, muon, precision)
         if q is not None:
             out, res = res[0], res[1:]
-        new_momentum = None if weights.momentum is None and chunk.momentum is None else tuple(res[3:])
-        return out, FastWeights(*res[:3], weights.norms, new_momentum)
+        return out, flat_weights(weights, chunk, res)
+
+    def steps(self, weights: FastWeights, q: Tensor, chunks: TokenStream) -> tuple[Tensor, FastWeights]:
+        """:meth:`step` on each of the G consecutive full chunks of ``chunks`` (G * C tokens, their queries q
+        [BH, G * C, d]) in turn: the compiled kernel runs all G in one compiled call (:func:`flat_steps`), the
+        others one step after another."""
+        muon, precision, size = self.config.use_muon, self.config.fast_weight_precision, self.chunk_size
+        count = chunks.length // size
+        if self.kind(chunks.k, needs_grad(weights, q, *chunks)) != "compiled":
+            outs = []
+            for start in range(0, count * size, size):
+                out, weights = self.step(weights, q[:, start : start + size], chunks.slice(start, start + size))
+                outs.append(out)
+            return torch.cat(outs, dim=1), weights
+        grouped = self.compiled(flat_steps, (muon, precision, count))
+        res = grouped(*flat_args(weights, q, chunks), muon, precision, count)
+        return res[0], flat_weights(weights, chunks, res[1:])
 
     def _graph(self, args: tuple, muon: bool, precision: str) -> list[Tensor]:
         key = (tuple(None if t is None else (t.shape, t.dtype, t.device) for t in args), muon, precision)

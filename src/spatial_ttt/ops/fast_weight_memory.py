@@ -5,7 +5,8 @@ Prefill (a whole prompt), stream pieces (any number of tokens) and decode steps 
 here and nowhere else:
 
 * chunks of C tokens are counted from the first token; each token is answered by the weights updated on every
-  complete chunk before its own (the pending tokens left by the previous call open the current chunk);
+  complete chunk before its own (the pending tokens left by the previous call open the current chunk); under
+  autograd runs of G whole chunks go to the kernel in one call (:meth:`FastWeightKernel.steps`, the same steps);
 * last-chunk rule: a complete chunk updates the weights only once a token follows it, so a prompt split into
   pieces gives the same outputs and weights as the whole prompt;
 * decode rule (the reference's token-by-token decode, entered with :meth:`begin_decode`): the last C tokens seen
@@ -67,9 +68,16 @@ class FastWeightMemory:
         if pending is not None and not decoding and self.due(pending.length, chunk, decoding=False, followed=n > 0):
             _, weights = kernel.step(weights, None, pending.slice(0, chunk))
             pending = pending.slice(chunk)
+        group = kernel.chunks_per_call(weights, q, tokens) * chunk
         i = 0
         while i < n:
             held = 0 if pending is None else pending.length
+            last = i + group - chunk  # where a group of whole chunks from i would start its last chunk
+            if group > chunk and not held and self.due(n - last, chunk, decoding, followed=last + chunk < n):
+                # G whole chunks, each due as the steps below would find it: one call of the kernel for all of them
+                run, i = slice(i, i + group), i + group
+                out[:, run], weights = kernel.steps(weights, q[:, run], tokens.slice(run.start, run.stop))
+                continue
             take = min(max(chunk - held, 1), n - i)  # fill the chunk; a decoded token is answered before a flush
             pending = TokenStream.cat([pending, tokens.slice(i, i + take)])
             run, i = slice(i, i + take), i + take
