@@ -147,3 +147,14 @@ def test_a_seeded_batch_of_scenes_has_the_near_share_and_the_same_records_twice(
     # measured: 39 usable scenes; 56 of 117 records drawn (0.48), 49 near (0.42: 6 of 18 drawn 16x clips stay plain)
     assert len(batch) == 117 and len(drawn) == 56 and len(near) == 49
     assert all(r["id"].endswith("-near") and len(r["video"]) == 4 for r in near)
+
+
+def test_a_near_share_outside_0_to_1_is_refused():
+    walk = render_walk(0)
+    for near in (-0.1, 1.5):
+        try:
+            walk_records(walk, 0, near=near)
+        except ValueError as error:
+            assert "between 0 and 1" in str(error) and str(near) in str(error)
+        else:
+            raise AssertionError(f"near={near} was accepted")

@@ -211,6 +211,8 @@ def walk_records(walk: RenderedWalk, seed: int, lengths: tuple[str, ...] = tuple
                  near: float = 0.0) -> list[dict] | None:
     """The walk's records, one per length (None when some length cannot pose every question). A share ``near``
     of training records is drawn as near records (is_near); one whose clip cannot pose every question stays plain."""
+    if not 0.0 <= near <= 1.0:
+        raise ValueError(f"near is a share of the training records, between 0 and 1; got {near}")
     per_length = walk_questions(walk, seed)
     if per_length is None:
         return None
