@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from spatial_ttt.data.memory_tasks import (
@@ -152,9 +153,5 @@ def test_a_seeded_batch_of_scenes_has_the_near_share_and_the_same_records_twice(
 def test_a_near_share_outside_0_to_1_is_refused():
     walk = render_walk(0)
     for near in (-0.1, 1.5):
-        try:
+        with pytest.raises(ValueError, match=f"between 0 and 1; got {near}"):
             walk_records(walk, 0, near=near)
-        except ValueError as error:
-            assert "between 0 and 1" in str(error) and str(near) in str(error)
-        else:
-            raise AssertionError(f"near={near} was accepted")
