@@ -15,7 +15,7 @@ def default_ttt_layers(num_layers: int) -> list[int]:
 
 # Settings that choose how the model runs, not what it computes: a saved state is valid under any value of them.
 EXECUTION_SETTINGS = (
-    "ttt_kernel", "decode_kernel", "anchor_attention", "prefill_piece", "mlp_piece", "vision_patches",
+    "ttt_kernel", "decode_kernel", "anchor_attention", "prefill_piece", "mlp_piece", "branch_piece", "vision_patches",
     "ttt_train_chunks_per_call",
 )
 
@@ -76,6 +76,9 @@ class SpatialTTTConfig(Qwen3VLConfig):
     prefill_piece: int = 16384
     # Tokens per MLP call in a prefill without autograd (each piece added in place into the residual).
     mlp_piece: int = 4096
+    # Tokens per pass of a TTT layer's fast-weight branch in a forward without autograd (rounded down to whole
+    # chunks, at least one): the branch's fp32 operator rows of a long one-shot prompt never exist whole.
+    branch_piece: int = 16384
     # Patches per vision tower call, cut between temporal groups (at least one group per call): 64 groups of
     # 352x480 frames, the fastest: 0.80 s of vision at 1024 frames on an H100, where 32 groups (21,120) lower that
     # prefill's peak by 0.34 GiB for 0.12 s (session 7: benchmarks/RESULTS.md, benchmarks/prefill_ab.py).
@@ -105,8 +108,8 @@ class SpatialTTTConfig(Qwen3VLConfig):
         if text.num_attention_heads % text.num_key_value_heads:
             problems.append("num_attention_heads must be a multiple of num_key_value_heads")
         for name in (
-            "lact_chunk_size", "window_size", "inter_multi", "prefill_piece", "mlp_piece", "vision_patches",
-            "ttt_train_chunks_per_call",
+            "lact_chunk_size", "window_size", "inter_multi", "prefill_piece", "mlp_piece", "branch_piece",
+            "vision_patches", "ttt_train_chunks_per_call",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:

@@ -71,14 +71,12 @@ def test_a_state_filled_under_inference_mode_continues_under_no_grad():
     torch.testing.assert_close(logits[0], logits[1], atol=0, rtol=0)
 
 
-def test_fast_weight_branch_in_pieces_gives_the_same_logits_and_state(monkeypatch):
-    from spatial_ttt.layers import ttt
-
+def test_fast_weight_branch_in_pieces_gives_the_same_logits_and_state():
     model = tiny_model(lact_chunk_size=8, use_muon=False)
     inputs = video_prompt(frames_groups=6, grid_hw=4)  # 50 tokens: 7 chunks
     results = []
     for piece in (16384, 16):  # 16: pieces of 2 chunks
-        monkeypatch.setattr(ttt, "BRANCH_PIECE", piece)
+        model.config.branch_piece = piece
         state = model.new_state(1)
         with torch.no_grad():
             logits = model(**inputs, state=state).logits

@@ -1,4 +1,4 @@
-"""The memory/speed settings (config.prefill_piece, mlp_piece, vision_patches): validated, saved like the other
+"""The memory/speed settings (config.prefill_piece, mlp_piece, branch_piece, vision_patches): validated, saved like the other
 inference settings, and pure knobs: another value changes how many calls a prefill makes, not its numbers."""
 
 import json
@@ -13,12 +13,12 @@ from spatial_ttt.tiny import tiny_config, tiny_model
 
 from .helpers import video_prompt
 
-SETTINGS = ("prefill_piece", "mlp_piece", "vision_patches")
+SETTINGS = ("prefill_piece", "mlp_piece", "branch_piece", "vision_patches")
 
 
 def test_the_defaults_are_the_tuned_values():
     config = tiny_config()
-    assert (config.prefill_piece, config.mlp_piece, config.vision_patches) == (16384, 4096, 42240)
+    assert (config.prefill_piece, config.mlp_piece, config.branch_piece, config.vision_patches) == (16384, 4096, 16384, 42240)
 
 
 @pytest.mark.parametrize("name", SETTINGS)
@@ -88,7 +88,7 @@ def test_a_setting_changed_on_a_built_model_takes_effect_and_a_call_argument_ove
 def test_saved_and_loaded_like_the_other_inference_settings(tmp_path, released_dir):
     """Like ttt_kernel: written to our config.json and read back from it, overridable at load time; a released
     folder (a plain Qwen3-VL config without them) gets the library defaults."""
-    tuned = dict(prefill_piece=2048, mlp_piece=512, vision_patches=1024)
+    tuned = dict(prefill_piece=2048, mlp_piece=512, branch_piece=64, vision_patches=1024)
     save_model(tiny_model(ttt_kernel="reference", **tuned), tmp_path / "ours")
     saved = json.loads((tmp_path / "ours/config.json").read_text())
     assert {k: saved[k] for k in (*SETTINGS, "ttt_kernel")} == dict(tuned, ttt_kernel="reference")
@@ -108,5 +108,5 @@ def test_saved_and_loaded_like_the_other_inference_settings(tmp_path, released_d
 def test_a_saved_stream_continues_under_any_value():
     """How the model runs, not what it computes: the stream fingerprint leaves them out, as it does the kernels."""
     base = model_fingerprint(tiny_model())
-    assert model_fingerprint(tiny_model(prefill_piece=100, mlp_piece=8, vision_patches=16)) == base
+    assert model_fingerprint(tiny_model(prefill_piece=100, mlp_piece=8, branch_piece=8, vision_patches=16)) == base
     assert model_fingerprint(tiny_model(window_size=100)) != base

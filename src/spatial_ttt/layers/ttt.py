@@ -86,7 +86,6 @@ def branch_epilogue(
     return (out * gate).flatten(2).to(dtype)
 
 
-BRANCH_PIECE = 16384  # tokens per pass of the fast-weight branch in a long prefill without autograd
 
 
 class Projected(NamedTuple):
@@ -261,12 +260,13 @@ class TTTAttention(nn.Module):
         """The fast-weight branch: per-head q/k/v and rates (``branch_prologue``), the operator (the layer's
         memory, ``state``, or a fresh one when stateless), then ttt_norm and the gate (``branch_epilogue``). The
         elementwise stages run compiled unless the reference kernel runs; the projections of ``x`` stay modules.
-        Without autograd a long prompt goes through in pieces of whole chunks (BRANCH_PIECE tokens or fewer): every
+        Without autograd a long prompt goes through in pieces of whole chunks (``config.branch_piece`` tokens or
+        fewer): every
         stage is per token except the memory, which takes pieces exactly, so the [S, hidden] fp32 operator rows
         never exist whole."""
         memory = FastWeightMemory(self.initial_weights(x.shape[0])) if state is None else state
         chunk = self.config.lact_chunk_size
-        piece = max(BRANCH_PIECE // chunk, 1) * chunk
+        piece = max(self.config.branch_piece // chunk, 1) * chunk
         if torch.is_grad_enabled() or x.shape[1] <= piece:
             return self._branch_piece(x, qf, kf, vf, cos, sin, memory, decoding)
         parts = [slice(start, start + piece) for start in range(0, x.shape[1], piece)]
