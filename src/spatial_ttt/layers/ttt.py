@@ -86,8 +86,6 @@ def branch_epilogue(
     return (out * gate).flatten(2).to(dtype)
 
 
-
-
 class Projected(NamedTuple):
     """A TTT layer's projections of its input: attention q/k/v per head, fast-weight q/k/v before the conv."""
 
@@ -261,9 +259,8 @@ class TTTAttention(nn.Module):
         memory, ``state``, or a fresh one when stateless), then ttt_norm and the gate (``branch_epilogue``). The
         elementwise stages run compiled unless the reference kernel runs; the projections of ``x`` stay modules.
         Without autograd a long prompt goes through in pieces of whole chunks (``config.branch_piece`` tokens or
-        fewer): every
-        stage is per token except the memory, which takes pieces exactly, so the [S, hidden] fp32 operator rows
-        never exist whole."""
+        fewer): every stage is per token except the memory, which takes pieces exactly, so the [S, hidden] fp32
+        operator rows never exist whole."""
         memory = FastWeightMemory(self.initial_weights(x.shape[0])) if state is None else state
         chunk = self.config.lact_chunk_size
         piece = max(self.config.branch_piece // chunk, 1) * chunk
