@@ -13,8 +13,8 @@ Variants (each: one untimed generate(1) for its compilations, then --repeats tim
 Peaks are per timed call (states of earlier calls dropped), weights included, as bench_e2e's. Session 7's first
 run of this script (results/session7_h100/prefill_ab.json) compared session 6's memory settings instead; its
 second and fourth (prefill_ab2/4.json) also had the decoder's norms, MLP and rope compiled ("now") against eager
-("eager_text"): no time gained, so that was not kept. Variants swap a function of the library and the config's
-vision_patches, undone at the end: a diagnostic of this script, not an API.
+("eager_text"): no time gained, so that was not kept. Variants detach the vision blocks from the model's kernel, swap
+the q/k row rule and set the config's vision_patches, undone at the end: a diagnostic of this script, not an API.
 """
 
 from __future__ import annotations
@@ -26,9 +26,7 @@ import torch
 
 import bench_e2e
 import spatial_ttt.layers.ttt as ttt
-import spatial_ttt.layers.vision_attention as vision
 from spatial_ttt.configuration import SpatialTTTConfig
-from spatial_ttt.ops.fast_weight_kernels import fused_or_plain
 
 VARIANTS = ("now", "eager_vision", "rows_fp32", "vision_32", "vision_16")
 ROWS = ttt.row_dtype
@@ -37,7 +35,8 @@ PATCHES = SpatialTTTConfig.vision_patches
 
 def apply(variant: str, model) -> None:
     eager = variant in ("eager_vision", "rows_fp32")
-    vision.fused_or_plain = (lambda kernel, fn, t: fn) if eager else fused_or_plain
+    for block in model.model.visual.blocks:  # a block without the model's kernel runs eagerly
+        block.kernel = None if eager else model.model.language_model.kernel
     ttt.row_dtype = (lambda precision: torch.float32) if variant == "rows_fp32" else ROWS
     model.config.vision_patches = {"vision_32": PATCHES // 2, "vision_16": PATCHES // 4}.get(variant, PATCHES)
 

@@ -24,8 +24,6 @@ from transformers.models.qwen3_vl.modeling_qwen3_vl import (
     apply_rotary_pos_emb_vision,
 )
 
-from ..ops.fast_weight_kernels import fused_or_plain
-
 
 def equal_frames(cu_seqlens: Tensor) -> tuple[int, int] | None:
     """(frames, tokens per frame) when every chunk of ``cu_seqlens`` has the same length, else None."""
@@ -74,7 +72,7 @@ def frame_block(block: Qwen3VLVisionBlock, x: Tensor, cos: Tensor, sin: Tensor, 
 
 class FrameBatchedVisionBlock(Qwen3VLVisionBlock):
     """Same parameters and results as Qwen3VLVisionBlock; ``kernel`` (the model's FastWeightKernel) is set by
-    the model and decides whether the block runs compiled."""
+    the model and decides whether the block runs compiled (without one, as outside a model, it runs eagerly)."""
 
     kernel = None
 
@@ -85,5 +83,5 @@ class FrameBatchedVisionBlock(Qwen3VLVisionBlock):
         frames = self.attn.batched(cu_seqlens) if position_embeddings is not None else None
         if frames is None:
             return super().forward(hidden_states, cu_seqlens, position_embeddings, **kwargs)
-        run = fused_or_plain(self.kernel, frame_block, hidden_states)
+        run = frame_block if self.kernel is None else self.kernel.fused(frame_block, hidden_states)
         return run(self, hidden_states, *position_embeddings, *frames)

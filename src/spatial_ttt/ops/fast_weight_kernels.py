@@ -97,11 +97,6 @@ def private_copy(fn: Callable) -> Callable:
     return FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
 
 
-def fused_or_plain(kernel: "FastWeightKernel | None", fn: Callable, t: Tensor) -> Callable:
-    """``kernel.fused(fn, t)``; ``fn`` itself for a module used outside a model (no kernel was given to it)."""
-    return fn if kernel is None else kernel.fused(fn, t)
-
-
 class ChunkGraph:
     """A step captured once as a CUDA graph over static input buffers (created outside inference mode, so that
     ``inference_mode`` and ``no_grad`` callers can both use them); a call copies the inputs in, replays and
