@@ -18,26 +18,15 @@ the case (the inputs, and the repeated keys of the cuDNN cases).
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.bias import causal_lower_right
 
+from common import cuda_time, environment, median, write_json
+
 from spatial_ttt.ops.attention_gpu import attention_after_cache, attention_after_cache_split
-
-
-def timed(fn, repeats: int = 3) -> float:
-    fn()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(repeats):
-        fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / 1000 / repeats
 
 
 def main() -> None:
@@ -80,20 +69,18 @@ def main() -> None:
     cases = {"pieces_flash": pieces(None), "pieces_cudnn": pieces(SDPBackend.CUDNN_ATTENTION),
              "pieces_split": pieces_split, "whole_flash": whole(SDPBackend.FLASH_ATTENTION, True),
              "whole_cudnn": whole(SDPBackend.CUDNN_ATTENTION, False)}
-    result = dict(tokens=args.tokens, piece=args.piece, gpu=torch.cuda.get_device_name(), torch=torch.__version__,
-                  cases={})
+    result = dict(tokens=args.tokens, piece=args.piece, env=environment(), cases={})
     for name, fn in cases.items():
         try:
             torch.cuda.reset_peak_memory_stats()
             before = torch.cuda.memory_allocated()
-            seconds = timed(fn)
+            seconds = median(cuda_time(fn))
             result["cases"][name] = dict(seconds=seconds, tflops=flops / seconds / 1e12, seven_layers_s=7 * seconds,
                                          extra_peak_gib=(torch.cuda.max_memory_allocated() - before) / 2**30)
         except Exception as error:  # a backend that refuses the problem: record why
             result["cases"][name] = dict(error=f"{type(error).__name__}: {str(error)[:300]}")
         print(name, result["cases"][name], flush=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=1)
+    write_json(args.out, result)
 
 
 if __name__ == "__main__":
