@@ -1,7 +1,7 @@
 """Which settings cost or buy prefill time? The user's prefill (bench_e2e.py's model and prompt: random 2B-shape
 weights, bf16, host pixels) timed under variants, in one process.
 
-    PYTHONPATH=src:benchmarks python benchmarks/prefill_ab.py --out prefill_ab.json [--frames 1024]   # one GPU
+    PYTHONPATH=src:benchmarks python benchmarks/prefill_ab.py --out prefill_ab.json [--frames 1024 128]   # one GPU
     PYTHONPATH=src:benchmarks python benchmarks/prefill_ab.py --tiny --out prefill_ab.json           # CPU check
 
 Variants (each: one untimed generate(1) for its compilations, then --repeats timed ones and the vision tower):
@@ -10,11 +10,12 @@ Variants (each: one untimed generate(1) for its compilations, then --repeats tim
   rows_fp32     + q/k rows fp32 (before session 6)
   vision_32     the library with 32 frame groups per vision call (config.vision_patches = 21,120)
   vision_16     the library with 16 frame groups per vision call (10,560)
+  anchor_split  the library with config.anchor_attention = "split" (cuDNN diagonal + prefix blocks merged by LSE)
 Peaks are per timed call (states of earlier calls dropped), weights included, as bench_e2e's. Session 7's first
 run of this script (results/session7_h100/prefill_ab.json) compared session 6's memory settings instead; its
 second and fourth (prefill_ab2/4.json) also had the decoder's norms, MLP and rope compiled ("now") against eager
 ("eager_text"): no time gained, so that was not kept. Variants detach the vision blocks from the model's kernel, swap
-the q/k row rule and set the config's vision_patches, undone at the end: a diagnostic of this script, not an API.
+the q/k row rule and set the config's vision_patches and anchor_attention, undone at the end: a diagnostic of this script, not an API.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import bench_e2e
 import spatial_ttt.layers.ttt as ttt
 from spatial_ttt.configuration import SpatialTTTConfig
 
-VARIANTS = ("now", "eager_vision", "rows_fp32", "vision_32", "vision_16")
+VARIANTS = ("now", "eager_vision", "rows_fp32", "vision_32", "vision_16", "anchor_split")
 ROWS = ttt.row_dtype
 PATCHES = SpatialTTTConfig.vision_patches
 
@@ -39,6 +40,7 @@ def apply(variant: str, model) -> None:
         block.kernel = None if eager else model.model.language_model.kernel
     ttt.row_dtype = (lambda precision: torch.float32) if variant == "rows_fp32" else ROWS
     model.config.vision_patches = {"vision_32": PATCHES // 2, "vision_16": PATCHES // 4}.get(variant, PATCHES)
+    model.config.anchor_attention = "split" if variant == "anchor_split" else "flash"
 
 
 def restore(model) -> None:
@@ -49,35 +51,36 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
     parser.add_argument("--tiny", action="store_true")
-    parser.add_argument("--frames", type=int, default=None)
+    parser.add_argument("--frames", type=int, nargs="+", default=None, help="video lengths, each timed in turn")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     args = parser.parse_args()
     device = torch.device("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
     shape = bench_e2e.shape_tiny() if args.tiny else bench_e2e.shape_2b()
-    frames = args.frames or (8 if args.tiny else 1024)
-    inputs = bench_e2e.place(bench_e2e.prompt(shape, frames // 2), device, "host")
     model = bench_e2e.build_ours(shape, device, "bf16")
     clock = bench_e2e.Clock(device)
-    _, warmup_s, _ = clock.run(lambda: bench_e2e.generate(model, inputs, 2))
-    result = dict(frames=frames, tokens=int(inputs["input_ids"].shape[1]), warmup_s=warmup_s,
-                  environment=bench_e2e.environment(device), variants={})
-    for variant in args.variants:
-        apply(variant, model)
-        clock.run(lambda: bench_e2e.generate(model, inputs, 1, model.new_state(1)))
-        runs = []
-        for _ in range(args.repeats):  # each call's state dropped before the next, so each peak is its own
-            (tokens, state), seconds, peak = clock.run(lambda: bench_e2e.generate(model, inputs, 1, model.new_state(1)))
-            runs.append(((tokens, None), seconds, peak))
-            del state
-        (tokens, _), *_ = runs[0]
-        _, vision_s, _ = clock.run(lambda: bench_e2e.vision_tower(model, inputs, True))
-        result["variants"][variant] = dict(
-            prefill_s=[r[1] for r in runs], prefill_s_median=statistics.median(r[1] for r in runs),
-            peak_gib=max(r[2] for r in runs) / bench_e2e.GIB, vision_s=vision_s, token=int(tokens[0, -1]))
-        print(variant, result["variants"][variant], flush=True)
-        bench_e2e.write_json(args.out, result)
-    restore(model)
+    result = dict(environment=bench_e2e.environment(device), runs=[])
+    for frames in args.frames or [8 if args.tiny else 1024]:  # one process: later lengths reuse the compilations
+        inputs = bench_e2e.place(bench_e2e.prompt(shape, frames // 2), device, "host")
+        _, warmup_s, _ = clock.run(lambda: bench_e2e.generate(model, inputs, 2))
+        run = dict(frames=frames, tokens=int(inputs["input_ids"].shape[1]), warmup_s=warmup_s, variants={})
+        result["runs"].append(run)
+        for variant in args.variants:
+            apply(variant, model)
+            clock.run(lambda: bench_e2e.generate(model, inputs, 1, model.new_state(1)))
+            runs = []
+            for _ in range(args.repeats):  # each call's state dropped before the next, so each peak is its own
+                (tokens, state), seconds, peak = clock.run(
+                    lambda: bench_e2e.generate(model, inputs, 1, model.new_state(1)))
+                runs.append((tokens, seconds, peak))
+                del state
+            _, vision_s, _ = clock.run(lambda: bench_e2e.vision_tower(model, inputs, True))
+            run["variants"][variant] = dict(
+                prefill_s=[r[1] for r in runs], prefill_s_median=statistics.median(r[1] for r in runs),
+                peak_gib=max(r[2] for r in runs) / bench_e2e.GIB, vision_s=vision_s, token=int(runs[0][0][0, -1]))
+            print(frames, variant, run["variants"][variant], flush=True)
+            bench_e2e.write_json(args.out, result)
+        restore(model)
 
 
 if __name__ == "__main__":
