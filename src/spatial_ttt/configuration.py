@@ -7,6 +7,10 @@ from typing import Any
 from huggingface_hub.dataclasses import strict
 from transformers import Qwen3VLConfig
 
+from .ops.attention_gpu import AFTER_CACHE
+from .ops.fast_weight_kernels import KERNELS
+from .static_decode import DECODE_KERNELS
+
 
 def default_ttt_layers(num_layers: int) -> list[int]:
     """Three of every four layers; every 4th (3, 7, ...) keeps full attention as an anchor."""
@@ -66,9 +70,9 @@ class SpatialTTTConfig(Qwen3VLConfig):
     # How the anchors' attention runs on the GPU in fp16/bf16 when the keys end with the queries (a prefill's
     # pieces after a KV cache, or the square) (ours; not part of the math): "flash" (SDPA's flash kernel with the
     # diagonal bottom-right) or "split" (cuDNN on the square diagonal block plus unmasked prefix blocks, merged by
-    # log-sum-exp; spatial_ttt.ops.attention_gpu). Elsewhere (CPU, fp32, small problems) both run the same path.
-    # "split" is not yet measured end to end on a GPU: flash stays the default.
-    anchor_attention: str = "flash"
+    # log-sum-exp; spatial_ttt.ops.attention_gpu) or "auto" (split on compute capability 9.0 and up, where it was
+    # measured faster, flash below). Elsewhere (CPU, fp32, small problems) all run the same path.
+    anchor_attention: str = "auto"
     # Memory against speed (ours; not part of the math: the same numbers at any value, the MLP's to its products'
     # last bit). Smaller pieces lower the prefill's peak memory and cost time (docs/model.md, "Memory settings").
     # Tokens per piece when generate prefills a long video prompt as a stream of pieces of whole frame groups
@@ -118,12 +122,10 @@ class SpatialTTTConfig(Qwen3VLConfig):
             problems.append("w0_w2_low_rank must be >= 0, and low rank needs inter_multi == 1")
         if self.fast_weight_precision not in ("fp32", "bf16"):
             problems.append(f"fast_weight_precision must be 'fp32' or 'bf16', not {self.fast_weight_precision!r}")
-        if self.ttt_kernel not in ("auto", "reference", "compiled", "graphed"):
-            problems.append(f"ttt_kernel must be one of auto/reference/compiled/graphed, not {self.ttt_kernel!r}")
-        if self.decode_kernel not in ("auto", "eager", "graphed"):
-            problems.append(f"decode_kernel must be one of auto/eager/graphed, not {self.decode_kernel!r}")
-        if self.anchor_attention not in ("flash", "split"):
-            problems.append(f"anchor_attention must be one of flash/split, not {self.anchor_attention!r}")
+        for name, choices in (("ttt_kernel", KERNELS), ("decode_kernel", DECODE_KERNELS),
+                              ("anchor_attention", AFTER_CACHE)):
+            if getattr(self, name) not in choices:
+                problems.append(f"{name} must be one of {'/'.join(choices)}, not {getattr(self, name)!r}")
         if self.ttt_base_lr <= 0:
             problems.append("ttt_base_lr must be positive")
         unsupported = {"learnable_ttt_scale": True, "ttt_prenorm": False, "qkv_silu": True, "lr_dim": 1, "fp32_states": True}
