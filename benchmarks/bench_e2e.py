@@ -432,6 +432,8 @@ def main() -> None:
                         "config.prefill_piece (tokens per piece of a long video prompt's prefill)")
     parser.add_argument("--decode-kernel", default="auto", choices=["auto", "eager", "graphed"],
                         help="config.decode_kernel of ours (auto: graphed on CUDA, eager on the CPU)")
+    parser.add_argument("--anchor-attention", nargs="+", default=["auto"], choices=["auto", "flash", "split"],
+                        help="config.anchor_attention values of ours, each timed in turn on the same model")
     parser.add_argument("--pixels", nargs="+", default=["host"], choices=["host", "pinned", "device"],
                         help="ours: where the pixels are when generate is called (host: pageable, as the pipeline "
                         "leaves them; pinned: pinned host memory)")
@@ -476,17 +478,21 @@ def main() -> None:
             continue
         model = (build_ours(shape, device, precision, args.decode_kernel, prefill_piece=args.prefill_piece) if precision
                  else build_plain(shape, device))
-        for frames in frames_list:
-            for pixels in args.pixels if precision else ["device"]:
-                if not over_budget(f"{name} {frames} {pixels}"):
-                    placed = place(inputs[frames], device, pixels)
-                    record("runs", dict(model=name, frames=frames, pixels=pixels),
-                           lambda: measure_generate(model, placed, decode_tokens, clock, precision is not None)
-                           | (trace_peak(model, placed, clock, precision is not None) if args.trace_peak else {}))
-                    del placed
-        if precision and not over_budget(f"{name} stream"):
-            record("streams", dict(model=name),
-                   lambda: measure_stream(model, shape, stream_frames, piece_frames, clock, device))
+        for anchor in args.anchor_attention if precision else [None]:
+            label = dict(model=name, anchor_attention=anchor) if anchor else dict(model=name)
+            if anchor:
+                model.config.anchor_attention = anchor  # read when called
+            for frames in frames_list:
+                for pixels in args.pixels if precision else ["device"]:
+                    if not over_budget(f"{name} {anchor or ''} {frames} {pixels}"):
+                        placed = place(inputs[frames], device, pixels)
+                        record("runs", dict(label, frames=frames, pixels=pixels),
+                               lambda: measure_generate(model, placed, decode_tokens, clock, precision is not None)
+                               | (trace_peak(model, placed, clock, precision is not None) if args.trace_peak else {}))
+                        del placed
+            if precision and not over_budget(f"{name} {anchor} stream"):
+                record("streams", dict(label),
+                       lambda: measure_stream(model, shape, stream_frames, piece_frames, clock, device))
         del model
         gc.collect()
         if device.type == "cuda":

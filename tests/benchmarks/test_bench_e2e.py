@@ -61,3 +61,19 @@ def test_profile_prefill_tiny_times_every_stage(tmp_path, stream):
     parts = stages["  of which: fast-weight branch (prologue, memory, epilogue)"] + stages["  of which: sliding-window attention"]
     assert 0 < parts <= stages["ttt layer: attention + fast-weight branch"]
     assert data["top_kernels"] and data["top_kernels"][0]["seconds"] > 0
+
+
+def test_bench_e2e_times_each_anchor_attention_setting_on_one_model(tmp_path):
+    """--anchor-attention: each value timed in turn (runs and streams labelled); on the CPU all run one path."""
+    out = tmp_path / "e2e.json"
+    env = dict(os.environ, PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{ROOT / 'benchmarks'}", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, str(ROOT / "benchmarks/bench_e2e.py"), "--tiny", "--out", str(out), "--frames", "4",
+           "--models", "ours", "--precisions", "bf16", "--decode-tokens", "1", "--stream-frames", "8",
+           "--anchor-attention", "flash", "split"]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert [(r["anchor_attention"], r["frames"]) for r in data["runs"]] == [("flash", 4), ("split", 4)]
+    assert [s["anchor_attention"] for s in data["streams"]] == ["flash", "split"]
+    assert data["runs"][0]["new_tokens"] == data["runs"][1]["new_tokens"]
+    assert all("error" not in entry for entry in data["runs"] + data["streams"])

@@ -28,9 +28,6 @@ from torch import Tensor
 
 BLOCK = 128
 SMALL = 1 << 20  # q_len * k_len under which the boolean-mask SDPA path is used
-# Prefix keys per unmasked call of the split path: its KV heads are repeated to the query heads one block at a time,
-# so the extra memory is one block (16 heads x 16,384 keys x 128 x bf16, k and v: 128 MB), not the whole cache.
-SPLIT_BLOCK = 16384
 AFTER_CACHE = ("auto", "flash", "split")  # how queries after a full cache run (config.anchor_attention)
 # "auto" runs "split" from this compute capability on: measured faster there end to end (an H100, sm 9.0:
 # 1024-frame prefill 3.25 s against flash's 3.53, benchmarks/RESULTS.md); cuDNN's fused attention is not on every
@@ -162,27 +159,29 @@ def attention_with_lse(q: Tensor, k: Tensor, v: Tensor, causal: bool) -> tuple[T
     return out, lse.reshape(q.shape[:3])  # cuDNN gives [B, H, Lq, 1] ([B, H, Lq] in older torch)
 
 
-def attention_after_cache_split(q: Tensor, k: Tensor, v: Tensor, block: int = SPLIT_BLOCK) -> Tensor:
+def attention_after_cache_split(q: Tensor, k: Tensor, v: Tensor, block: int | None = None) -> Tensor:
     """:func:`attention_after_cache` as pieces without the bottom-right mask: the square diagonal block (the last
-    Lq keys, plain causal) and the prefix's keys (0..Lk-Lq) unmasked, ``block`` keys per call, merged by
-    log-sum-exp: out = sum_i out_i * exp(lse_i - lse), lse = logsumexp_i lse_i, summed in fp32 as the pieces come
-    (the running sum rescaled to each new lse, so one piece's output is held at a time); output in q's dtype.
-    KV heads are repeated to the query heads one piece at a time (the extra memory is one block)."""
-    q_len, k_len = q.shape[2], k.shape[2]
-    prefix, group = k_len - q_len, q.shape[1] // k.shape[1]
-
-    def piece(start: int, end: int, causal: bool) -> tuple[Tensor, Tensor]:
-        keys, values = k[:, :, start:end], v[:, :, start:end]
-        if group > 1:
-            keys, values = keys.repeat_interleave(group, dim=1), values.repeat_interleave(group, dim=1)
-        return attention_with_lse(q, keys, values, causal)
-
-    out, lse = piece(prefix, k_len, causal=True)
+    Lq keys, plain causal) and the prefix's keys (0..Lk-Lq) unmasked (``block`` keys per call; None: one call),
+    merged by log-sum-exp: out = sum_i out_i * exp(lse_i - lse), lse = logsumexp_i lse_i, summed in fp32 as the
+    pieces come (the running sum rescaled to each new lse, so one piece's output is held at a time); output in q's
+    dtype. cuDNN takes no grouped KV heads: the diagonal block's few keys are repeated to the query heads, while
+    over the prefix each KV head's query heads are stacked along the query axis instead (no mask there, so the
+    rows are independent), so the cache is never copied, whatever its length."""
+    batch, heads, q_len, head_dim = q.shape
+    kv_heads, k_len = k.shape[1], k.shape[2]
+    prefix, group = k_len - q_len, heads // kv_heads
+    keys, values = k[:, :, prefix:], v[:, :, prefix:]
+    if group > 1:
+        keys, values = keys.repeat_interleave(group, dim=1), values.repeat_interleave(group, dim=1)
+    out, lse = attention_with_lse(q, keys, values, causal=True)
     if prefix == 0:
         return out
     total = out.float()
-    for start in range(0, prefix, block):
-        out, piece_lse = piece(start, min(start + block, prefix), causal=False)
+    stacked = q.reshape(batch, kv_heads, group * q_len, head_dim)  # query head h = kv_head * group + j
+    for start in range(0, prefix, block or prefix):
+        end = min(start + (block or prefix), prefix)
+        out, piece_lse = attention_with_lse(stacked, k[:, :, start:end], v[:, :, start:end], causal=False)
+        out, piece_lse = out.reshape(q.shape), piece_lse.reshape(batch, heads, q_len)
         merged = torch.logaddexp(lse, piece_lse)
         total.mul_((lse - merged).exp_().unsqueeze(-1)).addcmul_(out, (piece_lse - merged).exp_().unsqueeze(-1))
         lse = merged
