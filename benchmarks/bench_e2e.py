@@ -432,7 +432,7 @@ def main() -> None:
                         "config.prefill_piece (tokens per piece of a long video prompt's prefill)")
     parser.add_argument("--decode-kernel", default="auto", choices=["auto", "eager", "graphed"],
                         help="config.decode_kernel of ours (auto: graphed on CUDA, eager on the CPU)")
-    parser.add_argument("--anchor-attention", nargs="+", default=["auto"], choices=["auto", "flash", "split"],
+    parser.add_argument("--anchor-attention", nargs="+", default=["flash"], choices=["flash", "split"],
                         help="config.anchor_attention values of ours, each timed in turn on the same model")
     parser.add_argument("--pixels", nargs="+", default=["host"], choices=["host", "pinned", "device"],
                         help="ours: where the pixels are when generate is called (host: pageable, as the pipeline "

@@ -70,9 +70,10 @@ class SpatialTTTConfig(Qwen3VLConfig):
     # How the anchors' attention runs on the GPU in fp16/bf16 when the keys end with the queries (a prefill's
     # pieces after a KV cache, or the square) (ours; not part of the math): "flash" (SDPA's flash kernel with the
     # diagonal bottom-right) or "split" (cuDNN on the square diagonal block plus unmasked prefix blocks, merged by
-    # log-sum-exp; spatial_ttt.ops.attention_gpu) or "auto" (split on compute capability 9.0 and up, where it was
-    # measured faster, flash below). Elsewhere (CPU, fp32, small problems) all run the same path.
-    anchor_attention: str = "auto"
+    # log-sum-exp; spatial_ttt.ops.attention_gpu). Elsewhere (CPU, fp32, small problems) both run the same path.
+    # "split" was faster for a prefill repeated at one length and 3x slower for a stream (every piece a new key
+    # length: benchmarks/RESULTS.md, session 8), so flash stays the default.
+    anchor_attention: str = "flash"
     # Memory against speed (ours; not part of the math: the same numbers at any value, the MLP's to its products'
     # last bit). Smaller pieces lower the prefill's peak memory and cost time (docs/model.md, "Memory settings").
     # Tokens per piece when generate prefills a long video prompt as a stream of pieces of whole frame groups

@@ -12,7 +12,7 @@ from torch.nn.attention.bias import causal_lower_right
 from spatial_ttt import CheckpointError, load_model, save_model
 from spatial_ttt.layers import attention
 from spatial_ttt.ops.attention_gpu import (
-    after_cache_backend, attention_after_cache_split, attention_with_lse, causal_attention)
+    attention_after_cache_split, attention_with_lse, causal_attention)
 from spatial_ttt.streaming import model_fingerprint
 from spatial_ttt.tiny import tiny_config, tiny_model
 
@@ -73,9 +73,9 @@ def test_each_piece_gives_its_log_sum_exp():
 
 
 def test_the_setting_is_validated_and_refused_when_set_later():
-    assert tiny_config().anchor_attention == "auto"
+    assert tiny_config().anchor_attention == "flash"
     assert tiny_config(anchor_attention="split").anchor_attention == "split"
-    refused = "anchor_attention must be one of auto/flash/split, not 'cudnn'"
+    refused = "anchor_attention must be one of flash/split, not 'cudnn'"
     with pytest.raises(ValueError, match=f"invalid SpatialTTTConfig: {refused}"):
         tiny_config(anchor_attention="cudnn")
     q, k, v = after_cache(4, 2, 8, 8)
@@ -83,16 +83,7 @@ def test_the_setting_is_validated_and_refused_when_set_later():
         causal_attention(q, k, v, 0, 0, None, "cudnn")
 
 
-def test_auto_splits_from_hopper_on():
-    """"auto" (the default) is "split" where it was measured faster (an H100, compute capability 9.0) and on newer
-    GPUs, "flash" on older ones; the explicit settings are kept everywhere."""
-    assert [after_cache_backend("auto", cc) for cc in [(8, 0), (8, 9), (9, 0), (10, 0)]] == [
-        "flash", "flash", "split", "split"]
-    assert [after_cache_backend(s, (9, 0)) for s in ("flash", "split")] == ["flash", "split"]
-    assert [after_cache_backend(s, (8, 0)) for s in ("flash", "split")] == ["flash", "split"]
-
-
-@pytest.mark.parametrize("setting", ["flash", "split", "auto"])
+@pytest.mark.parametrize("setting", ["flash", "split"])
 def test_the_setting_reaches_the_anchors_attention_only(monkeypatch, setting):
     """Anchor layers (3 and 7 of the tiny model) hand config.anchor_attention to causal_attention; TTT layers'
     windowed attention keeps flash. On the CPU the boolean-mask path runs either way: the same logits."""
@@ -124,6 +115,6 @@ def test_an_execution_setting_saved_loaded_and_left_out_of_the_stream_fingerprin
     released = load_model(released_dir, anchor_attention="split")
     assert (released.config.anchor_attention, released.ttt_settings["anchor_attention"].source) == ("split", "override")
     assert load_model(released_dir).ttt_settings["anchor_attention"].source == "library default"
-    with pytest.raises(CheckpointError, match="bad settings .*anchor_attention must be one of auto/flash/split, not 'x'"):
+    with pytest.raises(CheckpointError, match="bad settings .*anchor_attention must be one of flash/split, not 'x'"):
         load_model(released_dir, anchor_attention="x")
     assert model_fingerprint(tiny_model(anchor_attention="split")) == model_fingerprint(tiny_model())

@@ -28,11 +28,7 @@ from torch import Tensor
 
 BLOCK = 128
 SMALL = 1 << 20  # q_len * k_len under which the boolean-mask SDPA path is used
-AFTER_CACHE = ("auto", "flash", "split")  # how queries after a full cache run (config.anchor_attention)
-# "auto" runs "split" from this compute capability on: measured faster there end to end (an H100, sm 9.0:
-# 1024-frame prefill 3.25 s against flash's 3.53, benchmarks/RESULTS.md); cuDNN's fused attention is not on every
-# older GPU, and flash is what was measured on them.
-SPLIT_FROM = (9, 0)
+AFTER_CACHE = ("flash", "split")  # how queries after a full cache run (config.anchor_attention)
 HALF = (torch.float16, torch.bfloat16)
 
 _flex = None
@@ -102,15 +98,14 @@ def causal_attention(
 ) -> Tensor | None:
     """Attention of q [B, H, Lq, hd] over k, v [B, H_kv, Lk, hd] (absolute starts q_start, k_start).
     ``after_cache`` (one of :data:`AFTER_CACHE`): how queries run whose keys end with them (the square, or after a
-    full cache) in fp16/bf16: "flash" (SDPA's flash kernel), "split" (:func:`attention_after_cache_split`) or
-    "auto" (:func:`after_cache_backend`). Returns None where the caller's boolean-mask path should be used (not
+    full cache) in fp16/bf16: "flash" (SDPA's flash kernel) or "split" (:func:`attention_after_cache_split`).
+    Returns None where the caller's boolean-mask path should be used (not
     CUDA, or small problems)."""
     if after_cache not in AFTER_CACHE:
         raise ValueError(f"anchor_attention must be one of {'/'.join(AFTER_CACHE)}, not {after_cache!r}")
     q_len, k_len = q.shape[2], k.shape[2]
     if not q.is_cuda or q_len * k_len <= SMALL:
         return None
-    after_cache = after_cache_backend(after_cache, torch.cuda.get_device_capability(q.device))
     no_window = window is None or window >= q_start + q_len - k_start
     ends_together = no_window and k_start + k_len == q_start + q_len
     # "split" needs cuDNN's fp16/bf16 kernels: in fp32 it runs as "flash" does (the square, else flex), by
@@ -124,13 +119,6 @@ def causal_attention(
         return attention_after_cache(q, k, v)
     mask = band_block_mask(q_len, k_len, q_start, k_start, window, q.device)
     return _flex_attention()(q, k, v, block_mask=mask, enable_gqa=q.shape[1] != k.shape[1])
-
-
-def after_cache_backend(setting: str, capability: tuple[int, int]) -> str:
-    """The backend ("flash" or "split") that ``setting`` names on a GPU of compute ``capability``."""
-    if setting != "auto":
-        return setting
-    return "split" if capability >= SPLIT_FROM else "flash"
 
 
 def attention_after_cache(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
