@@ -11,11 +11,13 @@ Variants (each: one untimed generate(1) for its compilations, then --repeats tim
   vision_32     the library with 32 frame groups per vision call (config.vision_patches = 21,120)
   vision_16     the library with 16 frame groups per vision call (10,560)
   anchor_split  the library with config.anchor_attention = "split" (cuDNN diagonal + prefix blocks merged by LSE)
+  piece_8k      the library with prefill pieces of 8,192 tokens (config.prefill_piece; default 16,384)
+  lean          piece_8k with 32 frame groups per vision call and MLP pieces of 2,048 (the memory settings down)
 Peaks are per timed call (states of earlier calls dropped), weights included, as bench_e2e's. Session 7's first
 run of this script (results/session7_h100/prefill_ab.json) compared session 6's memory settings instead; its
 second and fourth (prefill_ab2/4.json) also had the decoder's norms, MLP and rope compiled ("now") against eager
 ("eager_text"): no time gained, so that was not kept. Variants detach the vision blocks from the model's kernel, swap
-the q/k row rule and set the config's vision_patches and anchor_attention, undone at the end: a diagnostic of this script, not an API.
+the q/k row rule and set the config's memory settings and anchor_attention, undone at the end: a diagnostic of this script, not an API.
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ import bench_e2e
 import spatial_ttt.layers.ttt as ttt
 from spatial_ttt.configuration import SpatialTTTConfig
 
-VARIANTS = ("now", "eager_vision", "rows_fp32", "vision_32", "vision_16", "anchor_split")
+VARIANTS = ("now", "eager_vision", "rows_fp32", "vision_32", "vision_16", "anchor_split", "piece_8k", "lean")
 ROWS = ttt.row_dtype
 PATCHES = SpatialTTTConfig.vision_patches
+PIECE, MLP_PIECE = SpatialTTTConfig.prefill_piece, SpatialTTTConfig.mlp_piece
 
 
 def apply(variant: str, model) -> None:
@@ -39,7 +42,10 @@ def apply(variant: str, model) -> None:
     for block in model.model.visual.blocks:  # a block without the model's kernel runs eagerly
         block.kernel = None if eager else model.model.language_model.kernel
     ttt.row_dtype = (lambda precision: torch.float32) if variant == "rows_fp32" else ROWS
-    model.config.vision_patches = {"vision_32": PATCHES // 2, "vision_16": PATCHES // 4}.get(variant, PATCHES)
+    model.config.vision_patches = {"vision_32": PATCHES // 2, "vision_16": PATCHES // 4, "lean": PATCHES // 2}.get(
+        variant, PATCHES)
+    model.config.prefill_piece = PIECE // 2 if variant in ("piece_8k", "lean") else PIECE
+    model.config.mlp_piece = MLP_PIECE // 2 if variant == "lean" else MLP_PIECE
     model.config.anchor_attention = "split" if variant == "anchor_split" else "flash"
 
 
