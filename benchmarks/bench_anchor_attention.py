@@ -8,14 +8,11 @@ Cases (seconds for one layer, all pieces; TFLOP/s counts the visible half of the
   pieces_flash       the library: attention_after_cache per piece (flash, GQA native)
   pieces_cudnn       the same problems through the cuDNN backend (KV heads repeated, causal_lower_right mask)
   pieces_split       the library's anchor_attention="split": per piece, attention_after_cache_split (cuDNN on the
-                     square diagonal block and the prefix's whole 16,384-key blocks, flash on its ragged rest,
-                     unmasked, merged by log-sum-exp)
-  pieces_split_one_call  the same with the whole prefix as one cuDNN call (session 8's first version: a new cuDNN
-                     shape at every piece)
+                     square diagonal block and, unmasked, on the whole prefix, merged by log-sum-exp)
   whole_flash        one square causal call over all tokens (is_causal, flash, GQA native)
   whole_cudnn        the same through cuDNN (KV heads repeated)
-first_s: the case's first pass, where every shape is new to it (a stream's pieces each meet a longer cache once;
-cuDNN builds a plan per new shape), against seconds, the median of later passes. A case the backend refuses is
+first_s: the case's first pass, where every shape is new to it (a stream's pieces each meet a longer cache once),
+against seconds, the median of later passes (the first case of a process also pays the CUDA libraries' start). A case the backend refuses is
 recorded with its error. extra_peak_gib: the peak above what was allocated before
 the case (the inputs, and the repeated keys of the cuDNN cases).
 """
@@ -32,7 +29,7 @@ from torch.nn.attention.bias import causal_lower_right
 
 from common import cuda_time, environment, median, write_json
 
-from spatial_ttt.ops.attention_gpu import SPLIT_BLOCK, attention_after_cache, attention_after_cache_split
+from spatial_ttt.ops.attention_gpu import attention_after_cache, attention_after_cache_split
 
 
 def main() -> None:
@@ -58,12 +55,9 @@ def main() -> None:
                                                        attn_mask=causal_lower_right(e - s, e))
         return run
 
-    def pieces_split(one_call: bool):
-        def run():
-            for s, e in bounds:  # one_call: the whole prefix as one cuDNN call, a new shape per piece (session 8)
-                block = max(s, 1) if one_call else SPLIT_BLOCK
-                attention_after_cache_split(q[:, :, s:e], k[:, :, :e], v[:, :, :e], block)
-        return run
+    def pieces_split():
+        for s, e in bounds:
+            attention_after_cache_split(q[:, :, s:e], k[:, :, :e], v[:, :, :e])
 
     def whole(backend, gqa):
         def run():
@@ -76,8 +70,7 @@ def main() -> None:
 
     flops = 4 * 16 * 128 * args.tokens * args.tokens / 2
     cases = {"pieces_flash": pieces(None), "pieces_cudnn": pieces(SDPBackend.CUDNN_ATTENTION),
-             "pieces_split": pieces_split(False), "pieces_split_one_call": pieces_split(True),
-             "whole_flash": whole(SDPBackend.FLASH_ATTENTION, True),
+             "pieces_split": pieces_split, "whole_flash": whole(SDPBackend.FLASH_ATTENTION, True),
              "whole_cudnn": whole(SDPBackend.CUDNN_ATTENTION, False)}
     result = dict(tokens=args.tokens, piece=args.piece, env=environment(), cases={})
     for name, fn in cases.items():

@@ -39,6 +39,7 @@ def lower_right(q, k, v):
     (33, 130, 16),   # 97: a ragged last block
     (20, 300, 7),    # many blocks, ragged
     (64, 96, 32),    # a prefix of exactly one block
+    (33, 130, None), # the whole prefix in one call (the default)
 ])
 def test_split_equals_one_lower_right_call(heads, kv_heads, q_len, k_len, block):
     q, k, v = after_cache(heads, kv_heads, q_len, k_len)

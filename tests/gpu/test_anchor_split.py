@@ -61,17 +61,3 @@ def test_split_never_copies_the_cache():
     extra = torch.cuda.max_memory_allocated() - before
     whole_cache_repeated = 2 * 16 * 65536 * 128 * 2  # k and v, bf16: 512 MiB
     assert extra < whole_cache_repeated / 8, extra
-
-
-@cuda
-@pytest.mark.parametrize("block", [1024, 2500, 16384])
-def test_cudnn_blocks_and_the_flash_rest_merge_alike(block):
-    """The prefix of 2500 keys as two cuDNN blocks and a flash rest (1024), one cuDNN block (2500) or flash alone
-    (16384): each within bf16 rounding of the fp32 reference, as the flash path is."""
-    from spatial_ttt.layers.attention import masked_attention
-    from spatial_ttt.ops.attention_gpu import attention_after_cache_split
-
-    q, k, v = piece(1500, 4000)
-    split = attention_after_cache_split(q, k, v, block)
-    exact = masked_attention(q.float(), k.float(), v.float(), 2500, 0, None)
-    assert (split.float() - exact).abs().max().item() < 2e-2

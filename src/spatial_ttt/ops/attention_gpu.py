@@ -28,8 +28,6 @@ from torch import Tensor
 
 BLOCK = 128
 SMALL = 1 << 20  # q_len * k_len under which the boolean-mask SDPA path is used
-# Prefix keys per cuDNN call of the split path (its ragged rest goes to flash): one cuDNN shape per query length.
-SPLIT_BLOCK = 16384
 AFTER_CACHE = ("flash", "split")  # how queries after a full cache run (config.anchor_attention)
 HALF = (torch.float16, torch.bfloat16)
 
@@ -137,29 +135,26 @@ def attention_after_cache(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(q.shape[2], k.shape[2]), enable_gqa=gqa)
 
 
-def attention_with_lse(q: Tensor, k: Tensor, v: Tensor, causal: bool, cudnn: bool = True) -> tuple[Tensor, Tensor]:
+def attention_with_lse(q: Tensor, k: Tensor, v: Tensor, causal: bool) -> tuple[Tensor, Tensor]:
     """Attention of q [B, H, Lq, hd] over k, v [B, H, Lk, hd] (as many KV heads as query heads; ``causal``: the
-    square's top-left diagonal) and its log-sum-exp of the scaled scores, [B, H, Lq] fp32: on CUDA cuDNN, or
-    with ``cudnn=False`` the flash kernel; the CPU's flash kernel elsewhere (the same merge, testable on the CPU)."""
-    if q.is_cuda and cudnn:
-        out, lse = torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, None, True, 0.0, causal, False)[:2]
-    elif q.is_cuda:
-        out, lse = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, causal)[:2]
+    square's top-left diagonal) and its log-sum-exp of the scaled scores, [B, H, Lq] fp32: cuDNN on CUDA, the
+    CPU's flash kernel elsewhere (the same merge, testable on the CPU)."""
+    if q.is_cuda:
+        cudnn = torch.ops.aten._scaled_dot_product_cudnn_attention
+        out, lse = cudnn(q, k, v, None, True, 0.0, causal, False, scale=None)[:2]
     else:
-        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal)
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal, scale=None)
     return out, lse.reshape(q.shape[:3])  # cuDNN gives [B, H, Lq, 1] ([B, H, Lq] in older torch)
 
 
-def attention_after_cache_split(q: Tensor, k: Tensor, v: Tensor, block: int = SPLIT_BLOCK) -> Tensor:
-    """:func:`attention_after_cache` as pieces without the bottom-right mask, merged by log-sum-exp: the square
-    diagonal block (the last Lq keys, plain causal, cuDNN), the prefix's whole blocks of ``block`` keys (unmasked,
-    cuDNN) and its ragged rest (unmasked, flash). out = sum_i out_i * exp(lse_i - lse), lse = logsumexp_i lse_i,
-    summed in fp32 as the pieces come (the running sum rescaled to each new lse, so one piece's output is held at
-    a time); output in q's dtype. cuDNN only ever sees two shapes per query length, because it builds a plan per
-    new shape, which a stream (every piece a longer cache) would otherwise pay at each piece; it takes no grouped KV
-    heads, so the diagonal block's few keys are repeated to the query heads, while over the prefix each KV head's
-    query heads are stacked along the query axis instead (no mask there: the rows are independent) and the cache
-    is never copied."""
+def attention_after_cache_split(q: Tensor, k: Tensor, v: Tensor, block: int | None = None) -> Tensor:
+    """:func:`attention_after_cache` as pieces without the bottom-right mask: the square diagonal block (the last
+    Lq keys, plain causal) and the prefix's keys (0..Lk-Lq) unmasked (``block`` keys per call; None: one call),
+    merged by log-sum-exp: out = sum_i out_i * exp(lse_i - lse), lse = logsumexp_i lse_i, summed in fp32 as the
+    pieces come (the running sum rescaled to each new lse, so one piece's output is held at a time); output in q's
+    dtype. cuDNN takes no grouped KV heads: the diagonal block's few keys are repeated to the query heads, while
+    over the prefix each KV head's query heads are stacked along the query axis instead (no mask there, so the
+    rows are independent), so the cache is never copied, whatever its length."""
     batch, heads, q_len, head_dim = q.shape
     kv_heads, k_len = k.shape[1], k.shape[2]
     prefix, group = k_len - q_len, heads // kv_heads
@@ -171,10 +166,9 @@ def attention_after_cache_split(q: Tensor, k: Tensor, v: Tensor, block: int = SP
         return out
     total = out.float()
     stacked = q.reshape(batch, kv_heads, group * q_len, head_dim)  # query head h = kv_head * group + j
-    for start in range(0, prefix, block):
-        end = min(start + block, prefix)
-        out, piece_lse = attention_with_lse(
-            stacked, k[:, :, start:end], v[:, :, start:end], causal=False, cudnn=end - start == block)
+    for start in range(0, prefix, block or prefix):
+        end = min(start + (block or prefix), prefix)
+        out, piece_lse = attention_with_lse(stacked, k[:, :, start:end], v[:, :, start:end], causal=False)
         out, piece_lse = out.reshape(q.shape), piece_lse.reshape(batch, heads, q_len)
         merged = torch.logaddexp(lse, piece_lse)
         total.mul_((lse - merged).exp_().unsqueeze(-1)).addcmul_(out, (piece_lse - merged).exp_().unsqueeze(-1))
