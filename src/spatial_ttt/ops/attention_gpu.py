@@ -99,8 +99,7 @@ def causal_attention(
     """Attention of q [B, H, Lq, hd] over k, v [B, H_kv, Lk, hd] (absolute starts q_start, k_start).
     ``after_cache`` (one of :data:`AFTER_CACHE`): how queries run whose keys end with them (the square, or after a
     full cache) in fp16/bf16: "flash" (SDPA's flash kernel) or "split" (:func:`attention_after_cache_split`).
-    Returns None where the caller's boolean-mask path should be used (not
-    CUDA, or small problems)."""
+    Returns None where the caller's boolean-mask path should be used (not CUDA, or small problems)."""
     if after_cache not in AFTER_CACHE:
         raise ValueError(f"anchor_attention must be one of {'/'.join(AFTER_CACHE)}, not {after_cache!r}")
     q_len, k_len = q.shape[2], k.shape[2]
@@ -166,8 +165,9 @@ def attention_after_cache_split(q: Tensor, k: Tensor, v: Tensor, block: int | No
         return out
     total = out.float()
     stacked = q.reshape(batch, kv_heads, group * q_len, head_dim)  # query head h = kv_head * group + j
-    for start in range(0, prefix, block or prefix):
-        end = min(start + (block or prefix), prefix)
+    step = block or prefix
+    for start in range(0, prefix, step):
+        end = min(start + step, prefix)
         out, piece_lse = attention_with_lse(stacked, k[:, :, start:end], v[:, :, start:end], causal=False)
         out, piece_lse = out.reshape(q.shape), piece_lse.reshape(batch, heads, q_len)
         merged = torch.logaddexp(lse, piece_lse)
