@@ -56,6 +56,8 @@ import torch
 
 from spatial_ttt.configuration import SpatialTTTConfig
 from spatial_ttt.models.modeling import SpatialTTTForConditionalGeneration
+from spatial_ttt.ops.attention_gpu import AFTER_CACHE
+from spatial_ttt.static_decode import DECODE_KERNELS
 from spatial_ttt.state import KVCache
 
 GIB = 2**30
@@ -430,10 +432,11 @@ def main() -> None:
     parser.add_argument("--piece-frames", type=int, help="frames per observe step (default 32; tiny: 4)")
     parser.add_argument("--prefill-piece", type=int, default=SpatialTTTConfig.prefill_piece, help="ours: "
                         "config.prefill_piece (tokens per piece of a long video prompt's prefill)")
-    parser.add_argument("--decode-kernel", default="auto", choices=["auto", "eager", "graphed"],
+    parser.add_argument("--decode-kernel", default="auto", choices=DECODE_KERNELS,
                         help="config.decode_kernel of ours (auto: graphed on CUDA, eager on the CPU)")
-    parser.add_argument("--anchor-attention", nargs="+", default=["flash"], choices=["flash", "split"],
-                        help="config.anchor_attention values of ours, each timed in turn on the same model")
+    parser.add_argument("--anchor-attention", nargs="+", default=[SpatialTTTConfig.anchor_attention],
+                        choices=AFTER_CACHE, help="config.anchor_attention values of ours, each timed in turn on the "
+                        "same model (default: the library's)")
     parser.add_argument("--pixels", nargs="+", default=["host"], choices=["host", "pinned", "device"],
                         help="ours: where the pixels are when generate is called (host: pageable, as the pipeline "
                         "leaves them; pinned: pinned host memory)")
