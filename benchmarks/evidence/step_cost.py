@@ -9,7 +9,8 @@ backward (bf16 autocast, fp32 weights, as the trainer) of B text-only rows of on
 (2113 tokens) for each variant and kernel: if the time barely grows with B, batching the streams of a pack
 would multiply training throughput. Compilation time (the first call) is recorded apart.
 
-With ``--data`` (a memory-suite folder: train.jsonl and its videos), it also times the trainer's real step on
+With ``--data`` (a memory-suite folder: train.jsonl and its videos, or render_suite.py's, whose frames are then
+unpacked first as run_device.py does), it also times the trainer's real step on
 the first ``--packs`` packs of that data as the configs make them (videos included, ``pack_rows``), encoded once
 beforehand and already on the device: the model's step without the data loader. Real steps on the H100 took
 1.0-1.4 s (TTT) and 0.5-0.8 s (attention only) against 0.45 / 0.02 s for text rows (benchmarks/EVIDENCE.md,
@@ -61,6 +62,21 @@ def step_time(model, batch: int, tokens: int, repeats: int, device: str) -> dict
     median = statistics.median(times)
     return {"batch": batch, "first_s": round(first, 3), "step_s": round(median, 4),
             "tokens_per_s": round(batch * tokens / median, 1)}
+
+
+def usable_data(data: Path, work: Path) -> Path:
+    """A memory-suite folder whose training records' videos all exist: ``data`` itself (as
+    ``python -m spatial_ttt.data.memory_tasks`` writes it), or, for render_suite.py's layout (only each scene's 16x
+    video; the other lengths and the near clips are cut from it), its frames unpacked under ``work`` by
+    run_device.py's rule, as a training run on the device sees them."""
+    records = [json.loads(line) for line in (data / "train.jsonl").read_text().splitlines()]
+    videos = {v for r in records for v in ([r["video"]] if isinstance(r["video"], str) else r["video"])}
+    if all((data / v).exists() for v in videos):
+        return data
+    from run_device import to_frames  # beside this script; needs OpenCV, as on the device
+
+    to_frames(data, work / "data")
+    return work / "data"
 
 
 def encoded_packs(config, count: int, device: str) -> tuple[list[list[dict]], float]:
@@ -160,8 +176,8 @@ def main() -> None:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
             if args.data:
-                config.data_path = args.data
-                config.output_dir = str(Path(args.out).parent / "step_cost_work")
+                work = Path(args.out).parent / "step_cost_work"
+                config.data_path, config.output_dir = str(usable_data(Path(args.data), work)), str(work)
                 packs, encode_s = encoded_packs(config, args.packs, device)
                 row = {**setting, "data": True, "encode_s": round(encode_s, 3),
                        **pack_time(model, packs, config.pack_rows, args.row_multiple, device)}

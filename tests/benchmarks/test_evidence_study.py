@@ -282,3 +282,24 @@ def test_recall_report_tables_mean_spread_and_the_equal_step_comparison(tmp_path
                         "| chance | - | - | 1.6 | 1.6 |"]
     assert "At step 200 (every run):" in out  # the largest step all three runs scored
     assert "| swa_all | 2 | 10.0 ± 0.0 | 2.0 ± 1.0 |" in out and "| ttt_all | 1 | 10.0 ± 0.0 | 6.0 ± 0.0 |" in out
+
+
+def test_step_cost_unpacks_a_rendered_suite_whose_clips_are_cut_from_the_16x_video(tmp_path, monkeypatch):
+    """render_suite.py writes only the 16x video per scene (near clips and shorter lengths are cut on the device):
+    step_cost's --data unpacks such a folder with run_device's rule; a folder with every video is used as it is."""
+    import types
+
+    step_cost = _module("step_cost")
+    unpacked = []
+    monkeypatch.setitem(sys.modules, "run_device", types.SimpleNamespace(
+        to_frames=lambda data, frames: unpacked.append((data, frames))))
+    data = tmp_path / "suite"
+    (data / "videos").mkdir(parents=True)
+    (data / "videos" / "0000000_16x.mp4").write_bytes(b"")
+    record = {"id": "0000000-16x", "video": "videos/0000000_16x.mp4", "conversations": []}
+    (data / "train.jsonl").write_text(json.dumps(record) + "\n")
+    assert step_cost.usable_data(data, tmp_path / "work") == data and unpacked == []
+    near = {"id": "0000000-16x-near", "video": ["videos/0000000_16x_near.mp4"] * 4, "conversations": []}
+    (data / "train.jsonl").write_text(json.dumps(record) + "\n" + json.dumps(near) + "\n")
+    assert step_cost.usable_data(data, tmp_path / "work") == tmp_path / "work" / "data"
+    assert unpacked == [(data, tmp_path / "work" / "data")]
