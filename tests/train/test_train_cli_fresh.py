@@ -85,3 +85,25 @@ def test_workers_are_capped_to_the_cores():
     cores = len(os.sched_getaffinity(0))
     assert usable_workers(1000) == cores - 1
     assert usable_workers(0) == 0
+
+
+def test_a_stop_request_ends_training_at_the_next_step(make_config, tmp_path):
+    """The train command's Ctrl-C handler also sets Trainer.stop_requested: even where Python swallows the
+    KeyboardInterrupt itself (raised inside a finaliser), the loop raises it at the next step or sequence."""
+    import pytest
+
+    from spatial_ttt.train.trainer import Trainer
+
+    trainer = Trainer(make_config(max_steps=5, save_steps=1, output_dir=str(tmp_path / "run")))
+    save = trainer.save_checkpoint
+
+    def save_then_ask_to_stop():  # as if Ctrl-C came during step 1 and its exception was lost
+        path = save()
+        trainer.stop_requested.set()
+        return path
+
+    trainer.save_checkpoint = save_then_ask_to_stop
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    assert trainer.step == 1 and [h["step"] for h in trainer.history] == [1]
+    assert sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*")) == ["checkpoint-1"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 from pathlib import Path
 from typing import NoReturn, Optional
 
@@ -50,6 +52,14 @@ def register(app: typer.Typer) -> None:
         from .trainer import Trainer
 
         trainer = None
+
+        def interrupt(signum: int, frame: object) -> None:  # Python's default, plus a flag the loop checks
+            if trainer is not None:
+                trainer.stop_requested.set()
+            raise KeyboardInterrupt
+
+        main_thread = threading.current_thread() is threading.main_thread()  # where signal handlers may be set
+        previous = signal.signal(signal.SIGINT, interrupt) if main_thread else None
         try:
             trainer = Trainer(settings)
             first = trainer.step
@@ -65,6 +75,9 @@ def register(app: typer.Typer) -> None:
                      f"no checkpoint was written yet (every {settings.save_steps} steps): a rerun starts over")
             typer.echo(f"interrupted {step}; {where}", err=True)
             raise typer.Exit(code=130) from None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
         if trainer.history:
             typer.echo(f"done: {trainer.step - first} steps this run (step {trainer.step} of {trainer.total_steps}), "
                        f"last loss {trainer.history[-1]['loss']:.4f}, output in {settings.output_dir}")

@@ -14,6 +14,7 @@ import math
 import os
 import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -199,6 +200,9 @@ class Trainer:
         acc.register_load_state_pre_hook(lambda models, folder: models.clear())
         self.step = 0
         self.history: list[dict[str, Any]] = []
+        # Set (by the train command's Ctrl-C handler) to stop with KeyboardInterrupt at the next step or sequence:
+        # an interrupt that Python swallows (raised inside a finaliser, e.g. a DataLoader's shutdown) still stops.
+        self.stop_requested = threading.Event()
         if self.resume_from is not None:
             acc.load_state(str(self.resume_from / "training_state"))
             state = json.loads((self.resume_from / STATE_NAME).read_text())
@@ -243,6 +247,7 @@ class Trainer:
                       f"trainable {self.trainable}; from step {self.step}")
         beat = Heartbeat(acc.is_main_process, config.progress_every_s)
         while self.step < end:
+            self.stop_if_requested()
             start = time.perf_counter()
             losses, answer, tokens, sequences = [], 0, 0, 0
             for micro in range(config.grad_accum):
@@ -252,6 +257,7 @@ class Trainer:
                 done = [0]
 
                 def context(last_sequence: bool) -> contextlib.AbstractContextManager:
+                    self.stop_if_requested()
                     done[0] += 1
                     beat(f"step {self.step + 1}/{end}: pack {micro + 1}/{config.grad_accum}, sequence "
                          f"{done[0]}/{len(pack)} ({time.perf_counter() - start:.0f} s into the step)")
@@ -293,6 +299,10 @@ class Trainer:
             if self.step % config.save_steps == 0 or self.step == self.total_steps:
                 self.save_checkpoint()
         return self.history
+
+    def stop_if_requested(self) -> None:
+        if self.stop_requested.is_set():
+            raise KeyboardInterrupt
 
     # -- checkpoints ------------------------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
