@@ -72,7 +72,11 @@ def test_ctrl_c_says_how_to_resume(make_config, tmp_path):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=120)
+    try:
+        stdout, stderr = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:  # still running: say what it printed last, and do not leave it behind
+        proc.kill()
+        raise AssertionError("no exit 120 s after Ctrl-C:\n" + proc.communicate()[1][-3000:]) from None
     assert proc.returncode == 130, stderr
     assert "step 1/1000: pack 1/1, sequence 1/" in stderr  # the heartbeat inside steps
     last = stderr.strip().splitlines()[-1]
