@@ -34,7 +34,7 @@ import torch._inductor.config
 import torch.nn.functional as F
 
 from spatial_ttt.train.config import load_config
-from spatial_ttt.train.data import SFTEncoder, estimate_lengths, make_packs, read_records
+from spatial_ttt.train.data import SFTEncoder, estimate_lengths, make_packs, read_records, record_videos
 from spatial_ttt.train.packing import pack_loss
 from spatial_ttt.train.trainer import load_training_model
 from spatial_ttt.video import SpatialTTTProcessor, make_tiny_processor
@@ -69,8 +69,7 @@ def usable_data(data: Path, work: Path) -> Path:
     ``python -m spatial_ttt.data.memory_tasks`` writes it), or, for render_suite.py's layout (only each scene's 16x
     video; the other lengths and the near clips are cut from it), its frames unpacked under ``work`` by
     run_device.py's rule, as a training run on the device sees them."""
-    records = [json.loads(line) for line in (data / "train.jsonl").read_text().splitlines()]
-    videos = {v for r in records for v in ([r["video"]] if isinstance(r["video"], str) else r["video"])}
+    videos = {v for record in read_records(data, ["train.jsonl"]) for v in record_videos(record)}
     if all((data / v).exists() for v in videos):
         return data
     from run_device import to_frames  # beside this script; needs OpenCV, as on the device
