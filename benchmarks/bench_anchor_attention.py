@@ -12,8 +12,8 @@ Cases (seconds for one layer, all pieces; TFLOP/s counts the visible half of the
   whole_flash        one square causal call over all tokens (is_causal, flash, GQA native)
   whole_cudnn        the same through cuDNN (KV heads repeated)
 first_s: the case's first pass, where every shape is new to it (a stream's pieces each meet a longer cache once),
-against seconds, the median of later passes (the first case of a process also pays the CUDA libraries' start). A case the backend refuses is
-recorded with its error. extra_peak_gib: the peak above what was allocated before
+against seconds, the median of later passes (the first case of a process also pays the CUDA libraries' start).
+A case the backend refuses is recorded with its error. extra_peak_gib: the peak above what was allocated before
 the case (the inputs, and the repeated keys of the cuDNN cases).
 """
 
@@ -83,7 +83,8 @@ def main() -> None:
             torch.cuda.synchronize()
             first_s = time.perf_counter() - start
             seconds = median(cuda_time(fn))
-            result["cases"][name] = dict(seconds=seconds, first_s=first_s, tflops=flops / seconds / 1e12, seven_layers_s=7 * seconds,
+            result["cases"][name] = dict(seconds=seconds, first_s=first_s, tflops=flops / seconds / 1e12,
+                                         seven_layers_s=7 * seconds,
                                          extra_peak_gib=(torch.cuda.max_memory_allocated() - before) / 2**30)
         except Exception as error:  # a backend that refuses the problem: record why
             result["cases"][name] = dict(error=f"{type(error).__name__}: {str(error)[:300]}")

@@ -2,7 +2,7 @@
 weights, bf16, host pixels) timed under variants, in one process.
 
     PYTHONPATH=src:benchmarks python benchmarks/prefill_ab.py --out prefill_ab.json [--frames 1024 128]   # one GPU
-    PYTHONPATH=src:benchmarks python benchmarks/prefill_ab.py --tiny --out prefill_ab.json           # CPU check
+    PYTHONPATH=src:benchmarks python benchmarks/prefill_ab.py --tiny --out prefill_ab.json                 # CPU check
 
 Variants (each: one untimed generate(1) for its compilations, then --repeats timed ones and the vision tower):
   now           the library as it is (vision blocks compiled, 42,240 patches = 64 frame groups per tower call)
@@ -17,7 +17,8 @@ Peaks are per timed call (states of earlier calls dropped), weights included, as
 run of this script (results/session7_h100/prefill_ab.json) compared session 6's memory settings instead; its
 second and fourth (prefill_ab2/4.json) also had the decoder's norms, MLP and rope compiled ("now") against eager
 ("eager_text"): no time gained, so that was not kept. Variants detach the vision blocks from the model's kernel, swap
-the q/k row rule and set the config's memory settings and anchor_attention, undone at the end: a diagnostic of this script, not an API.
+the q/k row rule and set the config's memory settings and anchor_attention, undone at the end: a diagnostic of
+this script, not an API.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ VARIANTS = ("now", "eager_vision", "rows_fp32", "vision_32", "vision_16", "ancho
 ROWS = ttt.row_dtype
 PATCHES = SpatialTTTConfig.vision_patches
 PIECE, MLP_PIECE = SpatialTTTConfig.prefill_piece, SpatialTTTConfig.mlp_piece
+ANCHOR = SpatialTTTConfig.anchor_attention
 
 
 def apply(variant: str, model) -> None:
@@ -46,7 +48,7 @@ def apply(variant: str, model) -> None:
         variant, PATCHES)
     model.config.prefill_piece = PIECE // 2 if variant in ("piece_8k", "lean") else PIECE
     model.config.mlp_piece = MLP_PIECE // 2 if variant == "lean" else MLP_PIECE
-    model.config.anchor_attention = "split" if variant == "anchor_split" else "flash"
+    model.config.anchor_attention = "split" if variant == "anchor_split" else ANCHOR
 
 
 def restore(model) -> None:

@@ -14,12 +14,14 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_prefill_ab_times_every_variant_with_the_same_answer(tmp_path):
     out = tmp_path / "ab.json"
     env = dict(os.environ, PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{ROOT / 'benchmarks'}")
-    cmd = [sys.executable, str(ROOT / "benchmarks/prefill_ab.py"), "--tiny", "--out", str(out), "--repeats", "1", "--frames", "8", "4"]
+    cmd = [sys.executable, str(ROOT / "benchmarks/prefill_ab.py"), "--tiny", "--out", str(out), "--repeats", "1",
+           "--frames", "8", "4"]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(out.read_text())
     assert [run["frames"] for run in data["runs"]] == [8, 4]
     variants = data["runs"][1]["variants"]
-    assert list(variants) == ["now", "eager_vision", "rows_fp32", "vision_32", "vision_16", "anchor_split", "piece_8k", "lean"]
+    assert list(variants) == [
+        "now", "eager_vision", "rows_fp32", "vision_32", "vision_16", "anchor_split", "piece_8k", "lean"]
     assert len({v["token"] for v in variants.values()}) == 1  # the settings change memory and time, not the answer
     assert all(v["prefill_s_median"] > 0 and v["vision_s"] > 0 for v in variants.values())

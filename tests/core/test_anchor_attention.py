@@ -11,8 +11,7 @@ from torch.nn.attention.bias import causal_lower_right
 
 from spatial_ttt import CheckpointError, load_model, save_model
 from spatial_ttt.layers import attention
-from spatial_ttt.ops.attention_gpu import (
-    attention_after_cache_split, attention_with_lse, causal_attention)
+from spatial_ttt.ops.attention_gpu import attention_after_cache_split, attention_with_lse, causal_attention
 from spatial_ttt.streaming import model_fingerprint
 from spatial_ttt.tiny import tiny_config, tiny_model
 
@@ -39,7 +38,7 @@ def lower_right(q, k, v):
     (33, 130, 16),   # 97: a ragged last block
     (20, 300, 7),    # many blocks, ragged
     (64, 96, 32),    # a prefix of exactly one block
-    (33, 130, None), # the whole prefix in one call (the default)
+    (33, 130, None),  # the whole prefix in one call (the default)
 ])
 def test_split_equals_one_lower_right_call(heads, kv_heads, q_len, k_len, block):
     q, k, v = after_cache(heads, kv_heads, q_len, k_len)
