@@ -40,6 +40,7 @@ def test_bench_e2e_tiny_writes_the_json(tmp_path):
     (stream,) = data["streams"]
     assert "error" not in stream, stream
     assert stream["frames"] == 8 and stream["piece_frames"] == 4 and stream["frames_per_s"] > 0
+    assert stream["ask_s"] > 0 and stream["ask_again_s"] > 0 and "ask_again_peak_gib" in stream  # peaks: GPU only
     assert "ours_bf16 (host pixels) / plain at 4 frames: prefill x" in result.stdout
 
 
