@@ -3,11 +3,16 @@ with --stream, the same for a stream: `StreamSession.observe_tokens` in pieces o
 
     PYTHONPATH=src:benchmarks python benchmarks/profile_prefill.py --frames 1024 --out profile.json
     PYTHONPATH=src:benchmarks python benchmarks/profile_prefill.py --stream --frames 256 --out profile_stream.json
+    PYTHONPATH=src:benchmarks python benchmarks/profile_prefill.py --frames 128 1024 --idle --out profile.json
     PYTHONPATH=src:benchmarks python benchmarks/profile_prefill.py --tiny --out profile.json   # CPU, checks the script
 
 Stages are timed with CUDA events through forward hooks on the model's modules (the vision tower, every decoder
 layer's attention / TTT layer and MLP, the LM head), summed over the call; kernels come from torch.profiler (top
 --top by CUDA time). Same inputs and model as bench_e2e.py (random weights, bf16, released settings, Muon off).
+Several --frames run in one process, one after the other (later lengths reuse the compilations).
+
+--idle adds a profiled call with host stages labelled (gpu_idle.py): the time the GPU sat idle inside the call,
+charged to the innermost host stage running then (Python bookkeeping, norms, the chunk loop, ...).
 """
 
 from __future__ import annotations
@@ -20,8 +25,11 @@ from pathlib import Path
 
 import torch
 
+import gpu_idle
 from bench_e2e import build_ours, prompt, shape_2b, shape_tiny
 
+from spatial_ttt.ops import FastWeightMemory
+from spatial_ttt.state import ModelState
 from spatial_ttt.streaming import StreamSession
 
 
@@ -94,21 +102,63 @@ class _Restore:
         delattr(self.owner, self.method)  # the instance attribute goes; the class's method shows again
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--frames", type=int, default=1024)
-    parser.add_argument("--precision", default="bf16")
-    parser.add_argument("--top", type=int, default=25)
-    parser.add_argument("--stream", action="store_true", help="profile a stream instead of generate")
-    parser.add_argument("--piece-frames", type=int, default=32)
-    parser.add_argument("--tiny", action="store_true")
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args()
-    shape = shape_tiny() if args.tiny else shape_2b()
-    cuda = torch.cuda.is_available() and not args.tiny
-    device = torch.device("cuda" if cuda else "cpu")
-    frames = 8 if args.tiny else args.frames
-    model = build_ours(shape, device, args.precision)
+def label_stages(model) -> gpu_idle.Labels:
+    """Host stages of the user's path as profiler ranges (gpu_idle.py): modules by hooks, functions replaced."""
+    labels = gpu_idle.Labels()
+    text = model.model.language_model
+    labels.module(model.model.visual, "stage: vision tower")
+    labels.module(model.lm_head, "stage: lm head")
+    labels.module(text.norm, "stage: final norm")
+    for layer in text.layers:
+        kind = "ttt" if layer.is_ttt else "anchor"
+        labels.module(layer, f"stage: {kind} decoder layer (residuals, deepstack)")
+        labels.module(layer.self_attn, f"stage: {kind} attention (rest)")
+        labels.module(layer.mlp, "stage: mlp")
+        labels.module(layer.input_layernorm, "stage: input norm")
+        labels.module(layer.post_attention_layernorm, "stage: post-attention norm")
+        attention = layer.self_attn.attn_layer if layer.is_ttt else layer.self_attn
+        labels.module(attention.q_norm, "stage: q/k norm")
+        labels.module(attention.k_norm, "stage: q/k norm")
+        labels.function(attention, "attend", f"stage: {kind} attend (rope, cache, attention)")
+        if layer.is_ttt:
+            labels.function(layer.self_attn, "fast_weight_branch", "stage: fast-weight branch (rest)")
+            labels.function(layer.self_attn, "project", "stage: ttt projections")
+            labels.function(layer.self_attn, "conv_stencil", "stage: conv stencil choice")
+    labels.function(text.kernel, "step", "stage: fast-weight kernel step")
+    labels.function(FastWeightMemory, "advance", "stage: chunk loop (rest)")
+    labels.function(ModelState, "plan", "stage: state plan")
+    labels.function(model, "embed", "stage: embed (rest)")
+    labels.function(model, "encode_visual", "stage: encode_visual (rest)")
+    for owner in ("spatial_ttt.streaming", "spatial_ttt.models.modeling"):
+        labels.function(owner, "rope_positions", "stage: rope positions")
+    labels.function("spatial_ttt.models.modeling", "video_spans", "stage: video spans")
+    for name in ("segments_from_tokens", "feed", "_advance_layer", "_conv_inputs", "_own", "final_logits"):
+        labels.function("spatial_ttt.streaming", name, f"stage: streaming.{name} (rest)")
+    labels.function("spatial_ttt.generation", "prefill", "stage: prefill (rest)")
+    labels.function("spatial_ttt.generation", "decode", "stage: decode")
+    return labels
+
+
+def idle_profile(model, run, cuda: bool) -> dict:
+    """One call with host stages labelled: GPU busy / idle seconds and idle seconds by host stage."""
+    labels = label_stages(model)
+    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
+    try:
+        with torch.profiler.profile(activities=activities) as prof:
+            with torch.profiler.record_function("stage: call (rest)"):  # until the GPU is done
+                run()
+                if cuda:
+                    torch.cuda.synchronize()
+    finally:
+        labels.remove()
+    kernels, stages, span = gpu_idle.profiled_intervals(prof, "stage: call (rest)")
+    found = gpu_idle.idle_by_stage(kernels, stages, span)
+    seconds = {k: round(found[k] / 1e6, 4) for k in ("total", "busy", "idle")}
+    top = {name.removeprefix("stage: "): round(t / 1e6, 4) for name, t in found["idle_self"].items() if t >= 500}
+    return dict(**seconds, idle_by_stage=top)
+
+
+def profile_one(model, shape, device, cuda: bool, frames: int, args) -> dict:
     inputs = {k: v.to(device) for k, v in prompt(shape, frames // 2).items()}
     pieces: list[dict] = []
     run = lambda: model.generate(**inputs, max_new_tokens=1, stop_token_ids=[])  # noqa: E731
@@ -143,12 +193,34 @@ def main() -> None:
     result = dict(what="stream" if args.stream else "generate", frames=frames, tokens=tokens,
                   precision=args.precision, seconds=total, frames_per_s=frames / total,
                   device=torch.cuda.get_device_name(0) if cuda else "cpu",
-                  stages_s={k: round(v, 4) for k, v in sorted(stages.items(), key=lambda kv: -kv[1])},
-                  top_kernels=kernels)
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    print(json.dumps({k: v for k, v in result.items() if k != "top_kernels"}, indent=2))
+                  stages_s={k: round(v, 4) for k, v in sorted(stages.items(), key=lambda kv: -kv[1])})
+    if args.idle:
+        result["gpu_idle_s"] = idle_profile(model, run, cuda)
+    print(json.dumps(result, indent=2), flush=True)
     for k in kernels:
         print(f"{k['seconds']*1e3:9.1f} ms {k['calls']:6d}x  {k['name']}")
+    return dict(result, top_kernels=kernels)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, nargs="+", help="default 1024 (8 with --tiny)")
+    parser.add_argument("--precision", default="bf16")
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--stream", action="store_true", help="profile a stream instead of generate")
+    parser.add_argument("--piece-frames", type=int, default=32)
+    parser.add_argument("--idle", action="store_true", help="also GPU idle time by host stage (gpu_idle.py)")
+    parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    shape = shape_tiny() if args.tiny else shape_2b()
+    cuda = torch.cuda.is_available() and not args.tiny
+    device = torch.device("cuda" if cuda else "cpu")
+    model = build_ours(shape, device, args.precision)
+    results = []
+    for frames in args.frames or [8 if args.tiny else 1024]:
+        results.append(profile_one(model, shape, device, cuda, frames, args))
+        Path(args.out).write_text(json.dumps(results[0] if len(results) == 1 else results, indent=2))
 
 
 if __name__ == "__main__":

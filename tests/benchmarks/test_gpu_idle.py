@@ -1,0 +1,33 @@
+"""gpu_idle.py: idle time between kernels, charged to the innermost host stage, on hand-made timelines."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from gpu_idle import gaps, idle_by_stage, merge  # noqa: E402
+
+
+def test_merge_and_gaps():
+    assert merge([(5, 7), (0, 2), (1, 3), (7, 8)]) == [(0, 3), (5, 8)]
+    assert gaps([(0, 3), (5, 8)], (0, 10)) == [(3, 5), (8, 10)]
+    assert gaps([(2, 4)], (3, 6)) == [(4, 6)]
+    assert gaps([], (1, 2)) == [(1, 2)]
+
+
+def test_idle_goes_to_the_innermost_open_stage():
+    # call [0, 20]; kernels busy [2, 5] and [9, 12]: idle [0, 2], [5, 9], [12, 20] = 14
+    # stages: layer [1, 15] holding norm [4, 7] and mlp [11, 14]
+    kernels = [(2, 4), (3, 5), (9, 12)]
+    stages = [("call", 0, 20), ("layer", 1, 15), ("norm", 4, 7), ("mlp", 11, 14)]
+    found = idle_by_stage(kernels, stages, (0, 20))
+    assert (found["total"], found["busy"], found["idle"]) == (20, 6, 14)
+    # call: [0,1] + [15,20] = 6; layer: [1,2] + [7,9] + [14,15] = 4; norm: [5,7] = 2; mlp: [12,14] = 2
+    assert found["idle_self"] == pytest.approx({"call": 6, "layer": 4, "norm": 2, "mlp": 2})
+    assert list(found["idle_self"]) == ["call", "layer", "norm", "mlp"]  # largest first
+
+
+def test_idle_outside_every_stage_is_said_so():
+    found = idle_by_stage([(0, 1)], [("a", 2, 3)], (0, 4))
+    assert found["idle_self"] == pytest.approx({"(no stage)": 2, "a": 1})
