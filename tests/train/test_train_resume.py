@@ -1,11 +1,13 @@
 import json
+import math
 
+import pytest
 import torch
 from typer.testing import CliRunner
 import typer
 
 from spatial_ttt import load_model
-from spatial_ttt.train import Trainer, pack_loss
+from spatial_ttt.train import Trainer, TrainingDiverged, pack_loss
 from spatial_ttt.train.cli import register
 
 
@@ -77,3 +79,49 @@ def test_cli_train_command(make_config, tmp_path, dataset, processor_dir):
     assert state["config"]["lact_lr"] == 1e-3 and state["step"] == 2
     bad = CliRunner().invoke(app, ["train", str(cfg_file), "--set", "bogus=1"])
     assert bad.exit_code == 2 and "unknown settings: bogus" in bad.output
+
+
+def poison_gradients(monkeypatch, trainer: Trainer, steps: set[int]) -> None:
+    """Makes the gradients of the optimizer steps numbered in ``steps`` (1-based) NaN, as a diverging step would."""
+    import spatial_ttt.train.trainer as module
+
+    real = module.pack_loss
+
+    def poisoned(model, pack, **kwargs):
+        out = real(model, pack, **kwargs)
+        if trainer.step + 1 in steps:
+            for p in model.parameters():
+                if p.grad is not None:
+                    p.grad.fill_(float("nan"))
+                    break
+        return out
+
+    monkeypatch.setattr(module, "pack_loss", poisoned)
+
+
+def test_a_non_finite_step_changes_no_weight_and_training_goes_on(make_config, monkeypatch):
+    trainer = Trainer(make_config(max_steps=4))
+    poison_gradients(monkeypatch, trainer, {2})
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    trainer.train(stop_after=1)
+    after_one = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer.train(stop_after=2)
+    for key, value in model.state_dict().items():  # the skipped step applied nothing
+        torch.testing.assert_close(value, after_one[key], rtol=0, atol=0)
+    history = trainer.train()
+    assert [h.get("skipped", False) for h in history] == [False, True, False, False]
+    assert all(math.isfinite(h["loss"]) for i, h in enumerate(history) if i != 1)
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
+    assert any(not torch.equal(v, after_one[k]) for k, v in model.state_dict().items())  # steps 3-4 trained again
+    logged = [json.loads(line) for line in (trainer.out / "log.jsonl").read_text().splitlines()]
+    assert logged[1]["skipped"] is True and "skipped" not in logged[2]
+
+
+def test_too_many_non_finite_steps_in_a_row_stop_with_an_error(make_config, monkeypatch):
+    trainer = Trainer(make_config(max_steps=8, max_skipped_steps=2))
+    poison_gradients(monkeypatch, trainer, {2, 3, 4, 5})
+    with pytest.raises(TrainingDiverged, match=r"3 steps in a row \(up to step 4\).*weights are those after step 1"):
+        trainer.train()
+    assert trainer.step == 4 and [h.get("skipped", False) for h in trainer.history] == [False, True, True, True]
+    with pytest.raises(ValueError, match="max_skipped_steps must be >= 0"):
+        make_config(max_skipped_steps=-1).validate()

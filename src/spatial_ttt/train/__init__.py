@@ -14,7 +14,7 @@ _EXPORTS = {
     "read_records": ".data",
     "build_optimizer": ".optim", "build_scheduler": ".optim", "parameter_groups": ".optim", "parameter_kind": ".optim",
     "pack_loss": ".packing", "sequence_loss_sum": ".packing",
-    "Trainer": ".trainer", "train": ".trainer",
+    "Trainer": ".trainer", "TrainingDiverged": ".trainer", "train": ".trainer",
 }
 
 __all__ = sorted(_EXPORTS)

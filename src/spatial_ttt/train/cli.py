@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
         except (ValueError, TypeError, FileNotFoundError, yaml.YAMLError) as err:
             fail(str(err))
         from ..video import VideoError
-        from .trainer import Trainer
+        from .trainer import Trainer, TrainingDiverged
 
         trainer = None
 
@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
             first = trainer.step
             trainer.train()
             trainer.accelerator.end_training()
-        except (ValueError, TypeError, FileNotFoundError, NotImplementedError, VideoError) as err:
+        except (ValueError, TypeError, FileNotFoundError, NotImplementedError, VideoError, TrainingDiverged) as err:
             fail(str(err))  # CheckpointError and bad JSON records are ValueErrors
         except KeyboardInterrupt:
             step = "before the first step" if trainer is None else f"at step {trainer.step}"

@@ -46,6 +46,9 @@ class TrainConfig:
     warmup_ratio: float = 0.01
     min_lr_ratio: float = 0.1
     max_grad_norm: float = 1.0
+    # a step whose loss or gradient norm is not finite updates nothing (logged as skipped); more than this many such
+    # steps in a row stop the run with an error (the weights are those of the last finite step)
+    max_skipped_steps: int = 5
     # precision, memory, parallelism
     bf16: bool = True
     gradient_checkpointing: bool = True
@@ -67,6 +70,8 @@ class TrainConfig:
             raise ValueError(f"frame_size must be [H, W] with multiples of 32, got {self.frame_size}")
         if self.grad_accum < 1 or self.max_length < 1:
             raise ValueError("grad_accum and max_length must be >= 1")
+        if self.max_skipped_steps < 0:
+            raise ValueError(f"max_skipped_steps must be >= 0, got {self.max_skipped_steps}")
         if self.pack_row_multiple < 1:
             raise ValueError(f"pack_row_multiple must be >= 1, got {self.pack_row_multiple}")
         if self.num_frames is not None and self.fps is not None:

@@ -85,6 +85,10 @@ def usable_workers(requested: int) -> int:
     return max(0, min(requested, cores - 1))
 
 
+class TrainingDiverged(RuntimeError):
+    """More than ``max_skipped_steps`` steps in a row had a non-finite loss or gradient norm."""
+
+
 class Heartbeat:
     """Progress lines on stderr inside long steps, at most one every `every` seconds (none when steps are fast)."""
 
@@ -199,6 +203,7 @@ class Trainer:
         acc.register_save_state_pre_hook(lambda models, weights, folder: weights.clear())
         acc.register_load_state_pre_hook(lambda models, folder: models.clear())
         self.step = 0
+        self.skipped_in_a_row = 0  # consecutive steps with a non-finite loss or gradient norm (not applied)
         self.history: list[dict[str, Any]] = []
         # Set (by the train command's Ctrl-C handler) to stop with KeyboardInterrupt at the next step or sequence:
         # an interrupt that Python swallows (raised inside a finaliser, e.g. a DataLoader's shutdown) still stops.
@@ -275,12 +280,18 @@ class Trainer:
             if config.max_grad_norm and config.max_grad_norm > 0:
                 grad_norm = acc.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
             lrs = {g["kind"]: g["lr"] for g in self.optimizer.param_groups}
-            self.optimizer.step()
+            counts = acc.reduce(torch.tensor([tokens, answer, sequences], device=acc.device, dtype=torch.float64), "sum")
+            loss = acc.reduce(torch.stack(losses).mean().detach().to(acc.device), "mean")
+            # the same decision on every process: the loss is reduced and the clipped norm is the global one
+            finite = math.isfinite(float(loss)) and (grad_norm is None or math.isfinite(float(grad_norm)))
+            if finite:
+                self.optimizer.step()
+                self.skipped_in_a_row = 0
+            else:  # one NaN/inf step would make every weight NaN: this step changes nothing
+                self.skipped_in_a_row += 1
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.step += 1
-            counts = acc.reduce(torch.tensor([tokens, answer, sequences], device=acc.device, dtype=torch.float64), "sum")
-            loss = acc.reduce(torch.stack(losses).mean().detach().to(acc.device), "mean")
             elapsed = time.perf_counter() - start
             peak = None
             if acc.device.type == "cuda":  # the largest per-process peak, since the start
@@ -290,12 +301,21 @@ class Trainer:
                       "answer_tokens": int(counts[1]), "sequences": int(counts[2]), "step_s": round(elapsed, 4),
                       "tokens_per_s": round(float(counts[0]) / elapsed, 1),
                       "peak_gib_per_process": None if peak is None else round(peak, 2)}
+            if not finite:
+                record["skipped"] = True
             self.history.append(record)
             if acc.is_main_process:
                 with open(self.out / "log.jsonl", "a") as fh:
                     fh.write(json.dumps(record) + "\n")
-                if self.step % config.logging_steps == 0 or self.step == end:
-                    acc.print(json.dumps(record))
+                if self.step % config.logging_steps == 0 or self.step == end or not finite:
+                    acc.print(json.dumps(record) + ("  (non-finite: step skipped, weights unchanged)" if not finite else ""))
+            if self.skipped_in_a_row > config.max_skipped_steps:
+                raise TrainingDiverged(
+                    f"{self.skipped_in_a_row} steps in a row (up to step {self.step}) had a non-finite loss or gradient "
+                    f"norm and were skipped; the weights are those after step {self.step - self.skipped_in_a_row}. "
+                    "Lower lr / lact_lr or max_grad_norm, or check the data; the latest checkpoint in "
+                    f"{self.out} resumes from before the failure (max_skipped_steps={config.max_skipped_steps})"
+                )
             if self.step % config.save_steps == 0 or self.step == self.total_steps:
                 self.save_checkpoint()
         return self.history
