@@ -200,7 +200,8 @@ def _conv_inputs(layer: Any, stream: StreamState, index: int, segments: list[Seg
     between its neighbours (the previous call's last group, the groups here, the held group after them), the
     text between them passing through, exactly as the one-shot prompt's conv over the whole video."""
     attention = layer.self_attn
-    projected = attention.project(layer.input_layernorm(hidden))
+    normed = layer.input_layernorm(hidden)  # handed to the layer with the projections: normalised once
+    projected = attention.project(normed)
     bounds, offset = [], 0
     for segment in segments:
         bounds.append((offset, offset + segment.hidden.shape[1]))
@@ -225,7 +226,7 @@ def _conv_inputs(layer: Any, stream: StreamState, index: int, segments: list[Seg
             features[j][i] = out[:, position]
     stream.previous_group[index] = tuple(pre_conv[j][frame_groups[-1]].clone() for j in range(3))
     conv_features = tuple(torch.cat(parts, dim=1) if len(parts) > 1 else parts[0] for parts in features)
-    return Precomputed(projected, conv_features)
+    return Precomputed(projected, conv_features, normed)
 
 
 def final_logits(model: SpatialTTTForConditionalGeneration, segments: list[Segment]) -> Tensor:

@@ -100,10 +100,13 @@ class Projected(NamedTuple):
 class Precomputed:
     """A TTT layer's projections and conv features, computed by its caller (the streaming engine, which convolves one
     frame group at a time) and handed over: the layer takes them out, so that no caller's frame keeps the
-    projections alive while the fast-weight branch runs (at 16k tokens of the 2B shape they are 0.3 GB)."""
+    projections alive while the fast-weight branch runs (at 16k tokens of the 2B shape they are 0.3 GB).
+    ``normed``: the decoder layer's input after its input norm, which the projections were made from (the layer
+    uses it instead of normalising again)."""
 
-    def __init__(self, projected: Projected, conv_features: tuple[Tensor, Tensor, Tensor]) -> None:
+    def __init__(self, projected: Projected, conv_features: tuple[Tensor, Tensor, Tensor], normed: Tensor) -> None:
         self._contents: tuple[Projected, tuple[Tensor, Tensor, Tensor]] | None = (projected, conv_features)
+        self.normed = normed
 
     def take(self) -> tuple[Projected, tuple[Tensor, Tensor, Tensor]]:
         contents, self._contents = self._contents, None

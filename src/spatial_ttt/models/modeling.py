@@ -74,8 +74,8 @@ class DecoderLayer(nn.Module):
         decoding: bool,
         precomputed: Precomputed | None = None,
     ) -> Tensor:
-        """``precomputed`` (TTT layers only): see TTTAttention.forward."""
-        h = self.input_layernorm(x)
+        """``precomputed`` (TTT layers only): see TTTAttention.forward; it holds this layer's normed input too."""
+        h = self.input_layernorm(x) if precomputed is None else precomputed.normed
         if self.is_ttt:
             h = self.self_attn(h, cos, sin, state, start, videos, decoding, precomputed)
         else:
