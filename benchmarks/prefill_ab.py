@@ -13,10 +13,13 @@ Variants (each: one untimed generate(1) for its compilations, then --repeats tim
   anchor_split  the library with config.anchor_attention = "split" (cuDNN diagonal + prefix blocks merged by LSE)
   piece_8k      the library with prefill pieces of 8,192 tokens (config.prefill_piece; default 16,384)
   lean          piece_8k with 32 frame groups per vision call and MLP pieces of 2,048 (the memory settings down)
+  eager_norms   the decoder's RMSNorms eagerly (before session 9: seven kernels each instead of one compiled)
 Peaks are per timed call (states of earlier calls dropped), weights included, as bench_e2e's. Session 7's first
 run of this script (results/session7_h100/prefill_ab.json) compared session 6's memory settings instead; its
 second and fourth (prefill_ab2/4.json) also had the decoder's norms, MLP and rope compiled ("now") against eager
-("eager_text"): no time gained, so that was not kept. Variants detach the vision blocks from the model's kernel, swap
+("eager_text"): no time gained, so that was not kept (session 9's profile then put the eager norms alone at ~0.27 s
+of kernel time at 1024 frames, so they are compiled again, by themselves: "eager_norms" is the A/B). Variants detach
+the vision blocks or norms from the model's kernel, swap
 the q/k row rule and set the config's memory settings and anchor_attention, undone at the end: a diagnostic of
 this script, not an API.
 """
@@ -31,8 +34,10 @@ import torch
 import bench_e2e
 import spatial_ttt.layers.ttt as ttt
 from spatial_ttt.configuration import SpatialTTTConfig
+from spatial_ttt.layers.norm import RMSNorm
 
-VARIANTS = ("now", "eager_vision", "rows_fp32", "vision_32", "vision_16", "anchor_split", "piece_8k", "lean")
+VARIANTS = ("now", "eager_vision", "rows_fp32", "vision_32", "vision_16", "anchor_split", "piece_8k", "lean",
+            "eager_norms")
 ROWS = ttt.row_dtype
 PATCHES = SpatialTTTConfig.vision_patches
 PIECE, MLP_PIECE = SpatialTTTConfig.prefill_piece, SpatialTTTConfig.mlp_piece
@@ -44,6 +49,8 @@ def apply(variant: str, model) -> None:
     for block in model.model.visual.blocks:  # a block without the model's kernel runs eagerly
         block.kernel = None if eager else model.model.language_model.kernel
     ttt.row_dtype = (lambda precision: torch.float32) if variant == "rows_fp32" else ROWS
+    for norm in (m for m in model.modules() if isinstance(m, RMSNorm)):  # a norm without the kernel runs eagerly
+        norm.kernel = None if variant == "eager_norms" else model.model.language_model.kernel
     model.config.vision_patches = {"vision_32": PATCHES // 2, "vision_16": PATCHES // 4, "lean": PATCHES // 2}.get(
         variant, PATCHES)
     model.config.prefill_piece = PIECE // 2 if variant in ("piece_8k", "lean") else PIECE

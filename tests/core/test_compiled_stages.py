@@ -15,6 +15,10 @@ def test_compiled_vision_blocks_give_the_reference_numbers_and_share_one_graph()
     block only reorders fp32 arithmetic, so the logits agree to rounding; the vision tower's blocks (all of one
     shape) compile once, not once per block. Muon off: its bf16 Newton-Schulz makes any two implementations differ
     at O(1e-2)."""
+    # dynamo's automatic dynamic shapes remember sizes by source location, which every private copy of frame_block
+    # shares: a compile of another test's shapes would make this one recompile as dynamic (seen with the tests of
+    # test_kernels.py and test_memory.py run first)
+    torch._dynamo.reset()
     model = tiny_model(seed=0, lact_chunk_size=8, use_muon=False).eval()
     inputs = video_prompt(frames_groups=4, grid_hw=4)
     with torch.no_grad():

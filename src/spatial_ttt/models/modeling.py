@@ -17,7 +17,6 @@ from transformers import PreTrainedModel
 from transformers.modeling_outputs import ModelOutput
 from transformers.models.qwen3_vl.modeling_qwen3_vl import (
     Qwen3VLTextMLP,
-    Qwen3VLTextRMSNorm,
     Qwen3VLTextRotaryEmbedding,
     Qwen3VLVisionModel,
 )
@@ -25,6 +24,7 @@ from transformers.models.qwen3_vl.modeling_qwen3_vl import (
 from .. import generation
 from ..configuration import SpatialTTTConfig
 from ..layers.attention import Attention
+from ..layers.norm import RMSNorm
 from ..layers.spatial_conv import VideoSpan, video_spans
 from ..layers.ttt import Precomputed, TTTAttention
 from ..layers.vision_attention import FrameBatchedVisionAttention, FrameBatchedVisionBlock
@@ -60,8 +60,8 @@ class DecoderLayer(nn.Module):
         self.is_ttt = layer_idx in config.ttt_layers
         self.self_attn = TTTAttention(config) if self.is_ttt else Attention(text)
         self.mlp = Qwen3VLTextMLP(text)
-        self.input_layernorm = Qwen3VLTextRMSNorm(text.hidden_size, eps=text.rms_norm_eps)
-        self.post_attention_layernorm = Qwen3VLTextRMSNorm(text.hidden_size, eps=text.rms_norm_eps)
+        self.input_layernorm = RMSNorm(text.hidden_size, eps=text.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(text.hidden_size, eps=text.rms_norm_eps)
 
     def forward(
         self,
@@ -114,7 +114,7 @@ class SpatialTTTTextModel(nn.Module):
         text = config.text_config
         self.embed_tokens = nn.Embedding(text.vocab_size, text.hidden_size, text.pad_token_id)
         self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(text.num_hidden_layers))
-        self.norm = Qwen3VLTextRMSNorm(text.hidden_size, eps=text.rms_norm_eps)
+        self.norm = RMSNorm(text.hidden_size, eps=text.rms_norm_eps)
         self.rotary_emb = Qwen3VLTextRotaryEmbedding(config=text)
         self.gradient_checkpointing = False
         # one per model: its compiled steps and CUDA graphs serve every layer (and the vision tower's blocks)
@@ -122,6 +122,9 @@ class SpatialTTTTextModel(nn.Module):
         for layer in self.layers:
             if layer.is_ttt:
                 layer.self_attn.kernel = kernel
+        for module in self.modules():
+            if isinstance(module, RMSNorm):
+                module.kernel = kernel
 
 
 class SpatialTTTModel(nn.Module):
