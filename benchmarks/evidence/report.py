@@ -68,6 +68,9 @@ def tables(results: dict, prior: dict | None = None) -> str:
         for variant, runs in groups.items():
             row = [cell([r["accuracy"][length][t] for r in runs]) for t in TASKS]
             steps = "/".join(str(r["steps"]) for r in runs)
+            skipped = [sum(1 for h in r["history"] if h.get("skipped")) for r in runs]
+            if any(skipped):  # steps the trainer did not apply (non-finite loss or gradient norm)
+                steps += " (skipped " + "/".join(map(str, skipped)) + ")"
             lines.append(f"| {VARIANTS.get(variant, variant)} | {len(runs)} | {steps} | " + " | ".join(row) + " |")
         if prior is not None:
             lines.append("| most common training answer (blind) | - | - | "

@@ -303,3 +303,17 @@ def test_step_cost_unpacks_a_rendered_suite_whose_clips_are_cut_from_the_16x_vid
     (data / "train.jsonl").write_text(json.dumps(record) + "\n" + json.dumps(near) + "\n")
     assert step_cost.usable_data(data, tmp_path / "work") == tmp_path / "work" / "data"
     assert unpacked == [(data, tmp_path / "work" / "data")]
+
+
+def test_report_tables_say_how_many_steps_a_run_skipped():
+    """A run whose trainer skipped non-finite steps says so beside its step count (study 7's NaN runs did not)."""
+    tables = _module("report").tables
+    accuracy = {length: {task: 0.5 for task in ("first", "order", "count", "room_size", "all")}
+                for length in ("1x", "4x", "16x")}
+    history = [{"step": 1, "loss": 1.0}, {"step": 2, "loss": float("nan"), "skipped": True}, {"step": 3, "loss": 0.9}]
+    results = {"ttt_all-s1": {"steps": 3, "accuracy": accuracy, "history": history},
+               "ttt_all-s2": {"steps": 3, "accuracy": accuracy, "history": history[:1] + history[2:]},
+               "swa_all-s1": {"steps": 3, "accuracy": accuracy, "history": history[:1]}}
+    text = tables(results)
+    assert "| TTT everywhere, no anchor | 2 | 3/3 (skipped 1/0) | 50.0 ± 0.0 |" in text
+    assert "| windowed attention only, no anchor | 1 | 3 | 50.0 ± 0.0 |" in text
