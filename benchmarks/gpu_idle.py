@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -71,6 +71,17 @@ def idle_by_stage(kernels: Iterable[Interval], stages: list[tuple[str, float, fl
                 idle_self=dict(sorted(charged.items(), key=lambda kv: -kv[1])))
 
 
+def replace(owner: object, attribute: str, wrap: Callable[[Callable], Callable]) -> Callable[[], None]:
+    """Sets ``owner.attribute`` (a module path such as "spatial_ttt.streaming", a class or an object) to
+    wrap(original), where callers look it up; returns what undoes it (an instance's own attribute goes again, so
+    its class's method shows)."""
+    owner = importlib.import_module(owner) if isinstance(owner, str) else owner
+    original = getattr(owner, attribute)
+    had_own = attribute in vars(owner)
+    setattr(owner, attribute, wrap(original))
+    return lambda: setattr(owner, attribute, original) if had_own else delattr(owner, attribute)
+
+
 class Labels:
     """record_function ranges around modules (by forward hooks) and around functions and methods (by replacing
     them where they are looked up), removed by :meth:`remove`."""
@@ -91,22 +102,24 @@ class Labels:
         self.undo += [module.register_forward_pre_hook(enter).remove, module.register_forward_hook(leave).remove]
 
     def function(self, owner: object, attribute: str, name: str | None = None) -> None:
-        """Labels ``owner.attribute`` (a module path such as "spatial_ttt.streaming" or an object)."""
-        owner = importlib.import_module(owner) if isinstance(owner, str) else owner
-        original = getattr(owner, attribute)
-        had_own = attribute in vars(owner)
+        """Labels ``owner.attribute`` (see :func:`replace`)."""
+        def wrap(original: Callable) -> Callable:
+            def labelled(*args, **kwargs):
+                with torch.profiler.record_function(name or attribute):
+                    return original(*args, **kwargs)
+            return labelled
 
-        def labelled(*args, **kwargs):
-            with torch.profiler.record_function(name or attribute):
-                return original(*args, **kwargs)
-
-        setattr(owner, attribute, labelled)
-        self.undo.append(lambda: setattr(owner, attribute, original) if had_own else delattr(owner, attribute))
+        self.undo.append(replace(owner, attribute, wrap))
 
     def remove(self) -> None:
         for undo in reversed(self.undo):
             undo()
         self.undo = []
+
+
+def activities(cuda: bool) -> list[torch.profiler.ProfilerActivity]:
+    """What the profiler records: the host, and the GPU's kernels where there is one."""
+    return [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
 
 
 def profiled_intervals(prof: torch.profiler.profile, outer: str) -> tuple[list[Interval], list[tuple[str, float, float]], Interval]:

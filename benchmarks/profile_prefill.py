@@ -45,27 +45,26 @@ class StageTimer:
             kind = "ttt layer: attention + fast-weight branch" if layer.is_ttt else "anchor layer: attention"
             stages.setdefault(kind, []).append(layer.self_attn)
             stages.setdefault("mlp", []).append(layer.mlp)
-        self.handles = []
+        self.undo = []  # what removes the hooks and wrappers
         for layer in text.layers:  # parts of a TTT layer that are methods, not modules
             if layer.is_ttt:
                 self.wrap(layer.self_attn, "fast_weight_branch", "  of which: fast-weight branch (prologue, memory, epilogue)")
                 self.wrap(layer.self_attn.attn_layer, "attend", "  of which: sliding-window attention")
         for name, modules in stages.items():
             for module in modules:
-                self.handles.append(module.register_forward_pre_hook(lambda m, a, n=name: self.start(n, m)))
-                self.handles.append(module.register_forward_hook(lambda m, a, o, n=name: self.stop(n, m)))
+                self.undo.append(module.register_forward_pre_hook(lambda m, a, n=name: self.start(n, m)).remove)
+                self.undo.append(module.register_forward_hook(lambda m, a, o, n=name: self.stop(n, m)).remove)
 
     def wrap(self, owner, method: str, name: str) -> None:
-        original = getattr(owner, method)
+        def timing(original):
+            def timed(*args, **kwargs):
+                self.start(name, timed)
+                out = original(*args, **kwargs)
+                self.stop(name, timed)
+                return out
+            return timed
 
-        def timed(*args, **kwargs):
-            self.start(name, timed)
-            out = original(*args, **kwargs)
-            self.stop(name, timed)
-            return out
-
-        setattr(owner, method, timed)
-        self.handles.append(_Restore(owner, method))
+        self.undo.append(gpu_idle.replace(owner, method, timing))
 
     def start(self, name: str, module) -> None:
         if self.cuda:
@@ -89,17 +88,9 @@ class StageTimer:
             torch.cuda.synchronize()
             for name, begin, end in self.calls:
                 self.totals[name] += begin.elapsed_time(end) / 1e3
-        for handle in self.handles:
-            handle.remove()
+        for undo in self.undo:
+            undo()
         return dict(self.totals)
-
-
-class _Restore:
-    def __init__(self, owner, method: str) -> None:
-        self.owner, self.method = owner, method
-
-    def remove(self) -> None:
-        delattr(self.owner, self.method)  # the instance attribute goes; the class's method shows again
 
 
 def label_stages(model) -> gpu_idle.Labels:
@@ -142,9 +133,8 @@ def label_stages(model) -> gpu_idle.Labels:
 def idle_profile(model, run, cuda: bool) -> dict:
     """One call with host stages labelled: GPU busy / idle seconds and idle seconds by host stage."""
     labels = label_stages(model)
-    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
     try:
-        with torch.profiler.profile(activities=activities) as prof:
+        with torch.profiler.profile(activities=gpu_idle.activities(cuda)) as prof:
             with torch.profiler.record_function("stage: call (rest)"):  # until the GPU is done
                 run()
                 if cuda:
@@ -183,8 +173,7 @@ def profile_one(model, shape, device, cuda: bool, frames: int, args) -> dict:
     timer = StageTimer(model, cuda)
     run()
     stages = timer.result()
-    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
-    with torch.profiler.profile(activities=activities) as prof:
+    with torch.profiler.profile(activities=gpu_idle.activities(cuda)) as prof:
         run()
     key = "self_device_time_total" if cuda else "self_cpu_time_total"
     events = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)

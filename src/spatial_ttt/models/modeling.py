@@ -119,11 +119,8 @@ class SpatialTTTTextModel(nn.Module):
         self.gradient_checkpointing = False
         # one per model: its compiled steps and CUDA graphs serve every layer (and the vision tower's blocks)
         self.kernel = kernel = FastWeightKernel(config)
-        for layer in self.layers:
-            if layer.is_ttt:
-                layer.self_attn.kernel = kernel
         for module in self.modules():
-            if isinstance(module, RMSNorm):
+            if isinstance(module, (TTTAttention, RMSNorm)):
                 module.kernel = kernel
 
 
