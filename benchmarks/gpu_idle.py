@@ -122,7 +122,9 @@ def activities(cuda: bool) -> list[torch.profiler.ProfilerActivity]:
     return [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
 
 
-def profiled_intervals(prof: torch.profiler.profile, outer: str) -> tuple[list[Interval], list[tuple[str, float, float]], Interval]:
+def profiled_intervals(
+    prof: torch.profiler.profile, outer: str
+) -> tuple[list[Interval], list[tuple[str, float, float]], Interval]:
     """Device kernels / copies, the labelled ranges (µs) and the span of the range named ``outer``."""
     events = prof.events()
     kernels = [(e.time_range.start, e.time_range.end) for e in events if e.device_type != torch.autograd.DeviceType.CPU]

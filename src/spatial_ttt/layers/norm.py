@@ -24,13 +24,11 @@ def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
 
 class RMSNorm(Qwen3VLTextRMSNorm):
     """Qwen3-VL's RMSNorm (same parameter, same numbers on the CPU). ``kernel``, the model's FastWeightKernel (set by
-    the model), compiles it where it runs the graphed kernel (CUDA, no autograd); elsewhere, and inside a function
-    being compiled as a whole (the static decode step), it runs eagerly."""
+    the model), compiles it where it runs the graphed kernel (CUDA, no autograd: FastWeightKernel.fused_for_inference);
+    elsewhere, and inside a function being compiled as a whole (the static decode step), it runs eagerly."""
 
     kernel = None
 
     def forward(self, x: Tensor) -> Tensor:
-        kernel = self.kernel
-        if kernel is None or torch.compiler.is_compiling() or kernel.kind(x, torch.is_grad_enabled()) != "graphed":
-            return rms_norm(x, self.weight, self.variance_epsilon)
-        return kernel.compiled(rms_norm)(x, self.weight, self.variance_epsilon)
+        run = rms_norm if self.kernel is None else self.kernel.fused_for_inference(rms_norm, x)
+        return run(x, self.weight, self.variance_epsilon)

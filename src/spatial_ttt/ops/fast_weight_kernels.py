@@ -203,6 +203,14 @@ class FastWeightKernel:
             return fn
         return inference if inference is not None and kind == "graphed" and t.is_cuda else self.compiled(fn)
 
+    def fused_for_inference(self, fn: Callable, t: Tensor) -> Callable:
+        """``fn`` compiled where the graphed kernel runs (no autograd; on CUDA under "auto"), else ``fn`` itself:
+        for a stage whose compiled form only inference wants (the decoder's norms: training keeps them eager).
+        Inside a function being compiled as a whole (the static decode step) ``fn`` is traced as it is."""
+        if torch.compiler.is_compiling() or self.kind(t, torch.is_grad_enabled()) != "graphed":
+            return fn
+        return self.compiled(fn)
+
     def chunks_per_call(self, weights: FastWeights, q: Tensor, tokens: TokenStream) -> int:
         """How many full chunks the chunk loop hands one call of :meth:`steps`: ``config.ttt_train_chunks_per_call``
         where autograd records the steps (training), 1 otherwise (inference keeps its per-chunk CUDA graphs)."""
