@@ -115,6 +115,9 @@ def test_a_non_finite_step_changes_no_weight_and_training_goes_on(make_config, m
     assert any(not torch.equal(v, after_one[k]) for k, v in model.state_dict().items())  # steps 3-4 trained again
     logged = [json.loads(line) for line in (trainer.out / "log.jsonl").read_text().splitlines()]
     assert logged[1]["skipped"] is True and "skipped" not in logged[2]
+    first = next(n for n, p in model.named_parameters() if p.requires_grad)  # the one poison_gradients fills
+    assert logged[1]["nonfinite_grads"]["count"] == 1 and logged[1]["nonfinite_grads"]["first"][0].endswith(first)
+    assert logged[1]["nonfinite_grads"]["of"] == sum(p.requires_grad for p in model.parameters())
 
 
 def test_too_many_non_finite_steps_in_a_row_stop_with_an_error(make_config, monkeypatch):

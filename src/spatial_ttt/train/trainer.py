@@ -85,6 +85,20 @@ def usable_workers(requested: int) -> int:
     return max(0, min(requested, cores - 1))
 
 
+def finite_gradients(model: torch.nn.Module) -> tuple[list[str], torch.Tensor]:
+    """(names of the parameters holding a gradient, bool [n]: that gradient is all finite, this process's shard).
+
+    Taken before clipping: a NaN total norm makes clipping multiply every gradient by NaN, after which the
+    parameters that produced it cannot be told apart. No host sync here; the flags are read on a skipped step."""
+    names, flags = [], []
+    for name, param in model.named_parameters():
+        if param.grad is not None:
+            grad = param.grad.to_local() if hasattr(param.grad, "to_local") else param.grad  # FSDP2: DTensor shards
+            names.append(name)
+            flags.append(torch.isfinite(grad).all())
+    return names, torch.stack(flags) if flags else torch.ones(0, dtype=torch.bool)
+
+
 class TrainingDiverged(RuntimeError):
     """More than ``max_skipped_steps`` steps in a row had a non-finite loss or gradient norm."""
 
@@ -276,6 +290,7 @@ class Trainer:
                 answer += n
                 tokens += sum(int(ex["input_ids"].numel()) for ex in pack)
                 sequences += len(pack)
+            finite_grads = finite_gradients(self.model)  # queued before clipping; read only if the step is skipped
             grad_norm = None
             if config.max_grad_norm and config.max_grad_norm > 0:
                 grad_norm = acc.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
@@ -303,6 +318,9 @@ class Trainer:
                       "peak_gib_per_process": None if peak is None else round(peak, 2)}
             if not finite:
                 record["skipped"] = True
+                names, flags = finite_grads
+                bad = [name for name, ok in zip(names, flags.tolist()) if not ok]
+                record["nonfinite_grads"] = {"count": len(bad), "of": len(names), "first": bad[:8]}
             self.history.append(record)
             if acc.is_main_process:
                 with open(self.out / "log.jsonl", "a") as fh:
