@@ -317,3 +317,23 @@ def test_report_tables_say_how_many_steps_a_run_skipped():
     text = tables(results)
     assert "| TTT everywhere, no anchor | 2 | 3/3 (skipped 1/0) | 50.0 ± 0.0 |" in text
     assert "| windowed attention only, no anchor | 1 | 3 | 50.0 ± 0.0 |" in text
+
+
+def test_paired_differences_average_seeds_per_record_and_bound_the_mean():
+    paired = _module("paired")
+
+    def run(correct: list[int]) -> dict:
+        return {"rows": [{"id": i, "length": "4x", "task": "room_size" if i < 2 else "first", "correct": c}
+                         for i, c in enumerate(correct)]}
+
+    # records 0-3; a (two seeds) averages to [1, 0.5, 0, 1], b to [0, 0, 0, 1]: differences [1, 0.5, 0, 0]
+    results = {"ttt_all-s1": run([1, 1, 0, 1]), "ttt_all-s2": run([1, 0, 0, 1]), "swa_all-s1": run([0, 0, 0, 1])}
+    rows = {r["task"]: r for r in paired.paired_table(results, "ttt_all", "swa_all", samples=400)}
+    assert set(rows) == {"first", "room_size", "all"} and rows["all"]["records"] == 4
+    assert rows["room_size"]["diff"] == 75.0 and rows["first"]["diff"] == 0.0 and rows["all"]["diff"] == 37.5
+    assert 0.0 <= rows["all"]["low"] <= 37.5 <= rows["all"]["high"] <= 100.0
+    assert rows["first"]["low"] == rows["first"]["high"] == 0.0  # no variation, no interval
+    with pytest.raises(SystemExit, match="no runs of 'full'"):
+        paired.paired_table(results, "full", "swa_all")
+    with pytest.raises(SystemExit, match="different records"):
+        paired.paired_table({**results, "swa_all-s2": run([0, 0, 0, 1, 1])}, "ttt_all", "swa_all")

@@ -118,6 +118,8 @@ def test_a_non_finite_step_changes_no_weight_and_training_goes_on(make_config, m
     first = next(n for n, p in model.named_parameters() if p.requires_grad)  # the one poison_gradients fills
     assert logged[1]["nonfinite_grads"]["count"] == 1 and logged[1]["nonfinite_grads"]["first"][0].endswith(first)
     assert logged[1]["nonfinite_grads"]["of"] == sum(p.requires_grad for p in model.parameters())
+    assert not any(name.endswith(first) for name in logged[1]["nonfinite_grads"]["finite"])
+    assert len(logged[1]["nonfinite_grads"]["finite"]) == min(40, logged[1]["nonfinite_grads"]["of"] - 1)
 
 
 def test_too_many_non_finite_steps_in_a_row_stop_with_an_error(make_config, monkeypatch):

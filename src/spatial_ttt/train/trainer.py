@@ -319,8 +319,11 @@ class Trainer:
             if not finite:
                 record["skipped"] = True
                 names, flags = finite_grads
-                bad = [name for name, ok in zip(names, flags.tolist()) if not ok]
-                record["nonfinite_grads"] = {"count": len(bad), "of": len(names), "first": bad[:8]}
+                ok = flags.tolist()
+                bad = [name for name, fine in zip(names, ok) if not fine]
+                # a NaN spreads down the backward pass: the finite ones lie between the loss and where it arose
+                record["nonfinite_grads"] = {"count": len(bad), "of": len(names), "first": bad[:8],
+                                             "finite": [name for name, fine in zip(names, ok) if fine][:40]}
             self.history.append(record)
             if acc.is_main_process:
                 with open(self.out / "log.jsonl", "a") as fh:
