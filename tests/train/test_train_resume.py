@@ -114,7 +114,7 @@ def test_a_non_finite_step_changes_no_weight_and_training_goes_on(make_config, m
     assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
     assert any(not torch.equal(v, after_one[k]) for k, v in model.state_dict().items())  # steps 3-4 trained again
     logged = [json.loads(line) for line in (trainer.out / "log.jsonl").read_text().splitlines()]
-    assert logged[1]["skipped"] is True and "skipped" not in logged[2]
+    assert logged[1]["skipped"] is True and "skipped" not in logged[2] and "nonfinite_trace" not in logged[1]  # watch off
     first = next(n for n, p in model.named_parameters() if p.requires_grad)  # the one poison_gradients fills
     assert logged[1]["nonfinite_grads"]["count"] == 1 and logged[1]["nonfinite_grads"]["first"][0].endswith(first)
     assert logged[1]["nonfinite_grads"]["of"] == sum(p.requires_grad for p in model.parameters())
@@ -130,3 +130,27 @@ def test_too_many_non_finite_steps_in_a_row_stop_with_an_error(make_config, monk
     assert trainer.step == 4 and [h.get("skipped", False) for h in trainer.history] == [False, True, True, True]
     with pytest.raises(ValueError, match="max_skipped_steps must be >= 0"):
         make_config(max_skipped_steps=-1).validate()
+
+
+@pytest.mark.parametrize("where", ["forward", "backward"])
+def test_trace_nonfinite_names_the_module_where_a_nan_first_appeared(make_config, where):
+    trainer = Trainer(make_config(max_steps=3, trace_nonfinite=True))
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    target = "model.language_model.layers.1.mlp"
+
+    def poison(module, args, output):  # runs before the watch's hook on the same module (prepend)
+        if trainer.step + 1 != 2:
+            return None
+        if where == "forward":
+            return output.clone().fill_(float("nan"))
+        output.register_hook(lambda grad: torch.full_like(grad, float("nan")))
+        return None
+
+    model.get_submodule(target).register_forward_hook(poison, prepend=True)
+    history = trainer.train()
+    assert [h.get("skipped", False) for h in history] == [False, True, False]
+    trace = history[1]["nonfinite_trace"]
+    assert trace[f"{where}_first"] == target and trace[f"{where}_bad"] >= 1
+    if where == "backward":  # the forward was clean, the loss finite
+        assert trace["forward_first"] is None and trace["forward_bad"] == 0 and math.isfinite(history[1]["loss"])
+    assert "nonfinite_trace" not in history[0] and "nonfinite_trace" not in history[2]

@@ -49,6 +49,9 @@ class TrainConfig:
     # a step whose loss or gradient norm is not finite updates nothing (logged as skipped); more than this many such
     # steps in a row stop the run with an error (the weights are those of the last finite step)
     max_skipped_steps: int = 5
+    # diagnostic: check every module's output and incoming gradient; a skipped step then names the first module
+    # where a NaN/inf appeared in the forward and in the backward (train/nonfinite.py; a kernel per module call)
+    trace_nonfinite: bool = False
     # precision, memory, parallelism
     bf16: bool = True
     gradient_checkpointing: bool = True

@@ -29,6 +29,7 @@ from ..tiny import tiny_model
 from ..video import SpatialTTTProcessor, make_tiny_processor
 from .config import TrainConfig
 from .data import PackDataset, PackSampler, SFTEncoder, collate_pack, estimate_lengths, make_packs, read_records
+from .nonfinite import NonFiniteWatch
 from .optim import build_optimizer, build_scheduler, configure_trainable
 from .packing import pack_loss
 
@@ -212,6 +213,7 @@ class Trainer:
         optimizer = build_optimizer(model, config)
         self.model, self.optimizer = acc.prepare(model, optimizer)
         self.scheduler = build_scheduler(self.optimizer, config, self.total_steps)
+        self.watch = NonFiniteWatch(acc.unwrap_model(self.model)) if config.trace_nonfinite else None
         acc.register_for_checkpointing(self.scheduler)
         # Model weights live in the checkpoint's own safetensors (our format); accelerate keeps the rest.
         acc.register_save_state_pre_hook(lambda models, weights, folder: weights.clear())
@@ -268,6 +270,8 @@ class Trainer:
         while self.step < end:
             self.stop_if_requested()
             start = time.perf_counter()
+            if self.watch is not None:
+                self.watch.reset()
             losses, answer, tokens, sequences = [], 0, 0, 0
             for micro in range(config.grad_accum):
                 beat(f"step {self.step + 1}/{end}: reading pack {micro + 1}/{config.grad_accum} (decoding videos)")
@@ -324,6 +328,8 @@ class Trainer:
                 # a NaN spreads down the backward pass: the finite ones lie between the loss and where it arose
                 record["nonfinite_grads"] = {"count": len(bad), "of": len(names), "first": bad[:8],
                                              "finite": [name for name, fine in zip(names, ok) if fine][:40]}
+                if self.watch is not None:
+                    record["nonfinite_trace"] = self.watch.report()
             self.history.append(record)
             if acc.is_main_process:
                 with open(self.out / "log.jsonl", "a") as fh:

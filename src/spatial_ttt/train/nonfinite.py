@@ -1,0 +1,67 @@
+"""Where a NaN or infinity first appears in a training step: module outputs in the forward, their gradients in the
+backward (the ``trace_nonfinite`` setting).
+
+A skipped step (trainer.py) says which parameter gradients were not finite, but a NaN spreads: one bad value in a
+layer's backward reaches every parameter below it. With this watch on, every module's output and the gradient
+arriving at it are checked as the step runs; on a skipped step the trainer logs the first module (in execution
+order) whose output, and the first whose incoming gradient, was not finite. The flags stay on the device until
+then (no host sync per module), but each check is a kernel: a diagnostic setting, off by default.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def first_tensor(value: Any) -> torch.Tensor | None:
+    """The module output to check: the tensor itself, or the first tensor of a tuple/list (hidden states)."""
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (tuple, list)):
+        return next((v for v in value if isinstance(v, torch.Tensor)), None)
+    return None
+
+
+class NonFiniteWatch:
+    """Forward hooks on every named submodule of ``model`` recording, per call, whether its output is finite and
+    (through a tensor hook) whether the gradient flowing into that output is; :meth:`report` names the first
+    failures, :meth:`reset` starts the next step."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.forward: list[tuple[str, torch.Tensor]] = []  # (module, output all finite), in forward order
+        self.backward: list[tuple[str, torch.Tensor]] = []  # (module, its output's gradient all finite), backward order
+        self.handles = [module.register_forward_hook(self._hook(name)) for name, module in model.named_modules() if name]
+
+    def _hook(self, name: str):
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            out = first_tensor(output)
+            if out is None or not out.is_floating_point():
+                return
+            self.forward.append((name, torch.isfinite(out.detach()).all()))
+            if out.requires_grad:
+                out.register_hook(lambda grad: self.backward.append((name, torch.isfinite(grad).all())) or None)
+
+        return hook
+
+    def reset(self) -> None:
+        self.forward.clear()
+        self.backward.clear()
+
+    def report(self) -> dict[str, Any]:
+        """{"forward_first": module or None, "backward_first": module or None, "forward_bad": n, "backward_bad": n}
+        over the calls since :meth:`reset` (reads the flags: one host sync)."""
+        out: dict[str, Any] = {}
+        for key, calls in (("forward", self.forward), ("backward", self.backward)):
+            flags = torch.stack([ok for _, ok in calls]).tolist() if calls else []
+            bad = [name for (name, _), ok in zip(calls, flags) if not ok]
+            out[f"{key}_first"] = bad[0] if bad else None
+            out[f"{key}_bad"] = len(bad)
+        return out
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
