@@ -1,0 +1,34 @@
+"""benchmarks/evidence/resume_probe.py on the CPU: every resumed process repeats the uninterrupted steps exactly."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_resumed_processes_match_the_uninterrupted_run(make_config, tmp_path):
+    values = dataclasses.asdict(make_config())
+    data = values.pop("data_path")
+    del values["output_dir"]
+    (tmp_path / "probe.yaml").write_text(yaml.safe_dump(values))
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(ROOT / "benchmarks/evidence/resume_probe.py"), str(tmp_path / "probe.yaml"), data,
+           str(tmp_path / "out"), "--steps", "2", "--after", "2"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "out" / "probe.json").read_text())
+    assert list(results) == ["first", "default", "dynamic", "reference"]
+    first = [(r["step"], r["loss"], r["grad_norm"]) for r in results["first"]]
+    assert [s for s, _, _ in first] == [3, 4]
+    for mode in ("default", "dynamic", "reference"):
+        assert [(r["step"], r["loss"], r["grad_norm"]) for r in results[mode]] == first, mode
+        assert not any(r.get("skipped") for r in results[mode])
+    assert "| reference | 4 |" in done.stdout and "| first | 3 |" in done.stdout
