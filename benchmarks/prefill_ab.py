@@ -14,6 +14,8 @@ Variants (each: one untimed generate(1) for its compilations, then --repeats tim
   piece_8k      the library with prefill pieces of 8,192 tokens (config.prefill_piece; default 16,384)
   lean          piece_8k with 32 frame groups per vision call and MLP pieces of 2,048 (the memory settings down)
   eager_norms   the decoder's RMSNorms eagerly (before session 9: seven kernels each instead of one compiled)
+  eager_rope    the attentions' rope eagerly (before session 10: chunk, neg, cat, two products and a sum for each
+                of q and k, instead of one compiled function for both)
 Peaks are per timed call (states of earlier calls dropped), weights included, as bench_e2e's. Session 7's first
 run of this script (results/session7_h100/prefill_ab.json) compared session 6's memory settings instead; its
 second and fourth (prefill_ab2/4.json) also had the decoder's norms, MLP and rope compiled ("now") against eager
@@ -34,10 +36,11 @@ import torch
 import bench_e2e
 import spatial_ttt.layers.ttt as ttt
 from spatial_ttt.configuration import SpatialTTTConfig
+from spatial_ttt.layers.attention import Attention
 from spatial_ttt.layers.norm import RMSNorm
 
 VARIANTS = ("now", "eager_vision", "rows_fp32", "vision_32", "vision_16", "anchor_split", "piece_8k", "lean",
-            "eager_norms")
+            "eager_norms", "eager_rope")
 ROWS = ttt.row_dtype
 PATCHES = SpatialTTTConfig.vision_patches
 PIECE, MLP_PIECE = SpatialTTTConfig.prefill_piece, SpatialTTTConfig.mlp_piece
@@ -51,6 +54,8 @@ def apply(variant: str, model) -> None:
     ttt.row_dtype = (lambda precision: torch.float32) if variant == "rows_fp32" else ROWS
     for norm in (m for m in model.modules() if isinstance(m, RMSNorm)):  # a norm without the kernel runs eagerly
         norm.kernel = None if variant == "eager_norms" else model.model.language_model.kernel
+    for attention in (m for m in model.modules() if isinstance(m, Attention)):  # likewise its rope
+        attention.kernel = None if variant == "eager_rope" else model.model.language_model.kernel
     model.config.vision_patches = {"vision_32": PATCHES // 2, "vision_16": PATCHES // 4, "lean": PATCHES // 2}.get(
         variant, PATCHES)
     model.config.prefill_piece = PIECE // 2 if variant in ("piece_8k", "lean") else PIECE

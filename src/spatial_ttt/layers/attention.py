@@ -10,7 +10,7 @@ from ..ops.attention_gpu import causal_attention
 from ..ops.decode_attention_triton import decode_attention_triton
 from ..state import KVCache
 from .norm import RMSNorm
-from .rope import apply_rope
+from .rope import rope_qk
 
 
 def causal_window_mask(q_start: int, q_len: int, k_start: int, k_len: int, window: int | None, device) -> Tensor:
@@ -67,7 +67,10 @@ def decode_attention_reference(q: Tensor, keys: Tensor, values: Tensor, last: Te
 
 
 class Attention(nn.Module):
-    """Grouped-query attention with per-head q/k RMSNorm and 3D rope; parameter names as in Qwen3-VL."""
+    """Grouped-query attention with per-head q/k RMSNorm and 3D rope; parameter names as in Qwen3-VL. ``kernel``, the
+    model's FastWeightKernel (set by the model), compiles the rope where it runs the graphed kernel, as the norms."""
+
+    kernel = None
 
     def __init__(self, config) -> None:
         super().__init__()
@@ -105,8 +108,8 @@ class Attention(nn.Module):
         """Attention output [B, S, H*hd] (before o_proj) for queries at absolute indices start..start+S-1.
         ``after_cache``: how the GPU runs queries whose keys end with them ("flash" or "split", see
         :func:`spatial_ttt.ops.attention_gpu.causal_attention`; anchors pass ``config.anchor_attention``)."""
-        q = apply_rope(q.transpose(1, 2), cos, sin)
-        k = apply_rope(k.transpose(1, 2), cos, sin)
+        rope = rope_qk if self.kernel is None else self.kernel.fused_for_inference(rope_qk, q)
+        q, k = rope(q, k, cos, sin)
         v = v.transpose(1, 2)
         k_start = start
         if cache is not None:
@@ -122,8 +125,7 @@ class Attention(nn.Module):
     ) -> Tensor:
         """``attend`` for one token per row over static buffers keys/values [B, H_kv, L, hd]: its key and value
         go to ``slot`` [1], then it sees slots 0..``last`` [1] (its own included); [B, 1, H*hd]."""
-        q = apply_rope(q.transpose(1, 2), cos, sin)
-        keys[:, :, slot] = apply_rope(k.transpose(1, 2), cos, sin)  # index_put_: written in place, also compiled
+        q, keys[:, :, slot] = rope_qk(q, k, cos, sin)  # index_put_: written in place, also compiled
         values[:, :, slot] = v.transpose(1, 2)
         return decode_attention(q, keys, values, last).transpose(1, 2).flatten(2)
 

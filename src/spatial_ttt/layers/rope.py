@@ -21,3 +21,10 @@ def apply_partial_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     if width == x.shape[-1]:
         return apply_rope(x, cos, sin)
     return torch.cat([apply_rope(x[..., :width], cos, sin), x[..., width:]], dim=-1)
+
+
+def rope_qk(q: Tensor, k: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
+    """An attention's queries [B, S, H, hd] and keys [B, S, H_kv, hd] (the projections' layout) -> both roped,
+    heads first: [B, H, S, hd], [B, H_kv, S, hd]. One function so that the model's kernel can compile the pair into
+    one pass where its graphed kernel runs (Attention.attend); eager, it is Qwen3-VL's rope op for op."""
+    return apply_rope(q.transpose(1, 2), cos, sin), apply_rope(k.transpose(1, 2), cos, sin)

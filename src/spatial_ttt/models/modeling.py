@@ -120,7 +120,7 @@ class SpatialTTTTextModel(nn.Module):
         # one per model: its compiled steps and CUDA graphs serve every layer (and the vision tower's blocks)
         self.kernel = kernel = FastWeightKernel(config)
         for module in self.modules():
-            if isinstance(module, (TTTAttention, RMSNorm)):
+            if isinstance(module, (TTTAttention, Attention, RMSNorm)):
                 module.kernel = kernel
 
 

@@ -1,5 +1,6 @@
-"""Where a NaN or infinity first appears in a training step: module outputs in the forward, their gradients in the
-backward (the ``trace_nonfinite`` setting).
+"""Where a NaN or infinity appears in a training step: which parameters' gradients (always checked, read on a
+skipped step), and, with the ``trace_nonfinite`` setting, module outputs in the forward and their gradients in the
+backward.
 
 A skipped step (trainer.py) says which parameter gradients were not finite, but a NaN spreads: one bad value in a
 layer's backward reaches every parameter below it. With this watch on, every module's output and the gradient
@@ -10,7 +11,7 @@ then (no host sync per module), but each check is a kernel: a diagnostic setting
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -23,6 +24,33 @@ def first_tensor(value: Any) -> torch.Tensor | None:
     if isinstance(value, (tuple, list)):
         return next((v for v in value if isinstance(v, torch.Tensor)), None)
     return None
+
+
+class GradientCheck(NamedTuple):
+    """Which parameters' gradients are all finite (this process's shard), taken before clipping: a NaN total norm
+    makes clipping multiply every gradient by NaN, after which the parameters that produced it cannot be told
+    apart. The flags stay on the device; :meth:`report` (on a skipped step) reads them."""
+
+    names: list[str]
+    flags: torch.Tensor  # bool [n]
+
+    @classmethod
+    def of(cls, model: nn.Module) -> "GradientCheck":
+        names, flags = [], []
+        for name, param in model.named_parameters():
+            if param.grad is not None:
+                grad = param.grad.to_local() if hasattr(param.grad, "to_local") else param.grad  # FSDP2: DTensor shards
+                names.append(name)
+                flags.append(torch.isfinite(grad).all())
+        return cls(names, torch.stack(flags) if flags else torch.ones(0, dtype=torch.bool))
+
+    def report(self) -> dict[str, Any]:
+        """How many of how many gradients were not finite, the first such names, and up to 40 finite ones (a NaN
+        spreads down the backward pass: the finite ones lie between the loss and where it arose)."""
+        ok = self.flags.tolist()
+        bad = [name for name, fine in zip(self.names, ok) if not fine]
+        return {"count": len(bad), "of": len(self.names), "first": bad[:8],
+                "finite": [name for name, fine in zip(self.names, ok) if fine][:40]}
 
 
 class NonFiniteWatch:

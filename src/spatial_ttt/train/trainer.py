@@ -29,7 +29,7 @@ from ..tiny import tiny_model
 from ..video import SpatialTTTProcessor, make_tiny_processor
 from .config import TrainConfig
 from .data import PackDataset, PackSampler, SFTEncoder, collate_pack, estimate_lengths, make_packs, read_records
-from .nonfinite import NonFiniteWatch
+from .nonfinite import GradientCheck, NonFiniteWatch
 from .optim import build_optimizer, build_scheduler, configure_trainable
 from .packing import pack_loss
 
@@ -84,20 +84,6 @@ def usable_workers(requested: int) -> int:
     """DataLoader workers: no more than the cores this process may use, one left for the training loop."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(0, min(requested, cores - 1))
-
-
-def finite_gradients(model: torch.nn.Module) -> tuple[list[str], torch.Tensor]:
-    """(names of the parameters holding a gradient, bool [n]: that gradient is all finite, this process's shard).
-
-    Taken before clipping: a NaN total norm makes clipping multiply every gradient by NaN, after which the
-    parameters that produced it cannot be told apart. No host sync here; the flags are read on a skipped step."""
-    names, flags = [], []
-    for name, param in model.named_parameters():
-        if param.grad is not None:
-            grad = param.grad.to_local() if hasattr(param.grad, "to_local") else param.grad  # FSDP2: DTensor shards
-            names.append(name)
-            flags.append(torch.isfinite(grad).all())
-    return names, torch.stack(flags) if flags else torch.ones(0, dtype=torch.bool)
 
 
 class TrainingDiverged(RuntimeError):
@@ -294,7 +280,7 @@ class Trainer:
                 answer += n
                 tokens += sum(int(ex["input_ids"].numel()) for ex in pack)
                 sequences += len(pack)
-            finite_grads = finite_gradients(self.model)  # queued before clipping; read only if the step is skipped
+            gradients = GradientCheck.of(self.model)  # before clipping; read only if the step is skipped
             grad_norm = None
             if config.max_grad_norm and config.max_grad_norm > 0:
                 grad_norm = acc.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
@@ -322,12 +308,7 @@ class Trainer:
                       "peak_gib_per_process": None if peak is None else round(peak, 2)}
             if not finite:
                 record["skipped"] = True
-                names, flags = finite_grads
-                ok = flags.tolist()
-                bad = [name for name, fine in zip(names, ok) if not fine]
-                # a NaN spreads down the backward pass: the finite ones lie between the loss and where it arose
-                record["nonfinite_grads"] = {"count": len(bad), "of": len(names), "first": bad[:8],
-                                             "finite": [name for name, fine in zip(names, ok) if fine][:40]}
+                record["nonfinite_grads"] = gradients.report()
                 if self.watch is not None:
                     record["nonfinite_trace"] = self.watch.report()
             self.history.append(record)
