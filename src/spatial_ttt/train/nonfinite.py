@@ -41,7 +41,7 @@ class GradientCheck(NamedTuple):
             if param.grad is not None:
                 grad = param.grad.to_local() if hasattr(param.grad, "to_local") else param.grad  # FSDP2: DTensor shards
                 names.append(name)
-                flags.append(torch.isfinite(grad).all())
+                flags.append(torch.isfinite(grad.sum()))  # a reduction: no gradient-sized bool mask
         return cls(names, torch.stack(flags) if flags else torch.ones(0, dtype=torch.bool))
 
     def report(self) -> dict[str, Any]:
@@ -68,9 +68,9 @@ class NonFiniteWatch:
             out = first_tensor(output)
             if out is None or not out.is_floating_point():
                 return
-            self.forward.append((name, torch.isfinite(out.detach()).all()))
+            self.forward.append((name, torch.isfinite(out.detach().sum())))  # NaN/inf carry through a sum
             if out.requires_grad:
-                out.register_hook(lambda grad: self.backward.append((name, torch.isfinite(grad).all())) or None)
+                out.register_hook(lambda grad: self.backward.append((name, torch.isfinite(grad.sum()))) or None)
 
         return hook
 
