@@ -337,3 +337,22 @@ def test_paired_differences_average_seeds_per_record_and_bound_the_mean():
         paired.paired_table(results, "full", "swa_all")
     with pytest.raises(SystemExit, match="different records"):
         paired.paired_table({**results, "swa_all-s2": run([0, 0, 0, 1, 1])}, "ttt_all", "swa_all")
+
+
+def test_score_cpu_scores_the_shipped_model_on_held_out_walks(tmp_path):
+    score_cpu = _module("score_cpu")
+    rows = [{"length": "1x", "task": "first", "correct": True}, {"length": "1x", "task": "first", "correct": False},
+            {"length": "1x", "task": "count", "correct": True}, {"length": "4x", "task": "count", "correct": False}]
+    assert score_cpu.accuracy(rows) == {"1x": {"first": 50.0, "count": 100.0, "all": 66.7},
+                                        "4x": {"count": 0.0, "all": 0.0}}
+    from spatial_ttt.demo import embedded_model_folder
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, str(ROOT / "benchmarks/evidence/score_cpu.py"), str(embedded_model_folder()), "--scenes", "1",
+           "--lengths", "1x", "--out", str(tmp_path / "scores.json")]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    scores = json.loads((tmp_path / "scores.json").read_text())[str(embedded_model_folder())]
+    assert len(scores["rows"]) == 4 and {r["task"] for r in scores["rows"]} == {"first", "order", "count", "room_size"}
+    right = sum(r["correct"] for r in scores["rows"])
+    assert f"| evidence_model | 1x | " in result.stdout and scores["accuracy"]["1x"]["all"] == round(100 * right / 4, 1)

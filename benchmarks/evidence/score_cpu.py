@@ -1,0 +1,72 @@
+"""Held-out accuracy of model folders on the memory suite, on the CPU (the plain fast-weight kernel, fp32): a
+cross-check of the device's scores (compiled kernel, bf16) on the same held-out walks, rendered here.
+
+python benchmarks/evidence/score_cpu.py MODEL_DIR [MODEL_DIR ...] [--scenes 100] [--lengths 1x 4x 16x]
+    [--out scores.json]
+
+Scene seeds are the suite's held-out ones (memory_tasks.HELD_OUT_SEED onwards), so --scenes 100 is the 1,200
+questions run_device.py scores. Prints accuracy % per length and task for each model, and writes every answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from spatial_ttt.checkpoint import load_model
+from spatial_ttt.data.memory_tasks import HELD_OUT_SEED, STRIDES, iter_scene_records
+from spatial_ttt.eval.memory_suite import score_records, suite_encoder
+from spatial_ttt.video import SpatialTTTProcessor
+
+TASKS = ("first", "order", "count", "room_size")
+
+
+def accuracy(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """{length: {task: % right, "all": % right}}."""
+    right: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        right[r["length"]][r["task"]].append(bool(r["correct"]))
+        right[r["length"]]["all"].append(bool(r["correct"]))
+    return {length: {task: round(100 * sum(v) / len(v), 1) for task, v in tasks.items()} for length, tasks in right.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("models", nargs="+", type=Path)
+    parser.add_argument("--scenes", type=int, default=100)
+    parser.add_argument("--lengths", nargs="+", choices=list(STRIDES), default=list(STRIDES))
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="score_cpu-") as tmp:
+        work = Path(tmp)  # the rendered walks and their encodings (records name videos under it)
+        records = [r for recs in iter_scene_records(HELD_OUT_SEED, args.scenes, work, lengths=tuple(args.lengths))
+                   for r in recs]
+        for folder in args.models:
+            start = time.perf_counter()
+            model = load_model(folder).eval()
+            encoder = suite_encoder(SpatialTTTProcessor.from_pretrained(folder), work)
+            rows = score_records(model, encoder, records)
+            results[str(folder)] = {"accuracy": accuracy(rows), "rows": rows,
+                                    "seconds": round(time.perf_counter() - start, 1)}
+            print(f"{folder}: {len(rows)} answers in {results[str(folder)]['seconds']} s", flush=True)
+    print("| model | length | " + " | ".join(TASKS) + " | all |")
+    print("|---|---|" + "---|" * (len(TASKS) + 1))
+    for folder, res in results.items():
+        for length in args.lengths:
+            acc = res["accuracy"].get(length, {})
+            print(f"| {Path(folder).name} | {length} | " + " | ".join(str(acc.get(t, "-")) for t in (*TASKS, "all")) + " |")
+    if args.out:
+        tmp = args.out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(results))
+        tmp.replace(args.out)
+
+
+if __name__ == "__main__":
+    main()
