@@ -61,7 +61,9 @@ class NonFiniteWatch:
     def __init__(self, model: nn.Module) -> None:
         self.forward: list[tuple[str, torch.Tensor]] = []  # (module, output all finite), in forward order
         self.backward: list[tuple[str, torch.Tensor]] = []  # (module, its output's gradient all finite), backward order
-        self.handles = [module.register_forward_hook(self._hook(name)) for name, module in model.named_modules() if name]
+        for name, module in model.named_modules():
+            if name:  # submodules (the root returns a ModelOutput, not a tensor)
+                module.register_forward_hook(self._hook(name))
 
     def _hook(self, name: str):
         def hook(module: nn.Module, args: Any, output: Any) -> None:
@@ -88,8 +90,3 @@ class NonFiniteWatch:
             out[f"{key}_first"] = bad[0] if bad else None
             out[f"{key}_bad"] = len(bad)
         return out
-
-    def close(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-        self.handles.clear()
