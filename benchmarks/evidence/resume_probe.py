@@ -14,7 +14,9 @@ finite):
 * ``reference``: the plain PyTorch fast-weight kernel (``model_settings.ttt_kernel=reference``), nothing of the
   TTT step compiled.
 
-OUT_DIR/probe.json holds every process's steps (loss, grad norm, skipped, the trace) and a table is printed.
+OUT_DIR/probe.json holds every process's steps (loss, grad norm, skipped, the trace) and a table is printed. A
+process whose OUT_DIR/PHASE.json exists is not run again, so the probe can span calls on a warm machine: e.g.
+``--steps 160 --modes`` (the reference run alone: study 8's NaN came after 161-441 steps), then the modes.
 DATA_DIR is what the trainer reads (train.jsonl and its videos or frame folders); on the device, which has no
 PyAV, ``--unpack WORK`` first turns a rendered suite's videos into frame folders under WORK/data with
 run_device.py's rule (OpenCV). On the CPU every mode must match the reference run (tests/train/test_resume_probe.py).
@@ -65,7 +67,7 @@ def main() -> None:
     parser.add_argument("out_dir")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--after", type=int, default=3)
-    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--modes", nargs="*", choices=MODES, default=list(MODES))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--unpack", metavar="WORK", help="unpack DATA_DIR's videos to frame folders first (OpenCV)")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
@@ -83,6 +85,10 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     results = {}
     for phase in ("first", *args.modes):
+        if (out / f"{phase}.json").exists():
+            print(f"== {phase}: done before, kept", flush=True)
+            results[phase] = json.loads((out / f"{phase}.json").read_text())
+            continue
         cmd = [sys.executable, __file__, args.config, args.data_dir, args.out_dir, "--steps", str(args.steps),
                "--after", str(args.after), "--phase", phase, *[a for s in args.set for a in ("--set", s)]]
         print(f"== {phase}", flush=True)

@@ -22,8 +22,12 @@ def test_resumed_processes_match_the_uninterrupted_run(make_config, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, str(ROOT / "benchmarks/evidence/resume_probe.py"), str(tmp_path / "probe.yaml"), data,
            str(tmp_path / "out"), "--steps", "2", "--after", "2"]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    first = subprocess.run([*cmd, "--modes"], env=env, capture_output=True, text=True, timeout=600)  # one call...
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert json.loads((tmp_path / "out" / "probe.json").read_text()).keys() == {"first"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)  # ...the modes in the next
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "== first: done before, kept" in done.stdout
     results = json.loads((tmp_path / "out" / "probe.json").read_text())
     assert list(results) == ["first", "default", "dynamic", "reference"]
     first = [(r["step"], r["loss"], r["grad_norm"]) for r in results["first"]]
