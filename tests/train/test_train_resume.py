@@ -154,3 +154,18 @@ def test_trace_nonfinite_names_the_module_where_a_nan_first_appeared(make_config
     if where == "backward":  # the forward was clean, the loss finite
         assert trace["forward_first"] is None and trace["forward_bad"] == 0 and math.isfinite(history[1]["loss"])
     assert "nonfinite_trace" not in history[0] and "nonfinite_trace" not in history[2]
+
+
+def test_trace_nonfinite_trains_through_compiled_functions(make_config):
+    """With the compiled kernel (inductor's CPU backend here, as a GPU trains) and a trainable vision tower, the
+    modules called inside a compiled function (a vision block's norms, MLP) are not hooked (a gradient hook cannot
+    be registered there); the block itself is."""
+    settings = {**make_config().model_settings, "ttt_kernel": "compiled"}
+    trainer = Trainer(make_config(max_steps=1, trace_nonfinite=True, freeze_vision=False, model_settings=settings))
+    history = trainer.train()
+    assert len(history) == 1 and math.isfinite(history[0]["grad_norm"])
+    forward = {name for name, _ in trainer.watch.forward}
+    backward = {name for name, _ in trainer.watch.backward}
+    assert "model.visual.blocks.0" in forward and "model.visual.blocks.0" in backward
+    assert "model.visual.blocks.0.norm1" not in forward and "model.visual.blocks.0.mlp" not in forward
+    assert "model.language_model.layers.0.mlp" in forward and "lm_head" in backward

@@ -68,7 +68,9 @@ class NonFiniteWatch:
     def _hook(self, name: str):
         def hook(module: nn.Module, args: Any, output: Any) -> None:
             out = first_tensor(output)
-            if out is None or not out.is_floating_point():
+            # inside a compiled function (a vision block, the fast-weight kernel) hooks cannot register gradient
+            # hooks: such modules are covered by the module that calls the function
+            if out is None or not out.is_floating_point() or torch.compiler.is_compiling():
                 return
             self.forward.append((name, torch.isfinite(out.detach().sum())))  # NaN/inf carry through a sum
             if out.requires_grad:
