@@ -52,10 +52,9 @@ def apply(variant: str, model) -> None:
     for block in model.model.visual.blocks:  # a block without the model's kernel runs eagerly
         block.kernel = None if eager else model.model.language_model.kernel
     ttt.row_dtype = (lambda precision: torch.float32) if variant == "rows_fp32" else ROWS
-    for norm in (m for m in model.modules() if isinstance(m, RMSNorm)):  # a norm without the kernel runs eagerly
-        norm.kernel = None if variant == "eager_norms" else model.model.language_model.kernel
-    for attention in (m for m in model.modules() if isinstance(m, Attention)):  # likewise its rope
-        attention.kernel = None if variant == "eager_rope" else model.model.language_model.kernel
+    eager_kind = {"eager_norms": RMSNorm, "eager_rope": Attention}.get(variant)  # without the kernel: eager norm/rope
+    for module in (m for m in model.modules() if isinstance(m, (RMSNorm, Attention))):
+        module.kernel = None if eager_kind and isinstance(module, eager_kind) else model.model.language_model.kernel
     model.config.vision_patches = {"vision_32": PATCHES // 2, "vision_16": PATCHES // 4, "lean": PATCHES // 2}.get(
         variant, PATCHES)
     model.config.prefill_piece = PIECE // 2 if variant in ("piece_8k", "lean") else PIECE

@@ -5,7 +5,8 @@ python benchmarks/evidence/score_cpu.py MODEL_DIR [MODEL_DIR ...] [--scenes 100]
     [--out scores.json]
 
 Scene seeds are the suite's held-out ones (memory_tasks.HELD_OUT_SEED onwards), so --scenes 100 is the 1,200
-questions run_device.py scores. Prints accuracy % per length and task for each model, and writes every answer.
+questions run_device.py scores. Prints accuracy % per length and task for each model, and writes every answer
+with the accuracies as fractions (memory_suite.accuracy_table, as run_device.py's results.json).
 """
 
 from __future__ import annotations
@@ -14,26 +15,16 @@ import argparse
 import json
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import torch
 
 from spatial_ttt.checkpoint import load_model
 from spatial_ttt.data.memory_tasks import HELD_OUT_SEED, STRIDES, iter_scene_records
-from spatial_ttt.eval.memory_suite import score_records, suite_encoder
+from spatial_ttt.eval.memory_suite import accuracy_table, score_records, suite_encoder
 from spatial_ttt.video import SpatialTTTProcessor
 
 TASKS = ("first", "order", "count", "room_size")
-
-
-def accuracy(rows: list[dict]) -> dict[str, dict[str, float]]:
-    """{length: {task: % right, "all": % right}}."""
-    right: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
-    for r in rows:
-        right[r["length"]][r["task"]].append(bool(r["correct"]))
-        right[r["length"]]["all"].append(bool(r["correct"]))
-    return {length: {task: round(100 * sum(v) / len(v), 1) for task, v in tasks.items()} for length, tasks in right.items()}
 
 
 def main() -> None:
@@ -53,7 +44,7 @@ def main() -> None:
             model = load_model(folder).eval()
             encoder = suite_encoder(SpatialTTTProcessor.from_pretrained(folder), work)
             rows = score_records(model, encoder, records)
-            results[str(folder)] = {"accuracy": accuracy(rows), "rows": rows,
+            results[str(folder)] = {"accuracy": accuracy_table(rows), "rows": rows,
                                     "seconds": round(time.perf_counter() - start, 1)}
             print(f"{folder}: {len(rows)} answers in {results[str(folder)]['seconds']} s", flush=True)
     print("| model | length | " + " | ".join(TASKS) + " | all |")
@@ -61,7 +52,8 @@ def main() -> None:
     for folder, res in results.items():
         for length in args.lengths:
             acc = res["accuracy"].get(length, {})
-            print(f"| {Path(folder).name} | {length} | " + " | ".join(str(acc.get(t, "-")) for t in (*TASKS, "all")) + " |")
+            cells = (f"{100 * acc[t]:.1f}" if t in acc else "-" for t in (*TASKS, "all"))
+            print(f"| {Path(folder).name} | {length} | " + " | ".join(cells) + " |")
     if args.out:
         tmp = args.out.with_suffix(".tmp")
         tmp.write_text(json.dumps(results))

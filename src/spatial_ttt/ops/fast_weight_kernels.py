@@ -205,7 +205,8 @@ class FastWeightKernel:
 
     def fused_for_inference(self, fn: Callable, t: Tensor) -> Callable:
         """``fn`` compiled where the graphed kernel runs (no autograd; on CUDA under "auto"), else ``fn`` itself:
-        for a stage whose compiled form only inference wants (the decoder's norms: training keeps them eager).
+        for a stage whose compiled form only inference wants (the decoder's norms, the attentions' rope: training
+        keeps them eager).
         Inside a function being compiled as a whole (the static decode step) ``fn`` is traced as it is."""
         if torch.compiler.is_compiling() or self.kind(t, torch.is_grad_enabled()) != "graphed":
             return fn
