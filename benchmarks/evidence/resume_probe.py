@@ -1,7 +1,7 @@
 """Why does the first step of a resumed training process give NaN gradients on the GPU? (EVIDENCE.md, studies 7-8)
 
 python benchmarks/evidence/resume_probe.py CONFIG DATA_DIR OUT_DIR [--steps 20] [--after 3]
-    [--modes default dynamic reference] [--set KEY=VALUE ...] [--unpack WORK]
+    [--modes default dynamic reference static] [--set KEY=VALUE ...] [--unpack WORK]
 
 One process trains ``--steps`` steps from scratch, saves a checkpoint and goes on for ``--after`` steps: the
 uninterrupted reference. Then one new process per mode resumes from that checkpoint and trains the same ``--after``
@@ -12,7 +12,9 @@ finite):
 * ``dynamic``: dynamo told to treat sizes as dynamic from the first compilation (the uninterrupted process has
   dynamic graphs by then: automatic dynamic shapes recompile after the first new shape);
 * ``reference``: the plain PyTorch fast-weight kernel (``model_settings.ttt_kernel=reference``), nothing of the
-  TTT step compiled.
+  TTT step compiled;
+* ``static``: the trainer before session 11's fix (fused stages compiled static at the first step's shapes, which
+  ``default`` also did then; since the fix, ``default`` compiles them dynamic from the start).
 
 OUT_DIR/probe.json holds every process's steps (loss, grad norm, skipped, the trace) and a table is printed. A
 process whose OUT_DIR/PHASE.json exists is not run again, so the probe can span calls on a warm machine: e.g.
@@ -30,8 +32,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-MODES = ("default", "dynamic", "reference")
+MODES = ("default", "dynamic", "reference", "static")
 KEYS = ("step", "loss", "grad_norm", "skipped", "nonfinite_grads", "nonfinite_trace")
+
+
+def static_training_stages() -> None:
+    """Undo session 11's fix in this process: training-time fused stages compiled static at their first shapes
+    (dynamo's default), as the trainer did when studies 7-8 saw the NaN."""
+    from spatial_ttt.ops import FastWeightKernel
+
+    compiled = FastWeightKernel.compiled
+    FastWeightKernel.compiled = lambda self, fn, variant=None, dynamic=None: compiled(self, fn, variant)
 
 
 def run_phase(args: argparse.Namespace) -> None:
@@ -40,7 +51,8 @@ def run_phase(args: argparse.Namespace) -> None:
 
     from spatial_ttt.train import Trainer, load_config
 
-    base = [*args.set, f"data_path={args.data_dir}", "save_steps=1000000", f"max_steps={args.steps + args.after}"]
+    base = [*args.set, f"data_path={args.data_dir}", "save_steps=1000000", "save_total_limit=null",
+            f"max_steps={args.steps + args.after}"]  # no pruning: the final save would remove the resume point
     out = Path(args.out_dir)
     if args.phase == "first":
         trainer = Trainer(load_config(args.config, [*base, f"output_dir={out / 'first'}"]))
@@ -51,6 +63,8 @@ def run_phase(args: argparse.Namespace) -> None:
         extra = ["model_settings.ttt_kernel=reference"] if args.phase == "reference" else []
         if args.phase == "dynamic":
             torch._dynamo.config.assume_static_by_default = False
+        if args.phase == "static":
+            static_training_stages()
         checkpoint = out / "first" / f"checkpoint-{args.steps}"
         config = load_config(args.config, [*base, *extra, f"output_dir={out / args.phase}", f"resume={checkpoint}",
                                            "trace_nonfinite=true"])

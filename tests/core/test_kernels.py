@@ -164,9 +164,32 @@ def test_conv_stencil_is_triton_only_where_the_graphed_kernel_runs_on_cuda():
         assert layer.conv_stencil(cuda) is compiled
         layer.config.ttt_kernel = "reference"
         assert layer.conv_stencil(cuda) is depthwise_conv3
-    for setting in ("auto", "graphed"):  # autograd on: the differentiable compiled stencil
+    trained = layer.kernel.compiled(depthwise_conv3, dynamic=True)
+    for setting in ("auto", "graphed"):  # autograd on: the differentiable compiled stencil, dynamic from the start
         layer.config.ttt_kernel = setting
-        assert layer.conv_stencil(cuda) is compiled
+        assert layer.conv_stencil(cuda) is trained
+
+
+def test_a_training_stage_compiles_once_for_every_token_count():
+    """Under autograd a fused stage is compiled with symbolic sizes from its first call: a resumed run's first step
+    must not run a graph specialised to its shapes (on an H100 that gave NaN gradients, EVIDENCE.md session 11),
+    and a new token count must not recompile. Inference keeps dynamo's default (static, then automatic)."""
+    from spatial_ttt.layers.ttt import branch_epilogue
+
+    kernel = FastWeightKernel.standalone(8, False, kernel="compiled")
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    for length in (5, 9, 12):
+        out = torch.randn(2 * 3, length, 4, requires_grad=True)
+        gate = torch.randn(2, length, 3, requires_grad=True)
+        stage = kernel.fused(branch_epilogue, out)
+        result = stage(out, torch.ones(4), 1e-6, gate, 3, torch.float32)
+        result.sum().backward()
+        expected = branch_epilogue(out, torch.ones(4), 1e-6, gate, 3, torch.float32)
+        torch.testing.assert_close(result, expected)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+    with torch.no_grad():
+        assert kernel.fused(branch_epilogue, out) is not stage  # inference: its own, default-compiled callable
 
 
 @pytest.mark.parametrize("grid", [(3, 4, 5), (1, 2, 2), (4, 1, 3)])

@@ -18,6 +18,7 @@ def test_resumed_processes_match_the_uninterrupted_run(make_config, tmp_path):
     values = dataclasses.asdict(make_config())
     data = values.pop("data_path")
     del values["output_dir"]
+    values["save_total_limit"] = 1  # as the evidence configs: the probe must keep its resume point anyway
     (tmp_path / "probe.yaml").write_text(yaml.safe_dump(values))
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, str(ROOT / "benchmarks/evidence/resume_probe.py"), str(tmp_path / "probe.yaml"), data,
@@ -29,10 +30,11 @@ def test_resumed_processes_match_the_uninterrupted_run(make_config, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "== first: done before, kept" in done.stdout
     results = json.loads((tmp_path / "out" / "probe.json").read_text())
-    assert list(results) == ["first", "default", "dynamic", "reference"]
+    assert list(results) == ["first", "default", "dynamic", "reference", "static"]
     first = [(r["step"], r["loss"], r["grad_norm"]) for r in results["first"]]
     assert [s for s, _, _ in first] == [3, 4]
-    for mode in ("default", "dynamic", "reference"):
+    for mode in ("default", "dynamic", "reference", "static"):
         assert [(r["step"], r["loss"], r["grad_norm"]) for r in results[mode]] == first, mode
         assert not any(r.get("skipped") for r in results[mode])
+    assert (tmp_path / "out" / "first" / "checkpoint-2").is_dir()  # the resume point outlives the final save
     assert "| reference | 4 |" in done.stdout and "| first | 3 |" in done.stdout

@@ -187,21 +187,29 @@ class FastWeightKernel:
             return "compiled"
         return setting
 
-    def compiled(self, fn: Callable, variant: object = None) -> Callable:
-        """``fn`` through torch.compile, once per kernel object and ``variant`` (dynamo's automatic dynamic shapes)."""
-        if (fn, variant) not in self._compiled:
-            self._compiled[fn, variant] = torch.compile(private_copy(fn), fullgraph=True)
-        return self._compiled[fn, variant]
+    def compiled(self, fn: Callable, variant: object = None, dynamic: bool | None = None) -> Callable:
+        """``fn`` through torch.compile, once per kernel object, ``variant`` and ``dynamic`` (torch.compile's: None
+        is dynamo's automatic dynamic shapes, static until a second shape comes; True: symbolic sizes at once)."""
+        key = (fn, variant, dynamic)
+        if key not in self._compiled:
+            self._compiled[key] = torch.compile(private_copy(fn), fullgraph=True, dynamic=dynamic)
+        return self._compiled[key]
 
     def fused(self, fn: Callable, t: Tensor, inference: Callable | None = None) -> Callable:
         """``fn`` for elementwise stages around the operator (and the vision tower's blocks): compiled unless the
         reference kernel runs.
         ``inference``: a hand-written, forward-only kernel of ``fn``'s signature, which runs instead where the
         graphed kernel runs on CUDA (no autograd needed)."""
-        kind = self.kind(t, torch.is_grad_enabled())
+        training = torch.is_grad_enabled()
+        kind = self.kind(t, training)
         if kind == "reference":
             return fn
-        return inference if inference is not None and kind == "graphed" and t.is_cuda else self.compiled(fn)
+        if inference is not None and kind == "graphed" and t.is_cuda:
+            return inference
+        # Under autograd a stage sees a new token count every step: compile it dynamic from the first step, as an
+        # uninterrupted run's graphs are after dynamo's recompile. A graph specialised to a resumed run's first
+        # shape gave NaN gradients (the TTT branch's gate, on an H100; EVIDENCE.md, session 11's resume probe).
+        return self.compiled(fn, dynamic=True if training else None)
 
     def fused_for_inference(self, fn: Callable, t: Tensor) -> Callable:
         """``fn`` compiled where the graphed kernel runs (no autograd; on CUDA under "auto"), else ``fn`` itself:
