@@ -4,7 +4,9 @@ weights, bf16, host pixels) timed under variants, in one process.
     PYTHONPATH=src:benchmarks python benchmarks/prefill_ab.py --out prefill_ab.json [--frames 1024 128]   # one GPU
     PYTHONPATH=src:benchmarks python benchmarks/prefill_ab.py --tiny --out prefill_ab.json                 # CPU check
 
-Variants (each: one untimed generate(1) for its compilations, then --repeats timed ones and the vision tower):
+Variants (each: one untimed generate(1) for its compilations; then --repeats rounds of one timed generate(1) per
+variant, interleaved so that a machine's drift over the call falls on every variant alike (session 11 saw the same
+code take 3.20 s and 3.69 s on two H100s, and one variant spread 3.39-4.54 s in one call); then the vision tower):
   now           the library as it is (vision blocks compiled, 42,240 patches = 64 frame groups per tower call)
   eager_vision  the vision tower's blocks eagerly (before session 7)
   rows_fp32     + q/k rows fp32 (before session 6)
@@ -66,6 +68,13 @@ def restore(model) -> None:
     apply("now", model)
 
 
+def summary(runs: list[tuple[int, float, float]]) -> dict:
+    """(first token, seconds, peak bytes) per timed call -> the JSON entry of one variant."""
+    seconds = [r[1] for r in runs]
+    return dict(prefill_s=seconds, prefill_s_median=statistics.median(seconds),
+                peak_gib=max(r[2] for r in runs) / bench_e2e.GIB, token=runs[0][0])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
@@ -84,21 +93,26 @@ def main() -> None:
         _, warmup_s, _ = clock.run(lambda: bench_e2e.generate(model, inputs, 2))
         run = dict(frames=frames, tokens=int(inputs["input_ids"].shape[1]), warmup_s=warmup_s, variants={})
         result["runs"].append(run)
-        for variant in args.variants:
+        for variant in args.variants:  # each variant's compilations first, untimed
             apply(variant, model)
             clock.run(lambda: bench_e2e.generate(model, inputs, 1, model.new_state(1)))
-            runs = []
-            for _ in range(args.repeats):  # each call's state dropped before the next, so each peak is its own
+        timed: dict[str, list] = {variant: [] for variant in args.variants}
+        for round_ in range(args.repeats):  # rounds of one call per variant: drift over the call hits all alike
+            for variant in args.variants:
+                apply(variant, model)
                 (tokens, state), seconds, peak = clock.run(
                     lambda: bench_e2e.generate(model, inputs, 1, model.new_state(1)))
-                runs.append((tokens, seconds, peak))
-                del state
-            _, vision_s, _ = clock.run(lambda: bench_e2e.vision_tower(model, inputs, True))
-            run["variants"][variant] = dict(
-                prefill_s=[r[1] for r in runs], prefill_s_median=statistics.median(r[1] for r in runs),
-                peak_gib=max(r[2] for r in runs) / bench_e2e.GIB, vision_s=vision_s, token=int(runs[0][0][0, -1]))
+                del state  # dropped before the next call, so each peak is its own
+                timed[variant].append((int(tokens[0, -1]), seconds, peak))
+                run["variants"][variant] = summary(timed[variant])
+            print(frames, f"round {round_ + 1}/{args.repeats}:",
+                  {v: round(r[-1][1], 4) for v, r in timed.items()}, flush=True)
+            bench_e2e.write_json(args.out, result)  # a call cut short keeps every finished round
+        for variant in args.variants:
+            apply(variant, model)
+            _, run["variants"][variant]["vision_s"], _ = clock.run(lambda: bench_e2e.vision_tower(model, inputs, True))
             print(frames, variant, run["variants"][variant], flush=True)
-            bench_e2e.write_json(args.out, result)
+        bench_e2e.write_json(args.out, result)
         restore(model)
 
 

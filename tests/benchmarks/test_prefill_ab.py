@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_prefill_ab_times_every_variant_with_the_same_answer(tmp_path):
     out = tmp_path / "ab.json"
     env = dict(os.environ, PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{ROOT / 'benchmarks'}")
-    cmd = [sys.executable, str(ROOT / "benchmarks/prefill_ab.py"), "--tiny", "--out", str(out), "--repeats", "1",
+    cmd = [sys.executable, str(ROOT / "benchmarks/prefill_ab.py"), "--tiny", "--out", str(out), "--repeats", "2",
            "--frames", "8", "4"]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -25,3 +25,7 @@ def test_prefill_ab_times_every_variant_with_the_same_answer(tmp_path):
         "now", "eager_vision", "rows_fp32", "vision_32", "vision_16", "anchor_split", "piece_8k", "lean", "eager_norms", "eager_rope"]
     assert len({v["token"] for v in variants.values()}) == 1  # the settings change memory and time, not the answer
     assert all(v["prefill_s_median"] > 0 and v["vision_s"] > 0 for v in variants.values())
+    assert all(len(v["prefill_s"]) == 2 for run in data["runs"] for v in run["variants"].values())
+    rounds = [line for line in result.stdout.splitlines() if "round" in line]  # interleaved: one call per variant
+    assert [line.split(":")[0] for line in rounds] == ["8 round 1/2", "8 round 2/2", "4 round 1/2", "4 round 2/2"]
+    assert all(line.count("'eager_rope'") == 1 for line in rounds)
