@@ -116,7 +116,7 @@ def as_on_gpu(counter: LaunchCounter):
     kernel_cls, graph_cls = fast_weight_kernels.FastWeightKernel, fast_weight_kernels.ChunkGraph
     compiled, graph_init = kernel_cls.compiled, graph_cls.__init__
 
-    def eager(self, fn, variant=None):
+    def eager(self, fn, variant=None, dynamic=None):
         def run(*args, **kwargs):
             with ACTIVE[-1].one_launch(f"[compiled {fn.__name__}]"):
                 return fn(*args, **kwargs)
