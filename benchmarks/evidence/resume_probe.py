@@ -1,4 +1,5 @@
-"""Why does the first step of a resumed training process give NaN gradients on the GPU? (EVIDENCE.md, studies 7-8)
+"""Does a resumed training process repeat the uninterrupted run's steps on the GPU? (EVIDENCE.md, studies 7-9: its
+first step gave NaN gradients until session 11's fix)
 
 python benchmarks/evidence/resume_probe.py CONFIG DATA_DIR OUT_DIR [--steps 20] [--after 3]
     [--modes default dynamic reference static] [--set KEY=VALUE ...] [--unpack WORK]
@@ -8,13 +9,14 @@ uninterrupted reference. Then one new process per mode resumes from that checkpo
 steps with ``trace_nonfinite`` on (a skipped step names the first module whose output or incoming gradient was not
 finite):
 
-* ``default``: as the trainer runs (the first step's graphs compile for that step's shapes, static);
+* ``default``: as the trainer runs (the fused stages compiled dynamic from the first step, the other compiled
+  functions static for that step's shapes until a second shape comes);
 * ``dynamic``: dynamo told to treat sizes as dynamic from the first compilation (the uninterrupted process has
   dynamic graphs by then: automatic dynamic shapes recompile after the first new shape);
 * ``reference``: the plain PyTorch fast-weight kernel (``model_settings.ttt_kernel=reference``), nothing of the
   TTT step compiled;
-* ``static``: the trainer before session 11's fix (fused stages compiled static at the first step's shapes, which
-  ``default`` also did then; since the fix, ``default`` compiles them dynamic from the start).
+* ``static``: the trainer before session 11's fix (the fused stages compiled static for the first step's shapes
+  too).
 
 OUT_DIR/probe.json holds every process's steps (loss, grad norm, skipped, the trace) and a table is printed. A
 process whose OUT_DIR/PHASE.json exists is not run again, so the probe can span calls on a warm machine: e.g.
@@ -31,6 +33,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+from spatial_ttt.data.scene import atomic_write_text
 
 MODES = ("default", "dynamic", "reference", "static")
 KEYS = ("step", "loss", "grad_norm", "skipped", "nonfinite_grads", "nonfinite_trace")
@@ -71,7 +75,7 @@ def run_phase(args: argparse.Namespace) -> None:
         trainer = Trainer(config)
         history = trainer.train(stop_after=args.steps + args.after)
     rows = [{k: h[k] for k in KEYS if k in h} for h in history if h["step"] > args.steps]
-    (out / f"{args.phase}.json").write_text(json.dumps(rows))
+    atomic_write_text(out / f"{args.phase}.json", json.dumps(rows))  # its existence marks the phase done
 
 
 def main() -> None:
@@ -108,7 +112,7 @@ def main() -> None:
         print(f"== {phase}", flush=True)
         done = subprocess.run(cmd)
         results[phase] = json.loads((out / f"{phase}.json").read_text()) if done.returncode == 0 else {"rc": done.returncode}
-    (out / "probe.json").write_text(json.dumps(results, indent=1))
+    atomic_write_text(out / "probe.json", json.dumps(results, indent=1))
     print("| process | step | loss | grad norm | skipped | first non-finite (forward / backward) |")
     print("|---|---|---|---|---|---|")
     for phase, rows in results.items():

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from spatial_ttt.checkpoint import load_model
+from spatial_ttt.data.scene import atomic_write_text
 from spatial_ttt.data.memory_tasks import HELD_OUT_SEED, STRIDES, iter_scene_records
 from spatial_ttt.eval.memory_suite import accuracy_table, score_records, suite_encoder
 from spatial_ttt.video import SpatialTTTProcessor
@@ -55,9 +56,7 @@ def main() -> None:
             cells = (f"{100 * acc[t]:.1f}" if t in acc else "-" for t in (*TASKS, "all"))
             print(f"| {Path(folder).name} | {length} | " + " | ".join(cells) + " |")
     if args.out:
-        tmp = args.out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(results))
-        tmp.replace(args.out)
+        atomic_write_text(args.out, json.dumps(results))
 
 
 if __name__ == "__main__":
