@@ -16,7 +16,9 @@ the slowest run's step time and the time left before --budget seconds (evaluatio
 the same for every run, and every run trains a fresh model for S steps with its learning-rate schedule made
 for S. Results: OUT_DIR/results.json (per run: calibration, step log, accuracy per length and task, every scored
 answer), OUT_DIR/logs.tar.gz, and the best run's model folder as OUT_DIR/best.tar.gz (and the best
-``ttt_all`` run's as OUT_DIR/best_ttt_all.tar.gz when that is another run).
+``ttt_all`` run's as OUT_DIR/best_ttt_all.tar.gz when that is another run). With --no-score (needs --steps) the runs
+only train: DATA_DIR may lack the held-out videos (the carried tree is limited), and every finished run's model
+comes back as OUT_DIR/model_RUN.tar.gz, to be scored with score_cpu.py --results OUT_DIR/results.json.
 """
 
 from __future__ import annotations
@@ -125,7 +127,8 @@ def archive(folder: Path, name: str, path: Path) -> None:
                 tar.add(folder / f, arcname=f"{name}/{f}")
 
 
-def collect(procs: dict, calibrations: dict, steps: int, deadline: float, start: float, work: Path, out: Path) -> None:
+def collect(procs: dict, calibrations: dict, steps: int, deadline: float, start: float, work: Path, out: Path,
+            scored: bool = True) -> None:
     """Waits for every run, then writes results.json, logs.tar.gz and the best runs' model archives."""
     results, progress = {}, {}
     for name, (proc, run) in procs.items():
@@ -148,6 +151,13 @@ def collect(procs: dict, calibrations: dict, steps: int, deadline: float, start:
             tar.add(run / "stdout.log", arcname=f"{name}.log")
         for failed in (work / "runs").glob("*-failed.log"):
             tar.add(failed, arcname=failed.name)
+    if not scored:
+        for name, res in results.items():
+            archive(Path(res["checkpoint"]), name, out / f"model_{name}.tar.gz")
+        print(json.dumps({"equal_steps": steps, "finished": sorted(results),
+                          "unfinished": {n: p["steps"] for n, p in progress.items()},
+                          "total_s": round(time.time() - start, 1)}), flush=True)
+        return
     ranked = sorted(results, key=lambda n: overall(results[n]), reverse=True)
     if ranked:
         archive(Path(results[ranked[0]]["checkpoint"]), ranked[0], out / "best.tar.gz")
@@ -175,9 +185,11 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/evidence")
     parser.add_argument("--chain", action="store_true", help="with --steps: runs span calls on one warm machine, "
                         "resuming from their checkpoints under --work (which must survive between calls)")
+    parser.add_argument("--no-score", action="store_true", help="with --steps: train only; each finished run's "
+                        "model comes back as OUT_DIR/model_RUN.tar.gz, for score_cpu.py --results")
     args = parser.parse_args()
-    if args.chain and args.steps is None:
-        parser.error("--chain needs --steps")
+    if (args.chain or args.no_score) and args.steps is None:
+        parser.error("--chain and --no-score need --steps")
     start = time.time()
     deadline = start + args.budget - MARGIN_S
     work, out = Path(args.work), Path(args.out)
@@ -199,6 +211,7 @@ def main() -> None:
         (run / "progress.json").unlink(missing_ok=True)
         steps = ["--calibrate", str(args.calibrate)] if args.steps is None else [f"max_steps={args.steps}"]
         steps += ["--chain"] if args.chain else []
+        steps += ["--no-score"] if args.no_score else []
         cmd = [sys.executable, str(Path(__file__).with_name("worker.py")), f"configs/evidence_{variant}.yaml",
                str(seed), str(run), str(work / "data"), str(deadline), *steps, *extra]
         gpu = gpus.get(name)
@@ -208,7 +221,7 @@ def main() -> None:
 
     procs = {name: launch(name, args.overrides) for name in names}
     if args.steps is not None:
-        collect(procs, {}, args.steps, deadline, start, work, out)
+        collect(procs, {}, args.steps, deadline, start, work, out, scored=not args.no_score)
         return
     # every run calibrates, then all get the same step count; a run whose calibration fails is started once more
     # with the plain PyTorch fast-weight kernel (no compilation), if there is time

@@ -2,7 +2,7 @@
 cross-check of the device's scores (compiled kernel, bf16) on the same held-out walks, rendered here.
 
 python benchmarks/evidence/score_cpu.py MODEL_DIR [MODEL_DIR ...] [--scenes 100] [--lengths 1x 4x 16x]
-    [--out scores.json]
+    [--out scores.json] [--results RESULTS_JSON]
 
 Scene seeds are the suite's held-out ones (memory_tasks.HELD_OUT_SEED onwards), so --scenes 100 is the 1,200
 questions run_device.py scores. Prints accuracy % per length and task for each model, and writes every answer
@@ -34,7 +34,15 @@ def main() -> None:
     parser.add_argument("--scenes", type=int, default=100)
     parser.add_argument("--lengths", nargs="+", choices=list(STRIDES), default=list(STRIDES))
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--results", type=Path, help="run_device.py's results.json to fill in (runs named as the folders)")
     args = parser.parse_args()
+    runs = json.loads(args.results.read_text()) if args.results else None
+    if runs is not None:
+        if not args.out:
+            parser.error("--results needs --out")
+        unknown = [f.name for f in args.models if f.name not in runs]
+        if unknown:
+            parser.error(f"no run named {', '.join(unknown)} in {args.results} (runs: {', '.join(sorted(runs))})")
     results = {}
     with tempfile.TemporaryDirectory(prefix="score_cpu-") as tmp:
         work = Path(tmp)  # the rendered walks and their encodings (records name videos under it)
@@ -55,6 +63,10 @@ def main() -> None:
             acc = res["accuracy"].get(length, {})
             cells = (f"{100 * acc[t]:.1f}" if t in acc else "-" for t in (*TASKS, "all"))
             print(f"| {Path(folder).name} | {length} | " + " | ".join(cells) + " |")
+    if runs is not None:
+        for folder, res in results.items():
+            runs[Path(folder).name].update(accuracy=res["accuracy"], rows=res["rows"], scored_on="cpu")
+        results = runs
     if args.out:
         atomic_write_text(args.out, json.dumps(results))
 

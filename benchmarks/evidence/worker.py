@@ -13,7 +13,8 @@ every variant gets the same number of steps). It then trains a fresh model (same
 data order) for exactly S steps, with the learning-rate schedule made for S. Should a step take longer than
 measured, training stops in time for evaluation and the step count reached is recorded.
 Saves the model folder, reloads it in fp32 and scores the held-out streams (DATA_DIR/eval.jsonl).
-Writes RUN_DIR/result.json.
+Writes RUN_DIR/result.json. With ``--no-score`` the run only trains and saves (result.json without accuracy): for
+data whose held-out videos did not travel, scored elsewhere with score_cpu.py --results.
 
 With ``--chain`` (and ``max_steps=S``) a run may span several device calls: it resumes from its latest checkpoint
 in RUN_DIR/run, and if its S steps cannot be finished and scored before DEADLINE it trains until shortly before
@@ -91,6 +92,7 @@ def main() -> None:
     parser.add_argument("deadline", type=float)
     parser.add_argument("--calibrate", type=int, default=0)
     parser.add_argument("--chain", action="store_true", help="resume from RUN_DIR; save instead of scoring if unfinished")
+    parser.add_argument("--no-score", action="store_true", help="train and save only; no held-out evaluation")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_intermixed_args()
     if args.chain and args.calibrate:
@@ -99,7 +101,9 @@ def main() -> None:
     overrides = [*args.overrides, f"seed={args.seed}", f"data_path={data_dir}", "save_steps=1000000"]
     if args.chain:
         overrides.append("resume=auto")
-    records = read_records(data_dir, ["eval.jsonl"])
+    if args.no_score and args.calibrate:
+        parser.error("--no-score needs a fixed max_steps=S: calibration times the scoring")
+    records = [] if args.no_score else read_records(data_dir, ["eval.jsonl"])
     calibration = None
     if args.calibrate:
         calibration = calibrate(args.config, overrides, run_dir, args.calibrate, records)
@@ -113,7 +117,7 @@ def main() -> None:
     trainer = Trainer(config)
     setup_s = time.perf_counter() - start
     # stop early only if evaluation would otherwise miss the deadline (recorded: steps < max_steps)
-    eval_s = (calibration["eval_s_per_record"] * len(records) if calibration else 60.0) * 1.25 + 20.0
+    eval_s = 0.0 if args.no_score else (calibration["eval_s_per_record"] * len(records) if calibration else 60.0) * 1.25 + 20.0
     start = time.perf_counter()
     block = 10  # steps per train() call (each starts the data loader anew); the deadline is checked between blocks
     first_step = trainer.step
@@ -136,11 +140,11 @@ def main() -> None:
         (run_dir / "progress.json").write_text(json.dumps(progress))
         print(json.dumps({"progress": progress}), flush=True)
         return
-    rows, eval_s = score(folder, trainer, records)
+    rows, eval_s = score(folder, trainer, records) if records else (None, 0.0)
     result = {"config": args.config, "seed": args.seed, "overrides": args.overrides, "steps": trainer.step,
               "max_steps": trainer.total_steps, "setup_s": round(setup_s, 1), "train_s": round(train_s, 1),
               "eval_s": round(eval_s, 1), "calibration": calibration, "checkpoint": str(folder),
-              "data": trainer.data_summary, "history": trainer.history, "accuracy": accuracy_table(rows), "rows": rows,
+              "data": trainer.data_summary, "history": trainer.history, "accuracy": accuracy_table(rows) if rows else None, "rows": rows,
               "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
     (run_dir / "result.json").write_text(json.dumps(result))
     print(json.dumps({k: result[k] for k in ("config", "seed", "steps", "train_s", "eval_s", "accuracy")}), flush=True)

@@ -357,3 +357,57 @@ def test_score_cpu_scores_the_shipped_model_on_held_out_walks(tmp_path):
     right = sum(r["correct"] for r in scores["rows"])
     assert scores["accuracy"]["1x"]["all"] == right / 4
     assert f"| evidence_model | 1x | " in result.stdout and f"{100 * right / 4:.1f} |" in result.stdout
+
+
+def test_score_cpu_fills_in_the_runs_of_an_unscored_study(tmp_path):
+    """run_device.py --no-score brings models back unscored; score_cpu.py --results gives each run, found by its
+    folder's name, the accuracy and answers scored here, and refuses a folder that names no run."""
+    from spatial_ttt.demo import embedded_model_folder
+
+    (tmp_path / "hybrid-s1").symlink_to(embedded_model_folder(), target_is_directory=True)
+    study = {"hybrid-s1": {"steps": 500, "history": [{"step": 1, "loss": 6.2}], "accuracy": None, "rows": None},
+             "hybrid-s2": {"steps": 500, "history": [], "accuracy": None, "rows": None}}
+    (tmp_path / "results.json").write_text(json.dumps(study))
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
+    base = [sys.executable, str(ROOT / "benchmarks/evidence/score_cpu.py"), "--scenes", "1", "--lengths", "1x",
+            "--results", str(tmp_path / "results.json"), "--out", str(tmp_path / "scored.json")]
+    refused = subprocess.run([*base, str(embedded_model_folder())], env=env, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "no run named evidence_model" in refused.stderr
+    assert not (tmp_path / "scored.json").exists()
+    result = subprocess.run([*base, str(tmp_path / "hybrid-s1")], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    scored = json.loads((tmp_path / "scored.json").read_text())
+    assert scored["hybrid-s2"] == study["hybrid-s2"]  # not given a model: left as it was
+    run = scored["hybrid-s1"]
+    assert run["steps"] == 500 and run["history"] == study["hybrid-s1"]["history"] and run["scored_on"] == "cpu"
+    assert len(run["rows"]) == 4 and run["accuracy"]["1x"]["all"] == sum(r["correct"] for r in run["rows"]) / 4
+
+
+def test_an_unscored_study_brings_every_finished_model_back(tmp_path):
+    """run_device.py --no-score: each finished run's model folder comes back as model_RUN.tar.gz; a chained run
+    still training is listed in progress.json and has no archive."""
+    import tarfile
+
+    run_device = _module("run_device")
+    work, out = tmp_path / "work", tmp_path / "out"
+    procs = {}
+    for name, finished in (("hybrid-s1", True), ("noconv-s1", False)):
+        run = work / "runs" / name
+        checkpoint = run / "run" / "checkpoint-500"
+        checkpoint.mkdir(parents=True)
+        (checkpoint / "config.json").write_text("{}")
+        (checkpoint / "model.safetensors").write_bytes(b"weights")
+        (checkpoint / "optimizer.pt").write_bytes(b"not a model file")
+        (run / "stdout.log").write_text("trained\n")
+        if finished:
+            (run / "result.json").write_text(json.dumps({"steps": 500, "checkpoint": str(checkpoint), "accuracy": None}))
+        else:
+            (run / "progress.json").write_text(json.dumps({"steps": 320}))
+        procs[name] = (subprocess.Popen([sys.executable, "-c", "pass"]), run)
+    out.mkdir()
+    run_device.collect(procs, {}, 500, deadline=0.0, start=0.0, work=work, out=out, scored=False)
+    assert sorted(p.name for p in out.iterdir()) == ["logs.tar.gz", "model_hybrid-s1.tar.gz", "progress.json", "results.json"]
+    with tarfile.open(out / "model_hybrid-s1.tar.gz") as tar:
+        assert sorted(tar.getnames()) == ["hybrid-s1/config.json", "hybrid-s1/model.safetensors"]
+    assert json.loads((out / "progress.json").read_text()) == {"noconv-s1": {"steps": 320}}
+    assert list(json.loads((out / "results.json").read_text())) == ["hybrid-s1"]
