@@ -47,7 +47,6 @@ import argparse
 import contextlib
 import gc
 import json
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -62,7 +61,7 @@ from spatial_ttt.state import KVCache
 
 GIB = 2**30
 
-from common import IDS_2B, TEXT_2B, VISION_2B  # noqa: E402  (the 2B shape, one copy for every benchmark)
+from common import IDS_2B, TEXT_2B, VISION_2B, write_json  # noqa: E402  (the 2B shape, one copy for every benchmark)
 from memory_trace import expected_state_bytes, state_tensors, storage_bytes  # noqa: E402
 
 
@@ -399,15 +398,6 @@ def environment(device: torch.device) -> dict:
         props = torch.cuda.get_device_properties(device)
         env.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / GIB, 1), cuda=torch.version.cuda)
     return env
-
-
-def write_json(path: str, payload: dict) -> None:
-    """Atomic: a crash mid-run leaves the last complete JSON."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(tmp, path)
 
 
 def ratios(runs: list[dict]) -> list[dict]:

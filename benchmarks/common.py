@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import datetime
-import json
-import os
 import platform
 import time
 
 import torch
+
+from spatial_ttt.files import atomic_write_json
 
 
 def environment() -> dict:
@@ -73,12 +73,9 @@ def matmul_peak(n: int = 8192, repeat: int = 20) -> float:
 
 
 def write_json(path: str | None, payload: dict) -> None:
-    """Writes atomically (a temp file, then os.replace): a reader never sees half a file."""
+    """``payload`` to ``path`` (nothing without a path), atomically: a reader never sees half a file."""
     if path:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        with open(path + ".tmp", "w") as f:
-            json.dump(payload, f, indent=2)
-        os.replace(path + ".tmp", path)
+        atomic_write_json(path, payload, indent=2)
 
 
 # spec/official-model.md, "Qwen3-VL-2B shape"

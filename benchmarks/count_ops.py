@@ -24,12 +24,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -37,6 +35,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from bench_e2e import Shape, build_ours, prompt
 
 from spatial_ttt.ops import fast_weight_kernels
+from spatial_ttt.files import atomic_write_json
 from spatial_ttt.streaming import StreamSession
 
 # no kernel: views, metadata, allocation without a fill
@@ -221,10 +220,7 @@ def main(argv: list[str] | None = None) -> dict:
         one_forward=count("generate(max_new_tokens=1), one forward", one_forward, tokens),
         stream=count("StreamSession.observe_tokens", stream, stream_tokens),
     )
-    path = Path(args.out)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(results, indent=2))
-    os.replace(tmp, path)
+    atomic_write_json(args.out, results, indent=2)
     for key in ("generate", "one_forward", "stream"):
         r = results[key]
         print(f"{r['what']}: {r['tokens']} tokens, {r['launches']} launches ({r['launches_per_1k_tokens']} per 1k "

@@ -20,11 +20,11 @@ import argparse
 import json
 import math
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from spatial_ttt.files import atomic_write_json
 from spatial_ttt.train.config import load_config
 from spatial_ttt.train.trainer import load_training_model
 
@@ -156,9 +156,7 @@ def main() -> None:
     result["train_s"] = round(time.perf_counter() - began, 1)
     result["held_out"] = evaluate(model, args.eval_rows, args.length, args.pairs, args.batch, device, autocast, bins)
     print(json.dumps(result["held_out"]), flush=True)
-    tmp = Path(args.out).with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(args.out)
+    atomic_write_json(args.out, result, indent=1)
 
 
 if __name__ == "__main__":

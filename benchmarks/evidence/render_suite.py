@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from multiprocessing import Pool
 from pathlib import Path
 
+from spatial_ttt.files import atomic_write_text
 from spatial_ttt.data.memory_tasks import HELD_OUT_SEED, encode_video, render_walk, video_name, walk_records
 
 
@@ -40,9 +40,7 @@ def build_split(out: Path, split: str, num_scenes: int, first_seed: int, pool: P
         seed = batch.stop
     rows = rows[: 3 * num_scenes]
     path = out / f"{split}.jsonl"
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
     near_rows = sum(1 for r in rows if r.get("near"))
     print(f"{path}: {len(rows)} records of {num_scenes} scenes (seeds {first_seed}..{seed - 1})"
           + (f", {near_rows} near" if near_rows else ""), flush=True)

@@ -34,7 +34,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from spatial_ttt.data.scene import atomic_write_text
+from spatial_ttt.files import atomic_write_text
 
 MODES = ("default", "dynamic", "reference", "static")
 KEYS = ("step", "loss", "grad_norm", "skipped", "nonfinite_grads", "nonfinite_trace")

@@ -17,12 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 from spatial_ttt.checkpoint import load_model
-from spatial_ttt.data.scene import atomic_write_text
 from spatial_ttt.data.memory_tasks import HELD_OUT_SEED, STRIDES, iter_scene_records
 from spatial_ttt.eval.memory_suite import accuracy_table, score_records, suite_encoder
+from spatial_ttt.files import atomic_write_text
 from spatial_ttt.video import SpatialTTTProcessor
 
 TASKS = ("first", "order", "count", "room_size")

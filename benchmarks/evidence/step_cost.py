@@ -33,6 +33,7 @@ import torch
 import torch._inductor.config
 import torch.nn.functional as F
 
+from spatial_ttt.files import atomic_write_json
 from spatial_ttt.train.config import load_config
 from spatial_ttt.train.data import SFTEncoder, estimate_lengths, make_packs, read_records, record_videos
 from spatial_ttt.train.packing import pack_loss
@@ -187,9 +188,7 @@ def main() -> None:
             del model
     result = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "torch": torch.__version__,
               "inductor": {k: repr(v) for k, v in inductor.items()}, "rows": rows}
-    tmp = Path(args.out).with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(args.out)
+    atomic_write_json(args.out, result, indent=1)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ import torch
 
 from spatial_ttt.checkpoint import load_model
 from spatial_ttt.eval.memory_suite import accuracy_table, score_records
+from spatial_ttt.files import atomic_write_json
 from spatial_ttt.train.config import load_config
 from spatial_ttt.train.data import read_records
 from spatial_ttt.train.trainer import Trainer
@@ -107,9 +108,7 @@ def main() -> None:
     calibration = None
     if args.calibrate:
         calibration = calibrate(args.config, overrides, run_dir, args.calibrate, records)
-        tmp = run_dir / "calibration.json.tmp"
-        tmp.write_text(json.dumps(calibration))
-        tmp.rename(run_dir / "calibration.json")
+        atomic_write_json(run_dir / "calibration.json", calibration)  # its existence tells run_device.py
         print(json.dumps({"calibration": {k: v for k, v in calibration.items() if k != "step_times"}}), flush=True)
         overrides.append(f"max_steps={wait_for_steps(run_dir / 'steps.json', args.deadline)}")
     config = load_config(args.config, [*overrides, f"output_dir={run_dir / 'run'}"])

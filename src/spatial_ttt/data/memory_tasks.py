@@ -34,6 +34,7 @@ from typing import Iterator
 
 import numpy as np
 
+from ..files import atomic_write_text
 from .render import NO_OBJECT, BoxRenderer, category_color
 from .synth import CATEGORIES, SynthScene, sample_scene
 
@@ -255,9 +256,7 @@ def build_split(out: str | Path, split: str, num_scenes: int, first_seed: int, n
     out = Path(out)
     rows = [r for recs in iter_scene_records(first_seed, num_scenes, out, near=near) for r in recs]
     path = out / f"{split}.jsonl"
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
     return path
 
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..files import atomic_write_text
 
 SCENE_FORMAT = "spatial-ttt-scene/1"
 
@@ -310,21 +310,6 @@ def scene_from_dict(d: Any, source: str) -> Scene:
     scene = Scene(str(_need(d, "scene_id", "scene", source)), rooms, objects, frames,
                   float(d.get("fps", 10.0)), source)
     return validate_scene(scene)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write text to path via a temp file in the same folder and a rename, so readers never see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; datasets are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_scene(scene: Scene, path: str | Path) -> None:

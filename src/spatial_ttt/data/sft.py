@@ -15,7 +15,8 @@ import numpy as np
 
 from .describe import DESCRIPTION_PROMPTS, describe_scene
 from .qa import QUESTION_TYPES, generate_qa
-from .scene import Scene, atomic_write_text
+from ..files import atomic_write_text
+from .scene import Scene
 
 Record = dict[str, Any]
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from spatial_ttt.eval.errors import EvalError
+from spatial_ttt.files import atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -97,20 +97,6 @@ def read_results(path: Path) -> dict[str, dict[str, Any]]:
     return results
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temp file in the same folder + rename, so readers never see a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_summary(out_dir: Path, summary: Summary) -> None:
-    write_atomic(out_dir / "summary.json", json.dumps(summary.to_dict(), indent=2) + "\n")
-    write_atomic(out_dir / "summary.md", summary.to_markdown())
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary.to_dict(), indent=2) + "\n")
+    atomic_write_text(out_dir / "summary.md", summary.to_markdown())
