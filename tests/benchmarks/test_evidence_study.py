@@ -411,3 +411,42 @@ def test_an_unscored_study_brings_every_finished_model_back(tmp_path):
         assert sorted(tar.getnames()) == ["hybrid-s1/config.json", "hybrid-s1/model.safetensors"]
     assert json.loads((out / "progress.json").read_text()) == {"noconv-s1": {"steps": 320}}
     assert list(json.loads((out / "results.json").read_text())) == ["hybrid-s1"]
+
+
+def test_freeze_memory_keeps_every_fast_weight_at_its_start(tmp_path):
+    """freeze_memory.py: after a prompt of several chunks the frozen copy's fast weights are still the learnt
+    initial ones (the model's own have moved), and the first chunk, answered before any update, is unchanged
+    (without the spatial conv, which lets a frame's tokens see the next frame's)."""
+    import torch
+
+    from spatial_ttt.checkpoint import load_model, save_model
+    from spatial_ttt.tiny import tiny_model
+
+    from tests.core.helpers import video_prompt
+
+    model = tiny_model(lact_chunk_size=8, use_conv_layer=False).eval()
+    save_model(model, tmp_path / "model")
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, str(ROOT / "benchmarks/evidence/freeze_memory.py"), str(tmp_path / "model"), str(tmp_path / "frozen")]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"{len(model.config.ttt_layers)} TTT layers with zero update rates" in result.stdout
+    frozen = load_model(tmp_path / "frozen").eval()
+    inputs = video_prompt(frames_groups=2, grid_hw=4)  # 22 tokens: two updates of 8
+    with torch.no_grad():
+        states = [m.new_state(1) for m in (model, frozen)]
+        logits = [m(**inputs, state=s).logits for m, s in zip((model, frozen), states)]
+    torch.testing.assert_close(logits[1][:, :8], logits[0][:, :8])  # the first chunk: no update has happened yet
+    assert (logits[1][:, -1] - logits[0][:, -1]).abs().max() > 1e-3
+    layers = [(state, layer.self_attn.initial_weights(1)) for state, layer in
+              zip(states[1].layers, frozen.model.language_model.layers) if layer.is_ttt]
+    for state, initial in layers:  # only the renormalisation's 1e-5 per update moves them
+        for now, start in zip((state.ttt.weights.w0, state.ttt.weights.w1, state.ttt.weights.w2), initial[:3]):
+            torch.testing.assert_close(now, start, rtol=1e-4, atol=1e-4)
+    for state, layer in zip(states[0].layers, model.model.language_model.layers):
+        if layer.is_ttt:
+            assert (state.ttt.weights.w0 - layer.self_attn.initial_weights(1).w0).abs().max() > 1e-3
+    save_model(tiny_model(ttt_layers=[]), tmp_path / "plain")
+    result = subprocess.run([*cmd[:2], str(tmp_path / "plain"), str(tmp_path / "out")], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 1 and "nothing to freeze" in result.stderr

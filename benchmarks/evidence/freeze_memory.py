@@ -1,0 +1,58 @@
+"""A copy of a model folder whose fast weights never change: every TTT layer's update rates are made zero, so each
+token is answered by the learnt initial fast weights (the branch still runs as a fixed MLP on the current token),
+and nothing seen earlier in the stream reaches later tokens through the fast weights. Scoring the copy beside the
+model (score_cpu.py) asks whether the model's answers use its fast-weight memory.
+
+python benchmarks/evidence/freeze_memory.py MODEL_DIR OUT_DIR
+
+The rates are softplus(lr_proj(x) + offset) (layers/ttt.py ``branch_prologue``): lr_proj's weight is set to zero
+and its bias to -100, so every rate is below 1e-40 and each update is zero to fp32 precision (what still moves the
+weights is the renormalisation after each update, w / (|w| + 1e-5) * |w0|: a relative 1e-5 per chunk).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import torch
+
+from spatial_ttt.checkpoint import load_model, save_model
+
+FROZEN_BIAS = -100.0
+
+
+def freeze(model: torch.nn.Module) -> int:
+    """Zeroes the update rates of every TTT layer with a fast-weight branch; returns how many layers."""
+    frozen = 0
+    for layer in model.model.language_model.layers:
+        mixer = getattr(layer, "self_attn", None)
+        lr_proj = getattr(mixer, "lr_proj", None)
+        if lr_proj is None:
+            continue
+        with torch.no_grad():
+            lr_proj.weight.zero_()
+            lr_proj.bias.fill_(FROZEN_BIAS)
+        frozen += 1
+    return frozen
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", type=Path)
+    parser.add_argument("out", type=Path)
+    args = parser.parse_args()
+    model = load_model(args.model).eval()
+    frozen = freeze(model)
+    if not frozen:
+        raise SystemExit(f"{args.model} has no TTT layer with a fast-weight branch: nothing to freeze")
+    save_model(model, args.out)
+    for f in args.model.iterdir():  # the processor files, unchanged
+        if f.is_file() and not (args.out / f.name).exists():
+            shutil.copy(f, args.out / f.name)
+    print(f"{args.out}: {frozen} TTT layers with zero update rates")
+
+
+if __name__ == "__main__":
+    main()
