@@ -34,8 +34,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from bench_e2e import Shape, build_ours, prompt
 
-from spatial_ttt.ops import fast_weight_kernels
 from spatial_ttt.files import atomic_write_json
+from spatial_ttt.ops import fast_weight_kernels
 from spatial_ttt.streaming import StreamSession
 
 # no kernel: views, metadata, allocation without a fill

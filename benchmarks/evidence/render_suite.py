@@ -18,8 +18,8 @@ import json
 from multiprocessing import Pool
 from pathlib import Path
 
-from spatial_ttt.files import atomic_write_text
 from spatial_ttt.data.memory_tasks import HELD_OUT_SEED, encode_video, render_walk, video_name, walk_records
+from spatial_ttt.files import atomic_write_text
 
 
 def scene(job: tuple[int, str, float]) -> list[dict] | None:

@@ -36,6 +36,7 @@ from multiprocessing import Pool
 from pathlib import Path
 
 from spatial_ttt.data.memory_tasks import STRIDES, stream_frames
+from spatial_ttt.files import atomic_write_json, atomic_write_text
 
 VARIANTS = ("ttt_all", "swa_all", "hybrid", "full", "noconv", "swa")
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
@@ -85,7 +86,7 @@ def to_frames(data: Path, frames: Path) -> None:
             videos = [r["video"]] if isinstance(r["video"], str) else r["video"]
             folders = ["frames/" + Path(v).stem for v in videos]
             r["video"] = folders[0] if isinstance(r["video"], str) else folders
-        (frames / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        atomic_write_text(frames / f"{split}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     print(f"near training records: {sum(len(v) for v in near.values())} of {len(splits['train'])}", flush=True)
 
 
@@ -143,9 +144,9 @@ def collect(procs: dict, calibrations: dict, steps: int, deadline: float, start:
             results[name] = json.loads((run / "result.json").read_text())
         elif (run / "progress.json").exists():
             progress[name] = json.loads((run / "progress.json").read_text())
-    (out / "results.json").write_text(json.dumps(results))
+    atomic_write_json(out / "results.json", results)
     if progress:  # chained runs still training: the next call resumes them
-        (out / "progress.json").write_text(json.dumps(progress))
+        atomic_write_json(out / "progress.json", progress)
     with tarfile.open(out / "logs.tar.gz", "w:gz") as tar:
         for name, (_, run) in procs.items():
             tar.add(run / "stdout.log", arcname=f"{name}.log")
@@ -255,7 +256,7 @@ def main() -> None:
     if steps < 10:
         raise SystemExit("too little time left to train: see the calibration above")
     for _, run in procs.values():
-        (run / "steps.json").write_text(json.dumps({"max_steps": steps}))
+        atomic_write_json(run / "steps.json", {"max_steps": steps})  # polled by the workers
     collect(procs, calibrations, steps, deadline, start, work, out)
 
 

@@ -136,7 +136,7 @@ def main() -> None:
     if args.chain and trainer.step < trainer.total_steps:
         progress = {"steps": trainer.step, "max_steps": trainer.total_steps, "steps_this_call": trainer.step - first_step,
                     "train_s": round(train_s, 1), "checkpoint": str(folder)}
-        (run_dir / "progress.json").write_text(json.dumps(progress))
+        atomic_write_json(run_dir / "progress.json", progress)
         print(json.dumps({"progress": progress}), flush=True)
         return
     rows, eval_s = score(folder, trainer, records) if records else (None, 0.0)
@@ -145,7 +145,7 @@ def main() -> None:
               "eval_s": round(eval_s, 1), "calibration": calibration, "checkpoint": str(folder),
               "data": trainer.data_summary, "history": trainer.history, "accuracy": accuracy_table(rows) if rows else None, "rows": rows,
               "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
-    (run_dir / "result.json").write_text(json.dumps(result))
+    atomic_write_json(run_dir / "result.json", result)
     print(json.dumps({k: result[k] for k in ("config", "seed", "steps", "train_s", "eval_s", "accuracy")}), flush=True)
 
 
