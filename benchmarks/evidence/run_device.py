@@ -3,6 +3,7 @@ scored, all runs at once spread over the visible GPUs.
 
 python benchmarks/evidence/run_device.py DATA_DIR OUT_DIR [--budget 540] [--gpus 4] [--seeds 1 2]
     [--variants ttt_all swa_all hybrid full] [--calibrate 12] [--max-steps 4000] [--set KEY=VALUE]
+    [--steps S [--chain | --detach SECONDS] [--no-score]]
 
 DATA_DIR holds train.jsonl / eval.jsonl and videos/<seed>_16x.mp4 (benchmarks/evidence/render_suite.py, or
 python -m spatial_ttt.data.memory_tasks). Each 16x video is unpacked to PNG frame folders with OpenCV (the device
@@ -19,11 +20,17 @@ answer), OUT_DIR/logs.tar.gz, and the best run's model folder as OUT_DIR/best.ta
 ``ttt_all`` run's as OUT_DIR/best_ttt_all.tar.gz when that is another run). With --no-score (needs --steps) the runs
 only train: DATA_DIR may lack the held-out videos (the carried tree is limited), and every finished run's model
 comes back as OUT_DIR/model_RUN.tar.gz, to be scored with score_cpu.py --results OUT_DIR/results.json.
+
+With --detach SECONDS (needs --steps) each run is one process in a session of its own (``setsid``), which
+outlives the call and trains until done or SECONDS from its start, on a machine held by back-to-back calls: no
+process restarts and recompiles per call, as --chain's do. A later call with the same arguments and --work
+launches nothing that is already running or done; it waits (until --budget) and collects what has finished.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -128,27 +135,59 @@ def archive(folder: Path, name: str, path: Path) -> None:
                 tar.add(folder / f, arcname=f"{name}/{f}")
 
 
-def collect(procs: dict, calibrations: dict, steps: int, deadline: float, start: float, work: Path, out: Path,
-            scored: bool = True) -> None:
-    """Waits for every run, then writes results.json, logs.tar.gz and the best runs' model archives."""
-    results, progress = {}, {}
-    for name, (proc, run) in procs.items():
+def wait_attached(procs: dict[str, subprocess.Popen], deadline: float) -> None:
+    """Waits for every run's process; one still running 10 s past the deadline is killed."""
+    for proc in procs.values():
         try:
             proc.wait(timeout=max(1.0, deadline + 10 - time.time()))
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def running(run: Path) -> bool:
+    """Whether the detached process recorded in RUN/pid is alive (and not a zombie of this process)."""
+    try:
+        pid = int((run / "pid").read_text())
+        os.kill(pid, 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return False
+    with contextlib.suppress(ChildProcessError):
+        if os.waitpid(pid, os.WNOHANG)[0]:  # launched by this call and exited: reap it
+            return False
+    return True
+
+
+def wait_detached(runs: dict[str, Path], deadline: float, poll_s: float = 5.0) -> None:
+    """Waits until no detached run is still training, or the deadline (the runs go on training after it)."""
+    while any(running(run) for run in runs.values()) and time.time() < deadline:
+        time.sleep(max(0.0, min(poll_s, deadline - time.time())))
+
+
+def last_step(run: Path) -> int:
+    """The last step a run logged (RUN/run/log.jsonl), 0 before its first."""
+    log = run / "run" / "log.jsonl"
+    lines = log.read_text().splitlines() if log.exists() else []
+    return json.loads(lines[-1])["step"] if lines else 0
+
+
+def collect(runs: dict[str, Path], steps: int, start: float, work: Path, out: Path, scored: bool = True) -> None:
+    """Writes results.json (finished runs), progress.json (the others), logs.tar.gz and the model archives."""
+    results, progress = {}, {}
+    for name, run in runs.items():
         log = (run / "stdout.log").read_text()
-        print(f"== {name}: exit {proc.returncode}\n{log[-1200:]}", flush=True)
+        print(f"== {name}\n{log[-1200:]}", flush=True)
         if (run / "result.json").exists():
             results[name] = json.loads((run / "result.json").read_text())
-        elif (run / "progress.json").exists():
+        elif (run / "progress.json").exists():  # a chained run: the next call resumes it
             progress[name] = json.loads((run / "progress.json").read_text())
+        else:  # a detached run still training (or one that failed: its log says)
+            progress[name] = {"steps": last_step(run), "running": running(run)}
     atomic_write_json(out / "results.json", results)
-    if progress:  # chained runs still training: the next call resumes them
+    if progress:
         atomic_write_json(out / "progress.json", progress)
     with tarfile.open(out / "logs.tar.gz", "w:gz") as tar:
-        for name, (_, run) in procs.items():
+        for name, run in runs.items():
             tar.add(run / "stdout.log", arcname=f"{name}.log")
         for failed in (work / "runs").glob("*-failed.log"):
             tar.add(failed, arcname=failed.name)
@@ -188,14 +227,18 @@ def main() -> None:
                         "resuming from their checkpoints under --work (which must survive between calls)")
     parser.add_argument("--no-score", action="store_true", help="with --steps: train only; each finished run's "
                         "model comes back as OUT_DIR/model_RUN.tar.gz, for score_cpu.py --results")
+    parser.add_argument("--detach", type=float, metavar="SECONDS", help="with --steps: runs in sessions of their own "
+                        "that outlive the call, each with SECONDS from its start to finish; later calls collect")
     args = parser.parse_args()
-    if (args.chain or args.no_score) and args.steps is None:
-        parser.error("--chain and --no-score need --steps")
+    if (args.chain or args.no_score or args.detach) and args.steps is None:
+        parser.error("--chain, --no-score and --detach need --steps")
+    if args.chain and args.detach:
+        parser.error("--chain restarts runs every call; --detach keeps them running: choose one")
     start = time.time()
     deadline = start + args.budget - MARGIN_S
     work, out = Path(args.work), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if not (args.chain and (work / "data" / "eval.jsonl").exists()):  # a chained call finds the frames unpacked
+    if not ((args.chain or args.detach) and (work / "data" / "eval.jsonl").exists()):  # a later call finds them unpacked
         to_frames(Path(args.data), work / "data")
     eval_records = len((work / "data" / "eval.jsonl").read_text().splitlines())
     print(f"frames unpacked in {time.time() - start:.1f}s", flush=True)
@@ -206,23 +249,38 @@ def main() -> None:
     def launch(name: str, extra: list[str]) -> tuple[subprocess.Popen, Path]:
         variant, seed = names[name]
         run = work / "runs" / name
-        if not args.chain:
+        if not args.chain:  # a fresh run (a detached one is launched once: see below)
             shutil.rmtree(run, ignore_errors=True)
         run.mkdir(parents=True, exist_ok=True)
         (run / "progress.json").unlink(missing_ok=True)
         steps = ["--calibrate", str(args.calibrate)] if args.steps is None else [f"max_steps={args.steps}"]
         steps += ["--chain"] if args.chain else []
         steps += ["--no-score"] if args.no_score else []
+        run_deadline = start + args.detach if args.detach else deadline
         cmd = [sys.executable, str(Path(__file__).with_name("worker.py")), f"configs/evidence_{variant}.yaml",
-               str(seed), str(run), str(work / "data"), str(deadline), *steps, *extra]
+               str(seed), str(run), str(work / "data"), str(run_deadline), *steps, *extra]
         gpu = gpus.get(name)
         proc_env = env if gpu is None else {**env, "CUDA_VISIBLE_DEVICES": str(gpu)}
         log = open(run / "stdout.log", "a" if args.chain else "w")  # a chained run's log spans its calls
-        return subprocess.Popen(cmd, env=proc_env, stdout=log, stderr=subprocess.STDOUT), run
+        proc = subprocess.Popen(cmd, env=proc_env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=bool(args.detach))
+        atomic_write_text(run / "pid", str(proc.pid))
+        return proc, run
 
+    if args.detach:
+        runs = {name: work / "runs" / name for name in names}
+        for name, run in runs.items():
+            if (run / "result.json").exists() or running(run):
+                print(f"== {name}: {'done' if (run / 'result.json').exists() else 'running'}, not launched again", flush=True)
+            else:
+                launch(name, args.overrides)
+        wait_detached(runs, deadline)
+        collect(runs, args.steps, start, work, out, scored=not args.no_score)
+        return
     procs = {name: launch(name, args.overrides) for name in names}
     if args.steps is not None:
-        collect(procs, {}, args.steps, deadline, start, work, out, scored=not args.no_score)
+        wait_attached({name: proc for name, (proc, _) in procs.items()}, deadline)
+        collect({name: run for name, (_, run) in procs.items()}, args.steps, start, work, out, scored=not args.no_score)
         return
     # every run calibrates, then all get the same step count; a run whose calibration fails is started once more
     # with the plain PyTorch fast-weight kernel (no compilation), if there is time
@@ -257,7 +315,8 @@ def main() -> None:
         raise SystemExit("too little time left to train: see the calibration above")
     for _, run in procs.values():
         atomic_write_json(run / "steps.json", {"max_steps": steps})  # polled by the workers
-    collect(procs, calibrations, steps, deadline, start, work, out)
+    wait_attached({name: proc for name, (proc, _) in procs.items()}, deadline)
+    collect({name: run for name, (_, run) in procs.items()}, steps, start, work, out)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -405,7 +406,8 @@ def test_an_unscored_study_brings_every_finished_model_back(tmp_path):
             (run / "progress.json").write_text(json.dumps({"steps": 320}))
         procs[name] = (subprocess.Popen([sys.executable, "-c", "pass"]), run)
     out.mkdir()
-    run_device.collect(procs, {}, 500, deadline=0.0, start=0.0, work=work, out=out, scored=False)
+    run_device.wait_attached({name: proc for name, (proc, _) in procs.items()}, deadline=0.0)
+    run_device.collect({name: run for name, (_, run) in procs.items()}, 500, start=0.0, work=work, out=out, scored=False)
     assert sorted(p.name for p in out.iterdir()) == ["logs.tar.gz", "model_hybrid-s1.tar.gz", "progress.json", "results.json"]
     with tarfile.open(out / "model_hybrid-s1.tar.gz") as tar:
         assert sorted(tar.getnames()) == ["hybrid-s1/config.json", "hybrid-s1/model.safetensors"]
@@ -450,3 +452,58 @@ def test_freeze_memory_keeps_every_fast_weight_at_its_start(tmp_path):
     result = subprocess.run([*cmd[:2], str(tmp_path / "plain"), str(tmp_path / "out")], env=env, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 1 and "nothing to freeze" in result.stderr
+
+
+FAKE_WORKER = """#!/bin/bash
+# stands in for `python worker.py CONFIG SEED RUN_DIR DATA DEADLINE ...`: logs one step, then finishes after
+# $FAKE_STEP_S seconds with a result and a model folder
+run=$4
+echo launched >> "$run/../launches"
+mkdir -p "$run/run/checkpoint-500"
+echo '{"step": 1, "loss": 6.0}' > "$run/run/log.jsonl"
+sleep "$FAKE_STEP_S"
+echo '{}' > "$run/run/checkpoint-500/config.json"
+echo "{\\"steps\\": 500, \\"checkpoint\\": \\"$run/run/checkpoint-500\\"}" > "$run/result.json"
+"""
+
+
+def test_detached_runs_outlive_their_call_and_are_collected_once_done(tmp_path, monkeypatch):
+    """run_device.py --detach: a run is launched in a session of its own and left running past the call's budget
+    (reported in progress.json as running, with its last logged step); a later call launches nothing again and
+    collects the finished run's model."""
+    import signal
+    import tarfile
+
+    run_device = _module("run_device")
+    fake = tmp_path / "fake_worker"
+    fake.write_text(FAKE_WORKER)
+    fake.chmod(0o755)
+    monkeypatch.setattr(run_device.sys, "executable", str(fake))
+    monkeypatch.setattr(run_device, "to_frames", lambda data, frames: (frames.mkdir(parents=True, exist_ok=True),
+                                                                       (frames / "eval.jsonl").write_text("{}\n")))
+    monkeypatch.setattr(run_device, "MARGIN_S", 0.0)
+    work = tmp_path / "work"
+    argv = ["run_device.py", str(tmp_path), "OUT", "--steps", "500", "--detach", "600", "--no-score",
+            "--variants", "hybrid", "--seeds", "1", "--work", str(work), "--budget"]
+    monkeypatch.setenv("FAKE_STEP_S", "4")
+    argv[2] = str(tmp_path / "call1")
+    monkeypatch.setattr(sys, "argv", [*argv, "1"])
+    run_device.main()  # returns after 1 s; the run trains on
+    run = work / "runs" / "hybrid-s1"
+    assert run_device.running(run)
+    progress = json.loads((tmp_path / "call1" / "progress.json").read_text())
+    assert progress == {"hybrid-s1": {"steps": 1, "running": True}}
+    assert json.loads((tmp_path / "call1" / "results.json").read_text()) == {}
+    try:
+        argv[2] = str(tmp_path / "call2")
+        monkeypatch.setattr(sys, "argv", [*argv, "30"])
+        run_device.main()  # waits for the run, launches nothing
+    finally:
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.killpg(int((run / "pid").read_text()), signal.SIGKILL)
+    assert (work / "runs" / "launches").read_text() == "launched\n"
+    assert not run_device.running(run)
+    assert list(json.loads((tmp_path / "call2" / "results.json").read_text())) == ["hybrid-s1"]
+    assert not (tmp_path / "call2" / "progress.json").exists()
+    with tarfile.open(tmp_path / "call2" / "model_hybrid-s1.tar.gz") as tar:
+        assert tar.getnames() == ["hybrid-s1/config.json"]
