@@ -99,9 +99,12 @@ def _run(console: Console) -> None:
     processor = SpatialTTTProcessor.from_pretrained(folder)
     cfg = model.config
     branch = "on" if cfg.ttt_branch else "off: the sliding-window variant"
+    layers = cfg.text_config.num_hidden_layers
+    anchors = [i for i in range(layers) if i not in cfg.ttt_layers]  # full attention over the whole stream
     _step(console, "load embedded model", time.perf_counter() - start,
-          f"{sum(p.numel() for p in model.parameters()):,} parameters, {cfg.text_config.num_hidden_layers} layers, "
-          f"TTT layers {cfg.ttt_layers} (fast-weight branch {branch}), window {cfg.window_size} tokens")
+          f"{sum(p.numel() for p in model.parameters()):,} parameters, {layers} layers, "
+          f"TTT layers {cfg.ttt_layers} (fast-weight branch {branch}), window {cfg.window_size} tokens"
+          + (f", full-attention anchor layers {anchors}" if anchors else ""))
 
     with tempfile.TemporaryDirectory(prefix="spatial-ttt-demo-") as tmp:
         seed = HELD_OUT_SEED + DEMO_SEED_OFFSET

@@ -14,6 +14,7 @@ def test_no_arguments_runs_the_embedded_trained_model_on_a_held_out_walk():
     text = result.stdout
     for step in ("load embedded model", "render held-out walk", "stream + answer"):
         assert step in text
+    assert "TTT layers [0, 1, 2] (fast-weight branch on)" in text and "full-attention anchor layers [3]" in text
     # the first held-out walk's four questions, each with the model's answer beside the truth
     assert "Which object did you see first?" in text and "truth: 'bed'" in text
     assert "Which appeared first, the bookshelf or the lamp?" in text and "truth: 'lamp'" in text
