@@ -13,29 +13,26 @@ weights is the renormalisation after each update, w / (|w| + 1e-5) * |w0|: a rel
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 import torch
 
-from spatial_ttt.checkpoint import load_model, save_model
+from spatial_ttt.checkpoint import copy_processor_files, load_model, save_model
 
 FROZEN_BIAS = -100.0
 
 
 def freeze(model: torch.nn.Module) -> int:
-    """Zeroes the update rates of every TTT layer with a fast-weight branch; returns how many layers."""
-    frozen = 0
-    for layer in model.model.language_model.layers:
-        mixer = getattr(layer, "self_attn", None)
-        lr_proj = getattr(mixer, "lr_proj", None)
-        if lr_proj is None:
-            continue
-        with torch.no_grad():
-            lr_proj.weight.zero_()
-            lr_proj.bias.fill_(FROZEN_BIAS)
-        frozen += 1
-    return frozen
+    """Zeroes the update rates of every TTT layer with a fast-weight branch; returns how many layers (0 when the
+    model's branch is off: its fast weights answer nothing)."""
+    if not model.config.ttt_branch:
+        return 0
+    ttt = [layer.self_attn for layer in model.model.language_model.layers if layer.is_ttt]
+    with torch.no_grad():
+        for mixer in ttt:
+            mixer.lr_proj.weight.zero_()
+            mixer.lr_proj.bias.fill_(FROZEN_BIAS)
+    return len(ttt)
 
 
 def main() -> None:
@@ -48,9 +45,7 @@ def main() -> None:
     if not frozen:
         raise SystemExit(f"{args.model} has no TTT layer with a fast-weight branch: nothing to freeze")
     save_model(model, args.out)
-    for f in args.model.iterdir():  # the processor files, unchanged
-        if f.is_file() and not (args.out / f.name).exists():
-            shutil.copy(f, args.out / f.name)
+    copy_processor_files(args.model, args.out)
     print(f"{args.out}: {frozen} TTT layers with zero update rates")
 
 

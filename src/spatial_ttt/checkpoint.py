@@ -6,6 +6,7 @@ The loaded model carries ``model.ttt_settings``: every TTT setting in effect and
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -193,6 +194,24 @@ def settings_in_effect(model: SpatialTTTForConditionalGeneration) -> dict[str, S
     """The TTT settings of a model and their sources (as loaded; a model built in code: its config's values)."""
     known = getattr(model, "ttt_settings", {})
     return {name: known.get(name, Setting(getattr(model.config, name), FROM_MODEL)) for name in TTT_SETTINGS}
+
+
+# The processor files of a Qwen3-VL / Spatial-TTT model folder (what SpatialTTTProcessor.from_pretrained reads).
+PROCESSOR_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json",
+    "added_tokens.json", "chat_template.jinja", "chat_template.json", "preprocessor_config.json",
+    "video_preprocessor_config.json", "generation_config.json",
+)
+
+
+def copy_processor_files(source: str | Path, folder: str | Path, overwrite: bool = False) -> list[str]:
+    """Copies the processor files ``source`` has into the model folder ``folder`` (keeping any it already has,
+    unless ``overwrite``); returns the names copied."""
+    source, folder = Path(source), Path(folder)
+    copied = [n for n in PROCESSOR_FILES if (source / n).is_file() and (overwrite or not (folder / n).exists())]
+    for name in copied:
+        shutil.copy2(source / name, folder / name)
+    return copied
 
 
 def save_model(model: SpatialTTTForConditionalGeneration, folder: str | Path, max_shard_size: str = "5GB") -> None:

@@ -16,7 +16,6 @@ import json
 import math
 import os
 import re
-import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -41,12 +40,6 @@ app = typer.Typer(
 console = Console(stderr=True, soft_wrap=True)  # progress, timings and errors; answers go to stdout
 out = Console(soft_wrap=True)
 
-# Processor files of a Qwen3-VL folder, copied by `convert` so that its output is a complete model folder.
-PROCESSOR_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json",
-    "added_tokens.json", "chat_template.jinja", "chat_template.json", "preprocessor_config.json",
-    "video_preprocessor_config.json", "generation_config.json",
-)
 
 
 def fail(message: str) -> NoReturn:
@@ -205,7 +198,7 @@ def convert(
 
     Processor files found beside the source (tokenizer, chat template, preprocessor configs) are copied, so the
     output is a complete model folder for `ask` and `stream`."""
-    from .checkpoint import CheckpointError, convert_qwen3vl, save_model
+    from .checkpoint import CheckpointError, convert_qwen3vl, copy_processor_files, save_model
 
     if not source.is_dir():
         fail(f"model folder not found: {source}")
@@ -227,9 +220,7 @@ def convert(
         fail(str(err))
     with _spinner(f"writing {output}"), quiet_transformers():
         save_model(model, output)
-        copied = [n for n in PROCESSOR_FILES if (source / n).is_file() and not (output / n).exists()]
-        for name in copied:
-            shutil.copy2(source / name, output / name)
+        copied = copy_processor_files(source, output)  # so that the output is a complete model folder
     console.print(
         f"wrote {escape(str(output))} in {time.perf_counter() - start:.1f}s (TTT layers {model.config.ttt_layers}; "
         f"{len(copied)} processor files copied)"

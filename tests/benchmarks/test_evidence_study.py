@@ -448,10 +448,11 @@ def test_freeze_memory_keeps_every_fast_weight_at_its_start(tmp_path):
     for state, layer in zip(states[0].layers, model.model.language_model.layers):
         if layer.is_ttt:
             assert (state.ttt.weights.w0 - layer.self_attn.initial_weights(1).w0).abs().max() > 1e-3
-    save_model(tiny_model(ttt_layers=[]), tmp_path / "plain")
-    result = subprocess.run([*cmd[:2], str(tmp_path / "plain"), str(tmp_path / "out")], env=env, capture_output=True,
-                            text=True, timeout=300)
-    assert result.returncode == 1 and "nothing to freeze" in result.stderr
+    for name, settings in (("plain", {"ttt_layers": []}), ("branch_off", {"ttt_branch": False})):
+        save_model(tiny_model(**settings), tmp_path / name)
+        result = subprocess.run([*cmd[:2], str(tmp_path / name), str(tmp_path / f"{name}_out")], env=env,
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 1 and "nothing to freeze" in result.stderr
 
 
 FAKE_WORKER = """#!/bin/bash

@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
-from ..checkpoint import convert_qwen3vl, load_model, load_state_strict, read_tensors
+from ..checkpoint import convert_qwen3vl, copy_processor_files, load_model, load_state_strict, read_tensors
 from ..layouts import folder_layout
 from ..tiny import tiny_model
 from ..video import SpatialTTTProcessor, make_tiny_processor
@@ -34,8 +34,6 @@ from .optim import build_optimizer, build_scheduler, configure_trainable
 from .packing import pack_loss
 
 STATE_NAME = "trainer_state.json"
-PROCESSOR_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json",
-                   "chat_template.jinja", "chat_template.json", "preprocessor_config.json", "video_preprocessor_config.json")
 
 
 def make_accelerator(config: TrainConfig):
@@ -365,9 +363,7 @@ class Trainer:
             tensors.pop("lm_head.weight", None)
         save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
         (folder / "model.safetensors").chmod(0o644)  # safetensors creates it 0600; the rest of the folder is 0644
-        for name in PROCESSOR_FILES:
-            if (self.processor_dir / name).is_file():
-                shutil.copy2(self.processor_dir / name, folder / name)
+        copy_processor_files(self.processor_dir, folder, overwrite=True)
 
     def prune(self) -> None:
         limit = self.config.save_total_limit
