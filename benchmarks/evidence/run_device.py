@@ -277,10 +277,13 @@ def main() -> None:
         wait_detached(runs, deadline)
         collect(runs, args.steps, start, work, out, scored=not args.no_score)
         return
+    def finish(steps: int) -> None:  # attached runs: wait for their processes, then collect
+        wait_attached({name: proc for name, (proc, _) in procs.items()}, deadline)
+        collect({name: run for name, (_, run) in procs.items()}, steps, start, work, out, scored=not args.no_score)
+
     procs = {name: launch(name, args.overrides) for name in names}
     if args.steps is not None:
-        wait_attached({name: proc for name, (proc, _) in procs.items()}, deadline)
-        collect({name: run for name, (_, run) in procs.items()}, args.steps, start, work, out, scored=not args.no_score)
+        finish(args.steps)
         return
     # every run calibrates, then all get the same step count; a run whose calibration fails is started once more
     # with the plain PyTorch fast-weight kernel (no compilation), if there is time
@@ -315,8 +318,7 @@ def main() -> None:
         raise SystemExit("too little time left to train: see the calibration above")
     for _, run in procs.values():
         atomic_write_json(run / "steps.json", {"max_steps": steps})  # polled by the workers
-    wait_attached({name: proc for name, (proc, _) in procs.items()}, deadline)
-    collect({name: run for name, (_, run) in procs.items()}, steps, start, work, out)
+    finish(steps)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from pathlib import Path
 from spatial_ttt.checkpoint import load_model
 from spatial_ttt.data.memory_tasks import HELD_OUT_SEED, STRIDES, iter_scene_records
 from spatial_ttt.eval.memory_suite import accuracy_table, score_records, suite_encoder
-from spatial_ttt.files import atomic_write_text
+from spatial_ttt.files import atomic_write_json
 from spatial_ttt.video import SpatialTTTProcessor
 
 TASKS = ("first", "order", "count", "room_size")
@@ -66,7 +66,7 @@ def main() -> None:
             runs[Path(folder).name].update(accuracy=res["accuracy"], rows=res["rows"], scored_on="cpu")
         results = runs
     if args.out:
-        atomic_write_text(args.out, json.dumps(results))
+        atomic_write_json(args.out, results)
 
 
 if __name__ == "__main__":

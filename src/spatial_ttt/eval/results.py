@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from spatial_ttt.eval.errors import EvalError
-from spatial_ttt.files import atomic_write_text
+from spatial_ttt.files import atomic_write_json, atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -98,5 +98,5 @@ def read_results(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def write_summary(out_dir: Path, summary: Summary) -> None:
-    atomic_write_text(out_dir / "summary.json", json.dumps(summary.to_dict(), indent=2) + "\n")
+    atomic_write_json(out_dir / "summary.json", summary.to_dict(), indent=2)
     atomic_write_text(out_dir / "summary.md", summary.to_markdown())

@@ -24,9 +24,9 @@ from spatial_ttt.eval.errors import EvalError
 from spatial_ttt.eval.interfaces import Benchmark, StreamingQAModel, VideoQAModel
 from spatial_ttt.eval.mindcube import MindCube
 from spatial_ttt.eval.results import ResultStore, Summary, read_results, write_summary
-from spatial_ttt.files import atomic_write_text
 from spatial_ttt.eval.vsibench import VSIBench
 from spatial_ttt.eval.vsisuper import VSISuperCount, VSISuperRecall
+from spatial_ttt.files import atomic_write_json
 
 BENCHMARKS: dict[str, Callable[[], Benchmark]] = {
     "vsibench": VSIBench,
@@ -134,7 +134,7 @@ def _check_run_settings(out: Path, has_results: bool, settings: dict[str, Any]) 
             what = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
             raise EvalError(f"{out} holds results made with other settings ({what}); use another --out folder")
     else:
-        atomic_write_text(path, json.dumps(settings, indent=2) + "\n")
+        atomic_write_json(path, settings, indent=2)
 
 
 def _check_media(samples: list[Any]) -> None:
