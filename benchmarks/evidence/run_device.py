@@ -19,7 +19,9 @@ for S. Results: OUT_DIR/results.json (per run: calibration, step log, accuracy p
 answer), OUT_DIR/logs.tar.gz, and the best run's model folder as OUT_DIR/best.tar.gz (and the best
 ``ttt_all`` run's as OUT_DIR/best_ttt_all.tar.gz when that is another run). With --no-score (needs --steps) the runs
 only train: DATA_DIR may lack the held-out videos (the carried tree is limited), and every finished run's model
-comes back as OUT_DIR/model_RUN.tar.gz, to be scored with score_cpu.py --results OUT_DIR/results.json.
+folder comes back in OUT_DIR/models_N.tar.gz (as RUN/..., several runs per archive, each archive under the device's
+16 MiB per file, so that six runs and the results fit its 8 files), to be scored with score_cpu.py --results
+OUT_DIR/results.json.
 
 With --detach SECONDS (needs --steps) each run is one process in a session of its own (``setsid``), which
 outlives the call and trains until done or SECONDS from its start, on a machine held by back-to-back calls: no
@@ -49,6 +51,7 @@ VARIANTS = ("ttt_all", "swa_all", "hybrid", "full", "noconv", "swa")
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
                "preprocessor_config.json", "video_preprocessor_config.json", "special_tokens_map.json")
 MARGIN_S = 25.0  # after the last evaluation: results, archives
+ARCHIVE_BYTES = 15 * 2**20  # model files per models_N.tar.gz, uncompressed (weights hardly compress): < 16 MiB
 # The real run compiles again, from the cache the calibration filled: on 4 H100s the first TTT step took 6.7 s
 # after 105 s in calibration (benchmarks/EVIDENCE.md). Charging the cold compilation twice left 20 steps.
 RECOMPILE_SHARE = 0.1
@@ -128,11 +131,34 @@ def overall(result: dict) -> float:
     return sum(t["all"] for t in acc.values()) / len(acc)
 
 
-def archive(folder: Path, name: str, path: Path) -> None:
+def model_files(folder: Path) -> list[Path]:
+    return [folder / f for f in MODEL_FILES if (folder / f).exists()]
+
+
+def archive(folders: dict[str, Path], path: Path) -> None:
+    """``path`` (.tar.gz) holding each run's model files as RUN/FILE."""
     with tarfile.open(path, "w:gz") as tar:
-        for f in MODEL_FILES:
-            if (folder / f).exists():
-                tar.add(folder / f, arcname=f"{name}/{f}")
+        for name, folder in folders.items():
+            for f in model_files(folder):
+                tar.add(f, arcname=f"{name}/{f.name}")
+
+
+def archive_in_parts(folders: dict[str, Path], out: Path, limit: int = ARCHIVE_BYTES) -> list[Path]:
+    """The runs' model files in as few OUT/models_N.tar.gz as hold at most ``limit`` bytes of them each (in order;
+    a run larger than ``limit`` alone in its own)."""
+    parts: list[dict[str, Path]] = []
+    size = 0
+    for name, folder in folders.items():
+        run_bytes = sum(f.stat().st_size for f in model_files(folder))
+        if not parts or size + run_bytes > limit:
+            parts.append({})
+            size = 0
+        parts[-1][name] = folder
+        size += run_bytes
+    paths = [out / f"models_{i}.tar.gz" for i in range(1, len(parts) + 1)]
+    for part, path in zip(parts, paths):
+        archive(part, path)
+    return paths
 
 
 def wait_attached(procs: dict[str, subprocess.Popen], deadline: float) -> None:
@@ -192,18 +218,17 @@ def collect(runs: dict[str, Path], steps: int, start: float, work: Path, out: Pa
         for failed in (work / "runs").glob("*-failed.log"):
             tar.add(failed, arcname=failed.name)
     if not scored:
-        for name, res in results.items():
-            archive(Path(res["checkpoint"]), name, out / f"model_{name}.tar.gz")
+        archive_in_parts({name: Path(res["checkpoint"]) for name, res in results.items()}, out)
         print(json.dumps({"equal_steps": steps, "finished": sorted(results),
                           "unfinished": {n: p["steps"] for n, p in progress.items()},
                           "total_s": round(time.time() - start, 1)}), flush=True)
         return
     ranked = sorted(results, key=lambda n: overall(results[n]), reverse=True)
     if ranked:
-        archive(Path(results[ranked[0]]["checkpoint"]), ranked[0], out / "best.tar.gz")
+        archive({ranked[0]: Path(results[ranked[0]]["checkpoint"])}, out / "best.tar.gz")
         best_ttt = next((n for n in ranked if n.startswith("ttt_all-")), None)
         if best_ttt not in (None, ranked[0]):
-            archive(Path(results[best_ttt]["checkpoint"]), best_ttt, out / "best_ttt_all.tar.gz")
+            archive({best_ttt: Path(results[best_ttt]["checkpoint"])}, out / "best_ttt_all.tar.gz")
     print(json.dumps({"equal_steps": steps, "overall": {n: round(overall(results[n]), 4) for n in ranked},
                       "unfinished": {n: p["steps"] for n, p in progress.items()},
                       "total_s": round(time.time() - start, 1)}), flush=True)
@@ -226,7 +251,7 @@ def main() -> None:
     parser.add_argument("--chain", action="store_true", help="with --steps: runs span calls on one warm machine, "
                         "resuming from their checkpoints under --work (which must survive between calls)")
     parser.add_argument("--no-score", action="store_true", help="with --steps: train only; each finished run's "
-                        "model comes back as OUT_DIR/model_RUN.tar.gz, for score_cpu.py --results")
+                        "model folder comes back in OUT_DIR/models_N.tar.gz, for score_cpu.py --results")
     parser.add_argument("--detach", type=float, metavar="SECONDS", help="with --steps: runs in sessions of their own "
                         "that outlive the call, each with SECONDS from its start to finish; later calls collect")
     args = parser.parse_args()

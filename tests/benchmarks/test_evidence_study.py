@@ -385,7 +385,7 @@ def test_score_cpu_fills_in_the_runs_of_an_unscored_study(tmp_path):
 
 
 def test_an_unscored_study_brings_every_finished_model_back(tmp_path):
-    """run_device.py --no-score: each finished run's model folder comes back as model_RUN.tar.gz; a chained run
+    """run_device.py --no-score: each finished run's model folder comes back in models_N.tar.gz; a chained run
     still training is listed in progress.json and has no archive."""
     import tarfile
 
@@ -408,11 +408,46 @@ def test_an_unscored_study_brings_every_finished_model_back(tmp_path):
     out.mkdir()
     run_device.wait_attached({name: proc for name, (proc, _) in procs.items()}, deadline=0.0)
     run_device.collect({name: run for name, (_, run) in procs.items()}, 500, start=0.0, work=work, out=out, scored=False)
-    assert sorted(p.name for p in out.iterdir()) == ["logs.tar.gz", "model_hybrid-s1.tar.gz", "progress.json", "results.json"]
-    with tarfile.open(out / "model_hybrid-s1.tar.gz") as tar:
+    assert sorted(p.name for p in out.iterdir()) == ["logs.tar.gz", "models_1.tar.gz", "progress.json", "results.json"]
+    with tarfile.open(out / "models_1.tar.gz") as tar:
         assert sorted(tar.getnames()) == ["hybrid-s1/config.json", "hybrid-s1/model.safetensors"]
     assert json.loads((out / "progress.json").read_text()) == {"noconv-s1": {"steps": 320}}
     assert list(json.loads((out / "results.json").read_text())) == ["hybrid-s1"]
+
+
+def test_model_archives_stay_under_the_limit_with_as_few_files_as_fit(tmp_path):
+    """Six 5.7 MB runs (the evidence models) in archives of at most 15 MiB of model files: three archives of two
+    runs, which with results.json, progress.json and logs.tar.gz fit the device's 8 files; a run over the limit
+    goes alone; every run's files come back under its own name."""
+    import tarfile
+
+    run_device = _module("run_device")
+
+    def model(name: str, size: int) -> Path:
+        folder = tmp_path / "runs" / name
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text("{}")
+        (folder / "model.safetensors").write_bytes(bytes(size))
+        (folder / "optimizer.pt").write_bytes(bytes(1000))  # not a model file: neither counted nor packed
+        return folder
+
+    runs = {f"{v}-s{s}": model(f"{v}-s{s}", 5_742_712) for v in ("hybrid", "swa", "full") for s in (1, 2)}
+    out = tmp_path / "out"
+    out.mkdir()
+    paths = run_device.archive_in_parts(runs, out)
+    assert [p.name for p in paths] == ["models_1.tar.gz", "models_2.tar.gz", "models_3.tar.gz"]
+    packed = {}
+    for path in paths:
+        assert path.stat().st_size < 16 * 2**20
+        with tarfile.open(path) as tar:
+            packed[path.name] = sorted(tar.getnames())
+    assert packed["models_1.tar.gz"] == ["hybrid-s1/config.json", "hybrid-s1/model.safetensors",
+                                         "hybrid-s2/config.json", "hybrid-s2/model.safetensors"]
+    assert sum(len(names) for names in packed.values()) == 12
+    big = run_device.archive_in_parts({"a": model("a", 30), "b": model("b", 200), "c": model("c", 30)}, tmp_path, limit=100)
+    with tarfile.open(big[1]) as tar:
+        assert [p.name for p in big] == ["models_1.tar.gz", "models_2.tar.gz", "models_3.tar.gz"]
+        assert sorted(tar.getnames()) == ["b/config.json", "b/model.safetensors"]
 
 
 def test_freeze_memory_keeps_every_fast_weight_at_its_start(tmp_path):
@@ -506,5 +541,5 @@ def test_detached_runs_outlive_their_call_and_are_collected_once_done(tmp_path, 
     assert not run_device.running(run)
     assert list(json.loads((tmp_path / "call2" / "results.json").read_text())) == ["hybrid-s1"]
     assert not (tmp_path / "call2" / "progress.json").exists()
-    with tarfile.open(tmp_path / "call2" / "model_hybrid-s1.tar.gz") as tar:
+    with tarfile.open(tmp_path / "call2" / "models_1.tar.gz") as tar:
         assert tar.getnames() == ["hybrid-s1/config.json"]

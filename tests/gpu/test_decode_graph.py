@@ -56,15 +56,33 @@ def test_graphed_decoding_matches_eager_in_fp32(fp32_model, batch):
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
 
 
+def fed_tokens(batch: int, count: int, seed: int = 0) -> torch.Tensor:
+    """Token ids [batch, count] from their own generator: the same whichever tests ran before."""
+    return torch.randint(0, 500, (batch, count), generator=torch.Generator().manual_seed(seed)).cuda()
+
+
 def test_graphed_decoding_serves_inference_mode_then_no_grad_callers(fp32_model):
     """Static buffers are made outside inference mode: a decode under torch.inference_mode() and a later one
     under no_grad (what generate uses) both run (the bug of issue 16 for the chunk graphs)."""
     inputs = on_cuda(video_prompt(frames_groups=2, grid_hw=4))
-    tokens = torch.randint(0, 500, (1, 10), device="cuda")
+    tokens = fed_tokens(1, 10)
     expected, _ = fed_logits(fp32_model, "eager", inputs, tokens)
     for mode in (torch.inference_mode, torch.no_grad):
         got, _ = fed_logits(fp32_model, "graphed", inputs, tokens, mode)
         torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+
+
+def test_a_step_compiled_for_two_batch_sizes_serves_inference_mode_then_no_grad():
+    """The order in which the test above failed once in a full GPU run (session 13, on a loaded host; it passed
+    alone and after the batch-1 case): graphed decodes of batch 1, then 2, under no_grad, then batch 1 under
+    inference_mode and no_grad again, on one fresh model, each against eager decoding of the same tokens."""
+    model = tiny_model(use_muon=False, lact_chunk_size=8, window_size=16).cuda()
+    for batch, mode in ((1, torch.no_grad), (2, torch.no_grad), (1, torch.inference_mode), (1, torch.no_grad)):
+        inputs = on_cuda(video_prompt(frames_groups=2, grid_hw=4, batch=batch))
+        tokens = fed_tokens(batch, 10, seed=batch)
+        expected, _ = fed_logits(model, "eager", inputs, tokens)
+        got, _ = fed_logits(model, "graphed", inputs, tokens, mode)
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=0, msg=lambda m: f"batch {batch}, {mode.__name__}: {m}")
 
 
 def test_graphed_decoding_is_close_to_eager_in_bf16():
