@@ -46,10 +46,10 @@ from pathlib import Path
 
 from spatial_ttt.data.memory_tasks import STRIDES, stream_frames
 from spatial_ttt.files import atomic_write_json, atomic_write_text
+from spatial_ttt.layouts import PROCESSOR_FILES, WEIGHTS_NAME
 
 VARIANTS = ("ttt_all", "swa_all", "hybrid", "full", "noconv", "swa")
-MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
-               "preprocessor_config.json", "video_preprocessor_config.json", "special_tokens_map.json")
+MODEL_FILES = ("config.json", WEIGHTS_NAME, *PROCESSOR_FILES)  # what a model folder needs, no training state
 MARGIN_S = 25.0  # after the last evaluation: results, archives
 ARCHIVE_BYTES = 15 * 2**20  # model files per models_N.tar.gz, uncompressed (weights hardly compress): < 16 MiB
 # The real run compiles again, from the cache the calibration filled: on 4 H100s the first TTT step took 6.7 s
@@ -302,6 +302,7 @@ def main() -> None:
         wait_detached(runs, deadline)
         collect(runs, args.steps, start, work, out, scored=not args.no_score)
         return
+
     def finish(steps: int) -> None:  # attached runs: wait for their processes, then collect
         wait_attached({name: proc for name, (proc, _) in procs.items()}, deadline)
         collect({name: run for name, (_, run) in procs.items()}, steps, start, work, out, scored=not args.no_score)

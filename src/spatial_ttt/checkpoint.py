@@ -20,6 +20,7 @@ from torch import Tensor
 from .configuration import SpatialTTTConfig
 from .layouts import (
     FROM_MODEL,
+    PROCESSOR_FILES,
     TTT_SETTINGS,
     CheckpointError,
     Setting,
@@ -194,14 +195,6 @@ def settings_in_effect(model: SpatialTTTForConditionalGeneration) -> dict[str, S
     """The TTT settings of a model and their sources (as loaded; a model built in code: its config's values)."""
     known = getattr(model, "ttt_settings", {})
     return {name: known.get(name, Setting(getattr(model.config, name), FROM_MODEL)) for name in TTT_SETTINGS}
-
-
-# The processor files of a Qwen3-VL / Spatial-TTT model folder (what SpatialTTTProcessor.from_pretrained reads).
-PROCESSOR_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json",
-    "added_tokens.json", "chat_template.jinja", "chat_template.json", "preprocessor_config.json",
-    "video_preprocessor_config.json", "generation_config.json",
-)
 
 
 def copy_processor_files(source: str | Path, folder: str | Path, overwrite: bool = False) -> list[str]:

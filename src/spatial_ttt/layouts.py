@@ -26,6 +26,12 @@ from .configuration import SpatialTTTConfig
 
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
+# The processor files of a Qwen3-VL / Spatial-TTT model folder (what SpatialTTTProcessor.from_pretrained reads).
+PROCESSOR_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json",
+    "added_tokens.json", "chat_template.jinja", "chat_template.json", "preprocessor_config.json",
+    "video_preprocessor_config.json", "generation_config.json",
+)
 
 # Where a setting in effect came from.
 FROM_CONFIG = "checkpoint config"

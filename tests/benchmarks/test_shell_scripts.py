@@ -1,6 +1,7 @@
 """The device-call scripts under benchmarks/ (run only on the GPU machine, where a typo costs a call): each parses
 as bash, and every benchmark script they call exists and accepts every option they pass it. Runs nothing."""
 
+import functools
 import re
 import shlex
 import subprocess
@@ -35,12 +36,18 @@ def test_each_script_parses_as_bash(script):
     assert result.returncode == 0, result.stderr
 
 
+@functools.cache
+def usage(path: str) -> subprocess.CompletedProcess:
+    """``python PATH --help``, once per benchmark however many scripts call it (each start imports torch)."""
+    return subprocess.run([sys.executable, str(ROOT / path), "--help"], capture_output=True, text=True,
+                          cwd=ROOT, env={"PYTHONPATH": f"{ROOT / 'src'}:{ROOT / 'benchmarks'}", "PATH": "/usr/bin:/bin"})
+
+
 @pytest.mark.parametrize("script", [s for s in SCRIPTS if python_calls(s)], ids=lambda p: p.name)
 def test_each_called_benchmark_accepts_the_options_passed(script):
     for path, options in python_calls(script):
         assert (ROOT / path).is_file(), f"{script.name} calls {path}, which does not exist"
-        usage = subprocess.run([sys.executable, str(ROOT / path), "--help"], capture_output=True, text=True,
-                               cwd=ROOT, env={"PYTHONPATH": f"{ROOT / 'src'}:{ROOT / 'benchmarks'}", "PATH": "/usr/bin:/bin"})
-        assert usage.returncode == 0, f"{path} --help failed: {usage.stderr[-500:]}"
-        missing = [o for o in options if not re.search(rf"{re.escape(o)}\b", usage.stdout)]
+        help_run = usage(path)
+        assert help_run.returncode == 0, f"{path} --help failed: {help_run.stderr[-500:]}"
+        missing = [o for o in options if not re.search(rf"{re.escape(o)}\b", help_run.stdout)]
         assert not missing, f"{script.name} passes {missing} to {path}, which does not take them"
