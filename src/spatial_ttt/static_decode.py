@@ -72,12 +72,13 @@ def decode_step(model, token: Tensor, where: Tensor, buffers: list[LayerBuffers]
 
 
 class StaticDecoding:
-    """What a model keeps for static decoding: the compiled step (its own, so that models never share compiled
-    variants or recompile limits), the buffer shapes it has been captured for, a lock serialising captures and
+    """What a model keeps for static decoding: the compiled step, one per batch size and weight dtype (its own, so
+    that models never share compiled variants or recompile limits, and one key's new lengths never use up
+    another's: spatial_ttt.ops.fast_weight_kernels.compile_key), the buffer shapes it has been captured for, a lock serialising captures and
     replays between threads, and how the last decode ran (``last``, for benchmarks)."""
 
     def __init__(self) -> None:
-        self._compiled: Callable | None = None
+        self._compiled: dict[tuple, Callable] = {}
         self.captured: set[tuple] = set()
         self.lock = threading.Lock()
         self.last: dict = {}
@@ -100,12 +101,12 @@ class StaticDecoding:
             return "graphed" if device.type == "cuda" else "eager"
         return setting
 
-    def step(self, compiled: bool) -> Callable[..., Tensor]:
+    def step(self, compiled: bool, key: tuple = ()) -> Callable[..., Tensor]:
         if not compiled:
             return decode_step
-        if self._compiled is None:
-            self._compiled = torch.compile(private_copy(decode_step), fullgraph=True)
-        return self._compiled
+        if key not in self._compiled:
+            self._compiled[key] = torch.compile(private_copy(decode_step), fullgraph=True)
+        return self._compiled[key]
 
 
 class StaticDecoder:
@@ -213,13 +214,14 @@ class StaticDecoder:
     def _capture(self, token: Tensor) -> None:
         """Builds the step's graph (compiled and captured on CUDA) for tokens like ``token`` [B]."""
         began = time.perf_counter()
-        step, model, buffers, where = self.decoding.step(compiled=self.capture), self.model, self.buffers, self.where
+        shapes = tuple((b.keys.shape, None if b.weights is None else b.weights[0].dtype) for b in self.buffers)
+        step = self.decoding.step(self.capture, (token.shape[0], *sorted({str(dtype) for _, dtype in shapes})))
+        model, buffers, where = self.model, self.buffers, self.where
 
         def bound(token: Tensor) -> tuple[Tensor]:  # no reference to self: no cycle to keep the buffers alive
             return (step(model, token, where, buffers),)  # past the decode
 
         # a shape (and weight dtype) captured before is compiled: one run before the capture settles it, not two
-        shapes = tuple((b.keys.shape, None if b.weights is None else b.weights[0].dtype) for b in self.buffers)
         warmups = 1 if shapes in self.decoding.captured else 2
         self.graph = ChunkGraph(bound, [token[:, None]], self.capture, warmups=warmups, rewind=lambda: where.sub_(1))
         self.decoding.captured.add(shapes)

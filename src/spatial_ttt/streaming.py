@@ -32,7 +32,6 @@ from .models.modeling import SpatialTTTForConditionalGeneration
 from .models.positions import rope_positions
 from .ops.fast_weight import FastWeights
 from .state import ModelState
-from .transfer import to_device
 from .session_state import (
     Segment,
     StaleSnapshotError,
@@ -262,26 +261,14 @@ def prefill_in_pieces(
             cuts.append((g, first))
             last = first
     per_row = pixel_values_videos.view(batch, t * h * w, -1)
-    visual = model.model.visual
-
-    def piece_pixels(g0: int, g1: int) -> Tensor | None:
-        """The pixels of groups g0..g1 on the vision tower's device in its dtype (copied asynchronously from host
-        memory: spatial_ttt.transfer)."""
-        if g1 == g0:
-            return None
-        return to_device(per_row[:, g0 * h * w : g1 * h * w].reshape(-1, per_row.shape[-1]), visual.device, visual.dtype)
-
     stream = new_stream(model, state=state)
-    ends = [*cuts, (t, length)]
     g0, start = 0, 0
-    pixels = piece_pixels(0, ends[0][0])
-    for i, (g1, end) in enumerate(ends):
+    for g1, end in [*cuts, (t, length)]:
         out = None  # the previous piece's output, dead before this piece's vision tower runs: one piece alive
+        pixels = per_row[:, g0 * h * w : g1 * h * w].reshape(-1, per_row.shape[-1]) if g1 > g0 else None
         grid = torch.tensor([[g1 - g0, h, w]] * batch, device=video_grid_thw.device) if g1 > g0 else None
         segments = segments_from_tokens(model, stream, input_ids[:, start:end], pixels, grid)
-        # the next piece's pixels cross while this piece's layers run (the host fills the pinned blocks while the
-        # GPU works; the next piece's bookkeeping waits for the GPU, which would leave it idle during the copy)
-        pixels = piece_pixels(g1, ends[i + 1][0]) if i + 1 < len(ends) else None
+        del pixels  # (a copy where the rows of a batch are gathered)
         out = feed(model, stream, segments, flush=end == length)  # takes the segments (the list is emptied)
         g0, start = g1, end
     return final_logits(model, out[-1:])[:, -1]
@@ -492,7 +479,7 @@ class StreamSession:
         pieces = [self.processor.encode_frames(torch.as_tensor(f), timestamps) for f in per_stream]
         device = self.model.device
         return (torch.cat([p.input_ids for p in pieces]).to(device),
-                to_device(torch.cat([p.pixel_values_videos for p in pieces]), device),
+                torch.cat([p.pixel_values_videos for p in pieces]).to(device),
                 torch.cat([p.video_grid_thw for p in pieces]).to(device))
 
     def _per_lane(self, input_ids: Tensor, pixels: Tensor | None, grid: Tensor | None) -> list[tuple]:

@@ -22,20 +22,3 @@ def test_host_pixels_give_the_tokens_of_device_pixels(piece_tokens):
     assert model.generate(**host, max_new_tokens=6, stop_token_ids=[]).tolist() == expected.tolist()
     unpinned = dict(on_gpu, pixel_values_videos=inputs["pixel_values_videos"])
     assert model.generate(**unpinned, max_new_tokens=6, stop_token_ids=[]).tolist() == expected.tolist()
-
-
-@cuda
-def test_staged_copy_gives_the_bytes_of_a_direct_copy(monkeypatch):
-    """Pageable rows go through pinned blocks (4 rows each here, the last one short): every row arrives, cast on
-    the device exactly as a direct copy cast there."""
-    import spatial_ttt.transfer as transfer
-
-    rows = torch.randn(10, 3, 16, dtype=torch.float32)  # pageable
-    monkeypatch.setattr(transfer, "BLOCK_BYTES", 4 * 3 * 16 * 4)
-    staged = transfer.to_device(rows, torch.device("cuda"))
-    assert staged.device.type == "cuda" and torch.equal(staged.cpu(), rows)
-    cast = transfer.to_device(rows, torch.device("cuda"), torch.bfloat16)
-    assert torch.equal(cast, rows.cuda().to(torch.bfloat16))
-    rows.zero_()  # the caller may reuse its tensor at once: the copy was taken from pinned blocks of our own
-    torch.cuda.synchronize()
-    assert not torch.equal(staged.cpu(), rows)

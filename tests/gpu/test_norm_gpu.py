@@ -27,7 +27,7 @@ def test_compiled_norm_is_qwen3vl_to_one_bf16_step(shape):
     x = (torch.randn(shape, device="cuda") * 3).bfloat16()
     with torch.inference_mode():
         got, expected = ours(x), theirs(x)
-    assert (rms_norm, None, None) in kernel._compiled
+    assert any(key[0] is rms_norm for key in kernel._compiled)
     torch.testing.assert_close(got, expected, atol=0, rtol=2**-7)
 
 

@@ -31,7 +31,6 @@ from ..layers.vision_attention import FrameBatchedVisionAttention, FrameBatchedV
 from ..ops import FastWeightKernel, FastWeightMemory
 from ..state import KVCache, LayerState, ModelState
 from ..static_decode import StaticDecoding
-from ..transfer import to_device
 from .positions import rope_positions
 
 
@@ -229,8 +228,9 @@ class SpatialTTTForConditionalGeneration(PreTrainedModel):
         features, *deepstack = (
             torch.empty(merged, width, dtype=visual.dtype, device=visual.device) for _ in range(1 + levels)
         )
-        for start, end, grid in pieces:  # pixels may be in host memory: one piece at a time goes to the device
-            piece = to_device(pixels[start:end], visual.device, visual.dtype)
+        for start, end, grid in pieces:  # pixels may be in host memory: one piece at a time goes to the device,
+            # in their own dtype (async when pinned; a cast on the way would run on the CPU), then cast there
+            piece = pixels[start:end].to(visual.device, non_blocking=True).to(visual.dtype)
             out = visual(piece, grid_thw=torch.tensor([grid], device=visual.device))
             rows = slice(start // visual.spatial_merge_unit, end // visual.spatial_merge_unit)
             features[rows] = out.pooler_output

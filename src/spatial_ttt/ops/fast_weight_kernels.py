@@ -97,6 +97,16 @@ def private_copy(fn: Callable) -> Callable:
     return FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
 
 
+def compile_key(*tensors: Tensor | None) -> tuple:
+    """What dynamo guards on that differs between a model's callers, other than sizes: per argument its dtype, rank
+    and whether it is an inference tensor (made under ``torch.inference_mode``: no autograd dispatch keys), or None.
+    A compiled function is kept per key: dynamo counts its recompile limit (8) per code object, and a fullgraph
+    function past it raises. One code object for all callers ran out (session 14: the decoder's norms of a model
+    called under no_grad and inference_mode, at ranks 3 and 4, with batches of 1 and 2); per key, only new sizes
+    recompile (static, then dynamic)."""
+    return tuple(None if t is None else (t.dtype, t.dim(), t.is_inference()) for t in tensors)
+
+
 class ChunkGraph:
     """A step captured once as a CUDA graph over static input buffers (created outside inference mode, so that
     ``inference_mode`` and ``no_grad`` callers can both use them); a call copies the inputs in, replays and
@@ -209,7 +219,7 @@ class FastWeightKernel:
         # Under autograd a stage sees a new token count every step: compile it dynamic from the first step, as an
         # uninterrupted run's graphs are after dynamo's recompile. A graph specialised to a resumed run's first
         # shape gave NaN gradients (the TTT branch's gate, on an H100; EVIDENCE.md, session 11's resume probe).
-        return self.compiled(fn, dynamic=True if training else None)
+        return self.compiled(fn, compile_key(t), dynamic=True if training else None)
 
     def fused_for_inference(self, fn: Callable, t: Tensor) -> Callable:
         """``fn`` compiled where the graphed kernel runs (no autograd; on CUDA under "auto"), else ``fn`` itself:
@@ -218,7 +228,7 @@ class FastWeightKernel:
         Inside a function being compiled as a whole (the static decode step) ``fn`` is traced as it is."""
         if torch.compiler.is_compiling() or self.kind(t, torch.is_grad_enabled()) != "graphed":
             return fn
-        return self.compiled(fn)
+        return self.compiled(fn, compile_key(t))
 
     def chunks_per_call(self, weights: FastWeights, q: Tensor, tokens: TokenStream) -> int:
         """How many full chunks the chunk loop hands one call of :meth:`steps`: ``config.ttt_train_chunks_per_call``
@@ -241,7 +251,7 @@ class FastWeightKernel:
         if kind == "graphed":
             res = self._graph(args, muon, precision)
         else:
-            res = self.compiled(flat_step, (muon, precision))(*args, muon, precision)
+            res = self.compiled(flat_step, (muon, precision, compile_key(*args)))(*args, muon, precision)
         if q is not None:
             out, res = res[0], res[1:]
         return out, flat_weights(weights, chunk, res)
@@ -258,8 +268,9 @@ class FastWeightKernel:
                 out, weights = self.step(weights, q[:, start : start + size], chunks.slice(start, start + size))
                 outs.append(out)
             return torch.cat(outs, dim=1), weights
-        grouped = self.compiled(flat_steps, (muon, precision, count))
-        res = grouped(*flat_args(weights, q, chunks), muon, precision, count)
+        args = flat_args(weights, q, chunks)
+        grouped = self.compiled(flat_steps, (muon, precision, count, compile_key(*args)))
+        res = grouped(*args, muon, precision, count)
         return res[0], flat_weights(weights, chunks, res[1:])
 
     def _graph(self, args: tuple, muon: bool, precision: str) -> list[Tensor]:
@@ -267,7 +278,7 @@ class FastWeightKernel:
         capture = args[0].is_cuda
         with self._lock:
             if key not in self._graphs:
-                step = self.compiled(flat_step, (muon, precision)) if capture else flat_step
+                step = self.compiled(flat_step, (muon, precision, compile_key(*args))) if capture else flat_step
 
                 def bound(*tensors: Tensor | None) -> tuple[Tensor, ...]:
                     return step(*tensors, muon, precision)
