@@ -73,9 +73,9 @@ def decode_step(model, token: Tensor, where: Tensor, buffers: list[LayerBuffers]
 
 class StaticDecoding:
     """What a model keeps for static decoding: the compiled step, one per batch size and weight dtype (its own, so
-    that models never share compiled variants or recompile limits, and one key's new lengths never use up
-    another's: spatial_ttt.ops.fast_weight_kernels.compile_key), the buffer shapes it has been captured for, a lock serialising captures and
-    replays between threads, and how the last decode ran (``last``, for benchmarks)."""
+    that models never share compiled variants or recompile limits, and one key's new lengths never use up another
+    key's: see spatial_ttt.ops.fast_weight_kernels.compile_key), the buffer shapes it has been captured for, a lock
+    serialising captures and replays between threads, and how the last decode ran (``last``, for benchmarks)."""
 
     def __init__(self) -> None:
         self._compiled: dict[tuple, Callable] = {}
