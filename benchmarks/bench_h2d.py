@@ -64,6 +64,8 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
+    if not torch.cuda.is_available():
+        parser.error("times copies to a CUDA GPU; none is available here")
     result = dict(environment=environment(), threads=torch.get_num_threads(), runs=[])
     for name, rows in SIZES.items():
         host = torch.randn(rows, PATCH_ROW)
