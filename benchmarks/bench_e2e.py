@@ -17,7 +17,9 @@ on the device.
 
 Per video length, with the public API only (``generate`` below is the one adapter):
   prefill_s        generate(max_new_tokens=1): vision tower + LLM prefill + first token (after a warm-up call);
-  vision_s         the vision tower alone on the same pixels, as that model's generate calls it (part of prefill_s);
+                   the median of --repeats timed calls (all of them in prefill_s_all; peak and state: the first);
+  vision_s         the vision tower alone on the same pixels, as that model's generate calls it (part of prefill_s;
+                   median of --repeats calls, vision_s_all);
   decode_ms        the decode phase of generate(1 + D) per further token, timed by itself (from the first new
                    token to the last: D forward steps; ours around spatial_ttt.generation.decode, plain from a
                    streamer's first new token): a difference of two generate calls carried the prefill's
@@ -47,6 +49,7 @@ import argparse
 import contextlib
 import gc
 import json
+import statistics
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -281,28 +284,33 @@ def trace_peak(model, inputs: dict, clock: Clock, ours: bool) -> dict:
                              by_site={k: v / GIB for k, v in at_peak.get("by_site", {}).items()}))
 
 
-def measure_generate(model, inputs: dict, decode_tokens: int, clock: Clock, ours: bool) -> dict:
+def measure_generate(model, inputs: dict, decode_tokens: int, clock: Clock, ours: bool, repeats: int = 1) -> dict:
     # warm-up: compilation, autotuning, graph capture
     _, warmup_s, _ = clock.run(lambda: generate(model, inputs, 1 + decode_tokens))
     gc.collect()
     before = clock.allocated()
     state = model.new_state(1) if ours else None
     (_, state), prefill_s, peak = clock.run(lambda: generate(model, inputs, 1, state))
+    prefills = [prefill_s]
     state_bytes = clock.allocated() - before
     by_kind = {kind: storage_bytes(ts) / GIB for kind, ts in state_tensors(state).items()} if ours else {}
     del state
     gc.collect()
     retained = clock.allocated() - before
+    for _ in range(repeats - 1):  # more timed prefills, each on a fresh state dropped at once
+        prefills.append(clock.run(lambda: generate(model, inputs, 1, model.new_state(1) if ours else None))[1])
     timer = DecodeTimer(clock)
     with timer.watch(ours):
         streamer = None if ours else timer.streamer()
         (sequences, _), total_s, _ = clock.run(lambda: generate(model, inputs, 1 + decode_tokens, streamer=streamer))
     (decode_s,) = timer.seconds
-    _, vision_s, _ = clock.run(lambda: vision_tower(model, inputs, ours))
+    visions = [clock.run(lambda: vision_tower(model, inputs, ours))[1] for _ in range(repeats)]
     result = dict(
         tokens=int(inputs["input_ids"].shape[1]),
-        prefill_s=prefill_s,
-        vision_s=vision_s,
+        prefill_s=statistics.median(prefills),
+        prefill_s_all=prefills,
+        vision_s=statistics.median(visions),
+        vision_s_all=visions,
         decode_ms=1e3 * decode_s / decode_tokens,
         generate_s=total_s,
         peak_gib=peak / GIB,
@@ -435,6 +443,9 @@ def main() -> None:
                         "leaves them; pinned: pinned host memory)")
     parser.add_argument("--trace-peak", action="store_true", help="one more generate(1) per run, recording what "
                         "is alive at its peak by allocating line (at_peak; slower)")
+    parser.add_argument("--repeats", type=int, default=1, help="timed generate(1) calls (and vision tower calls) "
+                        "per run; prefill_s and vision_s are their medians (single calls spread by ~0.1 s at 128 "
+                        "frames and ~0.5 s at 1024 on an H100 between calls, session 14)")
     parser.add_argument("--budget-s", type=float, default=1e9, help="skip what is left after this many seconds")
     args = parser.parse_args()
     tiny = args.tiny
@@ -483,7 +494,8 @@ def main() -> None:
                     if not over_budget(f"{name} {anchor or ''} {frames} {pixels}"):
                         placed = place(inputs[frames], device, pixels)
                         record("runs", dict(label, frames=frames, pixels=pixels),
-                               lambda: measure_generate(model, placed, decode_tokens, clock, precision is not None)
+                               lambda: measure_generate(model, placed, decode_tokens, clock, precision is not None,
+                                                        args.repeats)
                                | (trace_peak(model, placed, clock, precision is not None) if args.trace_peak else {}))
                         del placed
             if precision and not over_budget(f"{name} {anchor} stream"):

@@ -7,6 +7,7 @@
 # 128 and 1024 frames; GPU 3 the reference-exact mode (fp32 products) beside bf16 at 1024 frames with a stream in
 # 128-frame pieces, then the fast-weight operator alone. The jobs share the host's cores, so a timing here is
 # that of a busy host, not an idle one (e2e_checks.sh runs the same one job at a time).
+# Session 14's call 1 ran it without --repeats (single timed calls; medians of 3 since).
 # bash benchmarks/x4_checks.sh OUT_DIR  (PYTHONPATH: src, benchmarks and tests)
 set -uo pipefail  # no -e: each job's result is kept even where another failed
 out=$1; mkdir -p "$out"
@@ -14,7 +15,7 @@ nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader | tee "$out
 CUDA_VISIBLE_DEVICES=0 timeout 540 python3 -m pytest -x -q -p no:cacheprovider --tb=short \
     -o faulthandler_timeout=150 tests/gpu > "$out/gpu_tests.log" 2>&1 &
 CUDA_VISIBLE_DEVICES=1 timeout 540 python3 benchmarks/bench_e2e.py --frames 128 512 1024 --precisions bf16 \
-    --models ours plain --pixels host --decode-tokens 16 --stream-frames 1024 --piece-frames 32 --budget-s 500 \
+    --models ours plain --pixels host --decode-tokens 16 --stream-frames 1024 --piece-frames 32 --repeats 3 --budget-s 500 \
     --out "$out/e2e_bf16.json" > "$out/e2e_bf16.log" 2>&1 &
 CUDA_VISIBLE_DEVICES=2 timeout 540 python3 benchmarks/bench_e2e.py --frames 128 1024 --precisions bf16 \
     --models ours --pixels host pinned device --decode-tokens 16 --stream-frames 128 --piece-frames 32 \

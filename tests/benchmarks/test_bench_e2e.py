@@ -16,7 +16,7 @@ def test_bench_e2e_tiny_writes_the_json(tmp_path):
     env = dict(os.environ, PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{ROOT / 'benchmarks'}", OMP_NUM_THREADS="1")
     cmd = [sys.executable, str(ROOT / "benchmarks/bench_e2e.py"), "--tiny", "--out", str(out), "--frames", "4",
            "--precisions", "bf16", "--decode-tokens", "1", "--stream-frames", "8", "--pixels", "host", "device",
-           "--trace-peak"]
+           "--trace-peak", "--repeats", "2"]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(out.read_text())
@@ -29,6 +29,9 @@ def test_bench_e2e_tiny_writes_the_json(tmp_path):
         assert {"prefill_s", "vision_s", "decode_ms", "peak_gib", "state_gib", "retained_gib", "warmup_s"} <= run.keys()
         # the decode phase timed by itself (ours: around generation.decode; plain: from its streamer), inside generate
         assert 0 < run["decode_ms"] * 1 / 1e3 < run["generate_s"]
+        # --repeats 2: two timed prefills and vision tower calls, their medians reported
+        assert len(run["prefill_s_all"]) == len(run["vision_s_all"]) == 2
+        assert run["prefill_s"] == sum(run["prefill_s_all"]) / 2 and run["vision_s"] == sum(run["vision_s_all"]) / 2
     assert data["runs"][0]["decode_kernel"] == "eager"  # auto on the CPU
     at_peak = data["runs"][0]["at_peak"]  # the peak's biggest allocations, by the line that made them
     assert at_peak["bytes"] > 0 and 0 < sum(at_peak["by_site"].values()) <= at_peak["gib"]
