@@ -19,11 +19,10 @@ Median of --repeat runs after one warm-up; GB/s = bytes / seconds.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
-from common import environment, median, write_json
+from common import cuda_time, environment, median, write_json
 
 PATCH_ROW = 1536  # fp32 values per patch row: 3 channels x 2 frames x 16 x 16
 SIZES = {"64 groups (one vision call)": 64 * 22 * 30, "1024 frames": 512 * 22 * 30}
@@ -47,18 +46,6 @@ def register(t: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def timed(copy, t: torch.Tensor, repeat: int) -> float:
-    copy(t)
-    torch.cuda.synchronize()
-    seconds = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        copy(t)
-        torch.cuda.synchronize()
-        seconds.append(time.perf_counter() - start)
-    return median(seconds)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
@@ -74,7 +61,7 @@ def main() -> None:
         for label, copy, source in (("pageable", pageable, host), ("pin_then_copy", pin_then_copy, host),
                                     ("register", register, host), ("pinned", pageable, host.pin_memory())):
             try:
-                seconds = timed(copy, source, args.repeat)
+                seconds = median(cuda_time(lambda: copy(source), repeat=args.repeat))
                 run[label] = dict(seconds=seconds, gb_per_s=nbytes / seconds / 1e9)
             except Exception as error:  # one failing copy must not lose the others
                 run[label] = dict(error=repr(error)[:300])
