@@ -10,12 +10,18 @@ normalised pixel patches go into both vision towers. Ours runs the released sett
 ``fast_weight_precision``; plain is transformers' Qwen3VLForConditionalGeneration (SDPA). Each is built, measured
 and freed before the next, so a peak includes only that model's weights.
 
-Ours takes the pixels as the pipeline leaves them, in host memory (``--pixels host``; ``pinned``: pinned host
-memory; the model moves each piece to the GPU as its vision tower reaches it), or already on the device
-(``--pixels device``, what this benchmark did before; a run records which in ``pixels``). Plain Qwen3-VL gets them
-on the device.
+The video is uint8 frames, as a decoder leaves them; the library's processor (TorchVideoProcessor) writes ours'
+pixels as SpatialTTTPipeline.inputs has it write them (``--pixels pipeline``: in the vision tower's dtype, pinned
+host memory on CUDA; the model moves each piece to the GPU as its vision tower reaches it), or fp32 in pageable
+host memory (``host``: the processor's default, the pipeline's before session 15), fp32 pinned (``pinned``) or fp32
+on the device (``device``); a run records which in ``pixels``. Plain Qwen3-VL gets fp32 pixels on the device (its
+own processor, transformers' torchvision one, is not timed).
 
 Per video length, with the public API only (``generate`` below is the one adapter):
+  processor_s      ours: the processor on the uint8 frames, writing the pixels as --pixels says (median of
+                   --repeats calls after a first, processor_first_s, that allocates what the later ones reuse); a
+                   user's pipeline runs it before generate: processor_s + prefill_s is that path's time to the
+                   first token;
   prefill_s        generate(max_new_tokens=1): vision tower + LLM prefill + first token (after a warm-up call);
                    the median of --repeats timed calls (all of them in prefill_s_all; peak and state: the first);
   vision_s         the vision tower alone on the same pixels, as that model's generate calls it (part of prefill_s;
@@ -38,8 +44,9 @@ Per video length, with the public API only (``generate`` below is the one adapte
   decode_setup_s   ours: the static decoder's per-decode build and graph capture (part of decode_ms);
   at_peak          with --trace-peak: one more generate(1)'s peak above its start and the bytes alive then, by
                    the spatial_ttt line that allocated them (GiB).
-Then a long stream through StreamSession (ours): pieces of --piece-frames frames after a warm-up stream of 3 pieces
-(compilation excluded), frames/s over the stream, and
+Then a long stream through StreamSession (ours): pieces of --piece-frames uint8 frames, each through the processor
+as StreamSession.observe runs it, after a warm-up stream of 3 pieces (compilation excluded), frames/s over the
+stream (processor included since session 15), and
 per 128 frames the growth of allocated memory and of StreamSession.memory_bytes() by kind; a question at the end.
 """
 
@@ -61,6 +68,7 @@ from spatial_ttt.models.modeling import SpatialTTTForConditionalGeneration
 from spatial_ttt.ops.attention_gpu import AFTER_CACHE
 from spatial_ttt.static_decode import DECODE_KERNELS
 from spatial_ttt.state import KVCache
+from spatial_ttt.video.patches import TorchVideoProcessor, pixel_target
 
 GIB = 2**30
 
@@ -112,9 +120,11 @@ def shape_tiny() -> Shape:
 # inputs (built once on the CPU, identical for every model)
 
 
-def prompt(shape: Shape, groups: int, prefix: int = 10, suffix: int = 20, seed: int = 0) -> dict[str, torch.Tensor]:
+def prompt(
+    shape: Shape, groups: int, prefix: int = 10, suffix: int = 20, seed: int = 0, pixels: bool = True
+) -> dict[str, torch.Tensor]:
     """input_ids / mm_token_type_ids / attention_mask [1, S], pixel_values_videos [groups * h * w, 3 * 2 * p * p]
-    (normalised pixels, as the processor writes them), video_grid_thw [[groups, h, w]]."""
+    (normalised pixels, as the processor writes them; left out if not ``pixels``), video_grid_thw [[groups, h, w]]."""
     g = torch.Generator().manual_seed(seed)
     low, high = 10, min(100000, shape.ids["image_token_id"])
     text = lambda n: torch.randint(low, high, (n,), generator=g).tolist()  # noqa: E731
@@ -132,9 +142,46 @@ def prompt(shape: Shape, groups: int, prefix: int = 10, suffix: int = 20, seed: 
         mm_token_type_ids=(input_ids == shape.ids["video_token_id"]).long() * 2,
     )
     if groups:
-        out["pixel_values_videos"] = torch.randn(groups * h * w, 3 * tp * p * p, generator=g).clamp(-2, 2)
+        if pixels:
+            out["pixel_values_videos"] = torch.randn(groups * h * w, 3 * tp * p * p, generator=g).clamp(-2, 2)
         out["video_grid_thw"] = torch.tensor([[groups, h, w]])
     return out
+
+
+def video_frames(shape: Shape, groups: int, seed: int = 0) -> torch.Tensor:
+    """uint8 frames [2 * groups, H, W, 3], as a video decoder leaves them (random: the weights are random too)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (2 * groups, *shape.frame_hw, 3), dtype=torch.uint8, generator=g)
+
+
+def video_processor(shape: Shape) -> TorchVideoProcessor:
+    """The library's processor for this shape (Qwen3-VL's normalisation)."""
+    v = shape.vision
+    return TorchVideoProcessor(v["patch_size"], v["temporal_patch_size"], v["spatial_merge_size"])
+
+
+PIXELS = ("pipeline", "host", "pinned", "device")
+
+
+def process(processor: TorchVideoProcessor, frames: torch.Tensor, pixels: str, dtype: torch.dtype,
+            device: torch.device) -> torch.Tensor:
+    """pixel_values_videos of ``frames`` where ``pixels`` says: "pipeline" as SpatialTTTPipeline.inputs and
+    StreamSession write them (pixel_target: the vision tower's dtype, pinned on CUDA), "host" fp32 in pageable
+    memory (the processor's default; the pipeline's before session 15), "pinned" fp32 pinned (CUDA), "device" fp32
+    on the device."""
+    target = (pixel_target(dtype, device) if pixels == "pipeline"
+              else dict(pixel_dtype=torch.float32, pin_memory=pixels == "pinned" and device.type == "cuda"))
+    out, _ = processor.patchify(frames, **target)
+    return out.to(device) if pixels == "device" else out
+
+
+def measure_processor(processor: TorchVideoProcessor, frames: torch.Tensor, pixels: str, dtype: torch.dtype,
+                      device: torch.device, clock: "Clock", repeats: int) -> tuple[torch.Tensor, dict]:
+    """The pixels, and processor_s: the median of ``repeats`` processor calls after a first one (processor_first_s:
+    it allocates what later calls reuse, e.g. pinned blocks)."""
+    seconds = [clock.run(lambda: process(processor, frames, pixels, dtype, device))[1] for _ in range(repeats + 1)]
+    out = process(processor, frames, pixels, dtype, device)
+    return out, dict(processor_s=statistics.median(seconds[1:]), processor_first_s=seconds[0])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -341,17 +388,27 @@ def vision_tower(model, inputs: dict, ours: bool) -> None:
 
 
 def measure_stream(model, shape: Shape, frames: int, piece_frames: int, clock: Clock, device: torch.device) -> dict:
-    """StreamSession.observe_tokens in pieces of ``piece_frames`` frames (after a warm-up stream of 3 pieces), then
-    one question, asked twice (the first is the first of its shapes in the process)."""
+    """StreamSession.observe_tokens in pieces of ``piece_frames`` uint8 frames, each through the processor as
+    StreamSession.observe runs it (pixel_target; async copy from pinned memory), after a warm-up stream of 3 pieces;
+    then one question, asked twice (the first is the first of its shapes in the process)."""
     from spatial_ttt.streaming import StreamSession
 
-    to = lambda d: {k: v.to(device) for k, v in d.items() if k in ("input_ids", "pixel_values_videos", "video_grid_thw")}  # noqa: E731
+    processor, dtype = video_processor(shape), model.model.visual.dtype
+    keys = ("input_ids", "video_grid_thw")
+    to = lambda d: {k: v.to(device) for k, v in d.items() if k in keys}  # noqa: E731
     prefix = to(prompt(shape, 0, prefix=10, suffix=0))
-    pieces = [to(prompt(shape, piece_frames // 2, prefix=0, suffix=0, seed=1 + i)) for i in range(frames // piece_frames)]
+    pieces = [(to(prompt(shape, piece_frames // 2, prefix=0, suffix=0, seed=1 + i, pixels=False)),
+               video_frames(shape, piece_frames // 2, seed=1 + i)) for i in range(frames // piece_frames)]
     question = to(prompt(shape, 0, prefix=0, suffix=20))["input_ids"]
+
+    def observe(session: StreamSession, piece: dict, clip: torch.Tensor) -> None:
+        pixels = process(processor, clip, "pipeline", dtype, device).to(device, non_blocking=True)
+        session.observe_tokens(**piece, pixel_values_videos=pixels)
+
     warm = StreamSession(model)  # warm-up on a throwaway stream: compilation, graph capture, the first window fill
-    for piece in [prefix, *pieces[:3]]:
-        warm.observe_tokens(**piece)
+    warm.observe_tokens(**prefix)
+    for piece, clip in pieces[:3]:
+        observe(warm, piece, clip)
     del warm
     gc.collect()
     base = clock.allocated()
@@ -360,8 +417,8 @@ def measure_stream(model, shape: Shape, frames: int, piece_frames: int, clock: C
     marks, fed = [], 0
     clock.sync()
     start = time.perf_counter()
-    for piece in pieces:
-        session.observe_tokens(**piece)
+    for piece, clip in pieces:
+        observe(session, piece, clip)
         fed += piece_frames
         if fed % 128 == 0:
             clock.sync()
@@ -377,7 +434,7 @@ def measure_stream(model, shape: Shape, frames: int, piece_frames: int, clock: C
         first, last, steps = marks[0], marks[-1], len(marks) - 1
         growth = {k: (last["session_bytes"][k] - first["session_bytes"][k]) / steps / GIB for k in last["session_bytes"]}
         growth["allocated"] = (last["allocated_gib"] - first["allocated_gib"]) / steps
-    return dict(frames=fed, piece_frames=piece_frames, seconds=seconds, frames_per_s=fed / seconds, ask_s=ask_s,
+    return dict(frames=fed, piece_frames=piece_frames, input="uint8 frames", seconds=seconds, frames_per_s=fed / seconds, ask_s=ask_s,
                 ask_peak_gib=peak / GIB, ask_again_s=ask_again_s, ask_again_peak_gib=peak_again / GIB,
                 gib_per_128_frames=growth, marks=marks)
 
@@ -386,8 +443,8 @@ def measure_stream(model, shape: Shape, frames: int, piece_frames: int, clock: C
 
 
 def place(inputs: dict[str, torch.Tensor], device: torch.device, pixels: str) -> dict[str, torch.Tensor]:
-    """The inputs on ``device``, the pixels where ``pixels`` says: "device", "host" (pageable host memory, as
-    SpatialTTTPipeline.inputs leaves them) or "pinned" (pinned host memory on CUDA)."""
+    """The inputs on ``device``, their pixels where ``pixels`` says: "device", "host" (pageable host memory, as the
+    processor writes them by default) or "pinned" (pinned host memory on CUDA)."""
     placed = {k: v.to(device) for k, v in inputs.items() if k != "pixel_values_videos" or pixels == "device"}
     if pixels != "device" and "pixel_values_videos" in inputs:
         host = inputs["pixel_values_videos"]
@@ -438,9 +495,10 @@ def main() -> None:
     parser.add_argument("--anchor-attention", nargs="+", default=[SpatialTTTConfig.anchor_attention],
                         choices=AFTER_CACHE, help="config.anchor_attention values of ours, each timed in turn on the "
                         "same model (default: the library's)")
-    parser.add_argument("--pixels", nargs="+", default=["host"], choices=["host", "pinned", "device"],
-                        help="ours: where the pixels are when generate is called (host: pageable, as the pipeline "
-                        "leaves them; pinned: pinned host memory)")
+    parser.add_argument("--pixels", nargs="+", default=["pipeline"], choices=PIXELS,
+                        help="ours: what the processor writes and where (pipeline: as SpatialTTTPipeline.inputs, "
+                        "in the vision tower's dtype, pinned on CUDA; host: fp32 in pageable memory; pinned: fp32 "
+                        "pinned; device: fp32 on the device); plain gets fp32 on the device")
     parser.add_argument("--trace-peak", action="store_true", help="one more generate(1) per run, recording what "
                         "is alive at its peak by allocating line (at_peak; slower)")
     parser.add_argument("--repeats", type=int, default=1, help="timed generate(1) calls (and vision tower calls) "
@@ -460,7 +518,9 @@ def main() -> None:
     results: dict[str, Any] = dict(env=environment(device), shape="tiny" if tiny else "qwen3-vl-2b", prefill_piece=args.prefill_piece,
                                    frame_hw=list(shape.frame_hw), decode_tokens=decode_tokens, runs=[], streams=[],
                                    ratios=[])
-    inputs = {frames: prompt(shape, frames // 2) for frames in frames_list}
+    inputs = {frames: prompt(shape, frames // 2, pixels=False) for frames in frames_list}
+    videos = {frames: video_frames(shape, frames // 2) for frames in frames_list}
+    processor = video_processor(shape)
 
     def over_budget(what: str) -> bool:
         if time.time() - t0 > args.budget_s:
@@ -492,10 +552,13 @@ def main() -> None:
             for frames in frames_list:
                 for pixels in args.pixels if precision else ["device"]:
                     if not over_budget(f"{name} {anchor or ''} {frames} {pixels}"):
-                        placed = place(inputs[frames], device, pixels)
+                        placed = {k: v.to(device) for k, v in inputs[frames].items()}
+                        placed["pixel_values_videos"], processed = measure_processor(
+                            processor, videos[frames], pixels, model.model.visual.dtype, device, clock, args.repeats)
                         record("runs", dict(label, frames=frames, pixels=pixels),
-                               lambda: measure_generate(model, placed, decode_tokens, clock, precision is not None,
-                                                        args.repeats)
+                               lambda: (processed if precision else {})  # plain's own processor is not ours
+                               | measure_generate(model, placed, decode_tokens, clock, precision is not None,
+                                                  args.repeats)
                                | (trace_peak(model, placed, clock, precision is not None) if args.trace_peak else {}))
                         del placed
             if precision and not over_budget(f"{name} {anchor} stream"):
@@ -507,6 +570,10 @@ def main() -> None:
             torch.cuda.empty_cache()
     results["seconds"] = time.time() - t0
     write_json(args.out, results)
+    for r in results["runs"]:
+        if "processor_s" in r and "prefill_s" in r:
+            print(f"{r['model']} at {r['frames']} frames ({r['pixels']} pixels): processor {r['processor_s']:.3f} s + "
+                  f"prefill and first token {r['prefill_s']:.3f} s = {r['processor_s'] + r['prefill_s']:.3f} s")
     for r in results["ratios"]:
         print(f"{r['model']} ({r['pixels']} pixels) / plain at {r['frames']} frames: prefill x{r['prefill_s']:.2f}, "
               f"decode x{r['decode_ms']:.2f}, peak x{r['peak_gib'] or float('nan'):.2f}")

@@ -30,6 +30,7 @@ from .models.modeling import SpatialTTTForConditionalGeneration
 from .quiet import quiet_transformers
 from .video import DEFAULT_SIZE, SpatialTTTProcessor, VideoClip, VideoError, read_video
 from .video.frames import IMAGE_FOLDER_RATE, list_images, load_image, resize_frames
+from .video.patches import pixel_target
 
 if TYPE_CHECKING:
     from .streaming import StreamSession
@@ -317,10 +318,12 @@ class SpatialTTTPipeline:
 
     def inputs(self, clip: VideoClip, prompt: str) -> dict[str, torch.Tensor]:
         """Model inputs for one chat turn: the clip, then the prompt text. On the model's device, except the pixels:
-        they stay in host memory, and the model moves one piece of the video at a time to the device as its vision
-        tower reaches it (1024 frames of 352x480 are 1.9 GiB of fp32 pixels; pinning them would cost more time
-        than the copies it speeds up)."""
-        return {k: v if k == "pixel_values_videos" else v.to(self.device) for k, v in self.processor(clip, prompt).items()}
+        they stay in host memory (1024 frames of 352x480 are 1.9 GiB of fp32 pixels), written in the vision tower's
+        dtype and, on CUDA, pinned (:func:`pixel_target`), and the model moves one piece of the video at a time to
+        the device as its vision tower reaches it."""
+        pixels = pixel_target(self.model.model.visual.dtype, self.device)
+        inputs = self.processor(clip, prompt, **pixels)
+        return {k: v if k == "pixel_values_videos" else v.to(self.device) for k, v in inputs.items()}
 
     def generate(self, inputs: dict[str, torch.Tensor], *, max_new_tokens: int = 16, **sampling: Any) -> list[int]:
         """New token ids (stop token excluded) for prepared inputs; greedy unless do_sample=True is given.

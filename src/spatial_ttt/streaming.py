@@ -32,6 +32,7 @@ from .models.modeling import SpatialTTTForConditionalGeneration
 from .models.positions import rope_positions
 from .ops.fast_weight import FastWeights
 from .state import ModelState
+from .video.patches import pixel_target
 from .session_state import (
     Segment,
     StaleSnapshotError,
@@ -476,10 +477,13 @@ class StreamSession:
 
     def _encode(self, per_stream: list[np.ndarray], timestamps: list[float]) -> tuple[Tensor, Tensor, Tensor]:
         """input_ids, pixel_values_videos, video_grid_thw of frames (the same times for every stream)."""
-        pieces = [self.processor.encode_frames(torch.as_tensor(f), timestamps) for f in per_stream]
         device = self.model.device
+        target = pixel_target(self.model.model.visual.dtype, device)
+        pieces = [self.processor.encode_frames(torch.as_tensor(f), timestamps, **target) for f in per_stream]
+        pixels = [p.pixel_values_videos for p in pieces]
+        pixels = pixels[0] if len(pixels) == 1 else torch.cat(pixels)  # one stream: the pinned tensor itself
         return (torch.cat([p.input_ids for p in pieces]).to(device),
-                torch.cat([p.pixel_values_videos for p in pieces]).to(device),
+                pixels.to(device, non_blocking=True),  # async from pinned memory; the model waits on the stream
                 torch.cat([p.video_grid_thw for p in pieces]).to(device))
 
     def _per_lane(self, input_ids: Tensor, pixels: Tensor | None, grid: Tensor | None) -> list[tuple]:

@@ -15,14 +15,15 @@ def test_bench_e2e_tiny_writes_the_json(tmp_path):
     out = tmp_path / "e2e.json"
     env = dict(os.environ, PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{ROOT / 'benchmarks'}", OMP_NUM_THREADS="1")
     cmd = [sys.executable, str(ROOT / "benchmarks/bench_e2e.py"), "--tiny", "--out", str(out), "--frames", "4",
-           "--precisions", "bf16", "--decode-tokens", "1", "--stream-frames", "8", "--pixels", "host", "device",
+           "--precisions", "bf16", "--decode-tokens", "1", "--stream-frames", "8", "--pixels", "pipeline", "host", "device",
            "--trace-peak", "--repeats", "2"]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(out.read_text())
     assert data["shape"] == "tiny" and data["env"]["device"] == "cpu"
     runs = [(r["model"], r["frames"], r["pixels"]) for r in data["runs"]]
-    assert runs == [("ours_bf16", 4, "host"), ("ours_bf16", 4, "device"), ("plain", 4, "device")]
+    assert runs == [("ours_bf16", 4, "pipeline"), ("ours_bf16", 4, "host"), ("ours_bf16", 4, "device"),
+                    ("plain", 4, "device")]
     for run in data["runs"]:
         assert "error" not in run, run
         assert run["tokens"] == 10 + 2 * (5 + 1 + 4 + 1) + 20  # 2 groups of 64x64 frames: 4 video tokens each
@@ -38,13 +39,20 @@ def test_bench_e2e_tiny_writes_the_json(tmp_path):
     assert all(".py:" in site for site in at_peak["by_site"])
     ours = data["runs"][0]
     assert ours["state_by_kind_gib"] == ours["state_expected_gib"]  # the state holds what it must, nothing else
-    assert len(data["runs"][0]["new_tokens"]) == 2 and data["runs"][0]["new_tokens"] == data["runs"][1]["new_tokens"]
-    assert [(r["model"], r["frames"], r["pixels"]) for r in data["ratios"]] == [("ours_bf16", 4, "host"), ("ours_bf16", 4, "device")]
+    # the same tokens wherever the processor wrote the pixels; ours timed its processor (plain's is not ours)
+    assert len(data["runs"][0]["new_tokens"]) == 2
+    assert data["runs"][0]["new_tokens"] == data["runs"][1]["new_tokens"] == data["runs"][2]["new_tokens"]
+    assert all(r["processor_s"] > 0 and r["processor_first_s"] > 0 for r in data["runs"][:3])
+    assert "processor_s" not in data["runs"][3]
+    assert [(r["model"], r["frames"], r["pixels"]) for r in data["ratios"]] == [
+        ("ours_bf16", 4, "pipeline"), ("ours_bf16", 4, "host"), ("ours_bf16", 4, "device")]
     (stream,) = data["streams"]
     assert "error" not in stream, stream
     assert stream["frames"] == 8 and stream["piece_frames"] == 4 and stream["frames_per_s"] > 0
+    assert stream["input"] == "uint8 frames"
     assert stream["ask_s"] > 0 and stream["ask_again_s"] > 0 and "ask_again_peak_gib" in stream  # peaks: GPU only
     assert "ours_bf16 (host pixels) / plain at 4 frames: prefill x" in result.stdout
+    assert "ours_bf16 at 4 frames (pipeline pixels): processor " in result.stdout
 
 
 @pytest.mark.parametrize("stream", [False, True])

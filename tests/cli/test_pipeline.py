@@ -131,3 +131,16 @@ def test_the_lmms_loader_string_resolves(tiny_folder):
     from spatial_ttt.eval.lmms_plugin import import_loader
 
     assert isinstance(import_loader("spatial_ttt.pipeline:load_pipeline")(str(tiny_folder)), SpatialTTTPipeline)
+
+
+def test_pixels_come_in_the_vision_towers_dtype_and_give_its_logits(tiny_folder, video):
+    """A bf16 model gets bf16 pixels from the pipeline (half the bytes to move); its tower casts fp32 pixels to
+    bf16 first, so the logits are those of the fp32 pixels, bit for bit."""
+    pipe = SpatialTTTPipeline.from_pretrained(tiny_folder, size=(64, 96), num_frames=8, dtype=torch.bfloat16)
+    prompt = build_prompt("How many chairs?")
+    inputs = pipe.inputs(pipe.read(video), prompt)
+    assert inputs["pixel_values_videos"].dtype == torch.bfloat16 and not inputs["pixel_values_videos"].is_pinned()
+    full = dict(inputs, pixel_values_videos=pipe.processor(pipe.read(video), prompt)["pixel_values_videos"])
+    assert full["pixel_values_videos"].dtype == torch.float32
+    with torch.no_grad():
+        assert torch.equal(pipe.model(**inputs).logits, pipe.model(**full).logits)

@@ -159,3 +159,46 @@ def test_odd_frame_count_is_padded():
     x, grid = vp.patchify(frames)
     y, _ = vp.patchify(torch.cat([frames, frames[-1:]]))
     assert grid == [2, 2, 2] and torch.equal(x, y)
+
+
+def plain_patchify(vp: TorchVideoProcessor, frames: torch.Tensor) -> torch.Tensor:
+    """The processor's math written plainly: normalise whole fp32 frames, pad, then reorder (how it was computed
+    before it reordered uint8 frames and normalised rows in blocks)."""
+    mean = torch.tensor(vp.image_mean) * (1.0 / vp.rescale_factor)
+    std = torch.tensor(vp.image_std) * (1.0 / vp.rescale_factor)
+    x = (frames.permute(0, 3, 1, 2).float() - mean[:, None, None]) / std[:, None, None]
+    if pad := -x.shape[0] % vp.temporal_patch_size:
+        x = torch.cat([x, x[-1:].expand(pad, -1, -1, -1)])
+    tp, p, m = vp.temporal_patch_size, vp.patch_size, vp.merge_size
+    gt, c, gh, gw = x.shape[0] // tp, x.shape[1], x.shape[2] // p, x.shape[3] // p
+    x = x.view(gt, tp, c, gh // m, m, p, gw // m, m, p).permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
+    return x.reshape(gt * gh * gw, c * tp * p * p)
+
+
+def test_patchify_gives_the_plain_math_bit_for_bit_in_fp32_and_bf16():
+    """13 frames of 256x320: a padded last group and 2240 rows, so more than one block of rows is normalised.
+    Non-default mean/std, so that a wrong channel per feature column shows."""
+    vp = TorchVideoProcessor(image_mean=(0.48, 0.46, 0.41), image_std=(0.27, 0.26, 0.28))
+    frames = make_clip(13, 256, 320, seed=3).frames
+    expected = plain_patchify(vp, frames)
+    got, grid = vp.patchify(frames)
+    assert grid == [7, 16, 20] and got.shape == (2240, 1536) and got.dtype == torch.float32
+    assert torch.equal(got, expected)
+    half, _ = vp.patchify(frames, pixel_dtype=torch.bfloat16)
+    assert half.dtype == torch.bfloat16 and torch.equal(half, expected.to(torch.bfloat16))
+
+
+def test_patchify_refuses_frames_that_are_not_uint8():
+    with pytest.raises(ValueError, match="expected uint8 frames"):
+        TorchVideoProcessor().patchify(make_clip(2, 32, 32).frames.float() / 255)
+
+
+def test_the_processor_writes_pixels_in_the_dtype_asked_with_the_same_tokens(processor):
+    clip = make_clip(4)
+    full = processor(clip, QUESTION)
+    half = processor(clip, QUESTION, pixel_dtype=torch.bfloat16)
+    assert half["pixel_values_videos"].dtype == torch.bfloat16
+    assert torch.equal(half["pixel_values_videos"], full["pixel_values_videos"].to(torch.bfloat16))
+    assert all(torch.equal(half[k], full[k]) for k in ("input_ids", "mm_token_type_ids", "video_grid_thw"))
+    piece = processor.encode_frames(clip.frames, clip.timestamps, pixel_dtype=torch.bfloat16)
+    assert torch.equal(piece.pixel_values_videos, half["pixel_values_videos"])

@@ -193,13 +193,17 @@ class SpatialTTTProcessor:
     def _suffix_text(self, question: str) -> str:
         return self._suffix_template.replace(_QUESTION_MARK, question)
 
-    def _run(self, text: str, frames: torch.Tensor | None = None, timestamps: Sequence[float] = ()) -> dict:
+    def _run(self, text: str, frames: torch.Tensor | None = None, timestamps: Sequence[float] = (), **pixels) -> dict:
         kwargs = {"videos": [frames], "video_metadata": [_metadata(timestamps)]} if frames is not None else {}
-        return self.processor(text=[text], return_tensors="pt", **kwargs)
+        return self.processor(text=[text], return_tensors="pt", videos_kwargs=pixels, **kwargs)
 
-    def __call__(self, video: VideoClip, question: str) -> dict[str, torch.Tensor]:
-        """One-shot model inputs: input_ids, attention_mask, mm_token_type_ids, pixel_values_videos, video_grid_thw."""
-        out = self._run(self.prompt_text(question), video.frames, video.timestamps)
+    def __call__(
+        self, video: VideoClip, question: str, *, pixel_dtype: torch.dtype = torch.float32, pin_memory: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """One-shot model inputs: input_ids, attention_mask, mm_token_type_ids, pixel_values_videos, video_grid_thw.
+        The pixels in ``pixel_dtype``, pinned if ``pin_memory`` (:func:`spatial_ttt.video.patches.pixel_target`)."""
+        out = self._run(self.prompt_text(question), video.frames, video.timestamps,
+                        pixel_dtype=pixel_dtype, pin_memory=pin_memory)
         keys = ("input_ids", "attention_mask", "mm_token_type_ids", "pixel_values_videos", "video_grid_thw")
         return {k: out[k] for k in keys}
 
@@ -211,13 +215,21 @@ class SpatialTTTProcessor:
         """Tokens before the video: system turn and the start of the user turn."""
         return self._text_piece(self._prefix_text)
 
-    def encode_frames(self, frames: torch.Tensor, timestamps: Sequence[float]) -> PromptPiece:
-        """Tokens and pixels of consecutive frames (uint8 [T, H, W, 3], T even, H and W multiples of 32)."""
+    def encode_frames(
+        self,
+        frames: torch.Tensor,
+        timestamps: Sequence[float],
+        *,
+        pixel_dtype: torch.dtype = torch.float32,
+        pin_memory: bool = False,
+    ) -> PromptPiece:
+        """Tokens and pixels of consecutive frames (uint8 [T, H, W, 3], T even, H and W multiples of 32); the pixels
+        as in ``__call__``."""
         if frames.shape[0] == 0 or frames.shape[0] % self.video_processor.temporal_patch_size:
             raise ValueError(f"a streaming piece needs a positive even number of frames, got {frames.shape[0]}")
         if len(timestamps) != frames.shape[0]:
             raise ValueError(f"{frames.shape[0]} frames but {len(timestamps)} timestamps")
-        out = self._run(self.processor.video_token, frames, timestamps)
+        out = self._run(self.processor.video_token, frames, timestamps, pixel_dtype=pixel_dtype, pin_memory=pin_memory)
         return PromptPiece(out["input_ids"], out["mm_token_type_ids"], out["pixel_values_videos"], out["video_grid_thw"])
 
     def suffix(self, question: str) -> PromptPiece:
