@@ -128,7 +128,9 @@ def attention_after_cache(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     from torch.nn.attention.bias import causal_lower_right
 
     gqa = q.shape[1] != k.shape[1]
-    if gqa and not can_use_flash_attention(SDPAParams(q, k, v, None, 0.0, True, True)):
+    # the probe SDPA's causal_lower_right dispatch makes itself (is_causal False: the mask carries the causality;
+    # with True, flash refuses Lq != Lk, and every piece after a cache repeated the whole cache, session 15)
+    if gqa and not can_use_flash_attention(SDPAParams(q, k, v, None, 0.0, False, True)):
         group = q.shape[1] // k.shape[1]
         k, v, gqa = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1), False
     return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(q.shape[2], k.shape[2]), enable_gqa=gqa)
