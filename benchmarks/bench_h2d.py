@@ -7,7 +7,8 @@ pixels in pageable host memory (as the processor leaves them) than on pinned one
 ``Tensor.pin_memory()`` in the library made it slower still (0.19-0.21 s against 0.13 s at 128 frames, on a host
 shared with three other jobs). Per size (the pixels of 64 frame groups of 352x480, fp32: one vision call; and of
 1024 frames), each copy ends with the data on the GPU and the host synchronised:
-  pageable       tensor.to("cuda") from pageable memory (the library now);
+  pageable       tensor.to("cuda") from pageable memory (the processor's default output; the pipeline has it
+                 write pinned pixels since session 15);
   pin_then_copy  tensor.pin_memory() (a host copy into the caching host allocator's pinned memory), then an
                  asynchronous copy (what the staging did, in one block);
   register       cudaHostRegister on the tensor's own pages, an asynchronous copy, cudaHostUnregister (no host

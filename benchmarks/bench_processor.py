@@ -32,6 +32,8 @@ def plain(vp: TorchVideoProcessor, frames: torch.Tensor) -> torch.Tensor:
     mean = torch.tensor(vp.image_mean, device=frames.device) * (1.0 / vp.rescale_factor)
     std = torch.tensor(vp.image_std, device=frames.device) * (1.0 / vp.rescale_factor)
     x = (frames.permute(0, 3, 1, 2).float() - mean[:, None, None]) / std[:, None, None]
+    if pad := -x.shape[0] % vp.temporal_patch_size:  # an odd last frame repeated
+        x = torch.cat([x, x[-1:].expand(pad, -1, -1, -1)])
     tp, p, m = vp.temporal_patch_size, vp.patch_size, vp.merge_size
     gt, c, gh, gw = x.shape[0] // tp, x.shape[1], x.shape[2] // p, x.shape[3] // p
     x = x.view(gt, tp, c, gh // m, m, p, gw // m, m, p).permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
