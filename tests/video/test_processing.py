@@ -188,6 +188,14 @@ def test_patchify_gives_the_plain_math_bit_for_bit_in_fp32_and_bf16():
     assert half.dtype == torch.bfloat16 and torch.equal(half, expected.to(torch.bfloat16))
 
 
+def test_patchify_takes_a_view_of_frames_as_they_are():
+    """Every other frame of a clip, cropped: a non-contiguous view gives the pixels of its contiguous copy."""
+    vp = TorchVideoProcessor()
+    frames = make_clip(8, 64, 96, seed=4).frames[::2, :, 32:]
+    assert not frames.is_contiguous()
+    assert torch.equal(vp.patchify(frames)[0], plain_patchify(vp, frames.contiguous()))
+
+
 def test_patchify_refuses_frames_that_are_not_uint8():
     with pytest.raises(ValueError, match="expected uint8 frames"):
         TorchVideoProcessor().patchify(make_clip(2, 32, 32).frames.float() / 255)

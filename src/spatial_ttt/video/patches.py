@@ -98,6 +98,7 @@ class TorchVideoProcessor(VideoProcessorMixin):
         tp, p, m = self.temporal_patch_size, self.patch_size, self.merge_size
         if pad := -t % tp:
             frames = torch.cat([frames, frames[-1:].expand(pad, -1, -1, -1)])
+        frames = frames.contiguous()  # a view of a decoder's buffer (a crop, every other frame) may not be
         gt, gh, gw = frames.shape[0] // tp, h // p, w // p
         # patch order on the uint8 frames (a quarter of the bytes of moving fp32 pixels), then normalise rows in
         # blocks: per feature column its channel's (x - mean/scale) / (std/scale) in fp32, as transformers fuses it
