@@ -27,8 +27,8 @@ def test_bench_processor_checks_and_times_every_variant(tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
-@pytest.mark.parametrize("script", ["after_cache_memory.py", "bench_h2d.py"])
-def test_gpu_only_scripts_say_they_need_cuda(script, tmp_path):
-    cmd = [sys.executable, str(ROOT / "benchmarks" / script), "--out", str(tmp_path / "out.json")]
-    result = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=120)
+@pytest.mark.parametrize("script,args", [("after_cache_memory.py", []), ("bench_h2d.py", ["--out", "out.json"])])
+def test_gpu_only_scripts_say_they_need_cuda(script, args, tmp_path):
+    cmd = [sys.executable, str(ROOT / "benchmarks" / script), *args]
+    result = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert result.returncode != 0 and "CUDA GPU" in result.stdout + result.stderr
