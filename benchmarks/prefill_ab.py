@@ -18,13 +18,15 @@ code take 3.20 s and 3.69 s on two H100s, and one variant spread 3.39-4.54 s in 
   eager_norms   the decoder's RMSNorms eagerly (before session 9: seven kernels each instead of one compiled)
   eager_rope    the attentions' rope eagerly (before session 10: chunk, neg, cat, two products and a sum for each
                 of q and k, instead of one compiled function for both)
+  weights_copied  the graphed fast-weight step copies the weights in and its outputs out at every chunk (before
+                session 16: the weights now stay in the graph's buffers within a layer's call)
 Peaks are per timed call (states of earlier calls dropped), weights included, as bench_e2e's. Session 7's first
 run of this script (results/session7_h100/prefill_ab.json) compared session 6's memory settings instead; its
 second and fourth (prefill_ab2/4.json) also had the decoder's norms, MLP and rope compiled ("now") against eager
 ("eager_text"): no time gained, so that was not kept (session 9's profile then put the eager norms alone at ~0.27 s
 of kernel time at 1024 frames, so they are compiled again, by themselves: "eager_norms" is the A/B). Variants detach
 the vision blocks or norms from the model's kernel, swap
-the q/k row rule and set the config's memory settings and anchor_attention, undone at the end: a diagnostic of
+the q/k row rule or the kernel's step and set the config's memory settings and anchor_attention, undone at the end: a diagnostic of
 this script, not an API.
 """
 
@@ -40,13 +42,19 @@ import spatial_ttt.layers.ttt as ttt
 from spatial_ttt.configuration import SpatialTTTConfig
 from spatial_ttt.layers.attention import Attention
 from spatial_ttt.layers.norm import RMSNorm
+from spatial_ttt.ops import FastWeightKernel
 
 VARIANTS = ("now", "eager_vision", "rows_fp32", "vision_32", "vision_16", "anchor_split", "piece_8k", "lean",
-            "eager_norms", "eager_rope")
+            "eager_norms", "eager_rope", "weights_copied")
 ROWS = ttt.row_dtype
 PATCHES = SpatialTTTConfig.vision_patches
 PIECE, MLP_PIECE = SpatialTTTConfig.prefill_piece, SpatialTTTConfig.mlp_piece
 ANCHOR = SpatialTTTConfig.anchor_attention
+STEP = FastWeightKernel.step
+
+
+def copied_step(self, weights, q, chunk, transient=False):
+    return STEP(self, weights, q, chunk)  # never transient: copies in and out as before session 16
 
 
 def apply(variant: str, model) -> None:
@@ -62,6 +70,7 @@ def apply(variant: str, model) -> None:
     model.config.prefill_piece = PIECE // 2 if variant in ("piece_8k", "lean") else PIECE
     model.config.mlp_piece = MLP_PIECE // 2 if variant == "lean" else MLP_PIECE
     model.config.anchor_attention = "split" if variant == "anchor_split" else ANCHOR
+    FastWeightKernel.step = copied_step if variant == "weights_copied" else STEP
 
 
 def restore(model) -> None:

@@ -2,6 +2,7 @@
 callables and graph buffers. CUDA-only checks are in tests/gpu/test_gpu_paths.py."""
 
 import copy
+import dataclasses
 from types import SimpleNamespace
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 from spatial_ttt.layers.spatial_conv import VideoSpan, conv_frame_groups, conv_video_tokens, depthwise_conv3, make_conv
 from spatial_ttt.ops import FastWeightKernel, FastWeightMemory, FastWeights, TokenStream
 from spatial_ttt.ops.conv_triton import depthwise_conv3_triton
-from spatial_ttt.ops.fast_weight_kernels import compile_key
+from spatial_ttt.ops.fast_weight_kernels import STATE_ARGS, ChunkGraph, compile_key
 from spatial_ttt.tiny import tiny_model
 
 from .helpers import video_prompt
@@ -56,6 +57,31 @@ def test_graphed_kernel_buffers_give_the_reference_results(momentum, cut, n):
         assert update[9] is None and full[9] is not None
         assert all(a is b for a, b in zip(update, full) if a is not None)
         assert len(graphed._inputs) == sum(t is not None for t in full)
+
+
+def test_graphed_weights_stay_in_the_kernel_buffers_within_a_call_and_never_leak_out(monkeypatch):
+    """Within one advance the graphed step finds the weights already in its buffers (copied in once, at the first
+    chunk); the memory afterwards owns copies, so a snapshot survives the next advance of its source."""
+    weights, q, tokens = random_inputs(n=130)
+    kernel = FastWeightKernel.standalone(24, False, kernel="graphed")
+    resident, call = [], ChunkGraph.__call__
+
+    def spy(self, *tensors, transient=False):
+        resident.append([tensors[i] is self.inputs[i] for i in STATE_ARGS])
+        return call(self, *tensors, transient=transient)
+
+    monkeypatch.setattr(ChunkGraph, "__call__", spy)
+    memory = FastWeightMemory(weights)
+    memory.advance(q[:, :100], tokens.slice(0, 100), kernel)
+    assert resident == [[False] * 6] + [[True] * 6] * 3  # 4 chunks updated: 96 = 4 x 24 followed by tokens
+    buffers = {id(t) for t in kernel._inputs.values()}
+    assert not buffers & {id(t) for t in (*memory.weights[:3], *memory.weights.momentum)}
+    snapshot = dataclasses.replace(memory)
+    kept = [t.clone() for t in (*snapshot.weights[:3], *snapshot.weights.momentum)]
+    memory.advance(q[:, 100:], tokens.slice(100), kernel)
+    assert resident[4] == [False] * 6  # a new call copies its weights in again
+    assert all(torch.equal(a, b) for a, b in zip((*snapshot.weights[:3], *snapshot.weights.momentum), kept))
+    assert not torch.equal(memory.weights.w0, snapshot.weights.w0)
 
 
 def test_graph_buffers_made_under_inference_mode_serve_later_no_grad_calls():

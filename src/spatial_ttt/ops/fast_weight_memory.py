@@ -59,6 +59,10 @@ class FastWeightMemory:
     def advance(self, q: Tensor, tokens: TokenStream, kernel: FastWeightKernel, decoding: bool = False) -> Tensor:
         """Answers the queries q [BH, N, d] of N new tokens and takes in their update inputs ``tokens``;
         returns the answers [BH, N, d] (fp32). ``decoding``: the decode rule is in force."""
+        with kernel.lock:  # the steps are transient: their weights stay in the kernel's buffers until settled
+            return self._advance(q, tokens, kernel, decoding)
+
+    def _advance(self, q: Tensor, tokens: TokenStream, kernel: FastWeightKernel, decoding: bool) -> Tensor:
         chunk, n = kernel.chunk_size, tokens.length
         weights = self.weights
         pending = self.recent.slice(self.recent.length - self.pending) if self.pending else None
@@ -66,7 +70,7 @@ class FastWeightMemory:
         # a chunk completed by the previous call, now followed by a token (under the decode rule it waits until
         # the next token has been answered)
         if pending is not None and not decoding and self.due(pending.length, chunk, decoding=False, followed=n > 0):
-            _, weights = kernel.step(weights, None, pending.slice(0, chunk))
+            _, weights = kernel.step(weights, None, pending.slice(0, chunk), transient=True)
             pending = pending.slice(chunk)
         group = kernel.chunks_per_call(weights, q, tokens) * chunk
         i = 0
@@ -82,11 +86,11 @@ class FastWeightMemory:
             pending = TokenStream.cat([pending, tokens.slice(i, i + take)])
             run, i = slice(i, i + take), i + take
             if self.due(pending.length, chunk, decoding, followed=i < n):
-                out[:, run], weights = kernel.step(weights, q[:, run], pending.slice(0, chunk))
+                out[:, run], weights = kernel.step(weights, q[:, run], pending.slice(0, chunk), transient=True)
                 pending = pending.slice(chunk)
             else:
                 out[:, run], _ = kernel.step(weights, q[:, run], None)
-        self.weights = weights
+        self.weights = kernel.settle(weights)
         self.pending = 0 if pending is None else pending.length
         self._remember(tokens, chunk)
         return out
