@@ -8,6 +8,8 @@ FastWeightMemory.advance (the path the model runs), timed per kernel ("reference
 precision ("fp32": fp32 products, TF32 off; "bf16": bf16 operands, fp32 accumulation). Error: relative L2 of the
 outputs and final W1 against the reference kernel in fp32. TFLOP/s counts the matrix products (scan_flops).
 Decode: one token through advance(decoding=True), per TTT layer.
+--profile: one more prefill per kernel and precision under torch.profiler: the GPU's busy and idle time inside it
+(idle: the GPU waits for the host) and the kernels taking the most time (``profile`` in each run).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from common import cuda_time, environment, matmul_peak, median, write_json
+from gpu_idle import activities, gaps, merge
 
 from spatial_ttt.ops import FastWeightKernel, FastWeightMemory, FastWeights, TokenStream
 from spatial_ttt.ops.fast_weight import scan_flops
@@ -39,6 +42,26 @@ def rel(a, b):
     return float((a.double() - b.double()).norm() / b.double().norm())
 
 
+def profile(prefill, top: int = 8) -> dict:
+    """GPU busy / idle milliseconds inside one call of ``prefill`` and its top kernels by total time."""
+    with torch.profiler.profile(activities=activities(torch.cuda.is_available())) as prof:
+        with torch.profiler.record_function("stage: prefill"):
+            prefill()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+    events = prof.events()
+    span = next((e.time_range.start, e.time_range.end) for e in events if e.name == "stage: prefill")
+    device = [e for e in events if e.device_type != torch.autograd.DeviceType.CPU]
+    busy = merge((e.time_range.start, e.time_range.end) for e in device)
+    end = max(b for _, b in busy) if busy else span[1]  # the GPU finishes after the host leaves the range
+    idle = sum(b - a for a, b in gaps(busy, (span[0], end)))
+    totals: dict[str, list[float]] = {}
+    for e in device:
+        totals.setdefault(e.name[:80], []).append(e.time_range.end - e.time_range.start)
+    kernels = sorted(((sum(t) / 1e3, len(t), name) for name, t in totals.items()), reverse=True)[:top]
+    return {"span_ms": (end - span[0]) / 1e3, "gpu_idle_ms": idle / 1e3, "kernels_ms_count_name": kernels}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default=None)
@@ -47,6 +70,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--muon", action="store_true")
     parser.add_argument("--kernels", nargs="+", default=["reference", "compiled", "graphed"])
+    parser.add_argument("--profile", action="store_true", help="also profile one prefill per kernel and precision")
     args = parser.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False
     env, peak = environment(), matmul_peak()
@@ -81,6 +105,8 @@ def main() -> None:
             run = {"kernel": kind, "precision": precision, "seconds": seconds, "tflops_per_s": flops / seconds / 1e12,
                    "rel_err_out": rel(out, expected[0]), "rel_err_w1": rel(memory.weights.w1, expected[1]),
                    "decode_ms_per_token_per_layer": decode_ms}
+            if args.profile:
+                run["profile"] = profile(prefill)
             print(run, flush=True)
             results["runs"].append(run)
             write_json(args.out, results)
