@@ -1,21 +1,19 @@
 #!/usr/bin/env bash
-# Session 16's third device call (2 x H200). GPU 0 (cores 0-11): the graphed decode's GPU tests (call 2's limit
-# ended them after 4 of test_decode_graph.py) and host pixels, with the weights now resident in the graphed step;
-# GPU 1 (cores 12-31): where the operator's time goes (bench_fast_weight.py --profile: GPU busy and idle inside one
-# prefill, top kernels), then the user's path at 1024 frames, ours and plain Qwen3-VL in one process.
+# Session 16's third device call (one H200: the 2-GPU kind was no longer lent), one job after another: the graphed
+# decode's GPU tests (call 2's limit ended them after 4 of test_decode_graph.py) and host pixels, with the weights
+# now resident in the graphed step; where the operator's time goes (bench_fast_weight.py --profile: GPU busy and
+# idle inside one prefill, top kernels); then the user's path at 1024 frames, ours and plain Qwen3-VL in one
+# process, as far as the time allows.
 # bash benchmarks/x2_call3_checks.sh OUT_DIR  (PYTHONPATH: src, benchmarks and tests)
 set -uo pipefail  # no -e: each job's result is kept even where another failed
 out=$1; mkdir -p "$out"
-(export CUDA_VISIBLE_DEVICES=0
- timeout 400 taskset -c 0-11 python3 -m pytest -v -rf -p no:cacheprovider --tb=short tests/gpu/test_decode_graph.py \
-    tests/gpu/test_host_pixels.py > "$out/gpu_tests.log" 2>&1) &
-(export CUDA_VISIBLE_DEVICES=1
- timeout 90 taskset -c 12-31 python3 benchmarks/bench_fast_weight.py --kernels graphed --profile \
+timeout 250 python3 -m pytest -v -rf -p no:cacheprovider --tb=short tests/gpu/test_decode_graph.py \
+    tests/gpu/test_host_pixels.py > "$out/gpu_tests.log" 2>&1
+timeout 90 python3 benchmarks/bench_fast_weight.py --kernels graphed --profile \
     --out "$out/fast_weight_profile.json" > "$out/fast_weight_profile.log" 2>&1
- timeout 300 taskset -c 12-31 python3 benchmarks/bench_e2e.py --frames 1024 --precisions bf16 --models ours plain \
-    --pixels pipeline --decode-tokens 16 --stream-frames 256 --piece-frames 128 --repeats 3 --budget-s 280 \
-    --out "$out/e2e_1024.json" > "$out/e2e.log" 2>&1) &
-wait
+timeout 180 python3 benchmarks/bench_e2e.py --frames 1024 --precisions bf16 --models ours plain \
+    --pixels pipeline --decode-tokens 16 --stream-frames 256 --piece-frames 128 --repeats 3 --budget-s 160 \
+    --out "$out/e2e_1024.json" > "$out/e2e.log" 2>&1
 grep -E "PASSED|FAILED|passed|failed" "$out/gpu_tests.log" | tail -n 30
 python3 - "$out" <<'PY'
 import json, pathlib, sys
