@@ -51,7 +51,8 @@ def profile(prefill, top: int = 8) -> dict:
             torch.cuda.synchronize()
     events = prof.events()
     span = next((e.time_range.start, e.time_range.end) for e in events if e.name == "stage: prefill")
-    device = [e for e in events if e.device_type != torch.autograd.DeviceType.CPU]
+    # the device timeline also carries the range itself as an annotation: kernels and copies only
+    device = [e for e in events if e.device_type != torch.autograd.DeviceType.CPU and not e.name.startswith("stage: ")]
     busy = merge((e.time_range.start, e.time_range.end) for e in device)
     end = max(b for _, b in busy) if busy else span[1]  # the GPU finishes after the host leaves the range
     idle = sum(b - a for a, b in gaps(busy, (span[0], end)))
