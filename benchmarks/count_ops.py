@@ -122,12 +122,12 @@ def as_on_gpu(counter: LaunchCounter):
 
         return run
 
-    def init(self, step, example, capture, pool=None, warmups=2, inputs=None):
+    def init(self, step, example, capture, pool=None, warmups=2, rewind=None, inputs=None):
         def replay(*args):
             with ACTIVE[-1].one_launch("[graph replay]"):
                 return step(*args)
 
-        graph_init(self, replay, example, capture, pool, warmups, inputs)
+        graph_init(self, replay, example, capture, pool, warmups, rewind=rewind, inputs=inputs)
 
     kernel_cls.compiled, graph_cls.__init__ = eager, init
     ACTIVE.append(counter)
