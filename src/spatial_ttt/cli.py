@@ -86,10 +86,12 @@ TTTOpt = typer.Option(None, "--ttt", metavar="KEY=VALUE", help="Any TTT setting,
 
 
 def _one_off(overrides: dict[str, Any]) -> dict[str, Any]:
-    """Settings for a command that answers a few questions and exits: eager decoding unless --ttt names one. The
-    graphed step compiles once per process (73-89 s on a cold cache on an H100, benchmarks/RESULTS.md), which a
-    short answer never earns back (eager: 57 ms/token after 88k tokens); a server keeps "auto" (graphed on CUDA)."""
-    return {"decode_kernel": "eager", **overrides}
+    """Settings for a command that answers a few questions and exits: eager decoding and the reference kernels
+    unless --ttt names others. On CUDA "auto" compiles per process: the graphed decode step (73-89 s on a cold cache
+    on an H100) and the prefill's chunk graphs, vision blocks, norms and rope (~120 s before the first answer at
+    1024 frames), which one video's answers never earn back (the compiled prefill is ~1-2 s faster at 1024 frames,
+    eager decode 57 ms/token after 88k tokens; benchmarks/RESULTS.md); a server or an evaluation keeps "auto"."""
+    return {"decode_kernel": "eager", "ttt_kernel": "reference", **overrides}
 
 
 def _ttt_overrides(

@@ -46,12 +46,15 @@ def test_ask_reads_an_image_folder(cli, tiny_folder, tmp_path):
     assert result.exit_code == 0, result.output
     answer = json.loads(result.stdout)
     assert answer["frames"] == 4
-    # a one-off command decodes eagerly (no per-process graph compilation) unless told otherwise
+    # a one-off command decodes eagerly and prefills with the reference kernels (no per-process compilation)
+    # unless told otherwise
     assert answer["ttt_settings"]["decode_kernel"]["value"] == "eager"
+    assert answer["ttt_settings"]["ttt_kernel"]["value"] == "reference"
     graphed = cli("ask", tiny_folder, tmp_path, "How many objects?", "--size", SMALL, "--max-new-tokens", "2", "--json",
-                  "--ttt", "decode_kernel=graphed")
+                  "--ttt", "decode_kernel=graphed", "--ttt", "ttt_kernel=auto")
     assert graphed.exit_code == 0, graphed.output
-    assert json.loads(graphed.stdout)["ttt_settings"]["decode_kernel"]["value"] == "graphed"
+    settings = json.loads(graphed.stdout)["ttt_settings"]
+    assert settings["decode_kernel"]["value"] == "graphed" and settings["ttt_kernel"]["value"] == "auto"
     assert json.loads(graphed.stdout)["answer"] == answer["answer"]
 
 
