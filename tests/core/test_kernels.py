@@ -84,6 +84,30 @@ def test_graphed_weights_stay_in_the_kernel_buffers_within_a_call_and_never_leak
     assert not torch.equal(memory.weights.w0, snapshot.weights.w0)
 
 
+def test_warm_ups_before_a_capture_leave_the_weights_as_they_were(monkeypatch):
+    """On CUDA a new graph's warm-ups run the step on its buffers before the capture, and the buffers may hold the
+    very weights being advanced (a graph first needed right after a transient step). Simulated on the CPU (warm-ups
+    run eagerly after the buffers are filled, as the capture path does): the rewind puts the weights back."""
+    init = ChunkGraph.__init__
+
+    def warming(self, step, example, capture, pool=None, warmups=2, rewind=None, inputs=None):
+        init(self, step, example, capture, pool, warmups, rewind=rewind, inputs=inputs)
+        for _ in range(warmups):
+            step(*self.inputs)
+            if rewind is not None:
+                rewind()
+
+    monkeypatch.setattr(ChunkGraph, "__init__", warming)
+    weights, q, tokens = random_inputs(n=100)
+    ref_out, ref = prefill(FastWeightKernel.standalone(24, True), weights, q, tokens, cut=5)
+    graphed = FastWeightKernel.standalone(24, True, kernel="graphed")
+    out, mem = prefill(graphed, weights, q, tokens, cut=5)  # an update-only graph, then a full one on its buffers
+    assert len(graphed._graphs) == 2
+    torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-6)
+    for a, b in zip(mem.weights[:3], ref.weights[:3]):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
 def test_graph_buffers_made_under_inference_mode_serve_later_no_grad_calls():
     """Was: buffers first created under inference_mode were inference tensors, and the next no_grad call
     (what generate uses) failed with 'Inplace update to inference tensor outside InferenceMode'."""

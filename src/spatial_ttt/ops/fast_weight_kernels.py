@@ -315,7 +315,7 @@ class FastWeightKernel:
                     self._pool = torch.cuda.graph_pool_handle()  # one memory pool for all of this model's graphs
                 inputs = [None if t is None else self._static_input(i, t) for i, t in enumerate(args)]
                 # the warm-ups write into the weight buffers (which may be this call's weights): put them back
-                saved = [args[i].clone() for i in STATE_ARGS] if capture else []
+                saved = [args[i].clone() for i in STATE_ARGS]
                 self._graphs[key] = ChunkGraph(
                     bound, list(args), capture, self._pool, inputs=inputs,
                     rewind=lambda: [inputs[i].copy_(t) for i, t in zip(STATE_ARGS, saved)],
