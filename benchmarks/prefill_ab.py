@@ -20,6 +20,9 @@ code take 3.20 s and 3.69 s on two H100s, and one variant spread 3.39-4.54 s in 
                 of q and k, instead of one compiled function for both)
   weights_copied  the graphed fast-weight step copies the weights in and its outputs out at every chunk (before
                 session 16: the weights now stay in the graph's buffers within a layer's call)
+  stages_dynamic  the compiled stages (norms, rope, the branch's stages, vision blocks) with symbolic sizes from
+                their first call (torch.compile dynamic=True) instead of static first (session 17's question: one
+                compile per kind of input, no recompile at a stream's first question, at what cost in speed?)
 Peaks are per timed call (states of earlier calls dropped), weights included, as bench_e2e's. Session 7's first
 run of this script (results/session7_h100/prefill_ab.json) compared session 6's memory settings instead; its
 second and fourth (prefill_ab2/4.json) also had the decoder's norms, MLP and rope compiled ("now") against eager
@@ -42,19 +45,25 @@ import spatial_ttt.layers.ttt as ttt
 from spatial_ttt.configuration import SpatialTTTConfig
 from spatial_ttt.layers.attention import Attention
 from spatial_ttt.layers.norm import RMSNorm
-from spatial_ttt.ops import FastWeightKernel
+from spatial_ttt.ops import FastWeightKernel, fast_weight_kernels
 
 VARIANTS = ("now", "eager_vision", "rows_fp32", "vision_32", "vision_16", "anchor_split", "piece_8k", "lean",
-            "eager_norms", "eager_rope", "weights_copied")
+            "eager_norms", "eager_rope", "weights_copied", "stages_dynamic")
 ROWS = ttt.row_dtype
 PATCHES = SpatialTTTConfig.vision_patches
 PIECE, MLP_PIECE = SpatialTTTConfig.prefill_piece, SpatialTTTConfig.mlp_piece
 ANCHOR = SpatialTTTConfig.anchor_attention
 STEP = FastWeightKernel.step
+COMPILED = FastWeightKernel.compiled
+STEPS = (fast_weight_kernels.flat_step, fast_weight_kernels.flat_steps, fast_weight_kernels.resident_step)
 
 
 def copied_step(self, weights, q, chunk, transient=False):
     return STEP(self, weights, q, chunk)  # never transient: copies in and out as before session 16
+
+
+def dynamic_compiled(self, fn, variant=None, dynamic=None):
+    return COMPILED(self, fn, variant, dynamic if fn in STEPS else True)  # stages symbolic from their first call
 
 
 def apply(variant: str, model) -> None:
@@ -71,6 +80,7 @@ def apply(variant: str, model) -> None:
     model.config.mlp_piece = MLP_PIECE // 2 if variant == "lean" else MLP_PIECE
     model.config.anchor_attention = "split" if variant == "anchor_split" else ANCHOR
     FastWeightKernel.step = copied_step if variant == "weights_copied" else STEP
+    FastWeightKernel.compiled = dynamic_compiled if variant == "stages_dynamic" else COMPILED
 
 
 def restore(model) -> None:

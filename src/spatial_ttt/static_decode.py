@@ -38,7 +38,8 @@ import torch
 from torch import Tensor
 
 from .ops.fast_weight import FastWeights, TokenStream, row_dtype
-from .ops.fast_weight_kernels import ChunkGraph, private_copy
+from .ops.compiled import private_copy
+from .ops.fast_weight_kernels import ChunkGraph
 from .ops.fast_weight_memory import FastWeightMemory
 from .state import ModelState
 
@@ -74,7 +75,7 @@ def decode_step(model, token: Tensor, where: Tensor, buffers: list[LayerBuffers]
 class StaticDecoding:
     """What a model keeps for static decoding: the compiled step, one per batch size and weight dtype (its own, so
     that models never share compiled variants or recompile limits, and one key's new lengths never use up another
-    key's: see spatial_ttt.ops.fast_weight_kernels.compile_key), the buffer shapes it has been captured for, a lock
+    key's: see spatial_ttt.ops.compiled), the buffer shapes it has been captured for, a lock
     serialising captures and replays between threads, and how the last decode ran (``last``, for benchmarks)."""
 
     def __init__(self) -> None:

@@ -11,7 +11,7 @@ import torch
 from spatial_ttt.layers.spatial_conv import VideoSpan, conv_frame_groups, conv_video_tokens, depthwise_conv3, make_conv
 from spatial_ttt.ops import FastWeightKernel, FastWeightMemory, FastWeights, TokenStream
 from spatial_ttt.ops.conv_triton import depthwise_conv3_triton
-from spatial_ttt.ops.fast_weight_kernels import STATE_ARGS, ChunkGraph, compile_key
+from spatial_ttt.ops.fast_weight_kernels import STATE_ARGS, ChunkGraph
 from spatial_ttt.tiny import tiny_model
 
 from .helpers import video_prompt
@@ -204,20 +204,19 @@ def test_conv_stencil_is_triton_only_where_the_graphed_kernel_runs_on_cuda():
     """One rule for one-shot prefill and streaming (both ask TTTAttention.conv_stencil). CI has no GPU: a stand-in
     that reports is_cuda is enough, as the choice reads nothing else of the tensor."""
     layer = tiny_model().model.language_model.layers[0].self_attn
-    # (and reports what compile_key reads: dtype, rank, inference tensor or not)
-    cuda = SimpleNamespace(is_cuda=True, dtype=torch.float32, dim=lambda: 5, is_inference=lambda: False)
+    cuda = SimpleNamespace(is_cuda=True)
     cpu = torch.zeros(1)
-    on_cpu, on_cuda = (layer.kernel.compiled(depthwise_conv3, compile_key(t)) for t in (cpu, cuda))  # lazy: no compile
+    compiled = layer.kernel.compiled(depthwise_conv3)  # lazy: compiles nothing until called
     with torch.no_grad():
         assert layer.conv_stencil(cpu) is depthwise_conv3  # auto on CPU
         assert layer.conv_stencil(cuda) is depthwise_conv3_triton  # auto on CUDA, inference
         layer.config.ttt_kernel = "graphed"
-        assert layer.conv_stencil(cpu) is on_cpu and layer.conv_stencil(cuda) is depthwise_conv3_triton
+        assert layer.conv_stencil(cpu) is compiled and layer.conv_stencil(cuda) is depthwise_conv3_triton
         layer.config.ttt_kernel = "compiled"
-        assert layer.conv_stencil(cuda) is on_cuda
+        assert layer.conv_stencil(cuda) is compiled
         layer.config.ttt_kernel = "reference"
         assert layer.conv_stencil(cuda) is depthwise_conv3
-    trained = layer.kernel.compiled(depthwise_conv3, compile_key(cuda), dynamic=True)
+    trained = layer.kernel.compiled(depthwise_conv3, dynamic=True)
     for setting in ("auto", "graphed"):  # autograd on: the differentiable compiled stencil, dynamic from the start
         layer.config.ttt_kernel = setting
         assert layer.conv_stencil(cuda) is trained

@@ -35,12 +35,13 @@ from __future__ import annotations
 
 import copy
 import threading
-from types import FunctionType, SimpleNamespace
+from types import SimpleNamespace
 from typing import Callable
 
 import torch
 from torch import Tensor
 
+from .compiled import Compiled
 from .fast_weight import FastWeights, TokenStream, chunk_step, swiglu_apply
 
 KERNELS = ("auto", "reference", "compiled", "graphed")
@@ -107,22 +108,6 @@ def needs_grad(weights: FastWeights, *tensors: Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (*tensors, *weights[:3]))
 
 
-def private_copy(fn: Callable) -> Callable:
-    """``fn`` with a code object of its own. Dynamo keeps compiled variants, and counts its recompile limit, per
-    code object: a private copy per kernel object keeps models (and precisions) from using up each other's."""
-    return FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
-
-
-def compile_key(*tensors: Tensor | None) -> tuple:
-    """What dynamo guards on that differs between a model's callers, other than sizes: per argument its dtype, rank
-    and whether it is an inference tensor (made under ``torch.inference_mode``: no autograd dispatch keys), or None.
-    A compiled function is kept per key: dynamo counts its recompile limit (8) per code object, and a fullgraph
-    function past it raises. One code object for all callers ran out (session 14: the decoder's norms of a model
-    called under no_grad and inference_mode, at ranks 3 and 4, with batches of 1 and 2); per key, only new sizes
-    recompile (static, then dynamic)."""
-    return tuple(None if t is None else (t.dtype, t.dim(), t.is_inference()) for t in tensors)
-
-
 class ChunkGraph:
     """A step captured once as a CUDA graph over static input buffers (created outside inference mode, so that
     ``inference_mode`` and ``no_grad`` callers can both use them); a call copies the inputs in, replays and
@@ -176,7 +161,7 @@ class FastWeightKernel:
 
     def __init__(self, config) -> None:
         self.config = config
-        self._compiled: dict[tuple, Callable] = {}
+        self._compiled: dict[tuple, Compiled] = {}
         self._graphs: dict[tuple, ChunkGraph] = {}
         self._inputs: dict[tuple, Tensor] = {}  # static input buffers by argument and shape, shared by the graphs
         self._pool = None
@@ -216,12 +201,13 @@ class FastWeightKernel:
             return "compiled"
         return setting
 
-    def compiled(self, fn: Callable, variant: object = None, dynamic: bool | None = None) -> Callable:
+    def compiled(self, fn: Callable, variant: object = None, dynamic: bool | None = None) -> Compiled:
         """``fn`` through torch.compile, once per kernel object, ``variant`` and ``dynamic`` (torch.compile's: None
-        is dynamo's automatic dynamic shapes, static until a second shape comes; True: symbolic sizes at once)."""
+        is dynamo's automatic dynamic shapes, static until a second shape comes; True: symbolic sizes at once),
+        and within that once per kind of input (:class:`.compiled.Compiled`)."""
         key = (fn, variant, dynamic)
         if key not in self._compiled:
-            self._compiled[key] = torch.compile(private_copy(fn), fullgraph=True, dynamic=dynamic)
+            self._compiled[key] = Compiled(fn, dynamic)
         return self._compiled[key]
 
     def fused(self, fn: Callable, t: Tensor, inference: Callable | None = None) -> Callable:
@@ -238,7 +224,7 @@ class FastWeightKernel:
         # Under autograd a stage sees a new token count every step: compile it dynamic from the first step, as an
         # uninterrupted run's graphs are after dynamo's recompile. A graph specialised to a resumed run's first
         # shape gave NaN gradients (the TTT branch's gate, on an H100; EVIDENCE.md, session 11's resume probe).
-        return self.compiled(fn, compile_key(t), dynamic=True if training else None)
+        return self.compiled(fn, dynamic=True if training else None)
 
     def fused_for_inference(self, fn: Callable, t: Tensor) -> Callable:
         """``fn`` compiled where the graphed kernel runs (no autograd; on CUDA under "auto"), else ``fn`` itself:
@@ -247,7 +233,7 @@ class FastWeightKernel:
         Inside a function being compiled as a whole (the static decode step) ``fn`` is traced as it is."""
         if torch.compiler.is_compiling() or self.kind(t, torch.is_grad_enabled()) != "graphed":
             return fn
-        return self.compiled(fn, compile_key(t))
+        return self.compiled(fn)
 
     def chunks_per_call(self, weights: FastWeights, q: Tensor, tokens: TokenStream) -> int:
         """How many full chunks the chunk loop hands one call of :meth:`steps`: ``config.ttt_train_chunks_per_call``
@@ -272,7 +258,7 @@ class FastWeightKernel:
         if kind == "graphed":
             res = self._graph(args, muon, precision, transient)
         else:
-            res = self.compiled(flat_step, (muon, precision, compile_key(*args)))(*args, muon, precision)
+            res = self.compiled(flat_step)(*args, muon, precision)
         if q is not None:
             out, res = res[0], res[1:]
         return out, flat_weights(weights, chunk, res)
@@ -290,7 +276,7 @@ class FastWeightKernel:
                 outs.append(out)
             return torch.cat(outs, dim=1), weights
         args = flat_args(weights, q, chunks)
-        grouped = self.compiled(flat_steps, (muon, precision, count, compile_key(*args)))
+        grouped = self.compiled(flat_steps, count)  # one per count: range(chunks) unrolls
         res = grouped(*args, muon, precision, count)
         return res[0], flat_weights(weights, chunks, res[1:])
 
@@ -306,7 +292,7 @@ class FastWeightKernel:
         capture = args[0].is_cuda
         with self.lock:
             if key not in self._graphs:
-                step = self.compiled(resident_step, (muon, precision, compile_key(*args))) if capture else resident_step
+                step = self.compiled(resident_step) if capture else resident_step
 
                 def bound(*tensors: Tensor | None) -> tuple[Tensor, ...]:
                     return step(*tensors, muon, precision)

@@ -1,0 +1,153 @@
+"""What a user waits for in a fresh process, step by step: a stream's first pieces, its first questions, a question
+after more video, two streams at once, then a one-shot prompt; each step's seconds and how many graphs dynamo
+compiled during it. Compares how the inference stages are compiled (``--dynamic``): "auto" (the library: static,
+then symbolic sizes at the second size) against "true" (symbolic sizes from the first call), each in its own fresh
+process with its own cold compile caches.
+
+    PYTHONPATH=src:benchmarks python benchmarks/first_answer.py --out first_answer.json     # one GPU
+    PYTHONPATH=src:benchmarks python benchmarks/first_answer.py --tiny --out first_answer.json   # CPU check
+
+Steps (bench_e2e's random 2B-shaped model, bf16, uint8 frames through the processor as StreamSession.observe
+runs them): ``piece_i`` observes a piece of ``--piece-frames`` frames; ``ask_prefill`` a 20-token question with
+one new token (no decode step), ``ask_prefill_again`` the same; ``ask_decode`` the question with ``--new-tokens``
+(the static decode's compilation and capture), ``ask_decode_again``; ``more_video`` one more piece, then
+``ask_after_more`` (a longer KV cache) and ``ask_other_length`` (a 12-token question); ``two_streams_*``: a
+StreamSession of two streams, a piece and a question; ``oneshot_first`` / ``oneshot_again``: ``generate`` on a
+``--frames`` prompt (its pieces of config.prefill_piece tokens are new shapes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from spatial_ttt.files import atomic_write_json
+
+CHILD = "--child"
+
+
+def child(options: dict) -> dict:
+    """One fresh process's steps (runs in the child)."""
+    began = time.perf_counter()
+    import torch
+    from torch._dynamo.utils import counters
+
+    import bench_e2e
+    from spatial_ttt.ops import compiled as compiled_module
+    from spatial_ttt.streaming import StreamSession
+
+    if options["dynamic"] == "true":  # every compiled stage symbolic from its first call
+        init = compiled_module.Compiled.__init__
+        compiled_module.Compiled.__init__ = lambda self, fn, dynamic=None: init(self, fn, True)
+    tiny = options["tiny"]
+    if tiny:  # the script's check: dynamo's graphs and guards as on the GPU, aot_eager instead of inductor's C++
+        compile_ = torch.compile
+        torch.compile = lambda fn, **kw: compile_(fn, **{**kw, "backend": "aot_eager"})
+    device = torch.device("cpu" if tiny else "cuda")
+    shape = bench_e2e.shape_tiny() if tiny else bench_e2e.shape_2b()
+    model = bench_e2e.build_ours(shape, device, "bf16", ttt_kernel="graphed" if tiny else "auto")
+    processor, dtype = bench_e2e.video_processor(shape), model.model.visual.dtype
+    groups = options["piece_frames"] // 2
+    keys = ("input_ids", "video_grid_thw")
+    to = lambda d: {k: v.to(device) for k, v in d.items() if k in keys}  # noqa: E731
+    prefix = to(bench_e2e.prompt(shape, 0, prefix=10, suffix=0))
+    question = to(bench_e2e.prompt(shape, 0, prefix=0, suffix=20))["input_ids"]
+    other = question[:, :12]
+    steps: list[dict] = []
+
+    def step(name: str, fn) -> object:
+        graphs = counters["stats"]["unique_graphs"]
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        entry = dict(step=name, seconds=time.perf_counter() - start, graphs=counters["stats"]["unique_graphs"] - graphs)
+        steps.append(entry)
+        print(json.dumps(entry), file=sys.stderr, flush=True)
+        return out
+
+    def piece(seed: int, batch: int = 1) -> tuple[dict, torch.Tensor]:
+        ids = to(bench_e2e.prompt(shape, groups, prefix=0, suffix=0, seed=seed, pixels=False))
+        pixels = [bench_e2e.process(processor, bench_e2e.video_frames(shape, groups, seed=seed + row), "pipeline",
+                                    dtype, device) for row in range(batch)]
+        ids = {k: v.repeat(batch, 1) for k, v in ids.items()}
+        return ids, torch.cat(pixels).to(device, non_blocking=True)
+
+    def observe(session: StreamSession, seed: int, batch: int = 1) -> None:
+        ids, pixels = piece(seed, batch)
+        session.observe_tokens(**ids, pixel_values_videos=pixels)
+
+    session = StreamSession(model)
+    step("prefix", lambda: session.observe_tokens(**prefix))
+    for i in range(options["pieces"]):
+        step(f"piece_{i}", lambda: observe(session, 1 + i))
+    new = options["new_tokens"]
+    step("ask_prefill", lambda: session.ask_tokens(question, max_new_tokens=1))
+    step("ask_prefill_again", lambda: session.ask_tokens(question, max_new_tokens=1))
+    answer = step("ask_decode", lambda: session.ask_tokens(question, max_new_tokens=new))
+    again = step("ask_decode_again", lambda: session.ask_tokens(question, max_new_tokens=new))
+    assert torch.equal(answer, again), "the same question on the same memory gave another answer"
+    step("more_video", lambda: observe(session, 100))
+    step("ask_after_more", lambda: session.ask_tokens(question, max_new_tokens=new))
+    step("ask_other_length", lambda: session.ask_tokens(other, max_new_tokens=new))
+    session = None  # its memory freed before the next steps
+    pair = StreamSession(model, batch_size=2)
+    step("two_streams_prefix", lambda: pair.observe_tokens(**{k: v.repeat(2, 1) for k, v in prefix.items()}))
+    step("two_streams_piece", lambda: observe(pair, 200, batch=2))
+    step("two_streams_ask", lambda: pair.ask_tokens(question.repeat(2, 1), max_new_tokens=new))
+    pair = None
+    inputs = {k: v.to(device) for k, v in bench_e2e.prompt(shape, options["frames"] // 2, pixels=False).items()}
+    inputs["pixel_values_videos"] = bench_e2e.process(processor, bench_e2e.video_frames(shape, options["frames"] // 2),
+                                                      "pipeline", dtype, device)
+    first = step("oneshot_first", lambda: model.generate(**inputs, max_new_tokens=1))
+    second = step("oneshot_again", lambda: model.generate(**inputs, max_new_tokens=1))
+    assert torch.equal(first, second), "the compiled one-shot call changed the answer"
+    step("oneshot_third", lambda: model.generate(**inputs, max_new_tokens=1))
+    return dict(options, steps=steps, process_s=time.perf_counter() - began)
+
+
+def run_child(options: dict, cache: Path) -> dict:
+    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(cache / "inductor"), TRITON_CACHE_DIR=str(cache / "triton"))
+    result = subprocess.run([sys.executable, __file__, CHILD, json.dumps(options)], env=env, capture_output=True,
+                            text=True)
+    sys.stderr.write(result.stderr[-20000:])
+    if result.returncode != 0:
+        return dict(options, error=result.stderr[-2000:])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == CHILD:
+        print(json.dumps(child(json.loads(sys.argv[2]))), flush=True)
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--tiny", action="store_true",
+                        help="the tiny shape on the CPU (graphed kernel, aot_eager backend): checks the script")
+    parser.add_argument("--dynamic", nargs="+", default=["auto", "true"], choices=["auto", "true"])
+    parser.add_argument("--pieces", type=int, default=4, help="pieces before the first question")
+    parser.add_argument("--piece-frames", type=int, default=None, help="frames per piece (default 128; tiny: 4)")
+    parser.add_argument("--frames", type=int, default=None, help="the one-shot prompt's frames (default 1024; tiny: 8)")
+    parser.add_argument("--new-tokens", type=int, default=8)
+    args = parser.parse_args()
+    results = dict(runs=[])
+    with tempfile.TemporaryDirectory() as tmp:
+        for dynamic in args.dynamic:
+            options = dict(dynamic=dynamic, tiny=args.tiny, pieces=args.pieces, new_tokens=args.new_tokens,
+                           piece_frames=args.piece_frames or (4 if args.tiny else 128),
+                           frames=args.frames or (8 if args.tiny else 1024))
+            results["runs"].append(run_child(options, Path(tmp) / dynamic))  # each its own cold caches
+            atomic_write_json(args.out, results)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""benchmarks/first_answer.py on the CPU (--tiny): a fresh child process runs every step of a user's first minutes
+(stream pieces, questions, two streams, a one-shot prompt) and counts the graphs dynamo compiles in each."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_first_answer_times_each_step_and_counts_its_compilations(tmp_path):
+    out = tmp_path / "first_answer.json"
+    env = dict(os.environ, PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{ROOT / 'benchmarks'}")
+    cmd = [sys.executable, str(ROOT / "benchmarks/first_answer.py"), "--tiny", "--dynamic", "true", "--pieces", "2",
+           "--new-tokens", "3", "--out", str(out)]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run,) = json.loads(out.read_text())["runs"]
+    assert "error" not in run, run.get("error")
+    steps = {s["step"]: s for s in run["steps"]}
+    assert list(steps) == [
+        "prefix", "piece_0", "piece_1", "ask_prefill", "ask_prefill_again", "ask_decode", "ask_decode_again",
+        "more_video", "ask_after_more", "ask_other_length", "two_streams_prefix", "two_streams_piece",
+        "two_streams_ask", "oneshot_first", "oneshot_again", "oneshot_third"]
+    assert all(s["seconds"] > 0 for s in steps.values())
+    assert steps["piece_0"]["graphs"] > 0  # the graphed kernel's stages compile (aot_eager here)
+    # the same shapes again compile nothing
+    assert steps["ask_prefill_again"]["graphs"] == steps["ask_decode_again"]["graphs"] == steps["oneshot_again"]["graphs"] == 0
