@@ -7,7 +7,7 @@ process with its own cold compile caches.
     PYTHONPATH=src:benchmarks python benchmarks/first_answer.py --out first_answer.json     # one GPU
     PYTHONPATH=src:benchmarks python benchmarks/first_answer.py --tiny --out first_answer.json   # CPU check
 
-Steps (bench_e2e's random 2B-shaped model, bf16, uint8 frames through the processor as StreamSession.observe
+Steps (``build``: imports and the model; then bench_e2e's random 2B-shaped model, bf16, uint8 frames through the processor as StreamSession.observe
 runs them): ``piece_i`` observes a piece of ``--piece-frames`` frames; ``ask_prefill`` a 20-token question with
 one new token (no decode step), ``ask_prefill_again`` the same; ``ask_decode`` the question with ``--new-tokens``
 (the static decode's compilation and capture), ``ask_decode_again``; ``more_video`` one more piece, then
@@ -52,6 +52,8 @@ def child(options: dict) -> dict:
     device = torch.device("cpu" if tiny else "cuda")
     shape = bench_e2e.shape_tiny() if tiny else bench_e2e.shape_2b()
     model = bench_e2e.build_ours(shape, device, "bf16", ttt_kernel="graphed" if tiny else "auto")
+    with open(options["steps_file"], "a") as f:  # imports and building the model
+        f.write(json.dumps(dict(step="build", seconds=time.perf_counter() - began, graphs=0)) + "\n")
     processor, dtype = bench_e2e.video_processor(shape), model.model.visual.dtype
     groups = options["piece_frames"] // 2
     keys = ("input_ids", "video_grid_thw")
@@ -59,7 +61,7 @@ def child(options: dict) -> dict:
     prefix = to(bench_e2e.prompt(shape, 0, prefix=10, suffix=0))
     question = to(bench_e2e.prompt(shape, 0, prefix=0, suffix=20))["input_ids"]
     other = question[:, :12]
-    steps: list[dict] = []
+    steps: list[dict] = [dict(step="build", seconds=time.perf_counter() - began, graphs=0)]
 
     def step(name: str, fn) -> object:
         graphs = counters["stats"]["unique_graphs"]
@@ -72,6 +74,8 @@ def child(options: dict) -> dict:
             torch.cuda.synchronize()
         entry = dict(step=name, seconds=time.perf_counter() - start, graphs=counters["stats"]["unique_graphs"] - graphs)
         steps.append(entry)
+        with open(options["steps_file"], "a") as f:  # kept if the parent stops this process
+            f.write(json.dumps(entry) + "\n")
         print(json.dumps(entry), file=sys.stderr, flush=True)
         return out
 
@@ -115,14 +119,23 @@ def child(options: dict) -> dict:
     return dict(options, steps=steps, process_s=time.perf_counter() - began)
 
 
-def run_child(options: dict, cache: Path) -> dict:
+def run_child(options: dict, cache: Path, timeout_s: float) -> dict:
+    """One child with its own caches; its stderr goes to ours as it runs. Past ``timeout_s`` it is stopped and the
+    steps it finished are kept."""
     env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(cache / "inductor"), TRITON_CACHE_DIR=str(cache / "triton"))
-    result = subprocess.run([sys.executable, __file__, CHILD, json.dumps(options)], env=env, capture_output=True,
-                            text=True)
-    sys.stderr.write(result.stderr[-20000:])
-    if result.returncode != 0:
-        return dict(options, error=result.stderr[-2000:])
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    options = dict(options, steps_file=str(cache / "steps.jsonl"))
+    cache.mkdir(parents=True, exist_ok=True)
+    try:
+        result = subprocess.run([sys.executable, __file__, CHILD, json.dumps(options)], env=env, stdout=subprocess.PIPE,
+                                text=True, timeout=timeout_s)
+        error = None if result.returncode == 0 else f"exit status {result.returncode} (its stderr above)"
+    except subprocess.TimeoutExpired:
+        result, error = None, f"stopped after {timeout_s:.0f} s"
+    if error is None:
+        return json.loads(result.stdout.strip().splitlines()[-1])
+    done = Path(options["steps_file"])
+    steps = [json.loads(line) for line in done.read_text().splitlines()] if done.exists() else []
+    return dict(options, steps=steps, error=error)
 
 
 def main() -> None:
@@ -138,6 +151,7 @@ def main() -> None:
     parser.add_argument("--piece-frames", type=int, default=None, help="frames per piece (default 128; tiny: 4)")
     parser.add_argument("--frames", type=int, default=None, help="the one-shot prompt's frames (default 1024; tiny: 8)")
     parser.add_argument("--new-tokens", type=int, default=8)
+    parser.add_argument("--child-timeout-s", type=float, default=3600, help="stop a child after this long")
     args = parser.parse_args()
     results = dict(runs=[])
     with tempfile.TemporaryDirectory() as tmp:
@@ -145,7 +159,7 @@ def main() -> None:
             options = dict(dynamic=dynamic, tiny=args.tiny, pieces=args.pieces, new_tokens=args.new_tokens,
                            piece_frames=args.piece_frames or (4 if args.tiny else 128),
                            frames=args.frames or (8 if args.tiny else 1024))
-            results["runs"].append(run_child(options, Path(tmp) / dynamic))  # each its own cold caches
+            results["runs"].append(run_child(options, Path(tmp) / dynamic, args.child_timeout_s))  # own cold caches
             atomic_write_json(args.out, results)
 
 

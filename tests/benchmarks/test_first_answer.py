@@ -21,7 +21,7 @@ def test_first_answer_times_each_step_and_counts_its_compilations(tmp_path):
     assert "error" not in run, run.get("error")
     steps = {s["step"]: s for s in run["steps"]}
     assert list(steps) == [
-        "prefix", "piece_0", "piece_1", "ask_prefill", "ask_prefill_again", "ask_decode", "ask_decode_again",
+        "build", "prefix", "piece_0", "piece_1", "ask_prefill", "ask_prefill_again", "ask_decode", "ask_decode_again",
         "more_video", "ask_after_more", "ask_other_length", "two_streams_prefix", "two_streams_piece",
         "two_streams_ask", "oneshot_first", "oneshot_again", "oneshot_third"]
     assert all(s["seconds"] > 0 for s in steps.values())
