@@ -52,8 +52,15 @@ def child(options: dict) -> dict:
     device = torch.device("cpu" if tiny else "cuda")
     shape = bench_e2e.shape_tiny() if tiny else bench_e2e.shape_2b()
     model = bench_e2e.build_ours(shape, device, "bf16", ttt_kernel="graphed" if tiny else "auto")
-    with open(options["steps_file"], "a") as f:  # imports and building the model
-        f.write(json.dumps(dict(step="build", seconds=time.perf_counter() - began, graphs=0)) + "\n")
+    steps: list[dict] = []
+
+    def record(entry: dict) -> None:
+        steps.append(entry)
+        with open(options["steps_file"], "a") as f:  # kept if the parent stops this process
+            f.write(json.dumps(entry) + "\n")
+        print(json.dumps(entry), file=sys.stderr, flush=True)
+
+    record(dict(step="build", seconds=time.perf_counter() - began, graphs=0))  # imports and building the model
     processor, dtype = bench_e2e.video_processor(shape), model.model.visual.dtype
     groups = options["piece_frames"] // 2
     keys = ("input_ids", "video_grid_thw")
@@ -61,7 +68,6 @@ def child(options: dict) -> dict:
     prefix = to(bench_e2e.prompt(shape, 0, prefix=10, suffix=0))
     question = to(bench_e2e.prompt(shape, 0, prefix=0, suffix=20))["input_ids"]
     other = question[:, :12]
-    steps: list[dict] = [dict(step="build", seconds=time.perf_counter() - began, graphs=0)]
 
     def step(name: str, fn) -> object:
         graphs = counters["stats"]["unique_graphs"]
@@ -72,11 +78,7 @@ def child(options: dict) -> dict:
             out = fn()
         if device.type == "cuda":
             torch.cuda.synchronize()
-        entry = dict(step=name, seconds=time.perf_counter() - start, graphs=counters["stats"]["unique_graphs"] - graphs)
-        steps.append(entry)
-        with open(options["steps_file"], "a") as f:  # kept if the parent stops this process
-            f.write(json.dumps(entry) + "\n")
-        print(json.dumps(entry), file=sys.stderr, flush=True)
+        record(dict(step=name, seconds=time.perf_counter() - start, graphs=counters["stats"]["unique_graphs"] - graphs))
         return out
 
     def piece(seed: int, batch: int = 1) -> tuple[dict, torch.Tensor]:
