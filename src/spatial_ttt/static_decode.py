@@ -19,9 +19,13 @@ and one step (:func:`decode_step`) answers a token over them:
 * in bf16 precision the static fast weights are kept in bf16: the step's products round their operands to bf16
   anyway, so rounding the weights once per update instead of at every token gives the same bits.
 
-On CUDA the step is compiled (fullgraph) and captured as a CUDA graph when the decode starts; every token is a
-replay. The graph holds the addresses of this state's anchor buffers, so it lives as long as the decoder (one
-decode); the compiled step lives in the model's :class:`StaticDecoding`. On CPU the same buffers and step run
+On CUDA the step's layers are compiled (fullgraph, one graph per kind of layer: the 21 TTT layers of the 2B model
+share one, the 7 anchor layers another, their parameters and buffers its inputs, as the vision tower's blocks share
+one) and the whole step, the loop over the layers included, is captured as one CUDA graph when the decode starts;
+every token is a replay. Compiling the step as one function inlined all 28 layers into one graph, whose first
+compilation made a fresh process's first decoded answer wait 91-97 s on an H200 (benchmarks/RESULTS.md, session
+17). The graph holds the addresses of this state's anchor buffers, so it lives as long as the decoder (one
+decode); the compiled layers live in the model's :class:`StaticDecoding`. On CPU the same buffers and step run
 uncompiled and uncaptured, so all of the bookkeeping is tested there. :meth:`StaticDecoder.finish` writes the state
 back exactly as eager decoding would have left it, also when decoding stops early.
 """
@@ -32,13 +36,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from .ops.fast_weight import FastWeights, TokenStream, row_dtype
-from .ops.compiled import private_copy
+from .ops.compiled import Compiled
 from .ops.fast_weight_kernels import ChunkGraph
 from .ops.fast_weight_memory import FastWeightMemory
 from .state import ModelState
@@ -57,29 +62,38 @@ class LayerBuffers(NamedTuple):
     pending: TokenStream | None = None
 
 
-def decode_step(model, token: Tensor, where: Tensor, buffers: list[LayerBuffers]) -> Tensor:
+def decode_layer(layer, x: Tensor, cos: Tensor, sin: Tensor, buffers: LayerBuffers, index: Tensor,
+                 slot: Tensor) -> Tensor:
+    """One decoder layer of the step (what is compiled: the layer is an input, so layers alike share a graph)."""
+    return layer.decode_static(x, cos, sin, buffers, index, slot)
+
+
+def decode_step(model, token: Tensor, where: Tensor, buffers: list[LayerBuffers],
+                layer_step: Callable[..., Tensor] = decode_layer) -> Tensor:
     """Logits [B, V] after one text token per row, token [B, 1]. ``where`` [2 + B] (long, on the model's device):
     the token's absolute index, the slot of its update inputs in the pending buffers, then each row's rope
-    position; the step advances all of them by one, in place, for the next token."""
+    position; the step advances all of them by one, in place, for the next token. ``layer_step``: runs a layer
+    (:func:`decode_layer` or its compiled form)."""
     text = model.model.language_model
     index, slot = where[:1], where[1:2]
     x = text.embed_tokens(token)
     cos, sin = text.rotary_emb(x, where[2:, None])  # [B, 1] positions, the same on the three axes
     for layer, buffer in zip(text.layers, buffers):
-        x = layer.decode_static(x, cos, sin, buffer, index, slot)
+        x = layer_step(layer, x, cos, sin, buffer, index, slot)
     logits = model.lm_head(text.norm(x))[:, -1]
     where.add_(1)  # inside the step (and its graph): no position goes from the host to the device per token
     return logits
 
 
 class StaticDecoding:
-    """What a model keeps for static decoding: the compiled step, one per batch size and weight dtype (its own, so
-    that models never share compiled variants or recompile limits, and one key's new lengths never use up another
-    key's: see spatial_ttt.ops.compiled), the buffer shapes it has been captured for, a lock
-    serialising captures and replays between threads, and how the last decode ran (``last``, for benchmarks)."""
+    """What a model keeps for static decoding: its compiled layers, one :class:`~spatial_ttt.ops.compiled.Compiled`
+    per kind of layer (TTT or anchor; its own, so that models never share compiled variants or recompile limits,
+    and within it one copy per kind of input: batch of 1 or more, weight dtype), the buffer shapes it has been
+    captured for, a lock serialising captures and replays between threads, and how the last decode ran (``last``,
+    for benchmarks)."""
 
     def __init__(self) -> None:
-        self._compiled: dict[tuple, Callable] = {}
+        self._layers: dict[bool, Compiled] = {}
         self.captured: set[tuple] = set()
         self.lock = threading.Lock()
         self.last: dict = {}
@@ -102,12 +116,15 @@ class StaticDecoding:
             return "graphed" if device.type == "cuda" else "eager"
         return setting
 
-    def step(self, compiled: bool, key: tuple = ()) -> Callable[..., Tensor]:
-        if not compiled:
-            return decode_step
-        if key not in self._compiled:
-            self._compiled[key] = torch.compile(private_copy(decode_step), fullgraph=True)
-        return self._compiled[key]
+    def step(self, compiled: bool) -> Callable[..., Tensor]:
+        """:func:`decode_step`, with its layers compiled or not."""
+        return partial(decode_step, layer_step=self.compiled_layer) if compiled else decode_step
+
+    def compiled_layer(self, layer, *args) -> Tensor:
+        """:func:`decode_layer` compiled, one graph per kind of layer and of input."""
+        if layer.is_ttt not in self._layers:
+            self._layers[layer.is_ttt] = Compiled(decode_layer)
+        return self._layers[layer.is_ttt](layer, *args)
 
 
 class StaticDecoder:
@@ -216,7 +233,7 @@ class StaticDecoder:
         """Builds the step's graph (compiled and captured on CUDA) for tokens like ``token`` [B]."""
         began = time.perf_counter()
         shapes = tuple((b.keys.shape, None if b.weights is None else b.weights[0].dtype) for b in self.buffers)
-        step = self.decoding.step(self.capture, (token.shape[0], *sorted({str(dtype) for _, dtype in shapes})))
+        step = self.decoding.step(self.capture)
         model, buffers, where = self.model, self.buffers, self.where
 
         def bound(token: Tensor) -> tuple[Tensor]:  # no reference to self: no cycle to keep the buffers alive

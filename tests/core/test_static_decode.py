@@ -10,7 +10,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from spatial_ttt.ops import TokenStream
 from spatial_ttt.state import KVCache
-from spatial_ttt.static_decode import StaticDecoder, decode_steps
+from spatial_ttt.static_decode import StaticDecoder, StaticDecoding, decode_steps
 from spatial_ttt.streaming import StreamSession
 from spatial_ttt.tiny import tiny_config, tiny_model
 
@@ -149,6 +149,29 @@ def static_decode(model, inputs, tokens):
         seen = [logits] + [decoder.step(token) for token in tokens.unbind(1)]
     decoder.finish()
     return torch.stack(seen, 1), decoder, state
+
+
+@torch._dynamo.config.patch(recompile_limit=2)  # (monkeypatch would delete the setting afterwards)
+@pytest.mark.parametrize("batch", [1, 2])
+def test_the_compiled_layers_share_one_graph_per_kind_of_layer(one_thread, monkeypatch, batch):
+    """What CUDA runs: the step with its layers compiled. The tiny model's 6 TTT layers share one graph and its 2
+    anchors another (the 2B model's 21 and 7; compiled as one function, the 28 layers made one graph whose first
+    compilation took 91-97 s), across the decode rule's updates, and the step decodes as eager does. aot_eager
+    stands in for inductor (the guards are dynamo's)."""
+    compile_, steps = torch.compile, StaticDecoding.step
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compile_(fn, **{**kw, "backend": "aot_eager"}))
+    monkeypatch.setattr(StaticDecoding, "step", lambda self, compiled: steps(self, True))  # as on CUDA
+    model = tiny_model(use_muon=False, lact_chunk_size=8, window_size=16)
+    inputs = video_prompt(frames_groups=2, grid_hw=4, batch=batch)
+    tokens = model.generate(**inputs, max_new_tokens=20)[:, -20:-1]
+    expected, expected_state = decode_logits(model, "eager", inputs, tokens)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    got, _, state = static_decode(model, inputs, tokens)
+    torch.testing.assert_close(got, expected, atol=ATOL, rtol=0)
+    assert_same_state(expected_state, state)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 2
+    assert {ttt: len(c.variants) for ttt, c in model.static_decoding._layers.items()} == {True: 1, False: 1}
 
 
 def static_weights(decoder):

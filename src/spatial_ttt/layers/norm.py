@@ -25,7 +25,7 @@ def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
 class RMSNorm(Qwen3VLTextRMSNorm):
     """Qwen3-VL's RMSNorm (same parameter, same numbers on the CPU). ``kernel``, the model's FastWeightKernel (set by
     the model), compiles it where it runs the graphed kernel (CUDA, no autograd: FastWeightKernel.fused_for_inference);
-    elsewhere, and inside a function being compiled as a whole (the static decode step), it runs eagerly."""
+    elsewhere, and inside a function being compiled as a whole (a static decode layer), it is traced as it is."""
 
     kernel = None
 

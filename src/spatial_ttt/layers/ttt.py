@@ -314,8 +314,8 @@ class TTTAttention(nn.Module):
         (spatial_ttt.static_decode): the window's ring keys/values [B, H_kv, W, hd] (its slot: index mod W); the
         fast weights (w0, w1, w2) answer it and its update inputs go to slot ``slot`` of the ``pending`` buffers
         [BH, C + 1, ...]; the decode rule's update runs between tokens (FastWeightMemory.due). Plain functions
-        throughout: the caller compiles the whole step."""
-        plain = lambda fn: fn  # noqa: E731  (the caller compiles the whole step)
+        throughout: the caller compiles the whole layer."""
+        plain = lambda fn: fn  # noqa: E731  (the caller compiles the whole layer)
         q, k, v, qf, kf, vf = self.project(x, plain)  # a decoded token is text, which the spatial conv passes through
         # its key goes to slot index mod W; slots 0..index hold tokens of its window (all of them, once it is full)
         attended = self.attn_layer.attend_static(q, k, v, cos, sin, keys, values, index % keys.shape[2], index)

@@ -230,7 +230,7 @@ class FastWeightKernel:
         """``fn`` compiled where the graphed kernel runs (no autograd; on CUDA under "auto"), else ``fn`` itself:
         for a stage whose compiled form only inference wants (the decoder's norms, the attentions' rope: training
         keeps them eager).
-        Inside a function being compiled as a whole (the static decode step) ``fn`` is traced as it is."""
+        Inside a function being compiled as a whole (a static decode layer) ``fn`` is traced as it is."""
         if torch.compiler.is_compiling() or self.kind(t, torch.is_grad_enabled()) != "graphed":
             return fn
         return self.compiled(fn)
