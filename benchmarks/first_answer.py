@@ -10,7 +10,8 @@ process with its own cold compile caches.
 Steps (``build``: imports and the model; then bench_e2e's random 2B-shaped model, bf16, uint8 frames through the processor as StreamSession.observe
 runs them): ``piece_i`` observes a piece of ``--piece-frames`` frames; ``ask_prefill`` a 20-token question with
 one new token (no decode step), ``ask_prefill_again`` the same; ``ask_decode`` the question with ``--new-tokens``
-(the static decode's compilation and capture), ``ask_decode_again``; ``more_video`` one more piece, then
+(the static decode's compilation and capture), ``ask_decode_again``, ``ask_decode_long`` with
+``--long-tokens`` (its difference from ``ask_decode_again`` per extra token: ``decode_ms_per_token``); ``more_video`` one more piece, then
 ``ask_after_more`` (a longer KV cache) and ``ask_other_length`` (a 12-token question); ``two_streams_*``: a
 StreamSession of two streams, a piece and a question; ``oneshot_first`` / ``oneshot_again``: ``generate`` on a
 ``--frames`` prompt (its pieces of config.prefill_piece tokens are new shapes).
@@ -19,6 +20,9 @@ StreamSession of two streams, a piece and a question; ``oneshot_first`` / ``ones
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
+import pstats
 import json
 import os
 import subprocess
@@ -73,12 +77,23 @@ def child(options: dict) -> dict:
         graphs = counters["stats"]["unique_graphs"]
         if device.type == "cuda":
             torch.cuda.synchronize()
+        profile = cProfile.Profile() if name in options["profile_steps"] else None
         start = time.perf_counter()
         with torch.inference_mode():
+            if profile is not None:
+                profile.enable()
             out = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if profile is not None:
+                profile.disable()
         record(dict(step=name, seconds=time.perf_counter() - start, graphs=counters["stats"]["unique_graphs"] - graphs))
+        if profile is not None:  # where the host spent the step (compilers, autotuning, waiting on the GPU)
+            text = io.StringIO()
+            pstats.Stats(profile, stream=text).sort_stats("cumulative").print_stats(60)
+            pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(30)
+            with open(Path(options["profile_dir"]) / f"profile_{options['dynamic']}_{name}.txt", "w") as f:
+                f.write(text.getvalue())
         return out
 
     def piece(seed: int, batch: int = 1) -> tuple[dict, torch.Tensor]:
@@ -102,6 +117,9 @@ def child(options: dict) -> dict:
     answer = step("ask_decode", lambda: session.ask_tokens(question, max_new_tokens=new))
     again = step("ask_decode_again", lambda: session.ask_tokens(question, max_new_tokens=new))
     assert torch.equal(answer, again), "the same question on the same memory gave another answer"
+    long = options["long_tokens"]
+    step("ask_decode_long", lambda: session.ask_tokens(question, max_new_tokens=long))
+    steps[-1]["decode_ms_per_token"] = 1e3 * (steps[-1]["seconds"] - steps[-2]["seconds"]) / (long - new)
     step("more_video", lambda: observe(session, 100))
     step("ask_after_more", lambda: session.ask_tokens(question, max_new_tokens=new))
     step("ask_other_length", lambda: session.ask_tokens(other, max_new_tokens=new))
@@ -153,12 +171,19 @@ def main() -> None:
     parser.add_argument("--piece-frames", type=int, default=None, help="frames per piece (default 128; tiny: 4)")
     parser.add_argument("--frames", type=int, default=None, help="the one-shot prompt's frames (default 1024; tiny: 8)")
     parser.add_argument("--new-tokens", type=int, default=8)
+    parser.add_argument("--long-tokens", type=int, default=72, help="new tokens of ask_decode_long")
+    parser.add_argument("--profile-steps", nargs="*", default=[],
+                        help="steps to run under cProfile: their top functions go to --profile-dir")
+    parser.add_argument("--profile-dir", default=None,
+                        help="where profile_DYNAMIC_STEP.txt files go (default: beside --out)")
     parser.add_argument("--child-timeout-s", type=float, default=3600, help="stop a child after this long")
     args = parser.parse_args()
     results = dict(runs=[])
     with tempfile.TemporaryDirectory() as tmp:
         for dynamic in args.dynamic:
             options = dict(dynamic=dynamic, tiny=args.tiny, pieces=args.pieces, new_tokens=args.new_tokens,
+                           long_tokens=args.long_tokens, profile_steps=args.profile_steps,
+                           profile_dir=str(args.profile_dir or Path(args.out).resolve().parent),
                            piece_frames=args.piece_frames or (4 if args.tiny else 128),
                            frames=args.frames or (8 if args.tiny else 1024))
             results["runs"].append(run_child(options, Path(tmp) / dynamic, args.child_timeout_s))  # own cold caches

@@ -14,7 +14,7 @@ def test_first_answer_times_each_step_and_counts_its_compilations(tmp_path):
     out = tmp_path / "first_answer.json"
     env = dict(os.environ, PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{ROOT / 'benchmarks'}")
     cmd = [sys.executable, str(ROOT / "benchmarks/first_answer.py"), "--tiny", "--dynamic", "true", "--pieces", "2",
-           "--new-tokens", "3", "--out", str(out)]
+           "--new-tokens", "3", "--long-tokens", "5", "--profile-steps", "ask_prefill", "--out", str(out)]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     (run,) = json.loads(out.read_text())["runs"]
@@ -22,9 +22,12 @@ def test_first_answer_times_each_step_and_counts_its_compilations(tmp_path):
     steps = {s["step"]: s for s in run["steps"]}
     assert list(steps) == [
         "build", "prefix", "piece_0", "piece_1", "ask_prefill", "ask_prefill_again", "ask_decode", "ask_decode_again",
-        "more_video", "ask_after_more", "ask_other_length", "two_streams_prefix", "two_streams_piece",
+        "ask_decode_long", "more_video", "ask_after_more", "ask_other_length", "two_streams_prefix", "two_streams_piece",
         "two_streams_ask", "oneshot_first", "oneshot_again", "oneshot_third"]
     assert all(s["seconds"] > 0 for s in steps.values())
+    assert "decode_ms_per_token" in steps["ask_decode_long"]
+    profile = (tmp_path / "profile_true_ask_prefill.txt").read_text()  # the step's host time, by function
+    assert "cumulative" in profile and "ask_tokens" in profile
     assert steps["piece_0"]["graphs"] > 0  # the graphed kernel's stages compile (aot_eager here)
     # the same shapes again compile nothing
     assert steps["ask_prefill_again"]["graphs"] == steps["ask_decode_again"]["graphs"] == steps["oneshot_again"]["graphs"] == 0

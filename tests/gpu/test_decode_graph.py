@@ -137,7 +137,7 @@ def test_bf16_static_weights_give_the_bits_of_fp32_copies(monkeypatch):
     captured as a CUDA graph): what is pinned here is the dtype rule, not the compiler, which fuses a compiled
     step's casts into fp32 kernels (without emulate_precision_casts the fp32-copies step did not round: logits 0.05
     apart on the CPU's inductor; with it the two compiled steps still differed on the H200, session 15)."""
-    monkeypatch.setattr(StaticDecoding, "step", lambda self, compiled, key=(): decode_step)
+    monkeypatch.setattr(StaticDecoding, "step", lambda self, compiled: decode_step)
     model = tiny_model(use_muon=False, lact_chunk_size=8, window_size=16, fast_weight_precision="bf16").cuda()
     inputs = on_cuda(video_prompt(frames_groups=2, grid_hw=4, batch=2))
     tokens = torch.randint(0, 500, (2, 18), device="cuda")
