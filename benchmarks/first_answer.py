@@ -20,9 +20,7 @@ StreamSession of two streams, a piece and a question; ``oneshot_first`` / ``ones
 from __future__ import annotations
 
 import argparse
-import cProfile
-import io
-import pstats
+import contextlib
 import json
 import os
 import subprocess
@@ -73,27 +71,35 @@ def child(options: dict) -> dict:
     question = to(bench_e2e.prompt(shape, 0, prefix=0, suffix=20))["input_ids"]
     other = question[:, :12]
 
+    class Stop(Exception):
+        pass
+
     def step(name: str, fn) -> object:
         graphs = counters["stats"]["unique_graphs"]
         if device.type == "cuda":
             torch.cuda.synchronize()
-        profile = cProfile.Profile() if name in options["profile_steps"] else None
+        profile = profiler(name in options["profile_steps"])
+        compiles.clear()
+        model.static_decoding.last = {}
         start = time.perf_counter()
-        with torch.inference_mode():
-            if profile is not None:
-                profile.enable()
+        with torch.inference_mode(), profile:
             out = fn()
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            if profile is not None:
-                profile.disable()
-        record(dict(step=name, seconds=time.perf_counter() - start, graphs=counters["stats"]["unique_graphs"] - graphs))
-        if profile is not None:  # where the host spent the step (compilers, autotuning, waiting on the GPU)
-            text = io.StringIO()
-            pstats.Stats(profile, stream=text).sort_stats("cumulative").print_stats(60)
-            pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(30)
-            with open(Path(options["profile_dir"]) / f"profile_{options['dynamic']}_{name}.txt", "w") as f:
-                f.write(text.getvalue())
+        entry = dict(step=name, seconds=time.perf_counter() - start, graphs=counters["stats"]["unique_graphs"] - graphs,
+                     triton_compiles=len(compiles), triton_compile_s=sum(s for _, s in compiles),
+                     triton_kernels=sorted({kernel for kernel, _ in compiles}))
+        if name.startswith("ask") or name.endswith("ask"):
+            entry["decode"] = dict(model.static_decoding.last)  # the static decoder's setup (buffers, capture)
+        record(entry)
+        if isinstance(profile, torch.profiler.profile):  # the step's operators and kernels, host and device time
+            table = profile.key_averages().table(sort_by="self_cpu_time_total", row_limit=40)
+            if device.type == "cuda":
+                table += "\n" + profile.key_averages().table(sort_by="self_cuda_time_total", row_limit=30)
+            path = Path(options["profile_dir"]) / f"profile_{options['dynamic']}_{name}.txt"
+            path.write_text(table)
+        if name == options["stop_after"]:
+            raise Stop
         return out
 
     def piece(seed: int, batch: int = 1) -> tuple[dict, torch.Tensor]:
@@ -107,36 +113,85 @@ def child(options: dict) -> dict:
         ids, pixels = piece(seed, batch)
         session.observe_tokens(**ids, pixel_values_videos=pixels)
 
-    session = StreamSession(model)
-    step("prefix", lambda: session.observe_tokens(**prefix))
-    for i in range(options["pieces"]):
-        step(f"piece_{i}", lambda: observe(session, 1 + i))
-    new = options["new_tokens"]
-    step("ask_prefill", lambda: session.ask_tokens(question, max_new_tokens=1))
-    step("ask_prefill_again", lambda: session.ask_tokens(question, max_new_tokens=1))
-    answer = step("ask_decode", lambda: session.ask_tokens(question, max_new_tokens=new))
-    again = step("ask_decode_again", lambda: session.ask_tokens(question, max_new_tokens=new))
-    assert torch.equal(answer, again), "the same question on the same memory gave another answer"
-    long = options["long_tokens"]
-    step("ask_decode_long", lambda: session.ask_tokens(question, max_new_tokens=long))
-    steps[-1]["decode_ms_per_token"] = 1e3 * (steps[-1]["seconds"] - steps[-2]["seconds"]) / (long - new)
-    step("more_video", lambda: observe(session, 100))
-    step("ask_after_more", lambda: session.ask_tokens(question, max_new_tokens=new))
-    step("ask_other_length", lambda: session.ask_tokens(other, max_new_tokens=new))
-    session = None  # its memory freed before the next steps
-    pair = StreamSession(model, batch_size=2)
-    step("two_streams_prefix", lambda: pair.observe_tokens(**{k: v.repeat(2, 1) for k, v in prefix.items()}))
-    step("two_streams_piece", lambda: observe(pair, 200, batch=2))
-    step("two_streams_ask", lambda: pair.ask_tokens(question.repeat(2, 1), max_new_tokens=new))
-    pair = None
-    inputs = {k: v.to(device) for k, v in bench_e2e.prompt(shape, options["frames"] // 2, pixels=False).items()}
-    inputs["pixel_values_videos"] = bench_e2e.process(processor, bench_e2e.video_frames(shape, options["frames"] // 2),
-                                                      "pipeline", dtype, device)
-    first = step("oneshot_first", lambda: model.generate(**inputs, max_new_tokens=1))
-    second = step("oneshot_again", lambda: model.generate(**inputs, max_new_tokens=1))
-    assert torch.equal(first, second), "the compiled one-shot call changed the answer"
-    step("oneshot_third", lambda: model.generate(**inputs, max_new_tokens=1))
+    def profiler(wanted: bool):
+        if not wanted:
+            return contextlib.nullcontext()
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if device.type == "cuda":
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        return torch.profiler.profile(activities=activities)
+
+    compiles = watch_triton_compiles()
+
+    def user_steps() -> None:
+        session = StreamSession(model)
+        step("prefix", lambda: session.observe_tokens(**prefix))
+        for i in range(options["pieces"]):
+            step(f"piece_{i}", lambda: observe(session, 1 + i))
+        new = options["new_tokens"]
+        step("ask_prefill", lambda: session.ask_tokens(question, max_new_tokens=1))
+        step("ask_prefill_again", lambda: session.ask_tokens(question, max_new_tokens=1))
+        answer = step("ask_decode", lambda: session.ask_tokens(question, max_new_tokens=new))
+        again = step("ask_decode_again", lambda: session.ask_tokens(question, max_new_tokens=new))
+        assert torch.equal(answer, again), "the same question on the same memory gave another answer"
+        long = options["long_tokens"]
+        step("ask_decode_long", lambda: session.ask_tokens(question, max_new_tokens=long))
+        steps[-1]["decode_ms_per_token"] = 1e3 * (steps[-1]["seconds"] - steps[-2]["seconds"]) / (long - new)
+        step("more_video", lambda: observe(session, 100))
+        step("ask_after_more", lambda: session.ask_tokens(question, max_new_tokens=new))
+        step("ask_other_length", lambda: session.ask_tokens(other, max_new_tokens=new))
+        session = None  # its memory freed before the next steps
+        pair = StreamSession(model, batch_size=2)
+        step("two_streams_prefix", lambda: pair.observe_tokens(**{k: v.repeat(2, 1) for k, v in prefix.items()}))
+        step("two_streams_piece", lambda: observe(pair, 200, batch=2))
+        step("two_streams_ask", lambda: pair.ask_tokens(question.repeat(2, 1), max_new_tokens=new))
+        pair = None
+        inputs = {k: v.to(device) for k, v in bench_e2e.prompt(shape, options["frames"] // 2, pixels=False).items()}
+        inputs["pixel_values_videos"] = bench_e2e.process(processor, bench_e2e.video_frames(shape, options["frames"] // 2),
+                                                          "pipeline", dtype, device)
+        first = step("oneshot_first", lambda: model.generate(**inputs, max_new_tokens=1))
+        second = step("oneshot_again", lambda: model.generate(**inputs, max_new_tokens=1))
+        assert torch.equal(first, second), "the compiled one-shot call changed the answer"
+        step("oneshot_third", lambda: model.generate(**inputs, max_new_tokens=1))
+
+    try:
+        user_steps()
+    except Stop:  # --stop-after
+        pass
     return dict(options, steps=steps, process_s=time.perf_counter() - began)
+
+
+def watch_triton_compiles() -> list[tuple[str, float]]:
+    """A list that gets (kernel, seconds) for every Triton compilation in this process from now on (a kernel of
+    ours or of inductor's, compiled for new shapes or a new specialisation of its integer arguments), which
+    dynamo's graph count does not see. Empty and unwatched where Triton is missing (the CPU)."""
+    compiles: list[tuple[str, float]] = []
+    try:
+        import triton
+        import triton.compiler.compiler as compiler
+        from triton.runtime.jit import JITFunction
+    except ImportError:
+        return compiles
+    original = compiler.compile
+    depth = [0]
+
+    def timed(src, *args, **kwargs):
+        depth[0] += 1
+        began = time.perf_counter()
+        try:
+            return original(src, *args, **kwargs)
+        finally:
+            depth[0] -= 1
+            if not depth[0]:
+                name = getattr(src, "name", None) or getattr(getattr(src, "fn", None), "__name__", None) or str(src)[:60]
+                compiles.append((str(name), time.perf_counter() - began))
+
+    for owner in (compiler, triton.compiler, triton):
+        if getattr(owner, "compile", None) is original:
+            owner.compile = timed
+    if getattr(JITFunction, "compile", None) is original:
+        JITFunction.compile = timed
+    return compiles
 
 
 def run_child(options: dict, cache: Path, timeout_s: float) -> dict:
@@ -176,13 +231,14 @@ def main() -> None:
                         help="steps to run under cProfile: their top functions go to --profile-dir")
     parser.add_argument("--profile-dir", default=None,
                         help="where profile_DYNAMIC_STEP.txt files go (default: beside --out)")
+    parser.add_argument("--stop-after", default=None, help="the last step to run")
     parser.add_argument("--child-timeout-s", type=float, default=3600, help="stop a child after this long")
     args = parser.parse_args()
     results = dict(runs=[])
     with tempfile.TemporaryDirectory() as tmp:
         for dynamic in args.dynamic:
             options = dict(dynamic=dynamic, tiny=args.tiny, pieces=args.pieces, new_tokens=args.new_tokens,
-                           long_tokens=args.long_tokens, profile_steps=args.profile_steps,
+                           long_tokens=args.long_tokens, profile_steps=args.profile_steps, stop_after=args.stop_after,
                            profile_dir=str(args.profile_dir or Path(args.out).resolve().parent),
                            piece_frames=args.piece_frames or (4 if args.tiny else 128),
                            frames=args.frames or (8 if args.tiny else 1024))

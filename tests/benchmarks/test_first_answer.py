@@ -27,7 +27,8 @@ def test_first_answer_times_each_step_and_counts_its_compilations(tmp_path):
     assert all(s["seconds"] > 0 for s in steps.values())
     assert "decode_ms_per_token" in steps["ask_decode_long"]
     profile = (tmp_path / "profile_true_ask_prefill.txt").read_text()  # the step's host time, by function
-    assert "cumulative" in profile and "ask_tokens" in profile
+    assert "Self CPU" in profile and "aten::" in profile
+    assert steps["ask_decode"]["decode"]["kernel"] == "eager"  # the CPU's "auto"
     assert steps["piece_0"]["graphs"] > 0  # the graphed kernel's stages compile (aot_eager here)
     # the same shapes again compile nothing
     assert steps["ask_prefill_again"]["graphs"] == steps["ask_decode_again"]["graphs"] == steps["oneshot_again"]["graphs"] == 0
