@@ -87,8 +87,9 @@ def child(options: dict) -> dict:
             if device.type == "cuda":
                 torch.cuda.synchronize()
         entry = dict(step=name, seconds=time.perf_counter() - start, graphs=counters["stats"]["unique_graphs"] - graphs,
-                     triton_compiles=len(compiles), triton_compile_s=sum(s for _, s in compiles),
-                     triton_kernels=sorted({kernel for kernel, _ in compiles}))
+                     triton_compiles=len(compiles), triton_compile_s=sum(c[1] for c in compiles),
+                     triton_kernels=sorted({c[0] for c in compiles}),
+                     triton_specialised=[dict(kernel=c[0], seconds=c[1], **c[2]) for c in compiles][:20])
         if name.startswith("ask") or name.endswith("ask"):
             entry["decode"] = dict(model.static_decoding.last)  # the static decoder's setup (buffers, capture)
         record(entry)
@@ -161,11 +162,11 @@ def child(options: dict) -> dict:
     return dict(options, steps=steps, process_s=time.perf_counter() - began)
 
 
-def watch_triton_compiles() -> list[tuple[str, float]]:
-    """A list that gets (kernel, seconds) for every Triton compilation in this process from now on (a kernel of
+def watch_triton_compiles() -> list[tuple[str, float, dict]]:
+    """A list that gets (kernel, seconds, what it was specialised on) for every Triton compilation in this process from now on (a kernel of
     ours or of inductor's, compiled for new shapes or a new specialisation of its integer arguments), which
     dynamo's graph count does not see. Empty and unwatched where Triton is missing (the CPU)."""
-    compiles: list[tuple[str, float]] = []
+    compiles: list[tuple[str, float, dict]] = []
     try:
         import triton
         import triton.compiler.compiler as compiler
@@ -184,7 +185,9 @@ def watch_triton_compiles() -> list[tuple[str, float]]:
             depth[0] -= 1
             if not depth[0]:
                 name = getattr(src, "name", None) or getattr(getattr(src, "fn", None), "__name__", None) or str(src)[:60]
-                compiles.append((str(name), time.perf_counter() - began))
+                # what the compilation was specialised on (constexprs, integer and pointer attributes)
+                specialised = {k: str(getattr(src, k, None))[:400] for k in ("constants", "attrs", "signature")}
+                compiles.append((str(name), time.perf_counter() - began, specialised))
 
     for owner in (compiler, triton.compiler, triton):
         if getattr(owner, "compile", None) is original:
