@@ -162,3 +162,28 @@ def test_band_block_mask_is_built_once_per_geometry():
     first = band_block_mask(300, 556, 1000, 744, 256, "cpu")
     assert band_block_mask(300, 556, 5000, 4744, 256, "cpu") is first
     assert band_block_mask(300, 556, 5000, 4700, 256, "cpu") is not first
+
+
+@cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_masked_attention_runs_no_cudnn_kernel_and_matches_the_math_kernel(dtype):
+    """A small masked call (a question's window attention) on CUDA: SDPA left to choose took cuDNN, whose first masked
+    call in a process took 1.3 s on an H200 (session 18); the library allows the memory-efficient and math kernels
+    only. The same output as SDPA's math kernel, grouped heads included."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from spatial_ttt.layers.attention import causal_window_mask, masked_attention
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q = torch.randn(1, 16, 20, 128, device="cuda", generator=g).to(dtype)
+    k, v = (torch.randn(1, 8, 3000, 128, device="cuda", generator=g).to(dtype) for _ in range(2))
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]) as prof:
+        out = masked_attention(q, k, v, 2980, 0, 2048)
+        torch.cuda.synchronize()
+    names = [e.name.lower() for e in prof.events()]
+    assert names and not [n for n in names if "cudnn" in n]
+    mask = causal_window_mask(2980, 20, 0, 3000, 2048, "cuda")
+    with sdpa_kernel([SDPBackend.MATH]):
+        ref = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask,
+                                                               enable_gqa=True)
+    torch.testing.assert_close(out.float(), ref, atol=2e-2 if dtype == torch.bfloat16 else 1e-4, rtol=0)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..ops.attention_gpu import causal_attention
 from ..ops.decode_attention_triton import decode_attention_triton
@@ -23,6 +26,13 @@ def causal_window_mask(q_start: int, q_len: int, k_start: int, k_len: int, windo
     return mask
 
 
+# The kernels a masked SDPA call (a small problem: see causal_attention) may use on CUDA. Left to choose, SDPA took
+# cuDNN's attention, whose first masked call in a process took 1.3 s on an H200 (a stream's first question, session
+# 18). The memory-efficient kernel takes the boolean mask with nothing to build; with grouped KV heads (which it
+# does not take) SDPA's math kernel runs, whose [q, k] scores are small here. The CPU keeps SDPA's own choice.
+MASKED_BACKENDS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
 def masked_attention(
     q: Tensor, k: Tensor, v: Tensor, q_start: int, k_start: int, window: int | None, block: int = 2048
 ) -> Tensor:
@@ -36,7 +46,8 @@ def masked_attention(
         hi = q_start + q1  # keys after the block's last query are never visible
         keys, values = k[:, :, lo - k_start : hi - k_start], v[:, :, lo - k_start : hi - k_start]
         mask = causal_window_mask(first, q1 - q0, lo, keys.shape[2], window, q.device)
-        outputs.append(F.scaled_dot_product_attention(q[:, :, q0:q1], keys, values, attn_mask=mask, enable_gqa=True))
+        with sdpa_kernel(MASKED_BACKENDS) if q.is_cuda else contextlib.nullcontext():
+            outputs.append(F.scaled_dot_product_attention(q[:, :, q0:q1], keys, values, attn_mask=mask, enable_gqa=True))
     return torch.cat(outputs, dim=2)
 
 

@@ -30,7 +30,11 @@ TILE = dict(block_hw=16, block_channels=64, block_t=8, num_warps=4)  # block_t: 
 
 
 def _jit(fn):
-    return fn if triton is None else triton.jit(fn)
+    # The frame counts and sizes are not specialised on (Triton makes an integer equal to 1 a constant and notes
+    # one divisible by 16): each value of T would be a new compilation (~0.6 s on an H200), paid where a user waits
+    # (a stream's first question compiled 7 in session 18). The strides keep theirs: aligned rows of channels are
+    # what lets it load 16 bytes at a time.
+    return fn if triton is None else triton.jit(fn, do_not_specialize=["T", "H", "W"])
 
 
 @_jit
@@ -84,7 +88,9 @@ def depthwise_conv3_triton(frames: Tensor, weight: Tensor, **tile: int) -> Tenso
     if out.numel() == 0:
         return out
     block_channels = min(tile["block_channels"], triton.next_power_of_2(c))
-    block_t = min(tile["block_t"], t)  # a short piece (streaming) runs no masked frames
+    # One value whatever T (a constexpr: each value is a compilation). A piece shorter than block_t runs masked
+    # frames, which load and store nothing.
+    block_t = tile["block_t"]
     grid = (volume.shape[0] * triton.cdiv(t, block_t) * triton.cdiv(h * w, tile["block_hw"]),
             triton.cdiv(c, block_channels))
     # Triton launches on the current device: make it the tensors' (a model on cuda:1 under torchrun, say)
