@@ -59,11 +59,14 @@ def child(frames: int, kernel: str, tiny: bool) -> dict:
     return dict(kernel=kernel, frames=frames, token=token, first_s=first_s, again_s=again_s, process_s=process_s)
 
 
-def run_child(frames: int, kernel: str, tiny: bool, cache: Path) -> dict:
+def run_child(frames: int, kernel: str, tiny: bool, cache: Path, timeout_s: float) -> dict:
     env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(cache / "inductor"), TRITON_CACHE_DIR=str(cache / "triton"))
     cmd = [sys.executable, __file__, CHILD, str(frames), kernel] + (["--tiny"] if tiny else [])
     started = time.perf_counter()
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    try:
+        result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return dict(kernel=kernel, frames=frames, error=f"stopped after {timeout_s:.0f} s")
     if result.returncode != 0:
         return dict(kernel=kernel, frames=frames, error=result.stderr[-1500:])
     entry = json.loads(result.stdout.strip().splitlines()[-1])
@@ -79,6 +82,7 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="the tiny shape on the CPU: checks the script")
     parser.add_argument("--frames", type=int, default=None, help="video length (default 1024; tiny: 8)")
     parser.add_argument("--kernels", nargs="+", default=["reference", "auto"], help="ttt_kernel values")
+    parser.add_argument("--child-timeout-s", type=float, default=3600, help="stop a child after this long")
     args = parser.parse_args()
     frames = args.frames or (8 if args.tiny else 1024)
     results = dict(frames=frames, tiny=args.tiny, runs=[])
@@ -86,7 +90,7 @@ def main() -> None:
         for kernel in args.kernels:
             cache = Path(tmp) / kernel  # each setting's own caches: "auto" must not find what another compiled
             for state in ("cold", "warm"):
-                entry = dict(cache=state) | run_child(frames, kernel, args.tiny, cache)
+                entry = dict(cache=state) | run_child(frames, kernel, args.tiny, cache, args.child_timeout_s)
                 print(json.dumps(entry), flush=True)
                 results["runs"].append(entry)
                 atomic_write_json(args.out, results)

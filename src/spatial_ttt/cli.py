@@ -87,10 +87,11 @@ TTTOpt = typer.Option(None, "--ttt", metavar="KEY=VALUE", help="Any TTT setting,
 
 def _one_off(overrides: dict[str, Any]) -> dict[str, Any]:
     """Settings for a command that answers a few questions and exits: eager decoding and the reference kernels
-    unless --ttt names others. On CUDA "auto" compiles per process: the graphed decode step (73-89 s on a cold cache
-    on an H100) and the prefill's chunk graphs, vision blocks, norms and rope (~120 s before the first answer at
-    1024 frames), which one video's answers never earn back (the compiled prefill is ~1-2 s faster at 1024 frames,
-    eager decode 57 ms/token after 88k tokens; benchmarks/RESULTS.md); a server or an evaluation keeps "auto"."""
+    unless --ttt names others. On CUDA "auto" compiles per process: the graphed decode step's layers (7-9 s on a
+    cold cache on an H200, earned back after ~100-150 tokens against eager's ~50-90 ms/token; a spatial answer is a
+    few) and the prefill's chunk graphs, vision blocks, norms and rope (~120 s before the first answer at 1024
+    frames), which one video's answers never earn back (the compiled prefill is ~1-2 s faster at 1024 frames;
+    benchmarks/RESULTS.md); a server or an evaluation keeps "auto".""""""
     return {"decode_kernel": "eager", "ttt_kernel": "reference", **overrides}
 
 
