@@ -20,6 +20,9 @@ code take 3.20 s and 3.69 s on two H100s, and one variant spread 3.39-4.54 s in 
                 of q and k, instead of one compiled function for both)
   weights_copied  the graphed fast-weight step copies the weights in and its outputs out at every chunk (before
                 session 16: the weights now stay in the graph's buffers within a layer's call)
+  before_s18    the spatial conv's Triton kernel launched as before session 18 (frames per program min(8, T), T,
+                H and W specialised by Triton: a compilation per short piece's length) and masked SDPA calls free
+                to take cuDNN (now: memory-efficient or math)
   stages_dynamic  the compiled stages (norms, rope, the branch's stages, vision blocks) with symbolic sizes from
                 their first call (torch.compile dynamic=True) instead of static first (session 17's question: one
                 compile per kind of input, no recompile at a stream's first question, at what cost in speed?)
@@ -41,14 +44,16 @@ import statistics
 import torch
 
 import bench_e2e
+import spatial_ttt.layers.attention as attention
 import spatial_ttt.layers.ttt as ttt
+import spatial_ttt.ops.conv_triton as conv_triton
 from spatial_ttt.configuration import SpatialTTTConfig
 from spatial_ttt.layers.attention import Attention
 from spatial_ttt.layers.norm import RMSNorm
 from spatial_ttt.ops import FastWeightKernel, fast_weight_kernels
 
 VARIANTS = ("now", "eager_vision", "rows_fp32", "vision_32", "vision_16", "anchor_split", "piece_8k", "lean",
-            "eager_norms", "eager_rope", "weights_copied", "stages_dynamic")
+            "eager_norms", "eager_rope", "weights_copied", "stages_dynamic", "before_s18")
 ROWS = ttt.row_dtype
 PATCHES = SpatialTTTConfig.vision_patches
 PIECE, MLP_PIECE = SpatialTTTConfig.prefill_piece, SpatialTTTConfig.mlp_piece
@@ -66,6 +71,23 @@ def dynamic_compiled(self, fn, variant=None, dynamic=None):
     return COMPILED(self, fn, variant, dynamic if fn in STEPS else True)  # stages symbolic from their first call
 
 
+CONV_LAUNCH, MASKED = ttt.depthwise_conv3_triton, attention.MASKED_BACKENDS
+ANY_BACKEND = [torch.nn.attention.SDPBackend.CUDNN_ATTENTION, torch.nn.attention.SDPBackend.FLASH_ATTENTION,
+               torch.nn.attention.SDPBackend.EFFICIENT_ATTENTION, torch.nn.attention.SDPBackend.MATH]
+_specialised = []  # the kernel as Triton specialises it by default, made at first use (Triton only on CUDA)
+
+
+def specialised_conv_launch(frames, weight):
+    """The conv's launch before session 18: frames per program min(8, T), T, H and W specialised."""
+    if not _specialised:
+        _specialised.append(conv_triton.triton.jit(conv_triton._conv3_kernel.fn))
+    kernel, conv_triton._conv3_kernel = conv_triton._conv3_kernel, _specialised[0]
+    try:
+        return CONV_LAUNCH(frames, weight, block_t=min(conv_triton.TILE["block_t"], frames.shape[-4] - 2))
+    finally:
+        conv_triton._conv3_kernel = kernel
+
+
 def apply(variant: str, model) -> None:
     eager = variant in ("eager_vision", "rows_fp32")
     for block in model.model.visual.blocks:  # a block without the model's kernel runs eagerly
@@ -81,6 +103,8 @@ def apply(variant: str, model) -> None:
     model.config.anchor_attention = "split" if variant == "anchor_split" else ANCHOR
     FastWeightKernel.step = copied_step if variant == "weights_copied" else STEP
     FastWeightKernel.compiled = dynamic_compiled if variant == "stages_dynamic" else COMPILED
+    ttt.depthwise_conv3_triton = specialised_conv_launch if variant == "before_s18" else CONV_LAUNCH
+    attention.MASKED_BACKENDS = ANY_BACKEND if variant == "before_s18" else MASKED
 
 
 def restore(model) -> None:
