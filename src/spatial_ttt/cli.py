@@ -91,7 +91,7 @@ def _one_off(overrides: dict[str, Any]) -> dict[str, Any]:
     cold cache on an H200, earned back after ~100-150 tokens against eager's ~50-90 ms/token; a spatial answer is a
     few) and the prefill's chunk graphs, vision blocks, norms and rope (~120 s before the first answer at 1024
     frames), which one video's answers never earn back (the compiled prefill is ~1-2 s faster at 1024 frames;
-    benchmarks/RESULTS.md); a server or an evaluation keeps "auto".""""""
+    benchmarks/RESULTS.md); a server or an evaluation keeps "auto"."""
     return {"decode_kernel": "eager", "ttt_kernel": "reference", **overrides}
 
 
