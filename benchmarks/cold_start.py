@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from common import child_environment
 from spatial_ttt.files import atomic_write_json
 
 CHILD = "--child"
@@ -60,7 +60,7 @@ def child(frames: int, kernel: str, tiny: bool) -> dict:
 
 
 def run_child(frames: int, kernel: str, tiny: bool, cache: Path, timeout_s: float) -> dict:
-    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(cache / "inductor"), TRITON_CACHE_DIR=str(cache / "triton"))
+    env = child_environment(cache)
     cmd = [sys.executable, __file__, CHILD, str(frames), kernel] + (["--tiny"] if tiny else [])
     started = time.perf_counter()
     try:

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import datetime
+import os
 import platform
 import time
+from pathlib import Path
 
 import torch
 
 from spatial_ttt.files import atomic_write_json
+
+
+def child_environment(cache: Path) -> dict[str, str]:
+    """The environment for a child process that compiles into caches of its own under ``cache`` (inductor's and
+    Triton's): cold for the first child given the folder, warm for the next, never the user's."""
+    return dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(cache / "inductor"), TRITON_CACHE_DIR=str(cache / "triton"))
 
 
 def environment() -> dict:

@@ -22,13 +22,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from common import child_environment
 from spatial_ttt.files import atomic_write_json
 
 CHILD = "--child"
@@ -200,7 +200,7 @@ def watch_triton_compiles() -> list[tuple[str, float, dict]]:
 def run_child(options: dict, cache: Path, timeout_s: float) -> dict:
     """One child with its own caches; its stderr goes to ours as it runs. Past ``timeout_s`` it is stopped and the
     steps it finished are kept."""
-    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(cache / "inductor"), TRITON_CACHE_DIR=str(cache / "triton"))
+    env = child_environment(cache)
     options = dict(options, steps_file=str(cache / "steps.jsonl"))
     cache.mkdir(parents=True, exist_ok=True)
     try:

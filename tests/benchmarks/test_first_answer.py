@@ -32,3 +32,15 @@ def test_first_answer_times_each_step_and_counts_its_compilations(tmp_path):
     assert steps["piece_0"]["graphs"] > 0  # the graphed kernel's stages compile (aot_eager here)
     # the same shapes again compile nothing
     assert steps["ask_prefill_again"]["graphs"] == steps["ask_decode_again"]["graphs"] == steps["oneshot_again"]["graphs"] == 0
+
+
+def test_stop_after_ends_the_child_after_that_step(tmp_path):
+    out = tmp_path / "first_answer.json"
+    env = dict(os.environ, PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{ROOT / 'benchmarks'}")
+    cmd = [sys.executable, str(ROOT / "benchmarks/first_answer.py"), "--tiny", "--dynamic", "auto", "--pieces", "1",
+           "--stop-after", "piece_0", "--out", str(out)]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run,) = json.loads(out.read_text())["runs"]
+    assert "error" not in run and [s["step"] for s in run["steps"]] == ["build", "prefix", "piece_0"]
+    assert run["steps"][-1]["triton_compiles"] == 0  # aot_eager on the CPU: Triton compiles nothing
