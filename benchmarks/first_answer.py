@@ -163,9 +163,9 @@ def child(options: dict) -> dict:
 
 
 def watch_triton_compiles() -> list[tuple[str, float, dict]]:
-    """A list that gets (kernel, seconds, what it was specialised on) for every Triton compilation in this process from now on (a kernel of
-    ours or of inductor's, compiled for new shapes or a new specialisation of its integer arguments), which
-    dynamo's graph count does not see. Empty and unwatched where Triton is missing (the CPU)."""
+    """A list that gets (kernel, seconds, what it was specialised on) for every Triton compilation in this process
+    from now on (a kernel of ours or of inductor's, compiled for new shapes or a new specialisation of its integer
+    arguments), which dynamo's graph count does not see. Empty and unwatched where Triton is not installed."""
     compiles: list[tuple[str, float, dict]] = []
     try:
         import triton
@@ -216,12 +216,27 @@ def run_child(options: dict, cache: Path, timeout_s: float) -> dict:
     return dict(options, steps=steps, error=error)
 
 
+def summary(results: dict) -> str:
+    """The steps of each run, one line each: seconds, dynamo graphs, Triton compilations (the device scripts print it)."""
+    lines = []
+    for run in results["runs"]:
+        lines.append(f'{run["dynamic"]} {run.get("error", "")}')
+        for s in run.get("steps", []):
+            extra = f'  triton {s["triton_compiles"]} ({s["triton_compile_s"]:.2f} s)' if "triton_compiles" in s else ""
+            extra += f'  {s["decode_ms_per_token"]:.2f} ms/token' if "decode_ms_per_token" in s else ""
+            setup = s.get("decode", {}).get("setup_s")  # files before session 18 lack these fields
+            extra += f"  decode setup {setup:.3f} s" if setup is not None else ""
+            lines.append(f'  {s["step"]:20s} {s["seconds"]:8.3f} s  {s["graphs"]:3d} graphs{extra}')
+    return "\n".join(lines)
+
+
 def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == CHILD:
         print(json.dumps(child(json.loads(sys.argv[2]))), flush=True)
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--out", help="JSON file to write (required unless --show)")
+    parser.add_argument("--show", metavar="JSON", help="print the steps of an earlier run's file and exit")
     parser.add_argument("--tiny", action="store_true",
                         help="the tiny shape on the CPU (graphed kernel, aot_eager backend): checks the script")
     parser.add_argument("--dynamic", nargs="+", default=["auto", "true"], choices=["auto", "true"])
@@ -231,12 +246,18 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=8)
     parser.add_argument("--long-tokens", type=int, default=72, help="new tokens of ask_decode_long")
     parser.add_argument("--profile-steps", nargs="*", default=[],
-                        help="steps to run under cProfile: their top functions go to --profile-dir")
+                        help="steps to run under torch.profiler: their operator tables go to --profile-dir")
     parser.add_argument("--profile-dir", default=None,
                         help="where profile_DYNAMIC_STEP.txt files go (default: beside --out)")
     parser.add_argument("--stop-after", default=None, help="the last step to run")
     parser.add_argument("--child-timeout-s", type=float, default=3600, help="stop a child after this long")
     args = parser.parse_args()
+    if args.show:
+        path = Path(args.show)
+        print(summary(json.loads(path.read_text())) if path.exists() else f"{path}: no such file")
+        return
+    if not args.out:
+        parser.error("--out is required")
     results = dict(runs=[])
     with tempfile.TemporaryDirectory() as tmp:
         for dynamic in args.dynamic:

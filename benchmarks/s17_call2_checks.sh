@@ -8,12 +8,4 @@ set -uo pipefail
 out=$1; mkdir -p "$out"
 timeout 570 python3 benchmarks/first_answer.py --dynamic auto true --child-timeout-s 275 --pieces 3 \
     --out "$out/first_answer.json" > "$out/first_answer.log" 2>&1
-python3 - "$out" <<'PY'
-import json, pathlib, sys
-path = pathlib.Path(sys.argv[1]) / "first_answer.json"
-if path.exists():
-    for run in json.loads(path.read_text())["runs"]:
-        print(run["dynamic"], run.get("error", ""))
-        for s in run.get("steps", []):
-            print(f'  {s["step"]:20s} {s["seconds"]:8.3f} s  {s["graphs"]:3d} graphs')
-PY
+python3 benchmarks/first_answer.py --show "$out/first_answer.json"

@@ -8,15 +8,6 @@ set -uo pipefail
 out=$1; mkdir -p "$out"
 timeout 440 python3 benchmarks/first_answer.py --dynamic auto --child-timeout-s 420 --pieces 3 \
     --profile-steps ask_prefill ask_decode --out "$out/first_answer.json" > "$out/first_answer.log" 2>&1
-python3 - "$out" <<'PY'
-import json, pathlib, sys
-path = pathlib.Path(sys.argv[1]) / "first_answer.json"
-if path.exists():
-    for run in json.loads(path.read_text())["runs"]:
-        print(run["dynamic"], run.get("error", ""))
-        for s in run.get("steps", []):
-            extra = f'  {s["decode_ms_per_token"]:.2f} ms/token' if "decode_ms_per_token" in s else ""
-            print(f'  {s["step"]:20s} {s["seconds"]:8.3f} s  {s["graphs"]:3d} graphs{extra}')
-PY
+python3 benchmarks/first_answer.py --show "$out/first_answer.json"
 timeout 130 python3 -m pytest -q -x tests/gpu/test_decode_graph.py > "$out/test_decode_graph.log" 2>&1
 tail -3 "$out/test_decode_graph.log"

@@ -10,14 +10,4 @@ timeout 200 python3 -m pytest -v -rf -p no:cacheprovider --tb=short --durations=
 grep -E "PASSED|FAILED|ERROR|passed|failed" "$out/gpu_tests.log" | tail -n 20
 timeout 210 python3 benchmarks/first_answer.py --dynamic auto --child-timeout-s 200 --pieces 3 \
     --stop-after ask_other_length --out "$out/first_answer.json" > "$out/first_answer.log" 2>&1
-python3 - "$out" <<'PY'
-import json, pathlib, sys
-path = pathlib.Path(sys.argv[1]) / "first_answer.json"
-if path.exists():
-    for run in json.loads(path.read_text())["runs"]:
-        print(run["dynamic"], run.get("error", ""))
-        for s in run.get("steps", []):
-            extra = f'  {s["decode_ms_per_token"]:.2f} ms/token' if "decode_ms_per_token" in s else ""
-            print(f'  {s["step"]:20s} {s["seconds"]:8.3f} s  {s["graphs"]:3d} graphs  triton {s.get("triton_compiles", 0)}'
-                  f' ({s.get("triton_compile_s", 0):.2f} s){extra}')
-PY
+python3 benchmarks/first_answer.py --show "$out/first_answer.json"

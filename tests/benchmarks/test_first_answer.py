@@ -44,3 +44,10 @@ def test_stop_after_ends_the_child_after_that_step(tmp_path):
     (run,) = json.loads(out.read_text())["runs"]
     assert "error" not in run and [s["step"] for s in run["steps"]] == ["build", "prefix", "piece_0"]
     assert run["steps"][-1]["triton_compiles"] == 0  # aot_eager on the CPU: Triton compiles nothing
+    shown = subprocess.run([sys.executable, str(ROOT / "benchmarks/first_answer.py"), "--show", str(out)], env=env,
+                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    lines = shown.stdout.splitlines()  # what the device scripts print: a run's name, then one line per step
+    assert lines[0].strip() == "auto" and [line.split()[0] for line in lines[1:]] == ["build", "prefix", "piece_0"]
+    assert "triton" not in lines[1]  # the build step watches no compilation: it says none
+    assert all(line.endswith(" graphs  triton 0 (0.00 s)") for line in lines[2:])
