@@ -4,7 +4,8 @@ weights, bf16, host pixels) timed under variants, in one process.
     PYTHONPATH=src:benchmarks python benchmarks/prefill_ab.py --out prefill_ab.json [--frames 1024 128]   # one GPU
     PYTHONPATH=src:benchmarks python benchmarks/prefill_ab.py --tiny --out prefill_ab.json                 # CPU check
 
-Variants (each: one untimed generate(1) for its compilations; then --repeats rounds of one timed generate(1) per
+Variants (each: one generate(1) for its compilations, timed apart as ``first_s``: at a later --frames, what a
+new length costs it; then --repeats rounds of one timed generate(1) per
 variant, interleaved so that a machine's drift over the call falls on every variant alike (session 11 saw the same
 code take 3.20 s and 3.69 s on two H100s, and one variant spread 3.39-4.54 s in one call); then the vision tower):
   now           the library as it is (vision blocks compiled, 42,240 patches = 64 frame groups per tower call)
@@ -12,7 +13,8 @@ code take 3.20 s and 3.69 s on two H100s, and one variant spread 3.39-4.54 s in 
   rows_fp32     + q/k rows fp32 (before session 6)
   vision_32     the library with 32 frame groups per vision call (config.vision_patches = 21,120)
   vision_16     the library with 16 frame groups per vision call (10,560)
-  anchor_split  the library with config.anchor_attention = "split" (cuDNN diagonal + prefix blocks merged by LSE)
+  anchor_split  the library with config.anchor_attention = "split" (tiles of 16,384 queries: cuDNN on each tile's
+                square and on tiles of the keys before it, merged by LSE; rows that fill no tile through flash)
   piece_8k      the library with prefill pieces of 8,192 tokens (config.prefill_piece; default 16,384)
   lean          piece_8k with 32 frame groups per vision call and MLP pieces of 2,048 (the memory settings down)
   eager_norms   the decoder's RMSNorms eagerly (before session 9: seven kernels each instead of one compiled)
@@ -136,9 +138,10 @@ def main() -> None:
         _, warmup_s, _ = clock.run(lambda: bench_e2e.generate(model, inputs, 2))
         run = dict(frames=frames, tokens=int(inputs["input_ids"].shape[1]), warmup_s=warmup_s, variants={})
         result["runs"].append(run)
-        for variant in args.variants:  # each variant's compilations first, untimed
+        for variant in args.variants:  # each variant's compilations first, timed apart (first_s)
             apply(variant, model)
-            clock.run(lambda: bench_e2e.generate(model, inputs, 1, model.new_state(1)))
+            _, first_s, _ = clock.run(lambda: bench_e2e.generate(model, inputs, 1, model.new_state(1)))
+            run["variants"][variant] = dict(first_s=first_s)
         timed: dict[str, list] = {variant: [] for variant in args.variants}
         for round_ in range(args.repeats):  # rounds of one call per variant: drift over the call hits all alike
             for variant in args.variants:
@@ -147,7 +150,7 @@ def main() -> None:
                     lambda: bench_e2e.generate(model, inputs, 1, model.new_state(1)))
                 del state  # dropped before the next call, so each peak is its own
                 timed[variant].append((int(tokens[0, -1]), seconds, peak))
-                run["variants"][variant] = summary(timed[variant])
+                run["variants"][variant] |= summary(timed[variant])
             print(frames, f"round {round_ + 1}/{args.repeats}:",
                   {v: round(r[-1][1], 4) for v, r in timed.items()}, flush=True)
             bench_e2e.write_json(args.out, result)  # a call cut short keeps every finished round

@@ -1,5 +1,5 @@
-"""The anchors' "split" attention (config.anchor_attention): the square diagonal block plus unmasked prefix blocks,
-merged by log-sum-exp, checked on the CPU (the CPU's flash kernel gives each piece's lse as cuDNN does on CUDA)
+"""The anchors' "split" attention (config.anchor_attention): tiles of queries, each over its causal square and
+unmasked tiles of the keys before it, merged by log-sum-exp, checked on the CPU (the CPU's flash kernel gives each piece's lse as cuDNN does on CUDA)
 against one SDPA call with the bottom-right causal mask; and the setting, validated and threaded to the kernel."""
 
 import json
@@ -11,6 +11,7 @@ from torch.nn.attention.bias import causal_lower_right
 
 from spatial_ttt import CheckpointError, load_model, save_model
 from spatial_ttt.layers import attention
+from spatial_ttt.ops import attention_gpu
 from spatial_ttt.ops.attention_gpu import attention_after_cache_split, attention_with_lse, causal_attention
 from spatial_ttt.streaming import model_fingerprint
 from spatial_ttt.tiny import tiny_config, tiny_model
@@ -31,18 +32,19 @@ def lower_right(q, k, v):
 
 
 @pytest.mark.parametrize("heads,kv_heads", [(4, 2), (4, 4)])
-@pytest.mark.parametrize("q_len,k_len,block", [
-    (40, 40, 16),    # no prefix: the diagonal block alone
-    (40, 50, 16),    # a prefix shorter than a block
-    (40, 104, 16),   # 64 prefix keys: whole blocks
-    (33, 130, 16),   # 97: a ragged last block
-    (20, 300, 7),    # many blocks, ragged
-    (64, 96, 32),    # a prefix of exactly one block
-    (33, 130, None),  # the whole prefix in one call (the default)
+@pytest.mark.parametrize("q_len,k_len,tile", [
+    (48, 48, 16),    # no prefix: the first tile its square alone, the next ones whole key tiles before them
+    (40, 40, 16),    # and 8 rows that fill no tile (flash)
+    (40, 50, 16),    # a prefix shorter than a tile: ragged keys before every tile
+    (40, 104, 16),   # 64 prefix keys: whole tiles
+    (33, 130, 16),   # 97: ragged keys and ragged rows
+    (20, 300, 7),    # many tiles, ragged
+    (64, 96, 32),    # a prefix of exactly one tile
+    (33, 130, 64),   # fewer rows than a tile: flash alone
 ])
-def test_split_equals_one_lower_right_call(heads, kv_heads, q_len, k_len, block):
+def test_split_equals_one_lower_right_call(heads, kv_heads, q_len, k_len, tile):
     q, k, v = after_cache(heads, kv_heads, q_len, k_len)
-    out = attention_after_cache_split(q, k, v, block)
+    out = attention_after_cache_split(q, k, v, tile)
     expected = lower_right(q, k, v)
     assert out.dtype == q.dtype and out.shape == expected.shape
     # fp32 rounding of a softmax over <= 300 keys of O(1) values (dropping one 7-key block of 300 moves it by 0.06)
@@ -58,6 +60,27 @@ def test_split_returns_the_queries_dtype_merged_in_fp32():
     assert out.dtype == torch.bfloat16
     error, one_call_error = (out.float() - exact).abs().max(), (one_call.float() - exact).abs().max()
     assert error <= 1.5 * one_call_error and error < 2e-2, (error, one_call_error)
+
+
+def test_cudnn_is_handed_two_shapes_whatever_the_cache(monkeypatch):
+    """cuDNN builds a plan per new shape and strides (~50 ms on the host; ~0.5 s at a new query length): the pieces
+    of a prefill and of a stream, after caches of every length held in buffers of every capacity, hand it exactly
+    two problems (a tile's square, a stacked tile over a key tile); what varies goes to flash."""
+    calls = []
+
+    def recording(q, k, v, causal, kernel="cudnn"):
+        calls.append((kernel, causal, q.shape, q.stride(), k.shape, k.stride()))
+        return attention_with_lse(q, k, v, causal, kernel)
+
+    monkeypatch.setattr(attention_gpu, "attention_with_lse", recording)
+    for q_len, k_len, capacity in [(32, 32, 40), (32, 64, 70), (40, 77, 77), (16, 93, 128), (48, 200, 256)]:
+        q, k, v = after_cache(4, 2, q_len, capacity)
+        out = attention_gpu.attention_after_cache_split(q, k[:, :, :k_len], v[:, :, :k_len], 16)
+        torch.testing.assert_close(out, lower_right(q, k[:, :, :k_len], v[:, :, :k_len]), atol=2e-6, rtol=0)
+    cudnn = {call[1:] for call in calls if call[0] == "cudnn"}
+    assert cudnn == {(True, (2, 4, 16, 32), (2048, 512, 32, 1), (2, 4, 16, 32), (2048, 512, 32, 1)),
+                     (False, (2, 2, 32, 32), (2048, 1024, 32, 1), (2, 2, 16, 32), (1024, 512, 32, 1))}
+    assert any(call[0] == "flash" for call in calls)  # the ragged keys before (40, 77)'s tiles
 
 
 def test_each_piece_gives_its_log_sum_exp():

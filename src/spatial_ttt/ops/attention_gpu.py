@@ -9,9 +9,10 @@ mask and forces SDPA off its flash kernel. Here, on CUDA:
   kernel takes it (else KV heads repeated to the query heads: a copy of the whole cache per call);
   flex_attention measured ~4x slower here (1.2 s of a 1024-frame prefill on an H100);
 * with ``after_cache="split"`` (``config.anchor_attention``), queries whose keys end with them (after a cache, or
-  the square) run as cuDNN calls without the bottom-right mask, merged by log-sum-exp
-  (:func:`attention_after_cache_split`): cuDNN ran a square causal call at 621 TFLOP/s on an H100 but the
-  bottom-right-masked pieces at 224, flash's pieces at 340 (benchmarks/RESULTS.md, "Anchor attention backends");
+  the square) run in tiles of SPLIT_TILE queries as cuDNN calls of two fixed shapes without the bottom-right mask,
+  merged by log-sum-exp (:func:`attention_after_cache_split`; rows that fill no tile run flash): cuDNN ran a square
+  causal call at 621 TFLOP/s on an H100 but the bottom-right-masked pieces at 224, flash's pieces at 340
+  (benchmarks/RESULTS.md, "Anchor attention backends");
 * anything else (a sliding window, or queries that follow a KV cache) -> ``flex_attention`` with a block mask
   built directly from the band's geometry: for each 128x128 tile, whether it is empty, partially or fully
   inside ``k_abs <= q_abs`` and ``k_abs > q_abs - window``. Work scales with the band, not with q_len * k_len;
@@ -30,6 +31,7 @@ BLOCK = 128
 SMALL = 1 << 20  # q_len * k_len under which the boolean-mask SDPA path is used
 AFTER_CACHE = ("flash", "split")  # how queries after a full cache run (config.anchor_attention)
 HALF = (torch.float16, torch.bfloat16)
+SPLIT_TILE = 16384  # the query and key tiles cuDNN is handed by "split" (attention_after_cache_split)
 
 _flex = None
 
@@ -136,42 +138,65 @@ def attention_after_cache(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(q.shape[2], k.shape[2]), enable_gqa=gqa)
 
 
-def attention_with_lse(q: Tensor, k: Tensor, v: Tensor, causal: bool) -> tuple[Tensor, Tensor]:
+def attention_with_lse(q: Tensor, k: Tensor, v: Tensor, causal: bool, kernel: str = "cudnn") -> tuple[Tensor, Tensor]:
     """Attention of q [B, H, Lq, hd] over k, v [B, H, Lk, hd] (as many KV heads as query heads; ``causal``: the
-    square's top-left diagonal) and its log-sum-exp of the scaled scores, [B, H, Lq] fp32: cuDNN on CUDA, the
-    CPU's flash kernel elsewhere (the same merge, testable on the CPU)."""
-    if q.is_cuda:
-        cudnn = torch.ops.aten._scaled_dot_product_cudnn_attention
-        out, lse = cudnn(q, k, v, None, True, 0.0, causal, False, scale=None)[:2]
-    else:
+    square's top-left diagonal) and its log-sum-exp of the scaled scores, [B, H, Lq] fp32. ``kernel`` on CUDA:
+    "cudnn" or "flash"; elsewhere the CPU's flash kernel (the same merge, testable on the CPU)."""
+    if not q.is_cuda:
         out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal, scale=None)
+    elif kernel == "cudnn":
+        out, lse = torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, None, True, 0.0, causal, False)[:2]
+    else:
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, causal, False)[:2]
     return out, lse.reshape(q.shape[:3])  # cuDNN gives [B, H, Lq, 1] ([B, H, Lq] in older torch)
 
 
-def attention_after_cache_split(q: Tensor, k: Tensor, v: Tensor, block: int | None = None) -> Tensor:
-    """:func:`attention_after_cache` as pieces without the bottom-right mask: the square diagonal block (the last
-    Lq keys, plain causal) and the prefix's keys (0..Lk-Lq) unmasked (``block`` keys per call; None: one call),
-    merged by log-sum-exp: out = sum_i out_i * exp(lse_i - lse), lse = logsumexp_i lse_i, summed in fp32 as the
-    pieces come (the running sum rescaled to each new lse, so one piece's output is held at a time); output in q's
-    dtype. cuDNN takes no grouped KV heads: the diagonal block's few keys are repeated to the query heads, while
-    over the prefix each KV head's query heads are stacked along the query axis instead (no mask there, so the
-    rows are independent), so the cache is never copied, whatever its length."""
-    batch, heads, q_len, head_dim = q.shape
+def attention_after_cache_split(q: Tensor, k: Tensor, v: Tensor, tile: int = SPLIT_TILE) -> Tensor:
+    """:func:`attention_after_cache` with cuDNN handed problems of two fixed shapes only, none with the
+    bottom-right mask. Query rows run in tiles of ``tile``; a full tile attends to
+    * its own keys (the last ``tile`` it sees), causal: cuDNN, the keys repeated to the query heads;
+    * the keys before them in whole tiles, unmasked: cuDNN, each KV head's query heads stacked along the query axis
+      (no mask, so the rows are independent) over a contiguous copy of the tile's keys, so the cache is never
+      repeated and every call has the same shape and strides whatever the cache's length or capacity;
+    * the keys before those that fill no tile, unmasked: flash with its log-sum-exp;
+    merged by log-sum-exp in fp32: out = sum_i out_i * exp(lse_i - lse), lse = logsumexp_i lse_i, the running sum
+    rescaled to each new lse, one part's output held at a time. Rows that fill no tile (a piece shorter than a tile:
+    a stream's, a question's, a prompt's last) run :func:`attention_after_cache` (flash).
+    Why fixed shapes: cuDNN builds a plan per new shape and strides, ~50 ms on the host, and its first call with a
+    new query length took ~0.5 s (H200, benchmarks/cudnn_plans.py); with a cache's growing length in the shape, a
+    stream paid that in every piece (session 8: 3x slower). Fixed tiles pay it once per process."""
+    heads, q_len = q.shape[1], q.shape[2]
     kv_heads, k_len = k.shape[1], k.shape[2]
-    prefix, group = k_len - q_len, heads // kv_heads
-    keys, values = k[:, :, prefix:], v[:, :, prefix:]
-    if group > 1:
-        keys, values = keys.repeat_interleave(group, dim=1), values.repeat_interleave(group, dim=1)
+    group, full = heads // kv_heads, q_len - q_len % tile
+    out = torch.empty_like(q)
+    for row in range(0, full, tile):
+        end = k_len - q_len + row + tile  # the tile's last key + 1
+        out[:, :, row : row + tile] = _split_tile(q[:, :, row : row + tile].contiguous(), k[:, :, :end],
+                                                  v[:, :, :end], group, tile)
+    if full < q_len:
+        out[:, :, full:] = attention_after_cache(q[:, :, full:], k, v)
+    return out
+
+
+def _split_tile(q: Tensor, k: Tensor, v: Tensor, group: int, tile: int) -> Tensor:
+    """One full tile of queries q [B, H, tile, hd] (contiguous) whose keys k, v [B, H_kv, Lk, hd] end with it."""
+    batch, heads, _, head_dim = q.shape
+    keys, values = k[:, :, -tile:].repeat_interleave(group, 1), v[:, :, -tile:].repeat_interleave(group, 1)
     out, lse = attention_with_lse(q, keys, values, causal=True)
-    if prefix == 0:
+    before = k.shape[2] - tile
+    if before == 0:
         return out
     total = out.float()
-    stacked = q.reshape(batch, kv_heads, group * q_len, head_dim)  # query head h = kv_head * group + j
-    step = block or prefix
-    for start in range(0, prefix, step):
-        end = min(start + step, prefix)
-        out, piece_lse = attention_with_lse(stacked, k[:, :, start:end], v[:, :, start:end], causal=False)
-        out, piece_lse = out.reshape(q.shape), piece_lse.reshape(batch, heads, q_len)
+    stacked = q.view(batch, heads // group, group * tile, head_dim)  # query head h = kv_head * group + j
+    ragged = before % tile
+    parts = [(0, ragged, "flash")] if ragged else []
+    parts += [(start, start + tile, "cudnn") for start in range(ragged, before, tile)]
+    for start, end, kernel in parts:
+        piece_k, piece_v = k[:, :, start:end], v[:, :, start:end]
+        if kernel == "cudnn":
+            piece_k, piece_v = piece_k.contiguous(), piece_v.contiguous()
+        out, piece_lse = attention_with_lse(stacked, piece_k, piece_v, causal=False, kernel=kernel)
+        out, piece_lse = out.reshape(q.shape), piece_lse.reshape(batch, heads, tile)
         merged = torch.logaddexp(lse, piece_lse)
         total.mul_((lse - merged).exp_().unsqueeze(-1)).addcmul_(out, (piece_lse - merged).exp_().unsqueeze(-1))
         lse = merged
