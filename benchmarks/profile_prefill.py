@@ -28,7 +28,9 @@ import torch
 import gpu_idle
 from bench_e2e import build_ours, prompt, shape_2b, shape_tiny
 
+from spatial_ttt.configuration import SpatialTTTConfig
 from spatial_ttt.ops import FastWeightMemory
+from spatial_ttt.ops.attention_gpu import AFTER_CACHE
 from spatial_ttt.state import ModelState
 from spatial_ttt.streaming import StreamSession
 
@@ -199,13 +201,14 @@ def main() -> None:
     parser.add_argument("--stream", action="store_true", help="profile a stream instead of generate")
     parser.add_argument("--piece-frames", type=int, default=32)
     parser.add_argument("--idle", action="store_true", help="also GPU idle time by host stage (gpu_idle.py)")
+    parser.add_argument("--anchor-attention", choices=AFTER_CACHE, default=SpatialTTTConfig.anchor_attention)
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     shape = shape_tiny() if args.tiny else shape_2b()
     cuda = torch.cuda.is_available() and not args.tiny
     device = torch.device("cuda" if cuda else "cpu")
-    model = build_ours(shape, device, args.precision)
+    model = build_ours(shape, device, args.precision, anchor_attention=args.anchor_attention)
     results = []
     for frames in args.frames or [8 if args.tiny else 1024]:
         results.append(profile_one(model, shape, device, cuda, frames, args))

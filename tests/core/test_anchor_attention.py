@@ -32,19 +32,20 @@ def lower_right(q, k, v):
 
 
 @pytest.mark.parametrize("heads,kv_heads", [(4, 2), (4, 4)])
-@pytest.mark.parametrize("q_len,k_len,tile", [
-    (48, 48, 16),    # no prefix: the first tile its square alone, the next ones whole key tiles before them
-    (40, 40, 16),    # and 8 rows that fill no tile (flash)
-    (40, 50, 16),    # a prefix shorter than a tile: ragged keys before every tile
-    (40, 104, 16),   # 64 prefix keys: whole tiles
-    (33, 130, 16),   # 97: ragged keys and ragged rows
-    (20, 300, 7),    # many tiles, ragged
-    (64, 96, 32),    # a prefix of exactly one tile
-    (33, 130, 64),   # fewer rows than a tile: flash alone
+@pytest.mark.parametrize("q_len,k_len,tile,key_tile", [
+    (48, 48, 16, 16),    # no prefix: the first tile its square alone, the next ones whole key tiles before them
+    (44, 44, 16, 16),    # a last tile of 12 rows, padded to 16
+    (40, 40, 16, 16),    # 8 rows left: too few to pad (flash)
+    (40, 50, 16, 16),    # a prefix shorter than a key tile: ragged keys before every tile (flash)
+    (40, 104, 16, 24),   # key tiles longer than query tiles
+    (33, 130, 16, 16),   # ragged keys and rows
+    (20, 300, 7, 10),    # many tiles, ragged, padded
+    (64, 96, 32, 32),    # a prefix of exactly one key tile
+    (33, 130, 64, 64),   # fewer rows than 3/4 of a tile: flash alone
 ])
-def test_split_equals_one_lower_right_call(heads, kv_heads, q_len, k_len, tile):
+def test_split_equals_one_lower_right_call(heads, kv_heads, q_len, k_len, tile, key_tile):
     q, k, v = after_cache(heads, kv_heads, q_len, k_len)
-    out = attention_after_cache_split(q, k, v, tile)
+    out = attention_after_cache_split(q, k, v, tile, key_tile)
     expected = lower_right(q, k, v)
     assert out.dtype == q.dtype and out.shape == expected.shape
     # fp32 rounding of a softmax over <= 300 keys of O(1) values (dropping one 7-key block of 300 moves it by 0.06)
@@ -63,9 +64,9 @@ def test_split_returns_the_queries_dtype_merged_in_fp32():
 
 
 def test_cudnn_is_handed_two_shapes_whatever_the_cache(monkeypatch):
-    """cuDNN builds a plan per new shape and strides (~50 ms on the host; ~0.5 s at a new query length): the pieces
-    of a prefill and of a stream, after caches of every length held in buffers of every capacity, hand it exactly
-    two problems (a tile's square, a stacked tile over a key tile); what varies goes to flash."""
+    """cuDNN builds a plan per new shape and strides (~50 ms on the host; 0.5-0.85 s at a new query length): pieces
+    of every length (padded tiles), after caches of every length held in buffers of every capacity, hand it
+    exactly two problems (a tile's square, a stacked tile over a key tile); what varies goes to flash."""
     calls = []
 
     def recording(q, k, v, causal, kernel="cudnn"):
@@ -73,14 +74,15 @@ def test_cudnn_is_handed_two_shapes_whatever_the_cache(monkeypatch):
         return attention_with_lse(q, k, v, causal, kernel)
 
     monkeypatch.setattr(attention_gpu, "attention_with_lse", recording)
-    for q_len, k_len, capacity in [(32, 32, 40), (32, 64, 70), (40, 77, 77), (16, 93, 128), (48, 200, 256)]:
+    pieces = [(32, 32, 40), (32, 64, 70), (44, 77, 77), (16, 93, 128), (48, 200, 256), (13, 150, 160), (10, 99, 99)]
+    for q_len, k_len, capacity in pieces:
         q, k, v = after_cache(4, 2, q_len, capacity)
-        out = attention_gpu.attention_after_cache_split(q, k[:, :, :k_len], v[:, :, :k_len], 16)
+        out = attention_gpu.attention_after_cache_split(q, k[:, :, :k_len], v[:, :, :k_len], 16, 24)
         torch.testing.assert_close(out, lower_right(q, k[:, :, :k_len], v[:, :, :k_len]), atol=2e-6, rtol=0)
     cudnn = {call[1:] for call in calls if call[0] == "cudnn"}
     assert cudnn == {(True, (2, 4, 16, 32), (2048, 512, 32, 1), (2, 4, 16, 32), (2048, 512, 32, 1)),
-                     (False, (2, 2, 32, 32), (2048, 1024, 32, 1), (2, 2, 16, 32), (1024, 512, 32, 1))}
-    assert any(call[0] == "flash" for call in calls)  # the ragged keys before (40, 77)'s tiles
+                     (False, (2, 2, 32, 32), (2048, 1024, 32, 1), (2, 2, 24, 32), (1536, 768, 32, 1))}
+    assert any(call[0] == "flash" for call in calls)  # the ragged keys before the tiles
 
 
 def test_each_piece_gives_its_log_sum_exp():

@@ -17,13 +17,14 @@ def piece(q_len: int, k_len: int, dtype=torch.bfloat16):
 
 
 @cuda
-@pytest.mark.parametrize("q_len,k_len,tile", [
-    (2048, 8192, 1024),   # whole tiles of queries and keys
-    (2048, 2048, 1024),   # no cache before
-    (1500, 4000, 512),    # ragged keys before each tile (flash) and ragged rows
-    (16384, 20000, None),  # the library's tile, through causal_attention as the anchors call it
+@pytest.mark.parametrize("q_len,k_len,tile,key_tile", [
+    (2048, 8192, 1024, 2048),   # whole tiles of queries and keys
+    (2048, 2048, 1024, 1024),   # no cache before
+    (1500, 4000, 512, 1024),    # ragged keys before each tile (flash), a padded last tile
+    (1200, 4000, 512, 1024),    # 176 rows left: flash
+    (16340, 20000, None, None),  # a prompt's piece of 95 frame groups, through causal_attention as anchors call it
 ])
-def test_split_matches_flash_in_bf16(q_len, k_len, tile):
+def test_split_matches_flash_in_bf16(q_len, k_len, tile, key_tile):
     """Tolerance: both paths against the fp32 boolean-mask reference, within 2e-2 (bf16 output rounding, as the
     flash path's own test) and within twice the flash path's own error plus one bf16 step at 1 (2^-8): the split
     path's pieces round to bf16 before an fp32 merge, so its error may differ from flash's, not grow past it."""
@@ -35,7 +36,7 @@ def test_split_matches_flash_in_bf16(q_len, k_len, tile):
     if tile is None:
         split = causal_attention(q, k, v, q_start, 7, None, "split")
     else:
-        split = attention_after_cache_split(q, k, v, tile)
+        split = attention_after_cache_split(q, k, v, tile, key_tile)
     flash = causal_attention(q, k, v, q_start, 7, None, "flash")
     exact = masked_attention(q.float(), k.float(), v.float(), q_start, 7, None)
     split_error, flash_error = ((out.float() - exact).abs().max().item() for out in (split, flash))
@@ -55,7 +56,7 @@ def test_split_in_fp32_runs_the_flash_settings_path():
 
 @cuda
 def test_split_memory_does_not_grow_with_the_cache():
-    """Only a tile's own keys are repeated to the query heads (and its key tiles copied); over the keys before it
+    """Only a tile's own keys are repeated to the query heads (and one key tile copied); over the keys before it
     the query heads are stacked instead: the peak above the inputs is the same after a cache 3x as long, and far
     below one repeated copy of the cache."""
     from spatial_ttt.ops.attention_gpu import attention_after_cache_split
@@ -66,7 +67,7 @@ def test_split_memory_does_not_grow_with_the_cache():
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
-        attention_after_cache_split(q, k, v, 2048)
+        attention_after_cache_split(q, k, v, 2048, 4096)
         torch.cuda.synchronize()
         extra.append(torch.cuda.max_memory_allocated() - before)
         del q, k, v

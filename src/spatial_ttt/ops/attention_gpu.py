@@ -10,7 +10,7 @@ mask and forces SDPA off its flash kernel. Here, on CUDA:
   flex_attention measured ~4x slower here (1.2 s of a 1024-frame prefill on an H100);
 * with ``after_cache="split"`` (``config.anchor_attention``), queries whose keys end with them (after a cache, or
   the square) run in tiles of SPLIT_TILE queries as cuDNN calls of two fixed shapes without the bottom-right mask,
-  merged by log-sum-exp (:func:`attention_after_cache_split`; rows that fill no tile run flash): cuDNN ran a square
+  merged by log-sum-exp (:func:`attention_after_cache_split`; too few rows for a tile run flash): cuDNN ran a square
   causal call at 621 TFLOP/s on an H100 but the bottom-right-masked pieces at 224, flash's pieces at 340
   (benchmarks/RESULTS.md, "Anchor attention backends");
 * anything else (a sliding window, or queries that follow a KV cache) -> ``flex_attention`` with a block mask
@@ -31,7 +31,7 @@ BLOCK = 128
 SMALL = 1 << 20  # q_len * k_len under which the boolean-mask SDPA path is used
 AFTER_CACHE = ("flash", "split")  # how queries after a full cache run (config.anchor_attention)
 HALF = (torch.float16, torch.bfloat16)
-SPLIT_TILE = 16384  # the query and key tiles cuDNN is handed by "split" (attention_after_cache_split)
+SPLIT_TILE, SPLIT_KEYS = 8192, 16384  # query rows and keys per cuDNN call of "split" (attention_after_cache_split)
 
 _flex = None
 
@@ -151,53 +151,62 @@ def attention_with_lse(q: Tensor, k: Tensor, v: Tensor, causal: bool, kernel: st
     return out, lse.reshape(q.shape[:3])  # cuDNN gives [B, H, Lq, 1] ([B, H, Lq] in older torch)
 
 
-def attention_after_cache_split(q: Tensor, k: Tensor, v: Tensor, tile: int = SPLIT_TILE) -> Tensor:
+def attention_after_cache_split(q: Tensor, k: Tensor, v: Tensor, tile: int = SPLIT_TILE,
+                                key_tile: int = SPLIT_KEYS) -> Tensor:
     """:func:`attention_after_cache` with cuDNN handed problems of two fixed shapes only, none with the
-    bottom-right mask. Query rows run in tiles of ``tile``; a full tile attends to
-    * its own keys (the last ``tile`` it sees), causal: cuDNN, the keys repeated to the query heads;
-    * the keys before them in whole tiles, unmasked: cuDNN, each KV head's query heads stacked along the query axis
-      (no mask, so the rows are independent) over a contiguous copy of the tile's keys, so the cache is never
-      repeated and every call has the same shape and strides whatever the cache's length or capacity;
-    * the keys before those that fill no tile, unmasked: flash with its log-sum-exp;
+    bottom-right mask. Query rows run in tiles of ``tile`` (a last tile of at least 3/4 of that is padded to it, a
+    shorter rest runs :func:`attention_after_cache`, flash); a tile attends to
+    * its own keys (the last it sees, as many as its rows), causal: cuDNN, the keys repeated to the query heads;
+    * the keys before them in whole tiles of ``key_tile``, unmasked: cuDNN, each KV head's query heads stacked along
+      the query axis (no mask, so the rows are independent) over a contiguous copy of the key tile, so the cache is
+      never repeated and every call has the same shape and strides whatever the cache's length or capacity;
+    * the keys before those that fill no key tile, unmasked: flash with its log-sum-exp;
     merged by log-sum-exp in fp32: out = sum_i out_i * exp(lse_i - lse), lse = logsumexp_i lse_i, the running sum
-    rescaled to each new lse, one part's output held at a time. Rows that fill no tile (a piece shorter than a tile:
-    a stream's, a question's, a prompt's last) run :func:`attention_after_cache` (flash).
-    Why fixed shapes: cuDNN builds a plan per new shape and strides, ~50 ms on the host, and its first call with a
-    new query length took ~0.5 s (H200, benchmarks/cudnn_plans.py); with a cache's growing length in the shape, a
-    stream paid that in every piece (session 8: 3x slower). Fixed tiles pay it once per process."""
+    rescaled to each new lse, one part's output held at a time.
+    Why fixed shapes: cuDNN builds a plan per new shape and strides (~50 ms on the host) and its first call at a new
+    query length took 0.5-0.85 s (H200, benchmarks/cudnn_plans.py, bench_anchor_attention.py), so with the cache's
+    length or a piece's in the shape a stream paid that at every piece (session 8: 3x slower); a prompt's pieces
+    (whole frame groups) have a length of the video's geometry, so the tiles are padded instead."""
     heads, q_len = q.shape[1], q.shape[2]
     kv_heads, k_len = k.shape[1], k.shape[2]
-    group, full = heads // kv_heads, q_len - q_len % tile
     out = torch.empty_like(q)
-    for row in range(0, full, tile):
-        end = k_len - q_len + row + tile  # the tile's last key + 1
-        out[:, :, row : row + tile] = _split_tile(q[:, :, row : row + tile].contiguous(), k[:, :, :end],
-                                                  v[:, :, :end], group, tile)
-    if full < q_len:
-        out[:, :, full:] = attention_after_cache(q[:, :, full:], k, v)
+    row = 0
+    while row < q_len:
+        rows = min(tile, q_len - row)
+        if 4 * rows < 3 * tile:  # padding would cost more than cuDNN's speed buys back: flash
+            out[:, :, row:] = attention_after_cache(q[:, :, row:], k, v)
+            break
+        end = k_len - q_len + row + rows  # the tile's last key + 1
+        out[:, :, row : row + rows] = _split_tile(q[:, :, row : row + rows], k[:, :, :end], v[:, :, :end],
+                                                  heads // kv_heads, tile, key_tile)
+        row += rows
     return out
 
 
-def _split_tile(q: Tensor, k: Tensor, v: Tensor, group: int, tile: int) -> Tensor:
-    """One full tile of queries q [B, H, tile, hd] (contiguous) whose keys k, v [B, H_kv, Lk, hd] end with it."""
-    batch, heads, _, head_dim = q.shape
-    keys, values = k[:, :, -tile:].repeat_interleave(group, 1), v[:, :, -tile:].repeat_interleave(group, 1)
-    out, lse = attention_with_lse(q, keys, values, causal=True)
-    before = k.shape[2] - tile
+def _split_tile(q: Tensor, k: Tensor, v: Tensor, group: int, tile: int, key_tile: int) -> Tensor:
+    """Queries q [B, H, rows, hd] (rows <= tile) whose keys k, v [B, H_kv, Lk, hd] end with them."""
+    batch, heads, rows, head_dim = q.shape
+    padded = q.new_zeros(batch, heads, tile, head_dim)  # rows past ``rows`` see only padding; they are dropped
+    padded[:, :, :rows] = q
+    keys, values = (torch.zeros_like(padded) for _ in range(2))
+    keys[:, :, :rows] = k[:, :, -rows:].repeat_interleave(group, 1)
+    values[:, :, :rows] = v[:, :, -rows:].repeat_interleave(group, 1)
+    out, lse = attention_with_lse(padded, keys, values, causal=True)
+    before = k.shape[2] - rows
     if before == 0:
-        return out
+        return out[:, :, :rows]
     total = out.float()
-    stacked = q.view(batch, heads // group, group * tile, head_dim)  # query head h = kv_head * group + j
-    ragged = before % tile
+    stacked = padded.view(batch, heads // group, group * tile, head_dim)  # query head h = kv_head * group + j
+    ragged = before % key_tile
     parts = [(0, ragged, "flash")] if ragged else []
-    parts += [(start, start + tile, "cudnn") for start in range(ragged, before, tile)]
+    parts += [(start, start + key_tile, "cudnn") for start in range(ragged, before, key_tile)]
     for start, end, kernel in parts:
         piece_k, piece_v = k[:, :, start:end], v[:, :, start:end]
         if kernel == "cudnn":
             piece_k, piece_v = piece_k.contiguous(), piece_v.contiguous()
         out, piece_lse = attention_with_lse(stacked, piece_k, piece_v, causal=False, kernel=kernel)
-        out, piece_lse = out.reshape(q.shape), piece_lse.reshape(batch, heads, tile)
+        out, piece_lse = out.reshape(padded.shape), piece_lse.reshape(batch, heads, tile)
         merged = torch.logaddexp(lse, piece_lse)
         total.mul_((lse - merged).exp_().unsqueeze(-1)).addcmul_(out, (piece_lse - merged).exp_().unsqueeze(-1))
         lse = merged
-    return total.to(q.dtype)
+    return total[:, :, :rows].to(q.dtype)
