@@ -7,8 +7,9 @@ KV cache, SDPA's flash kernel with the diagonal bottom-right) against other SDPA
 Cases (seconds for one layer, all pieces; TFLOP/s counts the visible half of the score matrix):
   pieces_flash       the library: attention_after_cache per piece (flash, GQA native)
   pieces_cudnn       the same problems through the cuDNN backend (KV heads repeated, causal_lower_right mask)
-  pieces_split       the library's anchor_attention="split": per piece, attention_after_cache_split (cuDNN on the
-                     square diagonal block and, unmasked, on the whole prefix, merged by log-sum-exp)
+  pieces_split       the library's anchor_attention="split": per piece, attention_after_cache_split (tiles of
+                     8,192 queries through cuDNN over their own keys and, unmasked, over key tiles of 16,384 before
+                     them, merged by log-sum-exp; since session 19 two fixed shapes, before one call per piece)
   whole_flash        one square causal call over all tokens (is_causal, flash, GQA native)
   whole_cudnn        the same through cuDNN (KV heads repeated)
 first_s: the case's first pass, where every shape is new to it (a stream's pieces each meet a longer cache once),

@@ -55,7 +55,7 @@ def test_split_equals_one_lower_right_call(heads, kv_heads, q_len, k_len, tile, 
 def test_split_returns_the_queries_dtype_merged_in_fp32():
     """bf16 pieces, fp32 merge: within bf16 rounding of the fp32 answer, and as close as one bf16 call."""
     q, k, v = after_cache(4, 2, 48, 200, torch.bfloat16)
-    out = attention_after_cache_split(q, k, v, 32)
+    out = attention_after_cache_split(q, k, v, 32, 32)
     exact = lower_right(q.float(), k.float(), v.float())
     one_call = lower_right(q, k, v)
     assert out.dtype == torch.bfloat16
