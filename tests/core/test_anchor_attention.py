@@ -85,6 +85,16 @@ def test_cudnn_is_handed_two_shapes_whatever_the_cache(monkeypatch):
     assert any(call[0] == "flash" for call in calls)  # the ragged keys before the tiles
 
 
+def test_split_refuses_autograd():
+    """Its merge weights come from log-sum-exps that SDPA's kernels return without a gradient: refused, not a wrong
+    gradient (on CUDA, causal_attention sends a recorded call to flash instead)."""
+    q, k, v = after_cache(4, 2, 32, 64)
+    with pytest.raises(ValueError, match="anchor_attention='split' is for inference"):
+        attention_after_cache_split(q.requires_grad_(), k, v, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(attention_after_cache_split(q, k, v, 16, 16), lower_right(q, k, v), atol=2e-6, rtol=0)
+
+
 def test_each_piece_gives_its_log_sum_exp():
     q, k, v = after_cache(4, 4, 24, 24)
     scores = q @ k.transpose(-1, -2) / 32**0.5

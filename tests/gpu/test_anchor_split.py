@@ -73,3 +73,16 @@ def test_split_memory_does_not_grow_with_the_cache():
         del q, k, v
     whole_cache_repeated = 2 * 16 * 98304 * 128 * 2  # k and v, bf16: 768 MiB
     assert abs(extra[1] - extra[0]) <= 2**20 and extra[1] < whole_cache_repeated / 4, extra
+
+
+@cuda
+def test_split_under_autograd_runs_flash():
+    """Training records gradients; split's merge has none: the call runs flash, bit for bit, and back-propagates."""
+    from spatial_ttt.ops.attention_gpu import causal_attention
+
+    q, k, v = piece(8192, 12000)
+    q.requires_grad_()
+    split, flash = (causal_attention(q, k, v, 12000 - 8192, 0, None, setting) for setting in ("split", "flash"))
+    assert torch.equal(split, flash)
+    split.float().square().sum().backward()
+    assert q.grad is not None and torch.isfinite(q.grad).all()

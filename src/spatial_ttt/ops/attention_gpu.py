@@ -100,7 +100,8 @@ def causal_attention(
 ) -> Tensor | None:
     """Attention of q [B, H, Lq, hd] over k, v [B, H_kv, Lk, hd] (absolute starts q_start, k_start).
     ``after_cache`` (one of :data:`AFTER_CACHE`): how queries run whose keys end with them (the square, or after a
-    full cache) in fp16/bf16: "flash" (SDPA's flash kernel) or "split" (:func:`attention_after_cache_split`).
+    full cache) in fp16/bf16: "flash" (SDPA's flash kernel) or "split" (:func:`attention_after_cache_split`;
+    where autograd records, as in training, "flash": split's merge has no gradient).
     Returns None where the caller's boolean-mask path should be used (not CUDA, or small problems)."""
     if after_cache not in AFTER_CACHE:
         raise ValueError(f"anchor_attention must be one of {'/'.join(AFTER_CACHE)}, not {after_cache!r}")
@@ -112,7 +113,7 @@ def causal_attention(
     # "split" needs cuDNN's fp16/bf16 kernels: in fp32 it runs as "flash" does (the square, else flex), by
     # construction. An error of the cuDNN op itself is not caught: a caller who chose "split" (a benchmark above
     # all) must not be handed the flash path's time or numbers without knowing.
-    if ends_together and after_cache == "split" and q.dtype in HALF:
+    if ends_together and after_cache == "split" and q.dtype in HALF and not recording(q, k, v):
         return attention_after_cache_split(q, k, v)
     if no_window and q_len == k_len and q_start == k_start:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
@@ -120,6 +121,11 @@ def causal_attention(
         return attention_after_cache(q, k, v)
     mask = band_block_mask(q_len, k_len, q_start, k_start, window, q.device)
     return _flex_attention()(q, k, v, block_mask=mask, enable_gqa=q.shape[1] != k.shape[1])
+
+
+def recording(*tensors: Tensor) -> bool:
+    """Whether autograd records a call on these tensors."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def attention_after_cache(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
@@ -167,6 +173,9 @@ def attention_after_cache_split(q: Tensor, k: Tensor, v: Tensor, tile: int = SPL
     query length took 0.5-0.85 s (H200, benchmarks/cudnn_plans.py, bench_anchor_attention.py), so with the cache's
     length or a piece's in the shape a stream paid that at every piece (session 8: 3x slower); a prompt's pieces
     (whole frame groups) have a length of the video's geometry, so the tiles are padded instead."""
+    if recording(q, k, v):
+        raise ValueError("anchor_attention='split' is for inference: its merge needs each part's log-sum-exp, "
+                         "which SDPA's kernels return without a gradient (training runs 'flash')")
     heads, q_len = q.shape[1], q.shape[2]
     kv_heads, k_len = k.shape[1], k.shape[2]
     out = torch.empty_like(q)
