@@ -28,7 +28,9 @@ code take 3.20 s and 3.69 s on two H100s, and one variant spread 3.39-4.54 s in 
   stages_dynamic  the compiled stages (norms, rope, the branch's stages, vision blocks) with symbolic sizes from
                 their first call (torch.compile dynamic=True) instead of static first (session 17's question: one
                 compile per kind of input, no recompile at a stream's first question, at what cost in speed?)
-Peaks are per timed call (states of earlier calls dropped), weights included, as bench_e2e's. Session 7's first
+Peaks are per timed call (states of earlier calls dropped), weights included, as bench_e2e's. With --stages each
+timed call's stages are also timed on the GPU (CUDA events, profile_prefill's stages): a variant's effect on its
+stage stays readable where the whole call's time spreads with the machine (session 19: 2.87-3.81 s in one call). Session 7's first
 run of this script (results/session7_h100/prefill_ab.json) compared session 6's memory settings instead; its
 second and fourth (prefill_ab2/4.json) also had the decoder's norms, MLP and rope compiled ("now") against eager
 ("eager_text"): no time gained, so that was not kept (session 9's profile then put the eager norms alone at ~0.27 s
@@ -46,6 +48,7 @@ import statistics
 import torch
 
 import bench_e2e
+from profile_prefill import StageTimer
 import spatial_ttt.layers.attention as attention
 import spatial_ttt.layers.ttt as ttt
 import spatial_ttt.ops.conv_triton as conv_triton
@@ -113,11 +116,15 @@ def restore(model) -> None:
     apply("now", model)
 
 
-def summary(runs: list[tuple[int, float, float]]) -> dict:
-    """(first token, seconds, peak bytes) per timed call -> the JSON entry of one variant."""
+def summary(runs: list[tuple[int, float, float]], stages: list[dict[str, float]]) -> dict:
+    """(first token, seconds, peak bytes) per timed call, and its stage times if taken -> a variant's JSON entry."""
     seconds = [r[1] for r in runs]
-    return dict(prefill_s=seconds, prefill_s_median=statistics.median(seconds),
-                peak_gib=max(r[2] for r in runs) / bench_e2e.GIB, token=runs[0][0])
+    entry = dict(prefill_s=seconds, prefill_s_median=statistics.median(seconds),
+                 peak_gib=max(r[2] for r in runs) / bench_e2e.GIB, token=runs[0][0])
+    if stages:
+        names = sorted({name for call in stages for name in call})
+        entry["stages_s_median"] = {name: statistics.median(call.get(name, 0.0) for call in stages) for name in names}
+    return entry
 
 
 def main() -> None:
@@ -127,6 +134,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, nargs="+", default=None, help="video lengths, each timed in turn")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--stages", action="store_true", help="also each timed call's stage times (CUDA events "
+                        "around the vision tower, anchor / TTT attention, MLP: profile_prefill.StageTimer)")
     args = parser.parse_args()
     device = torch.device("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
     shape = bench_e2e.shape_tiny() if args.tiny else bench_e2e.shape_2b()
@@ -143,14 +152,18 @@ def main() -> None:
             _, first_s, _ = clock.run(lambda: bench_e2e.generate(model, inputs, 1, model.new_state(1)))
             run["variants"][variant] = dict(first_s=first_s)
         timed: dict[str, list] = {variant: [] for variant in args.variants}
+        stages: dict[str, list] = {variant: [] for variant in args.variants}
         for round_ in range(args.repeats):  # rounds of one call per variant: drift over the call hits all alike
             for variant in args.variants:
                 apply(variant, model)
+                timer = StageTimer(model, device.type == "cuda") if args.stages else None
                 (tokens, state), seconds, peak = clock.run(
                     lambda: bench_e2e.generate(model, inputs, 1, model.new_state(1)))
                 del state  # dropped before the next call, so each peak is its own
                 timed[variant].append((int(tokens[0, -1]), seconds, peak))
-                run["variants"][variant] |= summary(timed[variant])
+                if timer is not None:
+                    stages[variant].append(timer.result())
+                run["variants"][variant] |= summary(timed[variant], stages[variant])
             print(frames, f"round {round_ + 1}/{args.repeats}:",
                   {v: round(r[-1][1], 4) for v, r in timed.items()}, flush=True)
             bench_e2e.write_json(args.out, result)  # a call cut short keeps every finished round

@@ -30,3 +30,19 @@ def test_prefill_ab_times_every_variant_with_the_same_answer(tmp_path):
     rounds = [line for line in result.stdout.splitlines() if "round" in line]  # interleaved: one call per variant
     assert [line.split(":")[0] for line in rounds] == ["8 round 1/2", "8 round 2/2", "4 round 1/2", "4 round 2/2"]
     assert all(line.count("'eager_rope'") == 1 for line in rounds)
+
+
+def test_prefill_ab_times_each_calls_stages(tmp_path):
+    """--stages: per variant, the median of each timed call's stage times (on the CPU by the wall clock)."""
+    out = tmp_path / "ab.json"
+    env = dict(os.environ, PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{ROOT / 'benchmarks'}")
+    cmd = [sys.executable, str(ROOT / "benchmarks/prefill_ab.py"), "--tiny", "--out", str(out), "--repeats", "2",
+           "--frames", "8", "--variants", "now", "anchor_split", "--stages"]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    variants = json.loads(out.read_text())["runs"][0]["variants"]
+    for entry in variants.values():
+        stages = entry["stages_s_median"]
+        assert {"vision tower", "anchor layer: attention", "mlp"} <= set(stages)
+        assert all(seconds > 0 for seconds in stages.values())
+        assert sum(stages.values()) < 2 * entry["prefill_s_median"]  # parts of the call (nested ones counted twice)
