@@ -13,8 +13,8 @@ code take 3.20 s and 3.69 s on two H100s, and one variant spread 3.39-4.54 s in 
   rows_fp32     + q/k rows fp32 (before session 6)
   vision_32     the library with 32 frame groups per vision call (config.vision_patches = 21,120)
   vision_16     the library with 16 frame groups per vision call (10,560)
-  anchor_split  the library with config.anchor_attention = "split" (tiles of 16,384 queries: cuDNN on each tile's
-                square and on tiles of the keys before it, merged by LSE; rows that fill no tile through flash)
+  anchor_split  the library with config.anchor_attention = "split" (tiles of 8,192 queries, a last one padded:
+                cuDNN on each tile's square and on 16,384-key tiles before it, merged by LSE; the rest flash)
   piece_8k      the library with prefill pieces of 8,192 tokens (config.prefill_piece; default 16,384)
   lean          piece_8k with 32 frame groups per vision call and MLP pieces of 2,048 (the memory settings down)
   eager_norms   the decoder's RMSNorms eagerly (before session 9: seven kernels each instead of one compiled)
@@ -30,8 +30,8 @@ code take 3.20 s and 3.69 s on two H100s, and one variant spread 3.39-4.54 s in 
                 compile per kind of input, no recompile at a stream's first question, at what cost in speed?)
 Peaks are per timed call (states of earlier calls dropped), weights included, as bench_e2e's. With --stages each
 timed call's stages are also timed on the GPU (CUDA events, profile_prefill's stages): a variant's effect on its
-stage stays readable where the whole call's time spreads with the machine (session 19: 2.87-3.81 s in one call). Session 7's first
-run of this script (results/session7_h100/prefill_ab.json) compared session 6's memory settings instead; its
+stage stays readable where the whole call's time spreads with the machine (session 19: 2.87-3.81 s in one call).
+Session 7's first run of this script (results/session7_h100/prefill_ab.json) compared session 6's memory settings instead; its
 second and fourth (prefill_ab2/4.json) also had the decoder's norms, MLP and rope compiled ("now") against eager
 ("eager_text"): no time gained, so that was not kept (session 9's profile then put the eager norms alone at ~0.27 s
 of kernel time at 1024 frames, so they are compiled again, by themselves: "eager_norms" is the A/B). Variants detach

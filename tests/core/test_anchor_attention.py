@@ -1,6 +1,7 @@
 """The anchors' "split" attention (config.anchor_attention): tiles of queries, each over its causal square and
-unmasked tiles of the keys before it, merged by log-sum-exp, checked on the CPU (the CPU's flash kernel gives each piece's lse as cuDNN does on CUDA)
-against one SDPA call with the bottom-right causal mask; and the setting, validated and threaded to the kernel."""
+unmasked tiles of the keys before it, merged by log-sum-exp, checked on the CPU (the CPU's flash kernel gives each
+piece's lse as cuDNN does on CUDA) against one SDPA call with the bottom-right causal mask; and the setting,
+validated and threaded to the kernel."""
 
 import json
 
