@@ -36,7 +36,9 @@ from spatial_ttt.ops.attention_gpu import attention_after_cache, attention_after
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=88094)
-    parser.add_argument("--piece", type=int, default=16384)
+    # a prompt's pieces are whole frame groups: 95 groups of 172 tokens (352x480) fill config.prefill_piece (16,384)
+    # to 16,340 tokens; runs before session 19 used 16,384
+    parser.add_argument("--piece", type=int, default=16340)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     torch.manual_seed(0)
