@@ -195,11 +195,8 @@ def attention_after_cache_split(q: Tensor, k: Tensor, v: Tensor, tile: int = SPL
 def _split_tile(q: Tensor, k: Tensor, v: Tensor, group: int, tile: int, key_tile: int) -> Tensor:
     """Queries q [B, H, rows, hd] (rows <= tile) whose keys k, v [B, H_kv, Lk, hd] end with them."""
     batch, heads, rows, head_dim = q.shape
-    padded = q.new_zeros(batch, heads, tile, head_dim)  # rows past ``rows`` see only padding; they are dropped
-    padded[:, :, :rows] = q
-    keys, values = (torch.zeros_like(padded) for _ in range(2))
-    keys[:, :, :rows] = k[:, :, -rows:].repeat_interleave(group, 1)
-    values[:, :, :rows] = v[:, :, -rows:].repeat_interleave(group, 1)
+    padded = _padded(q, tile)  # rows past ``rows`` see only padding; they are dropped
+    keys, values = (_padded(t[:, :, -rows:].repeat_interleave(group, 1), tile) for t in (k, v))
     out, lse = attention_with_lse(padded, keys, values, causal=True)
     before = k.shape[2] - rows
     if before == 0:
@@ -219,3 +216,13 @@ def _split_tile(q: Tensor, k: Tensor, v: Tensor, group: int, tile: int, key_tile
         total.mul_((lse - merged).exp_().unsqueeze(-1)).addcmul_(out, (piece_lse - merged).exp_().unsqueeze(-1))
         lse = merged
     return total[:, :, :rows].to(q.dtype)
+
+
+def _padded(t: Tensor, tile: int) -> Tensor:
+    """t [B, H, rows, hd] (rows <= tile) as a contiguous [B, H, tile, hd], zero rows after its own (a full tile is
+    only made contiguous: no zero fill on the common path)."""
+    if t.shape[2] == tile:
+        return t.contiguous()
+    out = t.new_zeros(*t.shape[:2], tile, t.shape[3])
+    out[:, :, : t.shape[2]] = t
+    return out
