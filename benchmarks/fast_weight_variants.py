@@ -10,9 +10,12 @@ graph the way the library's graphed kernel does (:class:`ChunkGraph`), replayed 
 * ``separate``: the products as the reference writes them, one per weight (9 per chunk);
 * ``concat``: W0 and W2 in one product wherever they meet the same rows (k or q against [W0; W2]), and dW0, dW2 as
   one product against k (6 products per chunk, the same FLOPs);
+* ``stacked``: the three weight-gradient products (M = N = 512, K = C: 64 output tiles of 128 x 128 at 4 heads,
+  half the GPU's SMs idle) as one batched product of 3 x BH matrices;
+* ``stacked_splitk``: the same with K cut in two halves (6 x BH products), their halves summed in fp32;
 * ``library``: whatever ``spatial_ttt.ops.fast_weight`` does now;
 * ``*_autotune``: the same compiled with inductor's max-autotune (Triton GEMM templates, epilogues fused);
-* ``gemms_separate`` / ``gemms_concat``: only the products in bf16 (no elementwise work): the floor cuBLAS sets.
+* ``gemms_separate`` / ``gemms_concat`` / ``gemms_stacked``: only the products in bf16 (no elementwise work): the floor cuBLAS sets.
 
 Error: relative L2 of the answers and the updated W0 against the fp32 reference (double). TFLOP/s counts the
 products (9 of 2 C d dh per head).
@@ -73,6 +76,40 @@ def step_concat(w0, w1, w2, n0, n1, n2, m0, m1, m2, q, k, v, lr0, lr1, lr2, mom,
     return out, renorm(w0, s0, n0), renorm(w1, s1, n1), renorm(w2, s2, n2), s0, s1, s2
 
 
+def _update_tail(w0, w1, w2, n0, n1, n2, m0, m1, m2, dw0, dw1, dw2, mom):
+    beta = mom.mean(dim=1, keepdim=True)
+    s0, s1, s2 = dw0 + beta * m0, dw1 + beta * m1, dw2 + beta * m2
+    return renorm(w0, s0, n0), renorm(w1, s1, n1), renorm(w2, s2, n2), s0, s1, s2
+
+
+def _stacked_rows(w0, w1, w2, q, k, v, lr0, lr1, lr2, precision):
+    """The answers, and the weight-gradient products' operands stacked: left [3, BH, C, 512], right the same."""
+    out = matmul(F.silu(matmul(q, w0.transpose(-1, -2), precision)) * matmul(q, w2.transpose(-1, -2), precision),
+                 w1.transpose(-1, -2), precision)
+    gate = matmul(k, w0.transpose(-1, -2), precision)
+    hidden = matmul(k, w2.transpose(-1, -2), precision)
+    sig = torch.sigmoid(gate)
+    silu_gate = gate * sig
+    d_hidden = matmul(v, w1, precision)
+    d_silu = sig * (1 + gate * (1 - sig))
+    left = torch.stack([d_hidden * hidden * d_silu * lr0, v * lr1, d_hidden * silu_gate * lr2])
+    right = torch.stack([k.to(silu_gate.dtype), silu_gate * hidden, k.to(silu_gate.dtype)])
+    return out, left, right
+
+
+def step_stacked(w0, w1, w2, n0, n1, n2, m0, m1, m2, q, k, v, lr0, lr1, lr2, mom, precision):
+    out, left, right = _stacked_rows(w0, w1, w2, q, k, v, lr0, lr1, lr2, precision)
+    dw0, dw1, dw2 = matmul(left.transpose(-1, -2), right, precision).unbind(0)
+    return (out, *_update_tail(w0, w1, w2, n0, n1, n2, m0, m1, m2, dw0, dw1, dw2, mom))
+
+
+def step_stacked_splitk(w0, w1, w2, n0, n1, n2, m0, m1, m2, q, k, v, lr0, lr1, lr2, mom, precision):
+    out, left, right = _stacked_rows(w0, w1, w2, q, k, v, lr0, lr1, lr2, precision)
+    halves = lambda t: torch.stack(t.chunk(2, dim=-2))  # [2, 3, BH, C/2, 512]
+    dw0, dw1, dw2 = matmul(halves(left).transpose(-1, -2), halves(right), precision).sum(0).unbind(0)
+    return (out, *_update_tail(w0, w1, w2, n0, n1, n2, m0, m1, m2, dw0, dw1, dw2, mom))
+
+
 def step_library(w0, w1, w2, n0, n1, n2, m0, m1, m2, q, k, v, lr0, lr1, lr2, mom, precision):
     weights = FastWeights(w0, w1, w2, (n0, n1, n2), (m0, m1, m2))
     out, new = chunk_step(weights, q, TokenStream(k, v, lr0, lr1, lr2, mom), False, precision)
@@ -95,8 +132,17 @@ def gemms_concat(w0, w1, w2, n0, n1, n2, m0, m1, m2, q, k, v, lr0, lr1, lr2, mom
     return (hq[..., :half] @ w1.mT, dv.mT @ hk[..., half:], hk.mT @ k, hq, hk)
 
 
-VARIANTS = {"separate": step_separate, "concat": step_concat, "library": step_library,
-            "gemms_separate": gemms_separate, "gemms_concat": gemms_concat}
+def gemms_stacked(w0, w1, w2, n0, n1, n2, m0, m1, m2, q, k, v, lr0, lr1, lr2, mom, precision):
+    b = lambda t: t.bfloat16()
+    w0, w1, w2, q, k, v = map(b, (w0, w1, w2, q, k, v))
+    h = q @ w0.mT, q @ w2.mT, k @ w0.mT, k @ w2.mT, v @ w1
+    left, right = torch.stack([h[2], h[3], h[4]]), torch.stack([k, h[3], k])
+    return (h[0] @ w1.mT, left.mT @ right, *h)
+
+
+VARIANTS = {"separate": step_separate, "concat": step_concat, "stacked": step_stacked,
+            "stacked_splitk": step_stacked_splitk, "library": step_library,
+            "gemms_separate": gemms_separate, "gemms_concat": gemms_concat, "gemms_stacked": gemms_stacked}
 
 
 def inputs(bh: int, c: int, d: int, device: str, seed: int = 0) -> list[torch.Tensor]:
