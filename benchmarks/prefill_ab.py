@@ -28,6 +28,10 @@ code take 3.20 s and 3.69 s on two H100s, and one variant spread 3.39-4.54 s in 
   stages_dynamic  the compiled stages (norms, rope, the branch's stages, vision blocks) with symbolic sizes from
                 their first call (torch.compile dynamic=True) instead of static first (session 17's question: one
                 compile per kind of input, no recompile at a stream's first question, at what cost in speed?)
+With --stream FRAMES PIECE_FRAMES the timed call is a stream instead (``StreamSession.observe_tokens`` over FRAMES
+frames in pieces of PIECE_FRAMES, pixels on the device, as profile_prefill.py --stream; a first stream per
+variant, untimed, builds what it compiles and plans); in place of a token it records a checksum of what the TTT
+layers hold of the last tokens (the sum of their update values x 1e3, rounded; the anchors below feed them).
 Peaks are per timed call (states of earlier calls dropped), weights included, as bench_e2e's. With --stages each
 timed call's stages are also timed on the GPU (CUDA events, profile_prefill's stages): a variant's effect on its
 stage stays readable where the whole call's time spreads with the machine (session 19: 2.87-3.81 s in one call).
@@ -48,6 +52,7 @@ import statistics
 import torch
 
 import bench_e2e
+from spatial_ttt.streaming import StreamSession
 from profile_prefill import StageTimer
 import spatial_ttt.layers.attention as attention
 import spatial_ttt.layers.ttt as ttt
@@ -127,6 +132,16 @@ def summary(runs: list[tuple[int, float, float]], stages: list[dict[str, float]]
     return entry
 
 
+def stream_call(model, pieces: list[dict]):
+    """One stream over ``pieces``: (a checksum [1, 1] of the TTT layers' update values of the last tokens, the
+    session), shaped as generate's result."""
+    session = StreamSession(model)
+    for piece in pieces:
+        session.observe_tokens(**piece)
+    total = sum(layer.ttt.recent.v.double().sum() for layer in session.stream.model.layers if layer.ttt is not None)
+    return (total * 1e3).round().view(1, 1), session
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
@@ -136,20 +151,33 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--stages", action="store_true", help="also each timed call's stage times (CUDA events "
                         "around the vision tower, anchor / TTT attention, MLP: profile_prefill.StageTimer)")
+    parser.add_argument("--stream", type=int, nargs=2, metavar=("FRAMES", "PIECE_FRAMES"), default=None,
+                        help="time a stream of FRAMES frames in pieces of PIECE_FRAMES instead of generate(1)")
     args = parser.parse_args()
     device = torch.device("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
     shape = bench_e2e.shape_tiny() if args.tiny else bench_e2e.shape_2b()
     model = bench_e2e.build_ours(shape, device, "bf16")
     clock = bench_e2e.Clock(device)
     result = dict(environment=bench_e2e.environment(device), runs=[])
-    for frames in args.frames or [8 if args.tiny else 1024]:  # one process: later lengths reuse the compilations
+    for frames in args.frames or [8 if args.tiny else 1024] if not args.stream else [args.stream[0]]:  # one process: later lengths reuse the compilations
         inputs = bench_e2e.place(bench_e2e.prompt(shape, frames // 2), device, "host")
-        _, warmup_s, _ = clock.run(lambda: bench_e2e.generate(model, inputs, 2))
-        run = dict(frames=frames, tokens=int(inputs["input_ids"].shape[1]), warmup_s=warmup_s, variants={})
+        call = lambda: bench_e2e.generate(model, inputs, 1, model.new_state(1))  # noqa: E731
+        tokens = int(inputs["input_ids"].shape[1])
+        if args.stream:
+            frames, piece_frames = args.stream
+            keys = ("input_ids", "pixel_values_videos", "video_grid_thw")
+            pieces = [{k: v.to(device) for k, v in bench_e2e.prompt(shape, piece_frames // 2, prefix=0, suffix=0,
+                                                                     seed=i).items() if k in keys}
+                      for i in range(frames // piece_frames)]
+            call = lambda: stream_call(model, pieces)  # noqa: E731
+            tokens = sum(int(p["input_ids"].shape[1]) for p in pieces)
+        _, warmup_s, _ = clock.run(call)
+        run = dict(frames=frames, tokens=tokens, what="stream" if args.stream else "generate", warmup_s=warmup_s,
+                   variants={})
         result["runs"].append(run)
         for variant in args.variants:  # each variant's compilations first, timed apart (first_s)
             apply(variant, model)
-            _, first_s, _ = clock.run(lambda: bench_e2e.generate(model, inputs, 1, model.new_state(1)))
+            _, first_s, _ = clock.run(call)
             run["variants"][variant] = dict(first_s=first_s)
         timed: dict[str, list] = {variant: [] for variant in args.variants}
         stages: dict[str, list] = {variant: [] for variant in args.variants}
@@ -157,17 +185,16 @@ def main() -> None:
             for variant in args.variants:
                 apply(variant, model)
                 timer = StageTimer(model, device.type == "cuda") if args.stages else None
-                (tokens, state), seconds, peak = clock.run(
-                    lambda: bench_e2e.generate(model, inputs, 1, model.new_state(1)))
+                (answer, state), seconds, peak = clock.run(call)
                 del state  # dropped before the next call, so each peak is its own
-                timed[variant].append((int(tokens[0, -1]), seconds, peak))
+                timed[variant].append((int(answer[0, -1]), seconds, peak))
                 if timer is not None:
                     stages[variant].append(timer.result())
                 run["variants"][variant] |= summary(timed[variant], stages[variant])
             print(frames, f"round {round_ + 1}/{args.repeats}:",
                   {v: round(r[-1][1], 4) for v, r in timed.items()}, flush=True)
             bench_e2e.write_json(args.out, result)  # a call cut short keeps every finished round
-        for variant in args.variants:
+        for variant in args.variants if not args.stream else []:
             apply(variant, model)
             _, run["variants"][variant]["vision_s"], _ = clock.run(lambda: bench_e2e.vision_tower(model, inputs, True))
             print(frames, variant, run["variants"][variant], flush=True)

@@ -46,3 +46,25 @@ def test_prefill_ab_times_each_calls_stages(tmp_path):
         assert {"vision tower", "anchor layer: attention", "mlp"} <= set(stages)
         assert all(seconds > 0 for seconds in stages.values())
         assert sum(stages.values()) < 2 * entry["prefill_s_median"]  # parts of the call (nested ones counted twice)
+
+
+def test_prefill_ab_times_a_stream_with_the_same_memory_under_each_setting(tmp_path):
+    """--stream FRAMES PIECE_FRAMES: the timed call is a stream of pieces; its checksum of the top TTT layer's fast
+    weights is the same under each anchor setting (on the CPU both run the same path) and differs from a stream of
+    other frames."""
+    env = dict(os.environ, PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{ROOT / 'benchmarks'}")
+    sums = []
+    for frames in (8, 4):
+        out = tmp_path / f"ab{frames}.json"
+        cmd = [sys.executable, str(ROOT / "benchmarks/prefill_ab.py"), "--tiny", "--out", str(out), "--repeats", "2",
+               "--variants", "now", "anchor_split", "--stages", "--stream", str(frames), "4"]
+        result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+        assert result.returncode == 0, result.stderr[-2000:]
+        run = json.loads(out.read_text())["runs"][0]
+        assert (run["what"], run["frames"]) == ("stream", frames)
+        variants = run["variants"]
+        assert all(len(v["prefill_s"]) == 2 and "anchor layer: attention" in v["stages_s_median"]
+                   for v in variants.values())
+        assert variants["now"]["token"] == variants["anchor_split"]["token"]
+        sums.append(variants["now"]["token"])
+    assert sums[0] != sums[1]
