@@ -71,8 +71,9 @@ class SpatialTTTConfig(Qwen3VLConfig):
     # pieces after a KV cache, or the square) (ours; not part of the math): "flash" (SDPA's flash kernel with the
     # diagonal bottom-right) or "split" (cuDNN on the square diagonal block plus unmasked prefix blocks, merged by
     # log-sum-exp; spatial_ttt.ops.attention_gpu). Elsewhere (CPU, fp32, small problems) both run the same path.
-    # "split" was faster for a prefill repeated at one length and 3x slower for a stream (every piece a new key
-    # length: benchmarks/RESULTS.md, session 8), so flash stays the default.
+    # "split" runs the anchors' own stage 0.10-0.15 s faster at 1024 frames (H200) but no whole call faster beyond
+    # the machines' spread, and a process's first split call pays cuDNN's plans (~1.6 s): flash stays the default
+    # (docs/model.md, "Anchor attention"; benchmarks/RESULTS.md, session 20).
     anchor_attention: str = "flash"
     # Memory against speed (ours; not part of the math: the same numbers at any value, the MLP's to its products'
     # last bit). Smaller pieces lower the prefill's peak memory and cost time (docs/model.md, "Memory settings").
