@@ -41,21 +41,29 @@ def renorm(w, step, norm):
     return w / (w.norm(dim=-1, keepdim=True) + 1e-5) * norm
 
 
-def step_separate(w0, w1, w2, n0, n1, n2, m0, m1, m2, q, k, v, lr0, lr1, lr2, mom, precision):
+def _update_tail(w0, w1, w2, n0, n1, n2, m0, m1, m2, dw0, dw1, dw2, mom):
+    beta = mom.mean(dim=1, keepdim=True)
+    s0, s1, s2 = dw0 + beta * m0, dw1 + beta * m1, dw2 + beta * m2
+    return renorm(w0, s0, n0), renorm(w1, s1, n1), renorm(w2, s2, n2), s0, s1, s2
+
+
+def _rows(w0, w1, w2, q, k, v, precision):
+    """The answers and what the weight gradients are built from, as the reference writes them."""
     out = matmul(F.silu(matmul(q, w0.transpose(-1, -2), precision)) * matmul(q, w2.transpose(-1, -2), precision),
                  w1.transpose(-1, -2), precision)
     gate = matmul(k, w0.transpose(-1, -2), precision)
     hidden = matmul(k, w2.transpose(-1, -2), precision)
     sig = torch.sigmoid(gate)
-    silu_gate = gate * sig
     d_hidden = matmul(v, w1, precision)
-    d_silu = sig * (1 + gate * (1 - sig))
+    return out, gate * sig, hidden, d_hidden, sig * (1 + gate * (1 - sig))  # silu(g), h, dh, silu'(g)
+
+
+def step_separate(w0, w1, w2, n0, n1, n2, m0, m1, m2, q, k, v, lr0, lr1, lr2, mom, precision):
+    out, silu_gate, hidden, d_hidden, d_silu = _rows(w0, w1, w2, q, k, v, precision)
     dw1 = matmul((v * lr1).transpose(-1, -2), silu_gate * hidden, precision)
     dw2 = matmul((d_hidden * silu_gate * lr2).transpose(-1, -2), k, precision)
     dw0 = matmul((d_hidden * hidden * d_silu * lr0).transpose(-1, -2), k, precision)
-    beta = mom.mean(dim=1, keepdim=True)
-    s0, s1, s2 = dw0 + beta * m0, dw1 + beta * m1, dw2 + beta * m2
-    return out, renorm(w0, s0, n0), renorm(w1, s1, n1), renorm(w2, s2, n2), s0, s1, s2
+    return (out, *_update_tail(w0, w1, w2, n0, n1, n2, m0, m1, m2, dw0, dw1, dw2, mom))
 
 
 def step_concat(w0, w1, w2, n0, n1, n2, m0, m1, m2, q, k, v, lr0, lr1, lr2, mom, precision):
@@ -76,22 +84,9 @@ def step_concat(w0, w1, w2, n0, n1, n2, m0, m1, m2, q, k, v, lr0, lr1, lr2, mom,
     return out, renorm(w0, s0, n0), renorm(w1, s1, n1), renorm(w2, s2, n2), s0, s1, s2
 
 
-def _update_tail(w0, w1, w2, n0, n1, n2, m0, m1, m2, dw0, dw1, dw2, mom):
-    beta = mom.mean(dim=1, keepdim=True)
-    s0, s1, s2 = dw0 + beta * m0, dw1 + beta * m1, dw2 + beta * m2
-    return renorm(w0, s0, n0), renorm(w1, s1, n1), renorm(w2, s2, n2), s0, s1, s2
-
-
 def _stacked_rows(w0, w1, w2, q, k, v, lr0, lr1, lr2, precision):
     """The answers, and the weight-gradient products' operands stacked: left [3, BH, C, 512], right the same."""
-    out = matmul(F.silu(matmul(q, w0.transpose(-1, -2), precision)) * matmul(q, w2.transpose(-1, -2), precision),
-                 w1.transpose(-1, -2), precision)
-    gate = matmul(k, w0.transpose(-1, -2), precision)
-    hidden = matmul(k, w2.transpose(-1, -2), precision)
-    sig = torch.sigmoid(gate)
-    silu_gate = gate * sig
-    d_hidden = matmul(v, w1, precision)
-    d_silu = sig * (1 + gate * (1 - sig))
+    out, silu_gate, hidden, d_hidden, d_silu = _rows(w0, w1, w2, q, k, v, precision)
     left = torch.stack([d_hidden * hidden * d_silu * lr0, v * lr1, d_hidden * silu_gate * lr2])
     right = torch.stack([k.to(silu_gate.dtype), silu_gate * hidden, k.to(silu_gate.dtype)])
     return out, left, right
