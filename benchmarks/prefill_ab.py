@@ -32,6 +32,8 @@ With --stream FRAMES PIECE_FRAMES the timed call is a stream instead (``StreamSe
 frames in pieces of PIECE_FRAMES, pixels on the device, as profile_prefill.py --stream; a first stream per
 variant, untimed, builds what it compiles and plans); in place of a token it records a checksum of what the TTT
 layers hold of the last tokens (the sum of their update values x 1e3, rounded; the anchors below feed them).
+With --clocks each timed call also records the GPU's SM clock, power and clock-limiting reasons (gpu_clocks.py,
+NVML; nothing on the CPU), to tell whether a variant's heavier kernels lower the clocks for the work after them.
 Peaks are per timed call (states of earlier calls dropped), weights included, as bench_e2e's. With --stages each
 timed call's stages are also timed on the GPU (CUDA events, profile_prefill's stages): a variant's effect on its
 stage stays readable where the whole call's time spreads with the machine (session 19: 2.87-3.81 s in one call).
@@ -47,11 +49,13 @@ this script, not an API.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 
 import torch
 
 import bench_e2e
+from gpu_clocks import ClockSampler
 from spatial_ttt.streaming import StreamSession
 from profile_prefill import StageTimer
 import spatial_ttt.layers.attention as attention
@@ -121,14 +125,17 @@ def restore(model) -> None:
     apply("now", model)
 
 
-def summary(runs: list[tuple[int, float, float]], stages: list[dict[str, float]]) -> dict:
-    """(first token, seconds, peak bytes) per timed call, and its stage times if taken -> a variant's JSON entry."""
+def summary(runs: list[tuple[int, float, float]], stages: list[dict[str, float]], clocks: list[dict]) -> dict:
+    """(first token, seconds, peak bytes) per timed call, and its stage times and clocks if taken -> a variant's
+    JSON entry."""
     seconds = [r[1] for r in runs]
     entry = dict(prefill_s=seconds, prefill_s_median=statistics.median(seconds),
                  peak_gib=max(r[2] for r in runs) / bench_e2e.GIB, token=runs[0][0])
     if stages:
         names = sorted({name for call in stages for name in call})
         entry["stages_s_median"] = {name: statistics.median(call.get(name, 0.0) for call in stages) for name in names}
+    if clocks:
+        entry["clocks"] = clocks
     return entry
 
 
@@ -153,6 +160,8 @@ def main() -> None:
                         "around the vision tower, anchor / TTT attention, MLP: profile_prefill.StageTimer)")
     parser.add_argument("--stream", type=int, nargs=2, metavar=("FRAMES", "PIECE_FRAMES"), default=None,
                         help="time a stream of FRAMES frames in pieces of PIECE_FRAMES instead of generate(1)")
+    parser.add_argument("--clocks", action="store_true", help="also each timed call's GPU clock, power and "
+                        "clock-limiting reasons (NVML: gpu_clocks.ClockSampler)")
     args = parser.parse_args()
     device = torch.device("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
     shape = bench_e2e.shape_tiny() if args.tiny else bench_e2e.shape_2b()
@@ -181,16 +190,21 @@ def main() -> None:
             run["variants"][variant] = dict(first_s=first_s)
         timed: dict[str, list] = {variant: [] for variant in args.variants}
         stages: dict[str, list] = {variant: [] for variant in args.variants}
+        clocks: dict[str, list] = {variant: [] for variant in args.variants}
+        gpu = torch.cuda.current_device() if device.type == "cuda" else None
         for round_ in range(args.repeats):  # rounds of one call per variant: drift over the call hits all alike
             for variant in args.variants:
                 apply(variant, model)
                 timer = StageTimer(model, device.type == "cuda") if args.stages else None
-                (answer, state), seconds, peak = clock.run(call)
+                with ClockSampler(gpu) if args.clocks else contextlib.nullcontext() as sampler:
+                    (answer, state), seconds, peak = clock.run(call)
                 del state  # dropped before the next call, so each peak is its own
                 timed[variant].append((int(answer[0, -1]), seconds, peak))
                 if timer is not None:
                     stages[variant].append(timer.result())
-                run["variants"][variant] |= summary(timed[variant], stages[variant])
+                if sampler is not None:
+                    clocks[variant].append(sampler.summary())
+                run["variants"][variant] |= summary(timed[variant], stages[variant], clocks[variant])
             print(frames, f"round {round_ + 1}/{args.repeats}:",
                   {v: round(r[-1][1], 4) for v, r in timed.items()}, flush=True)
             bench_e2e.write_json(args.out, result)  # a call cut short keeps every finished round

@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# What would decide whether "split" anchors (fixed cuDNN tiles, session 19) can be the default, in one device call
-# (one GPU): the anchors' own time inside the 1024-frame prefill, split against flash, read by CUDA events per
-# stage (session 19's whole-call A/Bs were lost in the machine's spread), then where a stream in 128-frame pieces
-# loses time with split (session 19: 8-31 % slower), by stage and kernel, beside the same stream with flash.
+# The next device call on "split" anchors (one GPU). Session 20 found their stage 0.10-0.15 s shorter at 1024
+# frames but the TTT layers' stage 0.01-0.06 s longer in the same rounds, and no whole call faster. Two candidate
+# causes, one measurement each: the GPU's clocks under cuDNN's heavier load (prefill_ab --clocks: SM clock, power,
+# limiting reasons per timed call; needs nvidia-ml-py, carried as a wheel if the machine lacks it), and the host on
+# the TTT layers' critical path once the anchors no longer let it run ahead (GPU idle by host stage under split;
+# session 20's run of it did not finish in 160 s).
 # bash benchmarks/split_checks.sh OUT_DIR  (PYTHONPATH: src, benchmarks and tests)
 set -uo pipefail
 out=$1; mkdir -p "$out"
-timeout 240 python3 benchmarks/prefill_ab.py --frames 1024 --variants now anchor_split --repeats 5 --stages \
+python3 -c "import pynvml" 2>/dev/null || echo "no pynvml: clocks will not be recorded"
+timeout 240 python3 benchmarks/prefill_ab.py --frames 1024 --variants now anchor_split --repeats 5 --stages --clocks \
     --out "$out/prefill_ab.json" > "$out/prefill_ab.log" 2>&1
 grep -E "round" "$out/prefill_ab.log" | cut -c1-200
-for setting in flash split; do
-    timeout 150 python3 benchmarks/profile_prefill.py --stream --frames 512 --piece-frames 128 --top 25 \
-        --anchor-attention "$setting" --out "$out/stream_$setting.json" > "$out/stream_$setting.log" 2>&1
-    grep -A 12 '"stages_s"' "$out/stream_$setting.log" | cut -c1-160
-done
+timeout 300 python3 benchmarks/profile_prefill.py --frames 1024 --top 12 --idle --anchor-attention split \
+    --out "$out/idle_split.json" > "$out/idle_split.log" 2>&1
+grep -A 30 '"gpu_idle_s"' "$out/idle_split.log" | cut -c1-160 | head -30

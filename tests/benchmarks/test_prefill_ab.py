@@ -33,11 +33,12 @@ def test_prefill_ab_times_every_variant_with_the_same_answer(tmp_path):
 
 
 def test_prefill_ab_times_each_calls_stages(tmp_path):
-    """--stages: per variant, the median of each timed call's stage times (on the CPU by the wall clock)."""
+    """--stages: per variant, the median of each timed call's stage times (on the CPU by the wall clock);
+    --clocks: each timed call's clock record (on the CPU, none, and why)."""
     out = tmp_path / "ab.json"
     env = dict(os.environ, PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{ROOT / 'benchmarks'}")
     cmd = [sys.executable, str(ROOT / "benchmarks/prefill_ab.py"), "--tiny", "--out", str(out), "--repeats", "2",
-           "--frames", "8", "--variants", "now", "anchor_split", "--stages"]
+           "--frames", "8", "--variants", "now", "anchor_split", "--stages", "--clocks"]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
     variants = json.loads(out.read_text())["runs"][0]["variants"]
@@ -46,6 +47,7 @@ def test_prefill_ab_times_each_calls_stages(tmp_path):
         assert {"vision tower", "anchor layer: attention", "mlp"} <= set(stages)
         assert all(seconds > 0 for seconds in stages.values())
         assert sum(stages.values()) < 2 * entry["prefill_s_median"]  # parts of the call (nested ones counted twice)
+        assert entry["clocks"] == [{"samples": 0, "why_not": "no CUDA device"}] * 2  # --clocks: NVML on a GPU only
 
 
 def test_prefill_ab_times_a_stream_with_the_same_memory_under_each_setting(tmp_path):
