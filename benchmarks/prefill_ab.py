@@ -56,7 +56,6 @@ import torch
 
 import bench_e2e
 from gpu_clocks import ClockSampler
-from spatial_ttt.streaming import StreamSession
 from profile_prefill import StageTimer
 import spatial_ttt.layers.attention as attention
 import spatial_ttt.layers.ttt as ttt
@@ -65,6 +64,7 @@ from spatial_ttt.configuration import SpatialTTTConfig
 from spatial_ttt.layers.attention import Attention
 from spatial_ttt.layers.norm import RMSNorm
 from spatial_ttt.ops import FastWeightKernel, fast_weight_kernels
+from spatial_ttt.streaming import StreamSession
 
 VARIANTS = ("now", "eager_vision", "rows_fp32", "vision_32", "vision_16", "anchor_split", "piece_8k", "lean",
             "eager_norms", "eager_rope", "weights_copied", "stages_dynamic", "before_s18")
@@ -168,19 +168,23 @@ def main() -> None:
     model = bench_e2e.build_ours(shape, device, "bf16")
     clock = bench_e2e.Clock(device)
     result = dict(environment=bench_e2e.environment(device), runs=[])
-    for frames in args.frames or [8 if args.tiny else 1024] if not args.stream else [args.stream[0]]:  # one process: later lengths reuse the compilations
-        inputs = bench_e2e.place(bench_e2e.prompt(shape, frames // 2), device, "host")
-        call = lambda: bench_e2e.generate(model, inputs, 1, model.new_state(1))  # noqa: E731
-        tokens = int(inputs["input_ids"].shape[1])
+    if args.stream and args.frames:
+        parser.error("--stream FRAMES PIECE_FRAMES replaces --frames")
+    lengths = [args.stream[0]] if args.stream else args.frames or [8 if args.tiny else 1024]
+    for frames in lengths:  # one process: later lengths reuse the compilations
         if args.stream:
-            frames, piece_frames = args.stream
-            keys = ("input_ids", "pixel_values_videos", "video_grid_thw")
+            keys, piece_frames = ("input_ids", "pixel_values_videos", "video_grid_thw"), args.stream[1]
             pieces = [{k: v.to(device) for k, v in bench_e2e.prompt(shape, piece_frames // 2, prefix=0, suffix=0,
                                                                      seed=i).items() if k in keys}
                       for i in range(frames // piece_frames)]
-            call = lambda: stream_call(model, pieces)  # noqa: E731
+            call = warm = lambda: stream_call(model, pieces)  # noqa: E731
             tokens = sum(int(p["input_ids"].shape[1]) for p in pieces)
-        _, warmup_s, _ = clock.run(call)
+        else:
+            inputs = bench_e2e.place(bench_e2e.prompt(shape, frames // 2), device, "host")
+            call = lambda: bench_e2e.generate(model, inputs, 1, model.new_state(1))  # noqa: E731
+            warm = lambda: bench_e2e.generate(model, inputs, 2)  # noqa: E731
+            tokens = int(inputs["input_ids"].shape[1])
+        _, warmup_s, _ = clock.run(warm)
         run = dict(frames=frames, tokens=tokens, what="stream" if args.stream else "generate", warmup_s=warmup_s,
                    variants={})
         result["runs"].append(run)
