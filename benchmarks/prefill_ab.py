@@ -25,6 +25,11 @@ code take 3.20 s and 3.69 s on two H100s, and one variant spread 3.39-4.54 s in 
   before_s18    the spatial conv's Triton kernel launched as before session 18 (frames per program min(8, T), T,
                 H and W specialised by Triton: a compilation per short piece's length) and masked SDPA calls free
                 to take cuDNN (now: memory-efficient or math)
+  products_fp32 the fast-weight products in fp32 (config.fast_weight_precision = "fp32", the reference-exact mode
+                the release evaluates with; the others run bf16 products)
+  products_tf32 the same with TF32 tensor-core products allowed (torch.backends.cuda.matmul.allow_tf32, set by this
+                script for this variant only; the library has no TF32 mode: issue 16 asks what one would buy). Its
+                own kernel object, so that its CUDA graphs are captured with TF32 on, not replayed from fp32's
   stages_dynamic  the compiled stages (norms, rope, the branch's stages, vision blocks) with symbolic sizes from
                 their first call (torch.compile dynamic=True) instead of static first (session 17's question: one
                 compile per kind of input, no recompile at a stream's first question, at what cost in speed?)
@@ -51,6 +56,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import statistics
+import weakref
 
 import torch
 
@@ -67,11 +73,15 @@ from spatial_ttt.ops import FastWeightKernel, fast_weight_kernels
 from spatial_ttt.streaming import StreamSession
 
 VARIANTS = ("now", "eager_vision", "rows_fp32", "vision_32", "vision_16", "anchor_split", "piece_8k", "lean",
-            "eager_norms", "eager_rope", "weights_copied", "stages_dynamic", "before_s18")
+            "eager_norms", "eager_rope", "weights_copied", "stages_dynamic", "before_s18", "products_fp32",
+            "products_tf32")
 ROWS = ttt.row_dtype
 PATCHES = SpatialTTTConfig.vision_patches
 PIECE, MLP_PIECE = SpatialTTTConfig.prefill_piece, SpatialTTTConfig.mlp_piece
 ANCHOR = SpatialTTTConfig.anchor_attention
+PRECISION = "bf16"  # the fast mode, which main builds the model in
+TF32 = torch.backends.cuda.matmul.allow_tf32
+_kernels: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per model: its own kernel and the TF32 one
 STEP = FastWeightKernel.step
 COMPILED = FastWeightKernel.compiled
 STEPS = (fast_weight_kernels.flat_step, fast_weight_kernels.flat_steps, fast_weight_kernels.resident_step)
@@ -103,13 +113,21 @@ def specialised_conv_launch(frames, weight):
 
 
 def apply(variant: str, model) -> None:
+    text = model.model.language_model
+    own, tf32 = _kernels.setdefault(model, (text.kernel, FastWeightKernel(model.config)))
+    text.kernel = tf32 if variant == "products_tf32" else own
+    for module in model.modules():  # the TTT layers hold the kernel too (the loop below sets the others')
+        if isinstance(module, ttt.TTTAttention):
+            module.kernel = text.kernel
+    torch.backends.cuda.matmul.allow_tf32 = True if variant == "products_tf32" else TF32
+    model.config.fast_weight_precision = "fp32" if variant in ("products_fp32", "products_tf32") else PRECISION
     eager = variant in ("eager_vision", "rows_fp32")
     for block in model.model.visual.blocks:  # a block without the model's kernel runs eagerly
-        block.kernel = None if eager else model.model.language_model.kernel
+        block.kernel = None if eager else text.kernel
     ttt.row_dtype = (lambda precision: torch.float32) if variant == "rows_fp32" else ROWS
     eager_kind = {"eager_norms": RMSNorm, "eager_rope": Attention}.get(variant)  # without the kernel: eager norm/rope
     for module in (m for m in model.modules() if isinstance(m, (RMSNorm, Attention))):
-        module.kernel = None if eager_kind and isinstance(module, eager_kind) else model.model.language_model.kernel
+        module.kernel = None if eager_kind and isinstance(module, eager_kind) else text.kernel
     model.config.vision_patches = {"vision_32": PATCHES // 2, "vision_16": PATCHES // 4, "lean": PATCHES // 2}.get(
         variant, PATCHES)
     model.config.prefill_piece = PIECE // 2 if variant in ("piece_8k", "lean") else PIECE
@@ -165,7 +183,7 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
     shape = bench_e2e.shape_tiny() if args.tiny else bench_e2e.shape_2b()
-    model = bench_e2e.build_ours(shape, device, "bf16")
+    model = bench_e2e.build_ours(shape, device, PRECISION)
     clock = bench_e2e.Clock(device)
     result = dict(environment=bench_e2e.environment(device), runs=[])
     if args.stream and args.frames:

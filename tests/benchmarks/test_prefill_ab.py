@@ -23,7 +23,7 @@ def test_prefill_ab_times_every_variant_with_the_same_answer(tmp_path):
     variants = data["runs"][1]["variants"]
     assert list(variants) == [
         "now", "eager_vision", "rows_fp32", "vision_32", "vision_16", "anchor_split", "piece_8k", "lean", "eager_norms", "eager_rope",
-        "weights_copied", "stages_dynamic", "before_s18"]
+        "weights_copied", "stages_dynamic", "before_s18", "products_fp32", "products_tf32"]
     assert len({v["token"] for v in variants.values()}) == 1  # the settings change memory and time, not the answer
     assert all(v["prefill_s_median"] > 0 and v["vision_s"] > 0 for v in variants.values())
     assert all(len(v["prefill_s"]) == 2 for run in data["runs"] for v in run["variants"].values())
@@ -70,3 +70,37 @@ def test_prefill_ab_times_a_stream_with_the_same_memory_under_each_setting(tmp_p
         assert variants["now"]["token"] == variants["anchor_split"]["token"]
         sums.append(variants["now"]["token"])
     assert sums[0] != sums[1]
+
+
+def test_the_tf32_variant_runs_fp32_products_on_a_kernel_of_its_own_and_is_undone(monkeypatch):
+    """products_tf32: fp32 products with TF32 allowed, on its own kernel object (its CUDA graphs must be captured
+    with TF32 on, not replayed from another variant's), handed to every module that holds the kernel; "now" puts
+    the model's own kernel, the fast mode and the TF32 flag back."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import torch
+
+    import bench_e2e
+    import prefill_ab
+    from spatial_ttt.layers.ttt import TTTAttention
+
+    model = bench_e2e.build_ours(bench_e2e.shape_tiny(), torch.device("cpu"), "bf16")
+    own, flag = model.model.language_model.kernel, torch.backends.cuda.matmul.allow_tf32
+    holders = [m for m in model.modules() if isinstance(m, TTTAttention)] + list(model.model.visual.blocks)
+
+    def kernels() -> set[int]:
+        return {id(m.kernel) for m in holders} | {id(model.model.language_model.kernel)}
+
+    try:
+        prefill_ab.apply("products_fp32", model)
+        assert (model.config.fast_weight_precision, kernels()) == ("fp32", {id(own)})
+        prefill_ab.apply("products_tf32", model)
+        tf32 = model.model.language_model.kernel
+        assert tf32 is not own and kernels() == {id(tf32)}
+        assert model.config.fast_weight_precision == "fp32" and torch.backends.cuda.matmul.allow_tf32
+        prefill_ab.restore(model)
+        assert (model.config.fast_weight_precision, kernels()) == ("bf16", {id(own)})
+        assert torch.backends.cuda.matmul.allow_tf32 == flag
+        prefill_ab.apply("products_tf32", model)
+        assert model.model.language_model.kernel is tf32  # one TF32 kernel per process: its graphs are kept
+    finally:
+        prefill_ab.restore(model)
