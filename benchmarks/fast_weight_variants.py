@@ -79,9 +79,7 @@ def step_concat(w0, w1, w2, n0, n1, n2, m0, m1, m2, q, k, v, lr0, lr1, lr2, mom,
     dw1 = matmul((v * lr1).transpose(-1, -2), silu_gate * hidden, precision)
     rows = torch.cat([d_hidden * hidden * d_silu * lr0, d_hidden * silu_gate * lr2], dim=-1)  # [BH, C, 2 dh]
     dw0, dw2 = matmul(rows.transpose(-1, -2), k, precision).split(dh, dim=-2)
-    beta = mom.mean(dim=1, keepdim=True)
-    s0, s1, s2 = dw0 + beta * m0, dw1 + beta * m1, dw2 + beta * m2
-    return out, renorm(w0, s0, n0), renorm(w1, s1, n1), renorm(w2, s2, n2), s0, s1, s2
+    return (out, *_update_tail(w0, w1, w2, n0, n1, n2, m0, m1, m2, dw0, dw1, dw2, mom))
 
 
 def _stacked_rows(w0, w1, w2, q, k, v, lr0, lr1, lr2, precision):

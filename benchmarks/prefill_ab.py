@@ -114,7 +114,9 @@ def specialised_conv_launch(frames, weight):
 
 def apply(variant: str, model) -> None:
     text = model.model.language_model
-    own, tf32 = _kernels.setdefault(model, (text.kernel, FastWeightKernel(model.config)))
+    if model not in _kernels:  # the first call sees the model's own kernel
+        _kernels[model] = (text.kernel, FastWeightKernel(model.config))
+    own, tf32 = _kernels[model]
     text.kernel = tf32 if variant == "products_tf32" else own
     for module in model.modules():  # the TTT layers hold the kernel too (the loop below sets the others')
         if isinstance(module, ttt.TTTAttention):

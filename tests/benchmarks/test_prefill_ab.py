@@ -51,9 +51,9 @@ def test_prefill_ab_times_each_calls_stages(tmp_path):
 
 
 def test_prefill_ab_times_a_stream_with_the_same_memory_under_each_setting(tmp_path):
-    """--stream FRAMES PIECE_FRAMES: the timed call is a stream of pieces; its checksum of the top TTT layer's fast
-    weights is the same under each anchor setting (on the CPU both run the same path) and differs from a stream of
-    other frames."""
+    """--stream FRAMES PIECE_FRAMES: the timed call is a stream of pieces; its checksum of what the TTT layers hold of
+    the last tokens is the same under each anchor setting (on the CPU both run the same path) and differs from a
+    stream of other frames."""
     env = dict(os.environ, PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{ROOT / 'benchmarks'}")
     sums = []
     for frames in (8, 4):
