@@ -442,13 +442,18 @@ def measure_stream(model, shape: Shape, frames: int, piece_frames: int, clock: C
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def place(inputs: dict[str, torch.Tensor], device: torch.device, pixels: str) -> dict[str, torch.Tensor]:
+def place(inputs: dict[str, torch.Tensor], device: torch.device, pixels: str,
+          dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
     """The inputs on ``device``, their pixels where ``pixels`` says: "device", "host" (pageable host memory, as the
-    processor writes them by default) or "pinned" (pinned host memory on CUDA)."""
+    processor writes them by default), "pinned" (pinned host memory on CUDA) or "pipeline" (as SpatialTTTPipeline
+    and StreamSession have the processor write them: in the vision tower's ``dtype``, pinned on CUDA)."""
     placed = {k: v.to(device) for k, v in inputs.items() if k != "pixel_values_videos" or pixels == "device"}
     if pixels != "device" and "pixel_values_videos" in inputs:
-        host = inputs["pixel_values_videos"]
-        placed["pixel_values_videos"] = host.pin_memory() if pixels == "pinned" and device.type == "cuda" else host
+        host, pinned = inputs["pixel_values_videos"], pixels == "pinned" and device.type == "cuda"
+        if pixels == "pipeline":
+            target = pixel_target(dtype, device)
+            host, pinned = host.to(target["pixel_dtype"]), target["pin_memory"]
+        placed["pixel_values_videos"] = host.pin_memory() if pinned else host
     return placed
 
 

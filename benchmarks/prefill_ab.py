@@ -1,5 +1,5 @@
 """Which settings cost or buy prefill time? The user's prefill (bench_e2e.py's model and prompt: random 2B-shape
-weights, bf16, host pixels) timed under variants, in one process.
+weights, bf16, pixels as the pipeline writes them: bf16, pinned) timed under variants, in one process.
 
     PYTHONPATH=src:benchmarks python benchmarks/prefill_ab.py --out prefill_ab.json [--frames 1024 128]   # one GPU
     PYTHONPATH=src:benchmarks python benchmarks/prefill_ab.py --tiny --out prefill_ab.json                 # CPU check
@@ -180,6 +180,9 @@ def main() -> None:
                         "around the vision tower, anchor / TTT attention, MLP: profile_prefill.StageTimer)")
     parser.add_argument("--stream", type=int, nargs=2, metavar=("FRAMES", "PIECE_FRAMES"), default=None,
                         help="time a stream of FRAMES frames in pieces of PIECE_FRAMES instead of generate(1)")
+    parser.add_argument("--pixels", default="pipeline", choices=("pipeline", "host"), help="the prompt's pixels "
+                        "as the pipeline has the processor write them (the vision tower's dtype, pinned on CUDA; "
+                        "since session 21) or fp32 in pageable host memory (sessions 7-20)")
     parser.add_argument("--clocks", action="store_true", help="also each timed call's GPU clock, power and "
                         "clock-limiting reasons (NVML: gpu_clocks.ClockSampler)")
     args = parser.parse_args()
@@ -200,13 +203,14 @@ def main() -> None:
             call = warm = lambda: stream_call(model, pieces)  # noqa: E731
             tokens = sum(int(p["input_ids"].shape[1]) for p in pieces)
         else:
-            inputs = bench_e2e.place(bench_e2e.prompt(shape, frames // 2), device, "host")
+            inputs = bench_e2e.place(bench_e2e.prompt(shape, frames // 2), device, args.pixels,
+                                     model.model.visual.dtype)
             call = lambda: bench_e2e.generate(model, inputs, 1, model.new_state(1))  # noqa: E731
             warm = lambda: bench_e2e.generate(model, inputs, 2)  # noqa: E731
             tokens = int(inputs["input_ids"].shape[1])
         _, warmup_s, _ = clock.run(warm)
-        run = dict(frames=frames, tokens=tokens, what="stream" if args.stream else "generate", warmup_s=warmup_s,
-                   variants={})
+        run = dict(frames=frames, tokens=tokens, what="stream" if args.stream else "generate",
+                   pixels="device" if args.stream else args.pixels, warmup_s=warmup_s, variants={})
         result["runs"].append(run)
         for variant in args.variants:  # each variant's compilations first, timed apart (first_s)
             apply(variant, model)

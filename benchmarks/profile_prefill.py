@@ -32,15 +32,21 @@ from spatial_ttt.configuration import SpatialTTTConfig
 from spatial_ttt.ops import FastWeightMemory
 from spatial_ttt.ops.attention_gpu import AFTER_CACHE
 from spatial_ttt.state import ModelState
+from spatial_ttt import streaming
 from spatial_ttt.streaming import StreamSession
 
 
 class StageTimer:
-    """Summed time of module calls by stage name (CUDA events on a GPU, wall clock on the CPU)."""
+    """Summed time of module calls by stage name (CUDA events on a GPU, wall clock on the CPU); also the span from
+    the first stage's start to the last one's end (``SPAN``) and what of it no top-level stage covers (``REST``:
+    embedding, deepstack, norms and residuals outside the stages, copies, GPU idle)."""
+
+    SPAN, REST = "span: first stage start to last stage end", "span not in a stage"
 
     def __init__(self, model, cuda: bool) -> None:
         self.cuda, self.open, self.totals = cuda, {}, defaultdict(float)
         self.calls: list = []
+        self.first = None  # the first stage's start
         text = model.model.language_model
         stages = {"vision tower": [model.model.visual], "lm head": [model.lm_head]}
         for layer in text.layers:
@@ -52,6 +58,9 @@ class StageTimer:
             if layer.is_ttt:
                 self.wrap(layer.self_attn, "fast_weight_branch", "  of which: fast-weight branch (prologue, memory, epilogue)")
                 self.wrap(layer.self_attn.attn_layer, "attend", "  of which: sliding-window attention")
+        # the piecewise prefill and streams project a TTT layer's inputs and run its spatial conv before the
+        # layer's call (streaming._conv_inputs): outside the attention stage above, so a stage of its own
+        self.wrap(streaming, "_conv_inputs", "ttt layer: norm, projections, spatial conv (stream engine)")
         for name, modules in stages.items():
             for module in modules:
                 self.undo.append(module.register_forward_pre_hook(lambda m, a, n=name: self.start(n, m)).remove)
@@ -75,6 +84,7 @@ class StageTimer:
         else:
             event = time.perf_counter()
         self.open[id(module)] = event
+        self.first = event if self.first is None else self.first
 
     def stop(self, name: str, module) -> None:
         begin = self.open.pop(id(module))
@@ -83,16 +93,21 @@ class StageTimer:
             end.record()
             self.calls.append((name, begin, end))
         else:
-            self.totals[name] += time.perf_counter() - begin
+            self.last = time.perf_counter()
+            self.totals[name] += self.last - begin
 
     def result(self) -> dict[str, float]:
         if self.cuda:
             torch.cuda.synchronize()
             for name, begin, end in self.calls:
                 self.totals[name] += begin.elapsed_time(end) / 1e3
+            span = self.first.elapsed_time(self.calls[-1][2]) / 1e3 if self.calls else 0.0
+        else:
+            span = self.last - self.first if self.first is not None else 0.0
         for undo in self.undo:
             undo()
-        return dict(self.totals)
+        top = sum(seconds for name, seconds in self.totals.items() if not name.startswith(" "))
+        return dict(self.totals) | {self.SPAN: span, self.REST: span - top}
 
 
 def label_stages(model) -> gpu_idle.Labels:

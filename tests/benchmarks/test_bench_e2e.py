@@ -69,7 +69,10 @@ def test_profile_prefill_tiny_times_every_stage(tmp_path, stream):
     stages = data["stages_s"]
     assert set(stages) == {"vision tower", "mlp", "anchor layer: attention", "ttt layer: attention + fast-weight branch",
                            "  of which: fast-weight branch (prologue, memory, epilogue)",
-                           "  of which: sliding-window attention"} | ({"lm head"} if not stream else set())  # observing predicts nothing
+                           "  of which: sliding-window attention", "span: first stage start to last stage end",
+                           "span not in a stage"} | (  # observing predicts nothing; a stream's TTT layers project
+                           {"lm head"} if not stream else {"ttt layer: norm, projections, spatial conv (stream engine)"})
+    assert 0 < stages["span not in a stage"] < stages["span: first stage start to last stage end"]
     parts = stages["  of which: fast-weight branch (prologue, memory, epilogue)"] + stages["  of which: sliding-window attention"]
     assert 0 < parts <= stages["ttt layer: attention + fast-weight branch"]
     assert data["top_kernels"] and data["top_kernels"][0]["seconds"] > 0

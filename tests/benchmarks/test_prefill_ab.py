@@ -44,9 +44,13 @@ def test_prefill_ab_times_each_calls_stages(tmp_path):
     variants = json.loads(out.read_text())["runs"][0]["variants"]
     for entry in variants.values():
         stages = entry["stages_s_median"]
+        span = stages.pop("span: first stage start to last stage end")
+        rest = stages.pop("span not in a stage")
         assert {"vision tower", "anchor layer: attention", "mlp"} <= set(stages)
         assert all(seconds > 0 for seconds in stages.values())
         assert sum(stages.values()) < 2 * entry["prefill_s_median"]  # parts of the call (nested ones counted twice)
+        top = sum(seconds for name, seconds in stages.items() if not name.startswith(" "))  # (medians of 2: means)
+        assert 0 < top < span <= entry["prefill_s_median"] and 0 < rest < span  # the span holds the stages
         assert entry["clocks"] == [{"samples": 0, "why_not": "no CUDA device"}] * 2  # --clocks: NVML on a GPU only
 
 
@@ -67,6 +71,8 @@ def test_prefill_ab_times_a_stream_with_the_same_memory_under_each_setting(tmp_p
         variants = run["variants"]
         assert all(len(v["prefill_s"]) == 2 and "anchor layer: attention" in v["stages_s_median"]
                    for v in variants.values())
+        conv_inputs = "ttt layer: norm, projections, spatial conv (stream engine)"  # before the layer's call
+        assert all(v["stages_s_median"][conv_inputs] > 0 for v in variants.values())
         assert variants["now"]["token"] == variants["anchor_split"]["token"]
         sums.append(variants["now"]["token"])
     assert sums[0] != sums[1]
