@@ -82,6 +82,26 @@ def replace(owner: object, attribute: str, wrap: Callable[[Callable], Callable])
     return lambda: setattr(owner, attribute, original) if had_own else delattr(owner, attribute)
 
 
+def device_by_stage(launches: Iterable[tuple[float, float]], stages: list[tuple[str, float, float]]) -> dict[str, float]:
+    """Device time charged to the innermost stage open on the host when the work was issued: ``launches`` are
+    (host time of an op, device time of the kernels it launched). Where idle time says whether the host holds the
+    GPU up, this says which stage's work the GPU spends its time on. {stage name: time}, largest first."""
+    launches = list(launches)
+    points = [(a, 1, -b, i) for i, (_, a, b) in enumerate(stages)]  # at one moment: ends, then starts (outer first)
+    points += [(b, 0, 0, i) for i, (_, a, b) in enumerate(stages)]
+    points += [(t, 2, 0, -1 - j) for j, (t, _) in enumerate(launches)]
+    charged: dict[str, float] = defaultdict(float)
+    stack: list[int] = []
+    for _, kind, _, i in sorted(points):
+        if kind == 0:
+            stack.remove(i)
+        elif kind == 1:
+            stack.append(i)
+        else:
+            charged[stages[stack[-1]][0] if stack else "(no stage)"] += launches[-1 - i][1]
+    return dict(sorted(charged.items(), key=lambda kv: -kv[1]))
+
+
 class Labels:
     """record_function ranges around modules (by forward hooks) and around functions and methods (by replacing
     them where they are looked up), removed by :meth:`remove`."""
@@ -132,3 +152,10 @@ def profiled_intervals(
               if e.device_type == torch.autograd.DeviceType.CPU and e.name.startswith("stage: ")]
     span = next((a, b) for name, a, b in stages if name == outer)
     return kernels, stages, span
+
+
+def launches(prof: torch.profiler.profile) -> list[tuple[float, float]]:
+    """(host start, device time of its kernels) of every host op that launched device work (µs), as the profiler
+    links kernels to the op that issued them."""
+    return [(e.time_range.start, sum(k.duration for k in e.kernels)) for e in prof.events()
+            if e.device_type == torch.autograd.DeviceType.CPU and e.kernels]

@@ -12,7 +12,9 @@ layer's attention / TTT layer and MLP, the LM head), summed over the call; kerne
 Several --frames run in one process, one after the other (later lengths reuse the compilations).
 
 --idle adds a profiled call with host stages labelled (gpu_idle.py): the time the GPU sat idle inside the call,
-charged to the innermost host stage running then (Python bookkeeping, norms, the chunk loop, ...).
+charged to the innermost host stage running then (Python bookkeeping, norms, the chunk loop, ...), and the GPU's
+busy time charged to the innermost host stage that launched each kernel (``device_by_stage``: which stage's work
+the GPU spends its time on, where the CUDA-event stages cover only modules and a few methods).
 """
 
 from __future__ import annotations
@@ -162,7 +164,11 @@ def idle_profile(model, run, cuda: bool) -> dict:
     found = gpu_idle.idle_by_stage(kernels, stages, span)
     seconds = {k: round(found[k] / 1e6, 4) for k in ("total", "busy", "idle")}
     top = {name.removeprefix("stage: "): round(t / 1e6, 4) for name, t in found["idle_self"].items() if t >= 500}
-    return dict(**seconds, idle_by_stage=top)
+    launched = gpu_idle.launches(prof)
+    device = gpu_idle.device_by_stage(launched, stages)
+    device["(device work linked to no host op)"] = sum(b - a for a, b in kernels) - sum(t for _, t in launched)
+    device = {name.removeprefix("stage: "): round(t / 1e6, 4) for name, t in device.items() if abs(t) >= 500}
+    return dict(**seconds, idle_by_stage=top, device_by_stage=device)
 
 
 def profile_one(model, shape, device, cuda: bool, frames: int, args) -> dict:

@@ -81,6 +81,7 @@ def test_profile_prefill_tiny_times_every_stage(tmp_path, stream):
     assert idle["busy"] == 0 and idle["idle"] == idle["total"] > 0
     assert "mlp" in idle["idle_by_stage"] and "chunk loop (rest)" in idle["idle_by_stage"]
     assert sum(idle["idle_by_stage"].values()) <= idle["idle"] + 1e-3
+    assert idle["device_by_stage"] == {}  # no device work to charge to a stage
 
 
 def test_bench_e2e_times_each_anchor_attention_setting_on_one_model(tmp_path):

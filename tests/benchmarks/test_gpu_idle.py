@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from gpu_idle import gaps, idle_by_stage, merge  # noqa: E402
+from gpu_idle import device_by_stage, gaps, idle_by_stage, merge  # noqa: E402
 
 
 def test_merge_and_gaps():
@@ -31,3 +31,12 @@ def test_idle_goes_to_the_innermost_open_stage():
 def test_idle_outside_every_stage_is_said_so():
     found = idle_by_stage([(0, 1)], [("a", 2, 3)], (0, 4))
     assert found["idle_self"] == pytest.approx({"(no stage)": 2, "a": 1})
+
+
+def test_device_time_goes_to_the_innermost_stage_that_launched_it():
+    # layer [1, 15] holding norm [4, 7]; launches at host times 0 (no stage), 2 and 14 (layer), 4 and 6 (norm),
+    # 15 (the layer has ended: ends come before anything at the same moment)
+    stages = [("layer", 1, 15), ("norm", 4, 7)]
+    launches = [(0, 1.0), (2, 2.0), (4, 4.0), (6, 8.0), (14, 16.0), (15, 32.0)]
+    assert device_by_stage(launches, stages) == {"(no stage)": 33.0, "layer": 18.0, "norm": 12.0}
+    assert device_by_stage([], stages) == {}
