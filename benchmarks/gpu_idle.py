@@ -145,9 +145,12 @@ def activities(cuda: bool) -> list[torch.profiler.ProfilerActivity]:
 def profiled_intervals(
     prof: torch.profiler.profile, outer: str
 ) -> tuple[list[Interval], list[tuple[str, float, float]], Interval]:
-    """Device kernels / copies, the labelled ranges (µs) and the span of the range named ``outer``."""
+    """Device kernels / copies, the labelled ranges (µs) and the span of the range named ``outer``. The profiler
+    also puts every labelled range on the GPU's timeline (a "gpu_user_annotation" as long as the work launched in
+    it): not device work, so left out (sessions 9-21 counted them as busy time, which hid all idle time)."""
     events = prof.events()
-    kernels = [(e.time_range.start, e.time_range.end) for e in events if e.device_type != torch.autograd.DeviceType.CPU]
+    kernels = [(e.time_range.start, e.time_range.end) for e in events
+               if e.device_type != torch.autograd.DeviceType.CPU and not e.is_user_annotation]
     stages = [(e.name, e.time_range.start, e.time_range.end) for e in events
               if e.device_type == torch.autograd.DeviceType.CPU and e.name.startswith("stage: ")]
     span = next((a, b) for name, a, b in stages if name == outer)

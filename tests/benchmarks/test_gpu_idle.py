@@ -40,3 +40,25 @@ def test_device_time_goes_to_the_innermost_stage_that_launched_it():
     launches = [(0, 1.0), (2, 2.0), (4, 4.0), (6, 8.0), (14, 16.0), (15, 32.0)]
     assert device_by_stage(launches, stages) == {"(no stage)": 33.0, "layer": 18.0, "norm": 12.0}
     assert device_by_stage([], stages) == {}
+
+
+def test_the_gpu_timelines_copies_of_labels_are_not_device_work():
+    """The profiler puts each labelled range on the GPU's timeline too (a user annotation as long as the work in
+    it): counted as a kernel, a label over the whole call left no idle time at all."""
+    from types import SimpleNamespace
+
+    import torch
+    from gpu_idle import launches, profiled_intervals
+
+    def event(name, start, end, cpu, annotation=False, kernels=()):
+        device = torch.autograd.DeviceType.CPU if cpu else torch.autograd.DeviceType.CUDA
+        return SimpleNamespace(name=name, time_range=SimpleNamespace(start=start, end=end), device_type=device,
+                               is_user_annotation=annotation, kernels=[SimpleNamespace(duration=d) for d in kernels])
+
+    prof = SimpleNamespace(events=lambda: [
+        event("stage: call", 0, 100, cpu=True), event("aten::mm", 10, 12, cpu=True, kernels=[30]),
+        event("stage: call", 5, 95, cpu=False, annotation=True), event("gemm", 20, 50, cpu=False)])
+    kernels, stages, span = profiled_intervals(prof, "stage: call")
+    assert kernels == [(20, 50)] and span == (0, 100) and [s[0] for s in stages] == ["stage: call"]
+    assert idle_by_stage(kernels, stages, span)["idle"] == 70
+    assert launches(prof) == [(10, 30)]
