@@ -25,6 +25,9 @@ code take 3.20 s and 3.69 s on two H100s, and one variant spread 3.39-4.54 s in 
   before_s18    the spatial conv's Triton kernel launched as before session 18 (frames per program min(8, T), T,
                 H and W specialised by Triton: a compilation per short piece's length) and masked SDPA calls free
                 to take cuDNN (now: memory-efficient or math)
+  before_s21    the stream engine's TTT conv inputs as before session 21 (a slice per segment, frame groups
+                stacked, put back per group, segments joined: ~600 small ops per TTT layer and piece; now one
+                gather and one scatter per input)
   products_fp32 the fast-weight products in fp32 (config.fast_weight_precision = "fp32", the reference-exact mode
                 the release evaluates with; the others run bf16 products)
   products_tf32 the same with TF32 tensor-core products allowed (torch.backends.cuda.matmul.allow_tf32, set by this
@@ -66,14 +69,17 @@ from profile_prefill import StageTimer
 import spatial_ttt.layers.attention as attention
 import spatial_ttt.layers.ttt as ttt
 import spatial_ttt.ops.conv_triton as conv_triton
+import spatial_ttt.streaming as streaming
 from spatial_ttt.configuration import SpatialTTTConfig
 from spatial_ttt.layers.attention import Attention
 from spatial_ttt.layers.norm import RMSNorm
+from spatial_ttt.layers.spatial_conv import conv_frame_groups
+from spatial_ttt.layers.ttt import Precomputed
 from spatial_ttt.ops import FastWeightKernel, fast_weight_kernels
 from spatial_ttt.streaming import StreamSession
 
 VARIANTS = ("now", "eager_vision", "rows_fp32", "vision_32", "vision_16", "anchor_split", "piece_8k", "lean",
-            "eager_norms", "eager_rope", "weights_copied", "stages_dynamic", "before_s18", "products_fp32",
+            "eager_norms", "eager_rope", "weights_copied", "stages_dynamic", "before_s18", "before_s21", "products_fp32",
             "products_tf32")
 ROWS = ttt.row_dtype
 PATCHES = SpatialTTTConfig.vision_patches
@@ -112,6 +118,36 @@ def specialised_conv_launch(frames, weight):
         conv_triton._conv3_kernel = kernel
 
 
+CONV_INPUTS = streaming._conv_inputs
+
+
+def sliced_conv_inputs(layer, stream, index, segments, hidden, following):
+    """The stream engine's conv inputs as before session 21: a slice per segment, the frame groups stacked, the
+    conv's rows put back per group and the segments joined again (~600 small ops per TTT layer and piece)."""
+    attention = layer.self_attn
+    normed = layer.input_layernorm(hidden)
+    projected = attention.project(normed)
+    bounds, offset = [], 0
+    for segment in segments:
+        bounds.append((offset, offset + segment.hidden.shape[1]))
+        offset = bounds[-1][1]
+    pre_conv = [[t[:, a:b] for a, b in bounds] for t in projected[3:]]
+    after = None if following is None else attention.project(layer.input_layernorm(following.hidden))[3:]
+    stencil = attention.conv_stencil(hidden)
+    frame_groups = [i for i, s in enumerate(segments) if s.grid_hw is not None]
+    grid, previous = segments[frame_groups[0]].grid_hw, stream.previous_group[index]
+    features = [list(parts) for parts in pre_conv]
+    for j, conv in enumerate(attention.convs):
+        groups = torch.stack([pre_conv[j][i] for i in frame_groups], dim=1)
+        out = conv_frame_groups(conv, None if previous is None else previous[j], groups,
+                                None if after is None else after[j], grid, stencil)
+        for position, i in enumerate(frame_groups):
+            features[j][i] = out[:, position]
+    stream.previous_group[index] = tuple(pre_conv[j][frame_groups[-1]].clone() for j in range(3))
+    conv_features = tuple(torch.cat(parts, dim=1) if len(parts) > 1 else parts[0] for parts in features)
+    return Precomputed(projected, conv_features, normed)
+
+
 def apply(variant: str, model) -> None:
     text = model.model.language_model
     if model not in _kernels:  # the first call sees the model's own kernel
@@ -139,6 +175,7 @@ def apply(variant: str, model) -> None:
     FastWeightKernel.compiled = dynamic_compiled if variant == "stages_dynamic" else COMPILED
     ttt.depthwise_conv3_triton = specialised_conv_launch if variant == "before_s18" else CONV_LAUNCH
     attention.MASKED_BACKENDS = ANY_BACKEND if variant == "before_s18" else MASKED
+    streaming._conv_inputs = sliced_conv_inputs if variant == "before_s21" else CONV_INPUTS
 
 
 def restore(model) -> None:

@@ -203,31 +203,44 @@ def _conv_inputs(layer: Any, stream: StreamState, index: int, segments: list[Seg
     attention = layer.self_attn
     normed = layer.input_layernorm(hidden)  # handed to the layer with the projections: normalised once
     projected = attention.project(normed)
-    bounds, offset = [], 0
-    for segment in segments:
-        bounds.append((offset, offset + segment.hidden.shape[1]))
-        offset = bounds[-1][1]
-    pre_conv = [[t[:, a:b] for a, b in bounds] for t in projected[3:]]  # per branch input, per segment
     after = None
     if following is not None:  # the held frame group (a flush holds none back)
         after = attention.project(layer.input_layernorm(following.hidden))[3:]
     stencil = attention.conv_stencil(hidden)  # the one-shot prompt's conv
-    frame_groups = [i for i, s in enumerate(segments) if s.grid_hw is not None]
-    grid = segments[frame_groups[0]].grid_hw
+    starts, offset, grids = [], 0, set()
+    for segment in segments:
+        if segment.grid_hw is not None:
+            starts.append(offset)
+            grids.add(segment.grid_hw)
+        offset += segment.hidden.shape[1]
+    grid = next(s.grid_hw for s in segments if s.grid_hw is not None)
     previous = stream.previous_group[index]
-    sizes = {segments[i].grid_hw for i in frame_groups} | {s.grid_hw for s in [following] if s is not None}
-    if len(sizes) > 1 or (previous is not None and previous[0].shape[1] != grid[0] * grid[1]):
+    if len(grids | {s.grid_hw for s in [following] if s is not None}) > 1 or (
+            previous is not None and previous[0].shape[1] != grid[0] * grid[1]):
         raise StreamError("the frame size changed within a stream; start a new stream for frames of another size")
-    features = [list(parts) for parts in pre_conv]
-    for j, conv in enumerate(attention.convs):
-        groups = torch.stack([pre_conv[j][i] for i in frame_groups], dim=1)  # [B, n, h*w, C]
+    # the frame groups' rows gathered and written back by one index each (not a slice per segment: a piece has
+    # ~100 frame groups and ~100 text segments between them, and those small ops kept the GPU waiting for the
+    # host, session 21); text rows pass through the clone unchanged
+    rows = _group_rows(starts, grid[0] * grid[1], hidden.device)
+    conv_features, last = [], []
+    for j, (t, conv) in enumerate(zip(projected[3:], attention.convs)):
+        groups = t.index_select(1, rows).view(t.shape[0], len(starts), grid[0] * grid[1], t.shape[-1])
         out = conv_frame_groups(conv, None if previous is None else previous[j], groups,
                                 None if after is None else after[j], grid, stencil)
-        for position, i in enumerate(frame_groups):
-            features[j][i] = out[:, position]
-    stream.previous_group[index] = tuple(pre_conv[j][frame_groups[-1]].clone() for j in range(3))
-    conv_features = tuple(torch.cat(parts, dim=1) if len(parts) > 1 else parts[0] for parts in features)
-    return Precomputed(projected, conv_features, normed)
+        conv_features.append(t.clone().index_copy_(1, rows, out.flatten(1, 2)))
+        last.append(groups[:, -1].clone())  # the next call's previous group, apart from this piece's tensors
+    stream.previous_group[index] = tuple(last)
+    return Precomputed(projected, tuple(conv_features), normed)
+
+
+def _group_rows(starts: list[int], size: int, device: torch.device) -> Tensor:
+    """[len(starts) * size] rows of the frame groups of ``size`` tokens starting at ``starts``, on ``device``. The
+    starts travel through pinned memory: a copy from pageable memory would make the host wait for the GPU's queue
+    to drain (torch synchronises the stream), losing the host's lead on the GPU."""
+    first = torch.tensor(starts, dtype=torch.long)
+    if device.type == "cuda":
+        first = first.pin_memory().to(device, non_blocking=True)
+    return (first[:, None] + torch.arange(size, device=device)).flatten()
 
 
 def final_logits(model: SpatialTTTForConditionalGeneration, segments: list[Segment]) -> Tensor:

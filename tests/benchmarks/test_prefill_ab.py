@@ -56,14 +56,14 @@ def test_prefill_ab_times_each_calls_stages(tmp_path):
 
 def test_prefill_ab_times_a_stream_with_the_same_memory_under_each_setting(tmp_path):
     """--stream FRAMES PIECE_FRAMES: the timed call is a stream of pieces; its checksum of what the TTT layers hold of
-    the last tokens is the same under each anchor setting (on the CPU both run the same path) and differs from a
-    stream of other frames."""
+    the last tokens is the same under each anchor setting (on the CPU both run the same path) and with the stream
+    engine's conv inputs gathered as before session 21, and differs from a stream of other frames."""
     env = dict(os.environ, PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{ROOT / 'benchmarks'}")
     sums = []
     for frames in (8, 4):
         out = tmp_path / f"ab{frames}.json"
         cmd = [sys.executable, str(ROOT / "benchmarks/prefill_ab.py"), "--tiny", "--out", str(out), "--repeats", "2",
-               "--variants", "now", "anchor_split", "--stages", "--stream", str(frames), "4"]
+               "--variants", "now", "anchor_split", "before_s21", "--stages", "--stream", str(frames), "4"]
         result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
         assert result.returncode == 0, result.stderr[-2000:]
         run = json.loads(out.read_text())["runs"][0]
@@ -73,7 +73,7 @@ def test_prefill_ab_times_a_stream_with_the_same_memory_under_each_setting(tmp_p
                    for v in variants.values())
         conv_inputs = "ttt layer: norm, projections, spatial conv (stream engine)"  # before the layer's call
         assert all(v["stages_s_median"][conv_inputs] > 0 for v in variants.values())
-        assert variants["now"]["token"] == variants["anchor_split"]["token"]
+        assert variants["now"]["token"] == variants["anchor_split"]["token"] == variants["before_s21"]["token"]
         sums.append(variants["now"]["token"])
     assert sums[0] != sums[1]
 
