@@ -73,3 +73,26 @@ def test_deepstack_rows_of_images_and_videos_alone_and_together():
     assert len(both) == len(alone_image) == 2 and int(mask.sum()) == 4 + 8
     for joint, img, vid in zip(both, alone_image, alone_video):
         assert torch.equal(joint[:4], img) and torch.equal(joint[4:], vid) and img.abs().sum() > 0
+
+
+def test_the_tower_takes_a_grids_inputs_as_computed_once_and_gives_the_same_numbers(monkeypatch):
+    """encode_visual hands the tower what transformers derives from grid_thw (positions, interpolation, cu_seqlens),
+    computed once per grid, and the blocks their frames: the features equal the tower's own call bit for bit, and
+    no block reads its frames off cu_seqlens (on a GPU, a synchronisation per block)."""
+    import spatial_ttt.layers.vision_attention as vision_attention
+
+    model = tiny_model().eval()
+    torch.manual_seed(2)
+    pixels, grid = torch.randn(3 * 16, 3 * 2 * 16 * 16), torch.tensor([[3, 4, 4]])
+    with torch.no_grad():
+        own = model.model.visual(pixels, grid_thw=grid)
+
+        def no_reading(cu_seqlens):
+            raise AssertionError("a block read its frames off cu_seqlens")
+
+        monkeypatch.setattr(vision_attention, "equal_frames", no_reading)
+        for _ in range(2):  # the second call takes the kept inputs
+            features, deepstack = model.encode_visual(pixels, grid)
+            assert torch.equal(features, own.pooler_output)
+            assert all(torch.equal(a, b) for a, b in zip(deepstack, own.deepstack_features, strict=True))
+    assert list(model.model.grids) == [(3, 4, 4, torch.device("cpu"))]

@@ -16,13 +16,39 @@ runs); the 24 blocks share one compiled graph (their parameters are its inputs).
 
 from __future__ import annotations
 
+from typing import Any
+
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 from transformers.models.qwen3_vl.modeling_qwen3_vl import (
     Qwen3VLVisionAttention,
     Qwen3VLVisionBlock,
+    Qwen3VLVisionModel,
     apply_rotary_pos_emb_vision,
 )
+from transformers.vision_utils import (
+    get_vision_attention_seqlens,
+    get_vision_interpolation_indices_and_weights,
+    get_vision_position_ids,
+)
+
+
+def grid_inputs(visual: Qwen3VLVisionModel, grid: tuple[int, int, int]) -> dict[str, Any]:
+    """The vision tower's keyword inputs for one video of ``grid`` (t, h, w patches): ``grid_thw`` and what the
+    tower derives from it before its blocks, computed once by transformers' own helpers with the tower's
+    arguments (the tower takes them as kwargs instead of recomputing), and ``frame_layout`` for the blocks. Derived
+    from a grid on the GPU at every call they cost a synchronisation each (``.tolist()``, ``repeat_interleave``),
+    and each block another to find its frames: 24 per call at the 2B shape, each leaving the GPU idle while the
+    host launched the next block (session 21)."""
+    grid_thw = torch.tensor([grid], device=visual.device)
+    indices, weights = get_vision_interpolation_indices_and_weights(
+        grid_thw, num_grid_per_side=visual.num_grid_per_side, mode=visual.interpolation_mode,
+        align_corners=visual.interpolation_align_corners, spatial_merge_size=visual.config.spatial_merge_size)
+    cu_seqlens, max_seqlen = get_vision_attention_seqlens(grid_thw, visual.config)
+    return dict(grid_thw=grid_thw, interp_indices=indices, interp_weights=weights, cu_seqlens=cu_seqlens,
+                max_seqlen=max_seqlen, position_ids=get_vision_position_ids(grid_thw, visual.spatial_merge_size),
+                frame_layout=(grid[0], grid[1] * grid[2]))  # a video's chunks: its t frames of h * w patches
 
 
 def equal_frames(cu_seqlens: Tensor) -> tuple[int, int] | None:
@@ -34,11 +60,12 @@ def equal_frames(cu_seqlens: Tensor) -> tuple[int, int] | None:
 class FrameBatchedVisionAttention(Qwen3VLVisionAttention):
     """Same parameters and results as Qwen3VLVisionAttention (``attn`` of every vision block)."""
 
-    def batched(self, cu_seqlens: Tensor) -> tuple[int, int] | None:
-        """(frames, tokens) where the frames can go in as one batch, else None (transformers' forward runs)."""
+    def batched(self, cu_seqlens: Tensor, layout: tuple[int, int] | None = None) -> tuple[int, int] | None:
+        """(frames, tokens) where the frames can go in as one batch, else None (transformers' forward runs);
+        ``layout``: the frames as the caller knows them (:func:`grid_inputs`), else read off ``cu_seqlens``."""
         if self.config._attn_implementation != "sdpa" or (self.training and self.attention_dropout):
             return None
-        return equal_frames(cu_seqlens)
+        return layout if layout is not None else equal_frames(cu_seqlens)
 
     def forward(
         self,
@@ -80,7 +107,8 @@ class FrameBatchedVisionBlock(Qwen3VLVisionBlock):
         self, hidden_states: Tensor, cu_seqlens: Tensor, position_embeddings: tuple[Tensor, Tensor] | None = None,
         **kwargs,
     ) -> Tensor:
-        frames = self.attn.batched(cu_seqlens) if position_embeddings is not None else None
+        layout = kwargs.pop("frame_layout", None)  # grid_inputs' (transformers' own layers take no such kwarg)
+        frames = self.attn.batched(cu_seqlens, layout) if position_embeddings is not None else None
         if frames is None:
             return super().forward(hidden_states, cu_seqlens, position_embeddings, **kwargs)
         run = frame_block if self.kernel is None else self.kernel.fused(frame_block, hidden_states)

@@ -27,7 +27,7 @@ from ..layers.attention import Attention
 from ..layers.norm import RMSNorm
 from ..layers.spatial_conv import VideoSpan, video_spans
 from ..layers.ttt import Precomputed, TTTAttention
-from ..layers.vision_attention import FrameBatchedVisionAttention, FrameBatchedVisionBlock
+from ..layers.vision_attention import FrameBatchedVisionAttention, FrameBatchedVisionBlock, grid_inputs
 from ..ops import FastWeightKernel, FastWeightMemory
 from ..state import KVCache, LayerState, ModelState
 from ..static_decode import StaticDecoding
@@ -138,6 +138,7 @@ class SpatialTTTModel(nn.Module):
         for block in self.visual.blocks:
             block.__class__, block.attn.__class__ = FrameBatchedVisionBlock, FrameBatchedVisionAttention
             block.kernel = self.language_model.kernel
+        self.grids: dict[tuple, dict] = {}  # the vision tower's inputs per (grid, device): grid_inputs
 
 
 class SpatialTTTForConditionalGeneration(PreTrainedModel):
@@ -231,13 +232,23 @@ class SpatialTTTForConditionalGeneration(PreTrainedModel):
         for start, end, grid in pieces:  # pixels may be in host memory: one piece at a time goes to the device,
             # in their own dtype (async when pinned; a cast on the way would run on the CPU), then cast there
             piece = pixels[start:end].to(visual.device, non_blocking=True).to(visual.dtype)
-            out = visual(piece, grid_thw=torch.tensor([grid], device=visual.device))
+            out = visual(piece, **self.grid_inputs(tuple(grid)))
             rows = slice(start // visual.spatial_merge_unit, end // visual.spatial_merge_unit)
             features[rows] = out.pooler_output
             for level, part in zip(deepstack, out.deepstack_features):
                 level[rows] = part
             del piece, out  # before the next call: one call's activations alive at a time
         return features, deepstack
+
+    def grid_inputs(self, grid: tuple[int, int, int]) -> dict:
+        """The vision tower's inputs for a video piece of ``grid`` (:func:`grid_inputs`), kept per grid and device:
+        a long video's calls share one or two grids."""
+        key = (*grid, self.model.visual.device)
+        if key not in self.model.grids:
+            if len(self.model.grids) >= 16:  # frame sizes come and go in a server: keep the latest
+                self.model.grids.pop(next(iter(self.model.grids)))
+            self.model.grids[key] = grid_inputs(self.model.visual, grid)
+        return self.model.grids[key]
 
     def embed(
         self,
