@@ -28,6 +28,8 @@ code take 3.20 s and 3.69 s on two H100s, and one variant spread 3.39-4.54 s in 
   before_s21    the stream engine's TTT conv inputs as before session 21 (a slice per segment, frame groups
                 stacked, put back per group, segments joined: ~600 small ops per TTT layer and piece; now one
                 gather and one scatter per input)
+  vision_per_call  the vision tower deriving its grid's inputs at every call and its blocks reading their frames
+                off cu_seqlens, as before session 21 (now: computed once per grid, SpatialTTT...grid_inputs)
   products_fp32 the fast-weight products in fp32 (config.fast_weight_precision = "fp32", the reference-exact mode
                 the release evaluates with; the others run bf16 products)
   products_tf32 the same with TF32 tensor-core products allowed (torch.backends.cuda.matmul.allow_tf32, set by this
@@ -71,6 +73,7 @@ import spatial_ttt.layers.ttt as ttt
 import spatial_ttt.ops.conv_triton as conv_triton
 import spatial_ttt.streaming as streaming
 from spatial_ttt.configuration import SpatialTTTConfig
+from spatial_ttt.models.modeling import SpatialTTTForConditionalGeneration
 from spatial_ttt.layers.attention import Attention
 from spatial_ttt.layers.norm import RMSNorm
 from spatial_ttt.layers.spatial_conv import conv_frame_groups
@@ -79,8 +82,8 @@ from spatial_ttt.ops import FastWeightKernel, fast_weight_kernels
 from spatial_ttt.streaming import StreamSession
 
 VARIANTS = ("now", "eager_vision", "rows_fp32", "vision_32", "vision_16", "anchor_split", "piece_8k", "lean",
-            "eager_norms", "eager_rope", "weights_copied", "stages_dynamic", "before_s18", "before_s21", "products_fp32",
-            "products_tf32")
+            "eager_norms", "eager_rope", "weights_copied", "stages_dynamic", "before_s18", "before_s21",
+            "vision_per_call", "products_fp32", "products_tf32")
 ROWS = ttt.row_dtype
 PATCHES = SpatialTTTConfig.vision_patches
 PIECE, MLP_PIECE = SpatialTTTConfig.prefill_piece, SpatialTTTConfig.mlp_piece
@@ -148,6 +151,15 @@ def sliced_conv_inputs(layer, stream, index, segments, hidden, following):
     return Precomputed(projected, conv_features, normed)
 
 
+GRID_INPUTS = SpatialTTTForConditionalGeneration.grid_inputs
+
+
+def grid_per_call(self, grid):
+    """The vision tower's inputs as before session 21: grid_thw alone (the tower derives the rest at every call,
+    and each block reads its frames off cu_seqlens: a synchronisation each on the GPU)."""
+    return dict(grid_thw=torch.tensor([grid], device=self.model.visual.device))
+
+
 def apply(variant: str, model) -> None:
     text = model.model.language_model
     if model not in _kernels:  # the first call sees the model's own kernel
@@ -176,6 +188,7 @@ def apply(variant: str, model) -> None:
     ttt.depthwise_conv3_triton = specialised_conv_launch if variant == "before_s18" else CONV_LAUNCH
     attention.MASKED_BACKENDS = ANY_BACKEND if variant == "before_s18" else MASKED
     streaming._conv_inputs = sliced_conv_inputs if variant == "before_s21" else CONV_INPUTS
+    SpatialTTTForConditionalGeneration.grid_inputs = grid_per_call if variant == "vision_per_call" else GRID_INPUTS
 
 
 def restore(model) -> None:
