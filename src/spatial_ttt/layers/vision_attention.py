@@ -34,7 +34,7 @@ from transformers.vision_utils import (
 )
 
 
-def grid_inputs(visual: Qwen3VLVisionModel, grid: tuple[int, int, int]) -> dict[str, Any]:
+def vision_inputs_for_grid(visual: Qwen3VLVisionModel, grid: tuple[int, int, int]) -> dict[str, Any]:
     """The vision tower's keyword inputs for one video of ``grid`` (t, h, w patches): ``grid_thw`` and what the
     tower derives from it before its blocks, computed once by transformers' own helpers with the tower's
     arguments (the tower takes them as kwargs instead of recomputing), and ``frame_layout`` for the blocks. Derived
@@ -62,7 +62,8 @@ class FrameBatchedVisionAttention(Qwen3VLVisionAttention):
 
     def batched(self, cu_seqlens: Tensor, layout: tuple[int, int] | None = None) -> tuple[int, int] | None:
         """(frames, tokens) where the frames can go in as one batch, else None (transformers' forward runs);
-        ``layout``: the frames as the caller knows them (:func:`grid_inputs`), else read off ``cu_seqlens``."""
+        ``layout``: the frames as the caller knows them (:func:`vision_inputs_for_grid`), else read off
+        ``cu_seqlens``."""
         if self.config._attn_implementation != "sdpa" or (self.training and self.attention_dropout):
             return None
         return layout if layout is not None else equal_frames(cu_seqlens)
@@ -107,7 +108,7 @@ class FrameBatchedVisionBlock(Qwen3VLVisionBlock):
         self, hidden_states: Tensor, cu_seqlens: Tensor, position_embeddings: tuple[Tensor, Tensor] | None = None,
         **kwargs,
     ) -> Tensor:
-        layout = kwargs.pop("frame_layout", None)  # grid_inputs' (transformers' own layers take no such kwarg)
+        layout = kwargs.pop("frame_layout", None)  # vision_inputs_for_grid's (transformers' layers take no such kwarg)
         frames = self.attn.batched(cu_seqlens, layout) if position_embeddings is not None else None
         if frames is None:
             return super().forward(hidden_states, cu_seqlens, position_embeddings, **kwargs)

@@ -27,7 +27,11 @@ from ..layers.attention import Attention
 from ..layers.norm import RMSNorm
 from ..layers.spatial_conv import VideoSpan, video_spans
 from ..layers.ttt import Precomputed, TTTAttention
-from ..layers.vision_attention import FrameBatchedVisionAttention, FrameBatchedVisionBlock, grid_inputs
+from ..layers.vision_attention import (
+    FrameBatchedVisionAttention,
+    FrameBatchedVisionBlock,
+    vision_inputs_for_grid,
+)
 from ..ops import FastWeightKernel, FastWeightMemory
 from ..state import KVCache, LayerState, ModelState
 from ..static_decode import StaticDecoding
@@ -138,7 +142,7 @@ class SpatialTTTModel(nn.Module):
         for block in self.visual.blocks:
             block.__class__, block.attn.__class__ = FrameBatchedVisionBlock, FrameBatchedVisionAttention
             block.kernel = self.language_model.kernel
-        self.grids: dict[tuple, dict] = {}  # the vision tower's inputs per (grid, device): grid_inputs
+        self.grids: dict[tuple, dict] = {}  # the vision tower's inputs per (grid, device): vision_inputs_for_grid
 
 
 class SpatialTTTForConditionalGeneration(PreTrainedModel):
@@ -241,13 +245,13 @@ class SpatialTTTForConditionalGeneration(PreTrainedModel):
         return features, deepstack
 
     def grid_inputs(self, grid: tuple[int, int, int]) -> dict:
-        """The vision tower's inputs for a video piece of ``grid`` (:func:`grid_inputs`), kept per grid and device:
-        a long video's calls share one or two grids."""
+        """The vision tower's inputs for a video piece of ``grid`` (:func:`vision_inputs_for_grid`), kept per grid
+        and device: a long video's calls share one or two grids."""
         key = (*grid, self.model.visual.device)
         if key not in self.model.grids:
             if len(self.model.grids) >= 16:  # frame sizes come and go in a server: keep the latest
                 self.model.grids.pop(next(iter(self.model.grids)))
-            self.model.grids[key] = grid_inputs(self.model.visual, grid)
+            self.model.grids[key] = vision_inputs_for_grid(self.model.visual, grid)
         return self.model.grids[key]
 
     def embed(
