@@ -82,7 +82,9 @@ def replace(owner: object, attribute: str, wrap: Callable[[Callable], Callable])
     return lambda: setattr(owner, attribute, original) if had_own else delattr(owner, attribute)
 
 
-def device_by_stage(launches: Iterable[tuple[float, float]], stages: list[tuple[str, float, float]]) -> dict[str, float]:
+def device_by_stage(
+    launches: Iterable[tuple[float, float]], stages: list[tuple[str, float, float]]
+) -> dict[str, float]:
     """Device time charged to the innermost stage open on the host when the work was issued: ``launches`` are
     (host time of an op, device time of the kernels it launched). Where idle time says whether the host holds the
     GPU up, this says which stage's work the GPU spends its time on. {stage name: time}, largest first."""

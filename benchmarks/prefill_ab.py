@@ -29,7 +29,8 @@ code take 3.20 s and 3.69 s on two H100s, and one variant spread 3.39-4.54 s in 
                 stacked, put back per group, segments joined: ~600 small ops per TTT layer and piece; now one
                 gather and one scatter per input)
   vision_per_call  the vision tower deriving its grid's inputs at every call and its blocks reading their frames
-                off cu_seqlens, as before session 21 (now: computed once per grid: SpatialTTTForConditionalGeneration.grid_inputs)
+                off cu_seqlens, as before session 21 (now: computed once per grid,
+                SpatialTTTForConditionalGeneration.grid_inputs)
   products_fp32 the fast-weight products in fp32 (config.fast_weight_precision = "fp32", the reference-exact mode
                 the release evaluates with; the others run bf16 products)
   products_tf32 the same with TF32 tensor-core products allowed (torch.backends.cuda.matmul.allow_tf32, set by this
