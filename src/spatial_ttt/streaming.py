@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -166,15 +166,15 @@ def _advance_layer(model: SpatialTTTForConditionalGeneration, stream: StreamStat
     precomputed = None
     if convolves and any(s.grid_hw is not None for s in segments):
         precomputed = _conv_inputs(layer, stream, index, segments, hidden, held[0] if held else None)
-    lengths = [segment.hidden.shape[1] for segment in segments]
-    # the segments' inputs are joined in ``hidden`` now: neither the queue nor the output's segments keep them
-    segments = [replace(segment, hidden=None) for segment in segments]
-    del queue[:ready]
-    out = layer(hidden, cos, sin, state, segments[0].start, [], stream.model.decoding, precomputed)
-    done, offset = [], 0
-    for segment, n in zip(segments, lengths):
-        done.append(replace(segment, hidden=out[:, offset : offset + n]))
-        offset += n
+    # the segments' inputs are joined in ``hidden`` now: neither the queue nor the output's segments keep them.
+    # What the outputs take of each segment goes in a tuple, and one split cuts the output: a piece's ~200
+    # segments pass 28 layers, and two dataclasses.replace and a slice per segment took 5.6 us of host time
+    # against 1.3 us now (session 21, a 2-core CI-class CPU: ~0.14 s of a 1024-frame prompt) while the GPU waited
+    kept = [(s.cos, s.sin, s.start, s.grid_hw, s.deepstack) for s in segments]
+    lengths, start = [s.hidden.shape[1] for s in segments], segments[0].start
+    del segments, queue[:ready]
+    out = layer(hidden, cos, sin, state, start, [], stream.model.decoding, precomputed)
+    done = [Segment(part, *rest) for part, rest in zip(out.split(lengths, dim=1), kept)]
     if not flush:  # what may wait at the next layer owns its memory, not a view of the whole piece
         waiting = [i for i, s in enumerate(done) if s.grid_hw is not None][-1:]
         for segment in done[waiting[0] if waiting else len(done):]:
