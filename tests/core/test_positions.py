@@ -26,3 +26,23 @@ def test_positions_match_transformers_and_resume_in_pieces():
     first, mid = rope_positions(types[:, :cut], None, torch.tensor([[1, 4, 4]] * 2), 2, zeros)
     second, _ = rope_positions(types[:, cut:], None, torch.tensor([[2, 4, 4]] * 2), 2, mid)
     assert torch.equal(torch.cat([first, second], -1), expected)
+
+
+def test_an_image_beside_a_video_matches_transformers_and_bad_grids_are_refused():
+    """An image grid ([1, 4, 4]: 4 tokens) before a two-group video: each grid's positions start where the text
+    left off (grids of one size share their offsets, made once). Tokens that do not fill a grid, and a grid
+    with no tokens left for it, raise."""
+    import pytest
+
+    config = tiny_config()
+    ids = torch.tensor([[7, 8, 502] + [500] * 4 + [503, 20, 502] + [501] * 4 + [503, 21, 502] + [501] * 4 + [503, 9]])
+    types = (ids == 500).long() + (ids == 501).long() * 2
+    image, video = torch.tensor([[1, 4, 4]]), torch.tensor([[2, 4, 4]])
+    hf = Qwen3VLModel(Qwen3VLConfig(text_config=config.text_config.to_dict(), vision_config=config.vision_config.to_dict()))
+    expected, _ = hf.get_rope_index(ids, types, image_grid_thw=image, video_grid_thw=video)
+    ours, _ = rope_positions(types, image, video, 2, torch.zeros(1, dtype=torch.long))
+    assert torch.equal(ours, expected)
+    with pytest.raises(ValueError, match="vision tokens at 3 do not match the given grid_thw"):
+        rope_positions(types[:, :5], image, None, 2, torch.zeros(1, dtype=torch.long))  # 2 of the image's 4 tokens
+    with pytest.raises(ValueError, match="more video grids given than the prompt has"):
+        rope_positions(types, image, torch.tensor([[3, 4, 4]]), 2, torch.zeros(1, dtype=torch.long))
