@@ -67,21 +67,25 @@ def segments_from_tokens(
     input_ids: Tensor,
     pixel_values_videos: Tensor | None = None,
     video_grid_thw: Tensor | None = None,
+    token_types: Tensor | None = None,
 ) -> list[Segment]:
-    """Embeds the next tokens of the stream (all rows share one token layout) and cuts them into segments."""
+    """Embeds the next tokens of the stream (all rows share one token layout) and cuts them into segments.
+    ``token_types``: the tokens' types in host memory where the caller has them (prefill_in_pieces), else they
+    are read back once: each read-back of a GPU tensor makes the host wait until the GPU's queue has drained."""
     types = model.token_types(input_ids)
-    if not bool((types == types[:1]).all()):
+    host = types.cpu() if token_types is None else token_types
+    if not bool((host == host[:1]).all()):
         raise StreamError("the streams of a batch must have the same token layout (same frame sizes and times)")
     stream.advance()
     merge = model.config.vision_config.spatial_merge_size
     hidden, visual_mask, deepstack = model.embed(input_ids, types, None, None, pixel_values_videos, video_grid_thw)
     state = stream.model
-    positions, state.next_position = rope_positions(types.cpu(), None, video_grid_thw, merge, state.next_position)
-    cos, sin = model.model.language_model.rotary_emb(hidden, positions.to(hidden.device))
+    positions, state.next_position = rope_positions(host, None, video_grid_thw, merge, state.next_position)
+    cos, sin = model.model.language_model.rotary_emb(hidden, _to_device(positions, hidden.device))
     batch, length = input_ids.shape
     stacked = [d.view(batch, -1, d.shape[-1]) for d in deepstack]  # visual tokens of each row, in order
     groups = [] if video_grid_thw is None else [(h // merge, w // merge) for t, h, w in video_grid_thw[:1].tolist() for _ in range(t)]
-    row_types = types[0].tolist()
+    row_types = host[0].tolist()
     segments, i, visual_seen = [], 0, 0
     while i < length:
         if row_types[i] == 2:
@@ -234,13 +238,16 @@ def _conv_inputs(layer: Any, stream: StreamState, index: int, segments: list[Seg
 
 
 def _group_rows(starts: list[int], size: int, device: torch.device) -> Tensor:
-    """[len(starts) * size] rows of the frame groups of ``size`` tokens starting at ``starts``, on ``device``. The
-    starts travel through pinned memory: a copy from pageable memory would make the host wait for the GPU's queue
-    to drain (torch synchronises the stream), losing the host's lead on the GPU."""
-    first = torch.tensor(starts, dtype=torch.long)
-    if device.type == "cuda":
-        first = first.pin_memory().to(device, non_blocking=True)
+    """[len(starts) * size] rows of the frame groups of ``size`` tokens starting at ``starts``, on ``device``."""
+    first = _to_device(torch.tensor(starts, dtype=torch.long), device)
     return (first[:, None] + torch.arange(size, device=device)).flatten()
+
+
+def _to_device(host: Tensor, device: torch.device) -> Tensor:
+    """Host data on ``device`` without waiting for the GPU: a copy from pageable memory makes torch synchronise
+    the stream (the host then waits for the GPU's queue to drain and loses its lead), one from pinned memory
+    does not."""
+    return host.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else host.to(device)
 
 
 def final_logits(model: SpatialTTTForConditionalGeneration, segments: list[Segment]) -> Tensor:
@@ -267,7 +274,10 @@ def prefill_in_pieces(
         raise StreamError("piecewise prefill needs one video of the same size in every row")
     merge = model.config.vision_config.spatial_merge_size
     group_tokens = h * w // merge**2
-    video = torch.nonzero(model.token_types(input_ids[:1])[0] == 2).flatten().tolist()
+    # the layout stays in host memory: read back from the GPU in every piece, it would make the host wait for the
+    # GPU's queue to drain each time (sync_points.py: ten times a piece before session 21)
+    types = model.token_types(input_ids).cpu()
+    video = torch.nonzero(types[0] == 2).flatten().tolist()
     group_starts = video[::group_tokens]  # the first token of each temporal group
     cuts, last = [], 0  # (group, token) where a piece ends: before a group that would make it longer than piece_tokens
     for g, (first, following) in enumerate(zip(group_starts, [*group_starts[1:], length])):
@@ -280,8 +290,8 @@ def prefill_in_pieces(
     for g1, end in [*cuts, (t, length)]:
         out = None  # the previous piece's output, dead before this piece's vision tower runs: one piece alive
         pixels = per_row[:, g0 * h * w : g1 * h * w].reshape(-1, per_row.shape[-1]) if g1 > g0 else None
-        grid = torch.tensor([[g1 - g0, h, w]] * batch, device=video_grid_thw.device) if g1 > g0 else None
-        segments = segments_from_tokens(model, stream, input_ids[:, start:end], pixels, grid)
+        grid = torch.tensor([[g1 - g0, h, w]] * batch) if g1 > g0 else None
+        segments = segments_from_tokens(model, stream, input_ids[:, start:end], pixels, grid, types[:, start:end])
         del pixels  # (a copy where the rows of a batch are gathered)
         out = feed(model, stream, segments, flush=end == length)  # takes the segments (the list is emptied)
         g0, start = g1, end

@@ -129,7 +129,8 @@ def test_a_prefill_allocates_each_anchor_cache_once(monkeypatch):
 def test_the_state_holds_exactly_what_it_must_and_nothing_else_stays(precision):
     """After generate(max_new_tokens=1) on a prompt of N tokens, the state's storages (each counted once: a view
     keeps its whole base) are exactly benchmarks/memory_trace.expected_state_bytes, and everything the call
-    allocated and still holds is that state plus the returned tokens."""
+    allocated and still holds is that state plus the returned tokens and the vision tower's inputs for the
+    call's grids, which the model keeps for later calls (at most 16 grids)."""
     import sys
     from pathlib import Path
 
@@ -140,6 +141,7 @@ def test_the_state_holds_exactly_what_it_must_and_nothing_else_stays(precision):
     inputs = video_prompt(frames_groups=9, grid_hw=4)  # 71 tokens: 8 chunks + 7, window < N
     for piece in (1000, 14):  # one forward; pieces of 1-2 frame groups
         model.config.prefill_piece = piece
+        model.model.grids.clear()
         with TensorMemory() as memory:
             state = model.new_state(1)
             tokens = model.generate(**inputs, max_new_tokens=1, stop_token_ids=[], state=state)
@@ -151,9 +153,13 @@ def test_the_state_holds_exactly_what_it_must_and_nothing_else_stays(precision):
         # 6 TTT layers, 4 heads, C = 8 tokens, d = 16: k (bf16 in the bf16 mode), v and 4 rates/gates (fp32)
         k_bytes = 2 if precision == "bf16" else 4
         assert expected["recent"] == 6 * 4 * 8 * (16 * k_bytes + (16 + 4) * 4)
-        assert memory.live == storage_bytes(t for ts in kinds.values() for t in ts) + storage_bytes([tokens])
+        grids = storage_bytes(t for inputs in model.model.grids.values() for name, t in inputs.items()
+                              if isinstance(t, torch.Tensor) and name != "grid_thw")  # (made from Python
+        # numbers: not through the dispatch mode that counts)
+        assert len(model.model.grids) == (1 if piece == 1000 else 2)  # 9 frame groups; pieces of 1 or 2
+        assert memory.live == storage_bytes(t for ts in kinds.values() for t in ts) + storage_bytes([tokens]) + grids
         del state, kinds
-        assert memory.live == storage_bytes([tokens])  # dropping the state frees everything else
+        assert memory.live == storage_bytes([tokens]) + grids  # dropping the state frees everything else
 
 
 def test_segments_waiting_for_the_next_piece_own_their_memory():
