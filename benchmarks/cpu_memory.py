@@ -5,7 +5,8 @@
 The CPU keeps no allocator statistics, so :class:`memory_trace.TensorMemory` counts the storages created during
 the call (the weights and the inputs exist before it); the CPU attention's mask blocks are cut small, as the GPU's
 flash attention builds no mask. Per piece size: ``peak`` above the call's start,
-``retained`` (still alive after the call while the state is held), the state's own bytes (each storage once) by
+``retained`` (still alive after the call while the state is held; of it ``kept_by_model``: the vision tower's
+inputs per grid, which the model keeps for later calls), the state's own bytes (each storage once) by
 kind beside what it must hold (:func:`spatial_ttt.state.ModelState.expected_bytes`), and the generated token
 (the same for every piece size: prefill in pieces computes the numbers of one forward). The shape is the tiny test
 model on 128x128 frames (16 tokens per frame group) with chunk and window of 64 tokens: the same parts as the 2B
@@ -26,7 +27,7 @@ from spatial_ttt.configuration import SpatialTTTConfig
 from spatial_ttt.layers import attention
 from spatial_ttt.state import KVCache
 
-from memory_trace import TensorMemory, expected_state_bytes, state_tensors, storage_bytes
+from memory_trace import TensorMemory, expected_state_bytes, model_kept_tensors, state_tensors, storage_bytes
 
 MIB = 2**20
 
@@ -36,13 +37,14 @@ def measure(model, inputs: dict, piece_tokens: int) -> dict:
     with TensorMemory(attribute=True) as memory:
         state = model.new_state(1)
         tokens = model.generate(**inputs, max_new_tokens=1, stop_token_ids=[], state=state)
-        retained = memory.live
+        retained, kept = memory.live, memory.created(model_kept_tensors(model))
     kinds = state_tensors(state)
     return dict(
         piece_tokens=piece_tokens,
         prompt_tokens=int(inputs["input_ids"].shape[1]),
         peak_mib=memory.peak / MIB,
         retained_mib=retained / MIB,
+        kept_by_model_mib=kept / MIB,
         state_mib=storage_bytes(t for ts in kinds.values() for t in ts) / MIB,
         state_by_kind_mib={kind: storage_bytes(ts) / MIB for kind, ts in kinds.items()},
         expected_mib={k: v / MIB for k, v in expected_state_bytes(model.config, 1, state.num_tokens, capacity(state), 4).items()},

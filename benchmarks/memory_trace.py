@@ -62,6 +62,11 @@ class TensorMemory(TorchDispatchMode):
                     self._explain()
         return out
 
+    def created(self, tensors: Iterable[torch.Tensor]) -> int:
+        """Bytes of the storages behind ``tensors`` that were created inside the block and are alive, each once."""
+        keys = {t.untyped_storage()._cdata for t in tensors}
+        return sum(self._sizes[key] for key in keys if key in self._sizes)
+
     def _free(self, key: int) -> None:
         self.live -= self._sizes.pop(key, 0)
         self._sites.pop(key, None)
@@ -126,6 +131,11 @@ def storage_bytes(tensors: Iterable[torch.Tensor | None]) -> int:
             storage = t.untyped_storage()
             sizes[storage._cdata] = storage.nbytes()
     return sum(sizes.values())
+
+
+def model_kept_tensors(model) -> list[torch.Tensor]:
+    """Tensors the model itself keeps between calls: the vision tower's inputs per grid (at most 16 grids)."""
+    return [t for inputs in model.model.grids.values() for t in inputs.values() if isinstance(t, torch.Tensor)]
 
 
 def state_tensors(state) -> dict[str, list[torch.Tensor]]:

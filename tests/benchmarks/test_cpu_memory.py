@@ -21,7 +21,8 @@ def test_cpu_memory_reports_peak_retained_and_the_state_by_kind(tmp_path):
     for run in (small, whole):
         assert run["prompt_tokens"] == 10 + 32 * (5 + 1 + 16 + 1) + 20
         assert run["state_by_kind_mib"] == run["expected_mib"]  # anchor KV reserved in whole blocks of 32
-        assert run["state_mib"] < run["retained_mib"] < run["state_mib"] + 0.01  # + the returned tokens
+        kept = run["state_mib"] + run["kept_by_model_mib"]  # + the vision inputs of the call's new grids
+        assert 0 < run["kept_by_model_mib"] and kept < run["retained_mib"] < kept + 0.01  # + the returned tokens
         assert run["peak_mib"] > run["retained_mib"] and run["at_peak"]["by_site"]
     assert small["token"] == whole["token"]  # the same numbers in pieces
     assert small["peak_mib"] < whole["peak_mib"]  # the activations of a piece, not of the whole prompt

@@ -135,7 +135,7 @@ def test_the_state_holds_exactly_what_it_must_and_nothing_else_stays(precision):
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-    from memory_trace import TensorMemory, expected_state_bytes, state_tensors, storage_bytes
+    from memory_trace import TensorMemory, expected_state_bytes, model_kept_tensors, state_tensors, storage_bytes
 
     model = tiny_model(use_muon=False, lact_chunk_size=8, window_size=12, fast_weight_precision=precision)
     inputs = video_prompt(frames_groups=9, grid_hw=4)  # 71 tokens: 8 chunks + 7, window < N
@@ -153,9 +153,8 @@ def test_the_state_holds_exactly_what_it_must_and_nothing_else_stays(precision):
         # 6 TTT layers, 4 heads, C = 8 tokens, d = 16: k (bf16 in the bf16 mode), v and 4 rates/gates (fp32)
         k_bytes = 2 if precision == "bf16" else 4
         assert expected["recent"] == 6 * 4 * 8 * (16 * k_bytes + (16 + 4) * 4)
-        grids = storage_bytes(t for inputs in model.model.grids.values() for name, t in inputs.items()
-                              if isinstance(t, torch.Tensor) and name != "grid_thw")  # (made from Python
-        # numbers: not through the dispatch mode that counts)
+        grids = memory.created(model_kept_tensors(model))
+        assert grids > 0
         assert len(model.model.grids) == (1 if piece == 1000 else 2)  # 9 frame groups; pieces of 1 or 2
         assert memory.live == storage_bytes(t for ts in kinds.values() for t in ts) + storage_bytes([tokens]) + grids
         del state, kinds
