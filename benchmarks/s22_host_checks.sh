@@ -14,3 +14,7 @@ grep -E '"(total|busy|idle|seconds)"' "$out/profile.log"
 timeout 200 python3 benchmarks/prefill_ab.py --frames 1024 128 --variants now before_s21 vision_per_call \
     --repeats 4 --stages --out "$out/prompt_ab.json" > "$out/prompt_ab.log" 2>&1
 grep -E "round" "$out/prompt_ab.log" | cut -c1-200
+# the GPU tests of the paths these changes touch (pinned copies of host data, streams on the device)
+timeout 150 python3 -m pytest -q -x tests/gpu/test_stream_device.py tests/gpu/test_host_pixels.py \
+    tests/core/test_vision_attention.py > "$out/gpu_tests.log" 2>&1
+tail -3 "$out/gpu_tests.log"
