@@ -48,7 +48,7 @@ class StageTimer:
     def __init__(self, model, cuda: bool) -> None:
         self.cuda, self.open, self.totals = cuda, {}, defaultdict(float)
         self.calls: list = []
-        self.first = None  # the first stage's start
+        self.first = self.last = None  # the first stage's start; the last one's end (CPU: the clock's)
         text = model.model.language_model
         stages = {"vision tower": [model.model.visual], "lm head": [model.lm_head]}
         for layer in text.layers:

@@ -217,8 +217,7 @@ def _conv_inputs(layer: Any, stream: StreamState, index: int, segments: list[Seg
             starts.append(offset)
             grids.add(segment.grid_hw)
         offset += segment.hidden.shape[1]
-    grid = next(s.grid_hw for s in segments if s.grid_hw is not None)
-    previous = stream.previous_group[index]
+    grid, previous = next(iter(grids)), stream.previous_group[index]  # (more than one grid is refused below)
     if len(grids | {s.grid_hw for s in [following] if s is not None}) > 1 or (
             previous is not None and previous[0].shape[1] != grid[0] * grid[1]):
         raise StreamError("the frame size changed within a stream; start a new stream for frames of another size")
