@@ -16,6 +16,8 @@ code take 3.20 s and 3.69 s on two H100s, and one variant spread 3.39-4.54 s in 
   anchor_split  the library with config.anchor_attention = "split" (tiles of 8,192 queries, a last one padded:
                 cuDNN on each tile's square and on 16,384-key tiles before it, merged by LSE; the rest flash)
   piece_8k      the library with prefill pieces of 8,192 tokens (config.prefill_piece; default 16,384)
+  piece_32k     the library with prefill pieces of 32,768 tokens (half the pieces: the host's work per piece and
+                layer halves, the activations of a piece double)
   lean          piece_8k with 32 frame groups per vision call and MLP pieces of 2,048 (the memory settings down)
   eager_norms   the decoder's RMSNorms eagerly (before session 9: seven kernels each instead of one compiled)
   eager_rope    the attentions' rope eagerly (before session 10: chunk, neg, cat, two products and a sum for each
@@ -82,7 +84,7 @@ from spatial_ttt.layers.ttt import Precomputed
 from spatial_ttt.ops import FastWeightKernel, fast_weight_kernels
 from spatial_ttt.streaming import StreamSession
 
-VARIANTS = ("now", "eager_vision", "rows_fp32", "vision_32", "vision_16", "anchor_split", "piece_8k", "lean",
+VARIANTS = ("now", "eager_vision", "rows_fp32", "vision_32", "vision_16", "anchor_split", "piece_8k", "piece_32k", "lean",
             "eager_norms", "eager_rope", "weights_copied", "stages_dynamic", "before_s18", "before_s21",
             "vision_per_call", "products_fp32", "products_tf32")
 ROWS = ttt.row_dtype
@@ -181,7 +183,7 @@ def apply(variant: str, model) -> None:
         module.kernel = None if eager_kind and isinstance(module, eager_kind) else text.kernel
     model.config.vision_patches = {"vision_32": PATCHES // 2, "vision_16": PATCHES // 4, "lean": PATCHES // 2}.get(
         variant, PATCHES)
-    model.config.prefill_piece = PIECE // 2 if variant in ("piece_8k", "lean") else PIECE
+    model.config.prefill_piece = {"piece_8k": PIECE // 2, "lean": PIECE // 2, "piece_32k": PIECE * 2}.get(variant, PIECE)
     model.config.mlp_piece = MLP_PIECE // 2 if variant == "lean" else MLP_PIECE
     model.config.anchor_attention = "split" if variant == "anchor_split" else ANCHOR
     FastWeightKernel.step = copied_step if variant == "weights_copied" else STEP

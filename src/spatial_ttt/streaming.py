@@ -78,7 +78,7 @@ def segments_from_tokens(
         raise StreamError("the streams of a batch must have the same token layout (same frame sizes and times)")
     stream.advance()
     merge = model.config.vision_config.spatial_merge_size
-    hidden, visual_mask, deepstack = model.embed(input_ids, types, None, None, pixel_values_videos, video_grid_thw)
+    hidden, visual_mask, deepstack = model.embed(input_ids, types, None, None, pixel_values_videos, video_grid_thw, host)
     state = stream.model
     positions, state.next_position = rope_positions(host, None, video_grid_thw, merge, state.next_position)
     cos, sin = model.model.language_model.rotary_emb(hidden, _to_device(positions, hidden.device))

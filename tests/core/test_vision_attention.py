@@ -75,6 +75,21 @@ def test_deepstack_rows_of_images_and_videos_alone_and_together():
         assert torch.equal(joint[:4], img) and torch.equal(joint[4:], vid) and img.abs().sum() > 0
 
 
+@pytest.mark.parametrize("host", [False, True])
+def test_embed_refuses_placeholders_without_pixels_and_a_count_mismatch(host):
+    """The checks count placeholders in host memory (the caller's types, or one read-back): video placeholders
+    without pixels, and 4 video tokens against 8 features, are refused by name and count either way."""
+    model = tiny_model()
+    pixels, grid = torch.randn(2 * 16, 3 * 2 * 16 * 16), torch.tensor([[2, 4, 4]])
+    ids = torch.tensor([[8, 502] + [501] * 4 + [503]])
+    types = model.token_types(ids)
+    extra = (types.clone(),) if host else ()
+    with torch.no_grad(), pytest.raises(ValueError, match="video placeholder tokens but no video pixels"):
+        model.embed(ids, types, None, None, None, None, *extra)
+    with torch.no_grad(), pytest.raises(ValueError, match="8 features, 4 tokens"):
+        model.embed(ids, types, None, None, pixels, grid, *extra)
+
+
 def test_the_tower_takes_a_grids_inputs_as_computed_once_and_gives_the_same_numbers(monkeypatch):
     """encode_visual hands the tower what transformers derives from grid_thw (positions, interpolation, cu_seqlens),
     computed once per grid, and the blocks their frames: the features equal the tower's own call bit for bit, and

@@ -262,28 +262,34 @@ class SpatialTTTForConditionalGeneration(PreTrainedModel):
         image_grid_thw: Tensor | None,
         pixel_values_videos: Tensor | None,
         video_grid_thw: Tensor | None,
+        host_types: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None, list[Tensor]]:
-        """Token embeddings with vision features scattered in; plus the visual mask and deepstack features."""
+        """Token embeddings with vision features scattered in; plus the visual mask and deepstack features.
+        ``host_types``: ``mm_token_type_ids`` in host memory where the caller has them; the checks below count
+        placeholders there (counted on the GPU, each count is a read-back that makes the host wait until the GPU's
+        queue has drained: twice per piece of a prompt run in pieces, sync_points.py, session 22)."""
         embeds = self.model.language_model.embed_tokens(input_ids)
         visual_mask = None
         deepstack: list[Tensor] = []
         inputs = [(1, pixel_values, image_grid_thw, "image"), (2, pixel_values_videos, video_grid_thw, "video")]
+        types = mm_token_type_ids.cpu() if host_types is None else host_types
         encoded = {}
         for kind, pixels, grid, name in inputs:
-            mask = mm_token_type_ids == kind
+            placeholders = int((types == kind).sum())
             if pixels is None:
-                if mask.any():
+                if placeholders:
                     raise ValueError(f"the prompt has {name} placeholder tokens but no {name} pixels were given")
                 continue
             if grid is None:
                 raise ValueError(f"{name} pixels given without {name}_grid_thw")
             features, deepstack_features = self.encode_visual(pixels, grid)
             features = features.to(embeds.dtype)
-            if features.shape[0] != int(mask.sum()):
+            if features.shape[0] != placeholders:
                 raise ValueError(
                     f"{name} features and placeholder tokens do not match: {features.shape[0]} features, "
-                    f"{int(mask.sum())} tokens"
+                    f"{placeholders} tokens"
                 )
+            mask = mm_token_type_ids == kind
             embeds = embeds.masked_scatter(mask.unsqueeze(-1), features)
             encoded[kind] = (mask, deepstack_features)
         if encoded:
@@ -292,7 +298,7 @@ class SpatialTTTForConditionalGeneration(PreTrainedModel):
             deepstack = [features.to(embeds.dtype) for features in next(iter(encoded.values()))[1]]
         elif encoded:
             for level in range(len(self.config.vision_config.deepstack_visual_indexes)):
-                joint = embeds.new_zeros(int(visual_mask.sum()), embeds.shape[-1])
+                joint = embeds.new_zeros(int((types > 0).sum()), embeds.shape[-1])
                 for kind, (mask, features) in encoded.items():
                     joint[mask[visual_mask]] = features[level].to(embeds.dtype)
                 deepstack.append(joint)
@@ -319,12 +325,13 @@ class SpatialTTTForConditionalGeneration(PreTrainedModel):
             mm_token_type_ids = self.token_types(input_ids)
         batch, length = input_ids.shape
         text_model = self.model.language_model
+        host_types = mm_token_type_ids.cpu()  # read back once: the embedding's checks and the rope positions
         hidden, visual_mask, deepstack = self.embed(
-            input_ids, mm_token_type_ids, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw
+            input_ids, mm_token_type_ids, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw, host_types
         )
         start_pos = state.next_position if state is not None else torch.zeros(batch, dtype=torch.long)
         positions, next_pos = rope_positions(
-            mm_token_type_ids.cpu(), image_grid_thw, video_grid_thw, self.config.vision_config.spatial_merge_size, start_pos
+            host_types, image_grid_thw, video_grid_thw, self.config.vision_config.spatial_merge_size, start_pos
         )
         cos, sin = text_model.rotary_emb(hidden, positions.to(hidden.device))
         start = state.num_tokens if state is not None else 0
