@@ -13,8 +13,8 @@ code take 3.20 s and 3.69 s on two H100s, and one variant spread 3.39-4.54 s in 
   rows_fp32     + q/k rows fp32 (before session 6)
   vision_32     the library with 32 frame groups per vision call (config.vision_patches = 21,120)
   vision_16     the library with 16 frame groups per vision call (10,560)
-  anchor_split  the library with config.anchor_attention = "split" (tiles of 8,192 queries, a last one padded:
-                cuDNN on each tile's square and on 16,384-key tiles before it, merged by LSE; the rest flash)
+  anchor_flash  the library with config.anchor_attention = "flash" (SDPA's flash kernel, the diagonal
+                bottom-right; the default before session 22: now "split", cuDNN tiles merged by LSE)
   piece_8k      the library with prefill pieces of 8,192 tokens (config.prefill_piece; default 16,384)
   piece_32k     the library with prefill pieces of 32,768 tokens (half the pieces: the host's work per piece and
                 layer halves, the activations of a piece double)
@@ -84,7 +84,7 @@ from spatial_ttt.layers.ttt import Precomputed
 from spatial_ttt.ops import FastWeightKernel, fast_weight_kernels
 from spatial_ttt.streaming import StreamSession
 
-VARIANTS = ("now", "eager_vision", "rows_fp32", "vision_32", "vision_16", "anchor_split", "piece_8k", "piece_32k", "lean",
+VARIANTS = ("now", "eager_vision", "rows_fp32", "vision_32", "vision_16", "anchor_flash", "piece_8k", "piece_32k", "lean",
             "eager_norms", "eager_rope", "weights_copied", "stages_dynamic", "before_s18", "before_s21",
             "vision_per_call", "products_fp32", "products_tf32")
 ROWS = ttt.row_dtype
@@ -185,7 +185,7 @@ def apply(variant: str, model) -> None:
         variant, PATCHES)
     model.config.prefill_piece = {"piece_8k": PIECE // 2, "lean": PIECE // 2, "piece_32k": PIECE * 2}.get(variant, PIECE)
     model.config.mlp_piece = MLP_PIECE // 2 if variant == "lean" else MLP_PIECE
-    model.config.anchor_attention = "split" if variant == "anchor_split" else ANCHOR
+    model.config.anchor_attention = "flash" if variant == "anchor_flash" else ANCHOR
     FastWeightKernel.step = copied_step if variant == "weights_copied" else STEP
     FastWeightKernel.compiled = dynamic_compiled if variant == "stages_dynamic" else COMPILED
     ttt.depthwise_conv3_triton = specialised_conv_launch if variant == "before_s18" else CONV_LAUNCH

@@ -71,10 +71,10 @@ class SpatialTTTConfig(Qwen3VLConfig):
     # pieces after a KV cache, or the square) (ours; not part of the math): "flash" (SDPA's flash kernel with the
     # diagonal bottom-right) or "split" (cuDNN on the square diagonal block plus unmasked prefix blocks, merged by
     # log-sum-exp; spatial_ttt.ops.attention_gpu). Elsewhere (CPU, fp32, small problems) both run the same path.
-    # "split" runs the anchors' own stage 0.10-0.15 s faster at 1024 frames (H200) but no whole call faster beyond
-    # the machines' spread, and a process's first split call pays cuDNN's plans (~1.6 s): flash stays the default
-    # (docs/model.md, "Anchor attention"; benchmarks/RESULTS.md, session 20).
-    anchor_attention: str = "flash"
+    # "split" is the default since session 22: a 1024-frame prompt 2.20 s against flash's 2.67 (medians of five
+    # interleaved rounds, one H200), once the host's overhead no longer hid the anchors' gain; a process's first
+    # split call pays cuDNN's plans (~0.9 s) (docs/model.md, "Anchor attention"; benchmarks/RESULTS.md, session 22).
+    anchor_attention: str = "split"
     # Memory against speed (ours; not part of the math: the same numbers at any value, the MLP's to its products'
     # last bit). Smaller pieces lower the prefill's peak memory and cost time (docs/model.md, "Memory settings").
     # Tokens per piece when generate prefills a long video prompt as a stream of pieces of whole frame groups

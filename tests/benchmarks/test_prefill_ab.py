@@ -22,7 +22,7 @@ def test_prefill_ab_times_every_variant_with_the_same_answer(tmp_path):
     assert [run["frames"] for run in data["runs"]] == [8, 4]
     variants = data["runs"][1]["variants"]
     assert list(variants) == [
-        "now", "eager_vision", "rows_fp32", "vision_32", "vision_16", "anchor_split", "piece_8k", "lean", "eager_norms", "eager_rope",
+        "now", "eager_vision", "rows_fp32", "vision_32", "vision_16", "anchor_flash", "piece_8k", "piece_32k", "lean", "eager_norms", "eager_rope",
         "weights_copied", "stages_dynamic", "before_s18", "before_s21", "vision_per_call", "products_fp32",
         "products_tf32"]
     assert len({v["token"] for v in variants.values()}) == 1  # the settings change memory and time, not the answer
@@ -39,7 +39,7 @@ def test_prefill_ab_times_each_calls_stages(tmp_path):
     out = tmp_path / "ab.json"
     env = dict(os.environ, PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{ROOT / 'benchmarks'}")
     cmd = [sys.executable, str(ROOT / "benchmarks/prefill_ab.py"), "--tiny", "--out", str(out), "--repeats", "2",
-           "--frames", "8", "--variants", "now", "anchor_split", "--stages", "--clocks"]
+           "--frames", "8", "--variants", "now", "anchor_flash", "--stages", "--clocks"]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
     variants = json.loads(out.read_text())["runs"][0]["variants"]
@@ -64,7 +64,7 @@ def test_prefill_ab_times_a_stream_with_the_same_memory_under_each_setting(tmp_p
     for frames in (8, 4):
         out = tmp_path / f"ab{frames}.json"
         cmd = [sys.executable, str(ROOT / "benchmarks/prefill_ab.py"), "--tiny", "--out", str(out), "--repeats", "2",
-               "--variants", "now", "anchor_split", "before_s21", "--stages", "--stream", str(frames), "4"]
+               "--variants", "now", "anchor_flash", "before_s21", "--stages", "--stream", str(frames), "4"]
         result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
         assert result.returncode == 0, result.stderr[-2000:]
         run = json.loads(out.read_text())["runs"][0]
@@ -74,7 +74,7 @@ def test_prefill_ab_times_a_stream_with_the_same_memory_under_each_setting(tmp_p
                    for v in variants.values())
         conv_inputs = "ttt layer: norm, projections, spatial conv (stream engine)"  # before the layer's call
         assert all(v["stages_s_median"][conv_inputs] > 0 for v in variants.values())
-        assert variants["now"]["token"] == variants["anchor_split"]["token"] == variants["before_s21"]["token"]
+        assert variants["now"]["token"] == variants["anchor_flash"]["token"] == variants["before_s21"]["token"]
         sums.append(variants["now"]["token"])
     assert sums[0] != sums[1]
 

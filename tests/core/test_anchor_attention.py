@@ -108,8 +108,8 @@ def test_each_piece_gives_its_log_sum_exp():
 
 
 def test_the_setting_is_validated_and_refused_when_set_later():
-    assert tiny_config().anchor_attention == "flash"
-    assert tiny_config(anchor_attention="split").anchor_attention == "split"
+    assert tiny_config().anchor_attention == "split"
+    assert tiny_config(anchor_attention="flash").anchor_attention == "flash"
     refused = "anchor_attention must be one of flash/split, not 'cudnn'"
     with pytest.raises(ValueError, match=f"invalid SpatialTTTConfig: {refused}"):
         tiny_config(anchor_attention="cudnn")
@@ -143,13 +143,13 @@ def test_the_setting_reaches_the_anchors_attention_only(monkeypatch, setting):
 def test_an_execution_setting_saved_loaded_and_left_out_of_the_stream_fingerprint(tmp_path, released_dir):
     """Like ttt_kernel: in our config.json, overridable at load time, the library default for a released folder,
     and a saved stream continues under either value."""
-    save_model(tiny_model(anchor_attention="split"), tmp_path / "ours")
-    assert json.loads((tmp_path / "ours/config.json").read_text())["anchor_attention"] == "split"
+    save_model(tiny_model(anchor_attention="flash"), tmp_path / "ours")
+    assert json.loads((tmp_path / "ours/config.json").read_text())["anchor_attention"] == "flash"
     loaded = load_model(tmp_path / "ours")
-    assert (loaded.config.anchor_attention, loaded.ttt_settings["anchor_attention"].source) == ("split", "checkpoint config")
-    released = load_model(released_dir, anchor_attention="split")
-    assert (released.config.anchor_attention, released.ttt_settings["anchor_attention"].source) == ("split", "override")
+    assert (loaded.config.anchor_attention, loaded.ttt_settings["anchor_attention"].source) == ("flash", "checkpoint config")
+    released = load_model(released_dir, anchor_attention="flash")
+    assert (released.config.anchor_attention, released.ttt_settings["anchor_attention"].source) == ("flash", "override")
     assert load_model(released_dir).ttt_settings["anchor_attention"].source == "library default"
     with pytest.raises(CheckpointError, match="bad settings .*anchor_attention must be one of flash/split, not 'x'"):
         load_model(released_dir, anchor_attention="x")
-    assert model_fingerprint(tiny_model(anchor_attention="split")) == model_fingerprint(tiny_model())
+    assert model_fingerprint(tiny_model(anchor_attention="flash")) == model_fingerprint(tiny_model())
