@@ -30,6 +30,9 @@ code take 3.20 s and 3.69 s on two H100s, and one variant spread 3.39-4.54 s in 
   before_s21    the stream engine's TTT conv inputs as before session 21 (a slice per segment, frame groups
                 stacked, put back per group, segments joined: ~600 small ops per TTT layer and piece; now one
                 gather and one scatter per input)
+  before_s22    the stream engine's conv of a piece's frame groups as before session 22: the groups gathered into a
+                volume padded with their neighbours, the Triton stencil over it, the result written back into a
+                copy of the tokens (now the kernel reads and writes the groups' rows where they lie)
   vision_per_call  the vision tower deriving its grid's inputs at every call and its blocks reading their frames
                 off cu_seqlens, as before session 21 (now: computed once per grid,
                 SpatialTTTForConditionalGeneration.grid_inputs)
@@ -63,6 +66,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import statistics
 import weakref
 
@@ -79,14 +83,14 @@ from spatial_ttt.configuration import SpatialTTTConfig
 from spatial_ttt.models.modeling import SpatialTTTForConditionalGeneration
 from spatial_ttt.layers.attention import Attention
 from spatial_ttt.layers.norm import RMSNorm
-from spatial_ttt.layers.spatial_conv import conv_frame_groups
+from spatial_ttt.layers.spatial_conv import conv_frame_groups, conv_token_groups
 from spatial_ttt.layers.ttt import Precomputed
 from spatial_ttt.ops import FastWeightKernel, fast_weight_kernels
 from spatial_ttt.streaming import StreamSession
 
 VARIANTS = ("now", "eager_vision", "rows_fp32", "vision_32", "vision_16", "anchor_flash", "piece_8k", "piece_32k", "lean",
             "eager_norms", "eager_rope", "weights_copied", "stages_dynamic", "before_s18", "before_s21",
-            "vision_per_call", "products_fp32", "products_tf32")
+            "before_s22", "vision_per_call", "products_fp32", "products_tf32")
 ROWS = ttt.row_dtype
 PATCHES = SpatialTTTConfig.vision_patches
 PIECE, MLP_PIECE = SpatialTTTConfig.prefill_piece, SpatialTTTConfig.mlp_piece
@@ -125,6 +129,8 @@ def specialised_conv_launch(frames, weight):
 
 
 CONV_INPUTS = streaming._conv_inputs
+GROUPS_KERNEL = ttt.conv_token_groups_triton
+GATHERED_GROUPS = functools.partial(conv_token_groups, stencil=conv_triton.depthwise_conv3_triton)  # before_s22
 
 
 def sliced_conv_inputs(layer, stream, index, segments, hidden, following):
@@ -145,7 +151,7 @@ def sliced_conv_inputs(layer, stream, index, segments, hidden, following):
     features = [list(parts) for parts in pre_conv]
     for j, conv in enumerate(attention.convs):
         groups = torch.stack([pre_conv[j][i] for i in frame_groups], dim=1)
-        out = conv_frame_groups(conv, None if previous is None else previous[j], groups,
+        out = conv_frame_groups(conv.weight, None if previous is None else previous[j], groups,
                                 None if after is None else after[j], grid, stencil)
         for position, i in enumerate(frame_groups):
             features[j][i] = out[:, position]
@@ -191,6 +197,7 @@ def apply(variant: str, model) -> None:
     ttt.depthwise_conv3_triton = specialised_conv_launch if variant == "before_s18" else CONV_LAUNCH
     attention.MASKED_BACKENDS = ANY_BACKEND if variant == "before_s18" else MASKED
     streaming._conv_inputs = sliced_conv_inputs if variant == "before_s21" else CONV_INPUTS
+    ttt.conv_token_groups_triton = GATHERED_GROUPS if variant == "before_s22" else GROUPS_KERNEL
     SpatialTTTForConditionalGeneration.grid_inputs = grid_per_call if variant == "vision_per_call" else GRID_INPUTS
 
 

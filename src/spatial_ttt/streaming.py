@@ -26,7 +26,6 @@ import torch
 from torch import Tensor
 
 from .configuration import EXECUTION_SETTINGS
-from .layers.spatial_conv import conv_frame_groups
 from .layers.ttt import Precomputed
 from .models.modeling import SpatialTTTForConditionalGeneration
 from .models.positions import rope_positions
@@ -210,7 +209,7 @@ def _conv_inputs(layer: Any, stream: StreamState, index: int, segments: list[Seg
     after = None
     if following is not None:  # the held frame group (a flush holds none back)
         after = attention.project(layer.input_layernorm(following.hidden))[3:]
-    stencil = attention.conv_stencil(hidden)  # the one-shot prompt's conv
+    conv_groups = attention.conv_groups(hidden)  # the one-shot prompt's stencil, over the groups where they lie
     starts, offset, grids = [], 0, set()
     for segment in segments:
         if segment.grid_hw is not None:
@@ -221,25 +220,18 @@ def _conv_inputs(layer: Any, stream: StreamState, index: int, segments: list[Seg
     if len(grids | {s.grid_hw for s in [following] if s is not None}) > 1 or (
             previous is not None and previous[0].shape[1] != grid[0] * grid[1]):
         raise StreamError("the frame size changed within a stream; start a new stream for frames of another size")
-    # the frame groups' rows gathered and written back by one index each (not a slice per segment: a piece has
-    # ~100 frame groups and ~100 text segments between them, and those small ops kept the GPU waiting for the
-    # host, session 21); text rows pass through the clone unchanged
-    rows = _group_rows(starts, grid[0] * grid[1], hidden.device)
+    # the frame groups found by their first rows, one call per input (not a slice per segment: a piece has ~100
+    # frame groups and ~100 text segments between them, and those small ops kept the GPU waiting for the host,
+    # session 21); text rows pass through unchanged
+    first_rows = _to_device(torch.tensor(starts, dtype=torch.long), hidden.device)
+    size = grid[0] * grid[1]
     conv_features, last = [], []
     for j, (t, conv) in enumerate(zip(projected[3:], attention.convs)):
-        groups = t.index_select(1, rows).view(t.shape[0], len(starts), grid[0] * grid[1], t.shape[-1])
-        out = conv_frame_groups(conv, None if previous is None else previous[j], groups,
-                                None if after is None else after[j], grid, stencil)
-        conv_features.append(t.clone().index_copy_(1, rows, out.flatten(1, 2)))
-        last.append(groups[:, -1].clone())  # the next call's previous group, apart from this piece's tensors
+        conv_features.append(conv_groups(t, first_rows, None if previous is None else previous[j],
+                                         None if after is None else after[j], grid, conv.weight))
+        last.append(t[:, starts[-1] : starts[-1] + size].clone())  # the next call's previous group, compact
     stream.previous_group[index] = tuple(last)
     return Precomputed(projected, tuple(conv_features), normed)
-
-
-def _group_rows(starts: list[int], size: int, device: torch.device) -> Tensor:
-    """[len(starts) * size] rows of the frame groups of ``size`` tokens starting at ``starts``, on ``device``."""
-    first = _to_device(torch.tensor(starts, dtype=torch.long), device)
-    return (first[:, None] + torch.arange(size, device=device)).flatten()
 
 
 def _to_device(host: Tensor, device: torch.device) -> Tensor:

@@ -10,10 +10,13 @@ pytest.importorskip("triton")
 
 SCRIPT = """
 import torch
-from gpu.test_conv_triton import SMALL, check_stencil
+from gpu.test_conv_triton import GROUPS, SMALL, check_stencil, check_token_groups
 for shape in SMALL:
     for dtype in (torch.float32, torch.bfloat16):
         check_stencil(shape, dtype, "cpu", truncating=True)
+for case in GROUPS:
+    for dtype in (torch.float32, torch.bfloat16):
+        check_token_groups(case, dtype, "cpu", truncating=True)
 for layout in ("channel slice", "permuted"):
     check_stencil(((2,), 2, 5, 7, 96), torch.float32, "cpu", layout)
 print("ok")
@@ -35,15 +38,23 @@ def test_triton_stencil_compiles_for_an_h100(dtype):
 
     from spatial_ttt.ops.conv_triton import TILE, _conv3_kernel
 
-    ints = ["T", "H", "W", "C", "stride_n", "stride_t", "stride_h", "stride_w"]
-    signature = {"x": f"*{dtype}", "weight": f"*{dtype}", "out": f"*{dtype}"}
-    signature.update({name: "i32" for name in ints})
+    pointers = {name: f"*{dtype}" for name in ("x", "first", "last", "out", "weight")}
+    pointers |= {"frames": "*i64", "out_frames": "*i64"}  # the frames' rows
     constants = dict(stride_c=1, BLOCK_HW=TILE["block_hw"], BLOCK_C=TILE["block_channels"], BLOCK_T=TILE["block_t"])
-    signature.update({name: "constexpr" for name in constants})
-    aligned = {(i,): [["tt.divisibility", 16]] for i in (0, 1, 2, 6)}  # the pointers and C
-    source = ASTSource(fn=_conv3_kernel, signature=signature, constexprs=constants, attrs=aligned)
+    names = _conv3_kernel.arg_names
+    signature = {name: "constexpr" if name in constants else pointers.get(name, "i32") for name in names}
+    # what a launch on the 2B shape's tensors notes: 16-byte aligned pointers, channels and strides
+    aligned = [name for name in names if name not in constants and (name in pointers and name not in ("frames", "out_frames")
+                                                                     or name == "C" or name.startswith("stride_"))]
+    attrs = {(names.index(name),): [["tt.divisibility", 16]] for name in aligned}
+    source = ASTSource(fn=_conv3_kernel, signature=signature, constexprs=constants, attrs=attrs)
     kernel = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": TILE["num_warps"]})
-    assert kernel.asm["cubin"] and "ld.global.v4" in kernel.asm["ptx"]  # vector loads: 16 bytes of channels
+    ptx = kernel.asm["ptx"]
+    # every load of taps and weights 16 bytes of channels, whichever tensor the frame is in (the frame's pointer
+    # chosen at run time must not cost the taps their vectorisation); the only others: the two rows of the tables
+    loads = [word for line in ptx.splitlines() for word in line.split() if word.startswith("ld.global")]
+    assert kernel.asm["cubin"] and "st.global.v4" in ptx
+    assert len(loads) > 2 and sorted(op for op in loads if ".v4." not in op) == ["ld.global.b64"] * 2, loads
 
 
 def test_one_compilation_serves_every_frame_count_and_size(monkeypatch):

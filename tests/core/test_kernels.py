@@ -8,9 +8,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from spatial_ttt.layers.spatial_conv import VideoSpan, conv_frame_groups, conv_video_tokens, depthwise_conv3, make_conv
+from spatial_ttt.layers.spatial_conv import (VideoSpan, conv_frame_groups, conv_token_groups, conv_video_tokens,
+                                             depthwise_conv3, make_conv)
 from spatial_ttt.ops import FastWeightKernel, FastWeightMemory, FastWeights, TokenStream
-from spatial_ttt.ops.conv_triton import depthwise_conv3_triton
+from spatial_ttt.ops.conv_triton import conv_token_groups_triton, depthwise_conv3_triton
 from spatial_ttt.ops.fast_weight_kernels import STATE_ARGS, ChunkGraph
 from spatial_ttt.tiny import tiny_model
 
@@ -222,6 +223,23 @@ def test_conv_stencil_is_triton_only_where_the_graphed_kernel_runs_on_cuda():
         assert layer.conv_stencil(cuda) is trained
 
 
+def test_the_streaming_conv_follows_the_same_rule():
+    """TTTAttention.conv_groups (a piece's frame groups among its tokens): the Triton kernel over the groups' rows
+    exactly where conv_stencil is the Triton stencil, else the gathered form over conv_stencil's stencil."""
+    layer = tiny_model().model.language_model.layers[0].self_attn
+    cuda, cpu = SimpleNamespace(is_cuda=True), torch.zeros(1)
+    for setting in ("auto", "graphed", "compiled", "reference"):
+        layer.config.ttt_kernel = setting
+        for x in (cpu, cuda):
+            for grad in (False, True):
+                with torch.set_grad_enabled(grad):
+                    chosen, stencil = layer.conv_groups(x), layer.conv_stencil(x)
+                if stencil is depthwise_conv3_triton:
+                    assert chosen is conv_token_groups_triton, (setting, x, grad)
+                else:
+                    assert chosen.func is conv_token_groups and chosen.keywords == {"stencil": stencil}
+
+
 def test_a_training_stage_compiles_once_for_every_token_count():
     """Under autograd a fused stage is compiled with symbolic sizes from its first call: a resumed run's first step
     must not run a graph specialised to its shapes (on an H100 that gave NaN gradients, EVIDENCE.md session 11),
@@ -263,9 +281,17 @@ def test_one_stencil_equals_conv3d_for_whole_videos_and_frame_groups(grid):
             for last in range(first + 1, t + 1):
                 before = groups[:, first - 1] if first else None
                 after = groups[:, last] if last < t else None
-                piece = conv_frame_groups(conv, before, groups[:, first:last], after, (h, w))
+                piece = conv_frame_groups(conv.weight, before, groups[:, first:last], after, (h, w))
                 expected = out[0, 3 + first * h * w : 3 + last * h * w].view(last - first, h * w, 8)
                 torch.testing.assert_close(piece[0], expected, atol=1e-6, rtol=0)
+                # the streaming engine's form: the same groups found by their first rows among the tokens
+                rows = slice(3 + first * h * w, 3 + last * h * w)
+                starts = torch.arange(first, last) * h * w + 3
+                tokens = conv_token_groups(x[:1], starts, None if before is None else before[:1],
+                                           None if after is None else after[:1], (h, w), conv.weight)
+                torch.testing.assert_close(tokens[0, rows], out[0, rows], atol=1e-6, rtol=0)
+                assert torch.equal(tokens[0, : rows.start], x[0, : rows.start])
+                assert torch.equal(tokens[0, rows.stop :], x[0, rows.stop :])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

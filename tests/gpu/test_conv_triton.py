@@ -4,11 +4,13 @@ the model on CUDA with it (one-shot prefill and the streaming engine's pieces) a
 The stencil checks also run on the CPU under Triton's interpreter, on the small shapes (tests/core/
 test_conv_triton.py runs ``check_stencil`` in a process with TRITON_INTERPRET=1)."""
 
+import functools
+
 import pytest
 import torch
 
 from spatial_ttt.layers import ttt
-from spatial_ttt.layers.spatial_conv import VideoSpan, conv_video_tokens, depthwise_conv3
+from spatial_ttt.layers.spatial_conv import VideoSpan, conv_token_groups, conv_video_tokens, depthwise_conv3
 from spatial_ttt.streaming import prefill_in_pieces
 from spatial_ttt.tiny import tiny_model
 
@@ -67,6 +69,54 @@ def check_stencil(shape, dtype, device, layout="contiguous", truncating=False):
     return out
 
 
+# (gaps: text rows before each group, grid_hw, channels, previous given, following given)
+GROUPS = [
+    ([3, 7, 7, 1], (3, 4), 64, True, True),
+    ([0, 2], (2, 5), 96, False, True),  # the video's first group, channels not a multiple of the block
+    ([5, 0, 4, 9, 2, 6, 1, 3, 8, 2], (3, 3), 32, True, False),  # ten groups (two runs of 8 in time), the last
+    ([1], (1, 1), 8, False, False),  # one 1x1 group that is the whole video
+]
+
+
+def check_token_groups(case, dtype, device, truncating=False):
+    """conv_token_groups_triton against conv_token_groups (the reference stencil): groups at irregular rows
+    among text rows, tokens a strided view (every third row of channels, as a slice of a fused projection), the
+    neighbours given or not. The text rows come back untouched; the groups' rows as check_stencil's bounds."""
+    from spatial_ttt.ops.conv_triton import conv_token_groups_triton
+
+    gaps, grid, c, has_previous, has_following = case
+    size = grid[0] * grid[1]
+    starts = [sum(gaps[: i + 1]) + i * size for i in range(len(gaps))]
+    g = torch.Generator().manual_seed(len(gaps))
+    wide = torch.randn(2, starts[-1] + size + 4, 3 * c, generator=g)
+    tokens = wide[..., c : 2 * c].to(device, dtype)
+    previous = torch.randn(2, size, c, generator=g).to(device, dtype) if has_previous else None
+    following = torch.randn(2, size, 3 * c, generator=g)[..., :c].to(device, dtype) if has_following else None
+    weight = torch.randn(c, 1, 3, 3, 3, generator=g).to(device, dtype)
+    first_rows = torch.tensor(starts, device=device)
+    out = conv_token_groups_triton(tokens, first_rows, previous, following, grid, weight)
+    previous32, following32 = (None if t is None else t.float() for t in (previous, following))
+    exact = conv_token_groups(tokens.float(), first_rows, previous32, following32, grid, weight.float())
+    rows = (first_rows[:, None] + torch.arange(size, device=device)).flatten()
+    text = torch.ones(tokens.shape[1], dtype=torch.bool, device=device)
+    text[rows] = False
+    assert out.shape == tokens.shape and out.dtype == dtype and torch.equal(out[:, text], tokens[:, text])
+    got, exact = out[:, rows].float(), exact[:, rows]
+    if dtype == torch.float32:
+        torch.testing.assert_close(got, exact, rtol=1e-5, atol=2e-5)
+    else:
+        ulp = 2.0**-7 if truncating else 2.0**-8
+        assert bool(((got - exact).abs() <= exact.abs() * ulp + 1e-4).all())
+    return out
+
+
+@cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("case", GROUPS)
+def test_triton_token_groups_equal_the_reference(case, dtype):
+    check_token_groups(case, dtype, "cuda")
+
+
 @cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("shape", SHAPES)
@@ -86,16 +136,24 @@ def test_triton_stencil_reads_non_contiguous_frames(layout):
 
 @pytest.fixture
 def triton_calls(monkeypatch):
-    """Counts the TTT layers' calls of the Triton stencil."""
+    """Counts the TTT layers' calls of the Triton stencil (a one-shot prompt's volume, a piece's frame groups)."""
     calls = []
-    real = ttt.depthwise_conv3_triton
 
-    def counted(frames, weight):
-        calls.append(frames.shape)
-        return real(frames, weight)
+    def counted(real):
+        def call(*args, **kwargs):
+            calls.append(args[0].shape)
+            return real(*args, **kwargs)
+        return call
 
-    monkeypatch.setattr(ttt, "depthwise_conv3_triton", counted)
+    for name in ("depthwise_conv3_triton", "conv_token_groups_triton"):
+        monkeypatch.setattr(ttt, name, counted(getattr(ttt, name)))
     return calls
+
+
+def reference_stencil(monkeypatch):
+    """The same path with the reference stencil where the Triton kernel ran."""
+    monkeypatch.setattr(ttt, "depthwise_conv3_triton", depthwise_conv3)
+    monkeypatch.setattr(ttt, "conv_token_groups_triton", functools.partial(conv_token_groups, stencil=depthwise_conv3))
 
 
 def on_cuda(inputs):
@@ -131,7 +189,7 @@ def test_prefill_with_the_triton_stencil_matches_the_reference_path(model, trito
     ttt_layers = sum(layer.is_ttt for layer in model.model.language_model.layers)
     assert len(triton_calls) >= 3 * ttt_layers
     torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-3)
-    monkeypatch.setattr(ttt, "depthwise_conv3_triton", depthwise_conv3)
+    reference_stencil(monkeypatch)
     torch.testing.assert_close(got, logits(model, "auto", inputs, pieces), rtol=1e-4, atol=1e-4)
 
 
@@ -141,7 +199,7 @@ def test_bf16_prefill_differs_from_the_reference_stencil_by_rounding_only(triton
     inputs = on_cuda(video_prompt(frames_groups=4, grid_hw=10))
     got = logits(model, "graphed", inputs)
     assert triton_calls
-    monkeypatch.setattr(ttt, "depthwise_conv3_triton", depthwise_conv3)  # same path, the reference stencil
+    reference_stencil(monkeypatch)
     expected = logits(model, "graphed", inputs)
     assert float((got - expected).norm() / expected.norm()) < 3e-2
 

@@ -72,6 +72,28 @@ def conv_video_tokens(
     return out
 
 
+def conv_token_groups(
+    tokens: Tensor,
+    starts: Tensor,
+    previous: Tensor | None,
+    following: Tensor | None,
+    grid_hw: tuple[int, int],
+    weight: Tensor,
+    stencil: Callable[[Tensor, Tensor], Tensor] = depthwise_conv3,
+) -> Tensor:
+    """tokens [B, L, C] holding n consecutive frame groups of a video at rows ``starts`` [n] (h*w rows each, on the
+    tokens' device), with other rows (text) between them -> the same with each group's rows replaced by its conv
+    output between its neighbours (``previous`` / ``following`` [B, h*w, C], the groups just before and after these
+    n; None: the video's first or last, replicate padding), as :func:`conv_frame_groups`. The streaming engine's
+    form; :func:`spatial_ttt.ops.conv_triton.conv_token_groups_triton` computes it in place of the groups' rows."""
+    batch, _, channels = tokens.shape
+    size = grid_hw[0] * grid_hw[1]
+    rows = (starts[:, None] + torch.arange(size, device=tokens.device)).flatten()
+    groups = tokens.index_select(1, rows).view(batch, starts.numel(), size, channels)
+    out = conv_frame_groups(weight, previous, groups, following, grid_hw, stencil)
+    return tokens.clone().index_copy_(1, rows, out.flatten(1, 2))
+
+
 def video_spans(mm_token_type_ids: Tensor, video_grid_thw: Tensor | None, spatial_merge: int) -> list[VideoSpan]:
     """Locates each video's tokens (type 2) row by row, in the order of ``video_grid_thw``."""
     if video_grid_thw is None:
@@ -99,7 +121,7 @@ def video_spans(mm_token_type_ids: Tensor, video_grid_thw: Tensor | None, spatia
 
 
 def conv_frame_groups(
-    conv: nn.Conv3d,
+    weight: Tensor,
     previous: Tensor | None,
     groups: Tensor,
     following: Tensor | None,
@@ -116,4 +138,4 @@ def conv_frame_groups(
     before = groups[:, :1] if previous is None else previous[:, None]
     after = groups[:, -1:] if following is None else following[:, None]
     frames = torch.cat([before, groups, after], dim=1)
-    return stencil(frames.view(batch, n + 2, *grid_hw, channels), conv.weight).view(batch, n, tokens, channels)
+    return stencil(frames.view(batch, n + 2, *grid_hw, channels), weight).view(batch, n, tokens, channels)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, NamedTuple
 
@@ -11,11 +12,11 @@ from torch import Tensor, nn
 from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLTextRMSNorm
 
 from ..ops import FastWeightKernel, FastWeightMemory, FastWeights, TokenStream, row_dtype, swiglu_apply
-from ..ops.conv_triton import depthwise_conv3_triton
+from ..ops.conv_triton import conv_token_groups_triton, depthwise_conv3_triton
 from ..state import LayerState
 from .attention import Attention
 from .rope import apply_partial_rope
-from .spatial_conv import VideoSpan, conv_video_tokens, depthwise_conv3, init_identity, make_conv
+from .spatial_conv import VideoSpan, conv_token_groups, conv_video_tokens, depthwise_conv3, init_identity, make_conv
 
 
 # The elementwise math of the fast-weight branch, as plain functions of tensors: the reference kernel runs them as
@@ -246,6 +247,14 @@ class TTTAttention(nn.Module):
         """The spatial conv's stencil for inputs like x (one-shot prompt and streaming alike), as the kernel
         chooses: the reference, compiled, or the Triton kernel where the graphed kernel runs on CUDA."""
         return self.kernel.fused(depthwise_conv3, x, inference=depthwise_conv3_triton)
+
+    def conv_groups(self, x: Tensor) -> Callable[..., Tensor]:
+        """:func:`~.spatial_conv.conv_token_groups` (the streaming engine's frame groups among a piece's tokens)
+        for inputs like x, with the stencil :meth:`conv_stencil` chooses: where that is the Triton kernel, the
+        kernel reads and writes the groups' rows where they lie instead of a gathered copy."""
+        if self.kernel.runs_inference_kernels(x):
+            return conv_token_groups_triton
+        return functools.partial(conv_token_groups, stencil=self.conv_stencil(x))
 
     def fast_weight_branch(
         self,

@@ -1,16 +1,25 @@
-"""The spatial conv's stencil as one Triton kernel (CUDA inference).
+"""The spatial conv's stencil as one Triton kernel (CUDA inference), reading its frames where they lie.
 
-Same signature and result as :func:`spatial_ttt.layers.spatial_conv.depthwise_conv3`, the reference:
-frames [..., T+2, H, W, C] (already padded in time) and a depthwise kernel [C, 1, 3, 3, 3] -> [..., T, H, W, C],
-replicate padding in H and W by clamped indices, the 27 taps summed in fp32 in the reference's order (as fused
-multiply-adds, so the last bits of an fp32 sum may differ), the output in the input's dtype. Forward only:
-:meth:`FastWeightKernel.fused` picks it where no autograd is needed.
+Same result as :func:`spatial_ttt.layers.spatial_conv.depthwise_conv3`, the reference: T frames between a frame
+before and a frame after them (replicate padding in time is the caller's choice of those two) and a depthwise
+kernel [C, 1, 3, 3, 3] -> T frames, replicate padding in H and W by clamped indices, the 27 taps summed in fp32 in
+the reference's order (as fused multiply-adds, so the last bits of an fp32 sum may differ), the output in the
+input's dtype. Forward only: :meth:`FastWeightKernel.fused` picks it where no autograd is needed. Two entry points
+share the kernel:
 
-One program per (tile of tokens within a frame, run of ``block_t`` output frames, block of channels): it walks
-its input frames in time, loading each frame's 9 spatial taps once (clamped rows and columns) and adding them to
-the three output frames they feed. Channels are the last, contiguous dimension, so every load is whole rows of
-channels (coalesced); neighbouring taps overlap and come from L1/L2, so DRAM traffic stays near one read and one
-write of the tokens (the op is memory-bound).
+* :func:`depthwise_conv3_triton`: the reference's signature, frames [..., T+2, H, W, C] padded in time;
+* :func:`conv_token_groups_triton`: :func:`~spatial_ttt.layers.spatial_conv.conv_token_groups`'s signature, the
+  frame groups read from and written to their rows of the token sequence [B, L, C] (a prompt's pieces and a
+  stream's), their neighbours from their own tensors: no gather of the groups into a volume, no padded copy, no
+  scatter back (three passes over the groups' rows, session 22).
+
+The kernel finds frame i of the T at row ``frames[i] * stride_frame`` of its input (and writes its output at
+``out_frames[i]``), the frame before them in ``first`` and the one after in ``last`` where given, else frame 0
+and frame T-1 again (replicate padding). One program per (tile of tokens within a frame, run of ``block_t``
+output frames, block of channels): it walks its input frames in time, loading each frame's 9 spatial taps once
+(clamped rows and columns) and adding them to the three output frames they feed. Channels are the last,
+contiguous dimension, so every load is whole rows of channels (coalesced); neighbouring taps overlap and come
+from L1/L2, so DRAM traffic stays near one read and one write of the tokens (the op is memory-bound).
 """
 
 from __future__ import annotations  # keeps the kernel's ``tl.constexpr`` annotations unevaluated without Triton
@@ -39,14 +48,16 @@ def _jit(fn):
 
 @_jit
 def _conv3_kernel(
-    x, weight, out, T, H, W, C, stride_n, stride_t, stride_h, stride_w, stride_c,
+    x, first, last, frames, out, out_frames, weight, T, H, W, C, has_first, has_last,
+    stride_xn, stride_xf, stride_xh, stride_xw, stride_fn, stride_fh, stride_fw, stride_ln, stride_lh, stride_lw,
+    stride_c, stride_on, stride_of, stride_oh, stride_ow,
     BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr,
 ):
     tiles_hw, tiles_t = tl.cdiv(H * W, BLOCK_HW), tl.cdiv(T, BLOCK_T)
     program = tl.program_id(0)
     hw = (program % tiles_hw) * BLOCK_HW + tl.arange(0, BLOCK_HW)  # tokens of one frame, in raster order
     t0 = (program // tiles_hw % tiles_t) * BLOCK_T  # the first output frame
-    n = program // (tiles_hw * tiles_t)
+    n = (program // (tiles_hw * tiles_t)).to(tl.int64)
     channel = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     mask = (hw < H * W)[:, None] & (channel < C)[None, :]
     h, w = hw // W, hw % W
@@ -58,21 +69,58 @@ def _conv3_kernel(
     old = tl.zeros((BLOCK_HW, BLOCK_C), dtype=tl.float32)  # s - 1
     for s in range(BLOCK_T + 2):  # the last block may run past T + 2 input frames: masked
         new = tl.zeros((BLOCK_HW, BLOCK_C), dtype=tl.float32)  # s
-        frame = x + n.to(tl.int64) * stride_n + (t0 + s).to(tl.int64) * stride_t
-        present = mask & (t0 + s < T + 2)
+        p = t0 + s  # the input frame: 0 the one before the T, 1..T theirs, T + 1 the one after
+        row = tl.load(frames + tl.minimum(tl.maximum(p - 1, 0), T - 1)).to(tl.int64)  # (0 / T + 1: replicate)
+        frame = x + n * stride_xn + row * stride_xf
+        step_h, step_w = stride_xh, stride_xw
+        if (p == 0) & (has_first != 0):
+            frame, step_h, step_w = first + n * stride_fn, stride_fh, stride_fw
+        if (p == T + 1) & (has_last != 0):
+            frame, step_h, step_w = last + n * stride_ln, stride_lh, stride_lw
+        present = mask & (p < T + 2)
         for b in tl.static_range(3):
-            row = tl.minimum(tl.maximum(h + (b - 1), 0), H - 1)  # replicate padding: clamped indices
+            rows = tl.minimum(tl.maximum(h + (b - 1), 0), H - 1)  # replicate padding: clamped indices
             for c in tl.static_range(3):
-                col = tl.minimum(tl.maximum(w + (c - 1), 0), W - 1)
-                offset = row.to(tl.int64) * stride_h + col.to(tl.int64) * stride_w
+                cols = tl.minimum(tl.maximum(w + (c - 1), 0), W - 1)
+                offset = rows.to(tl.int64) * step_h + cols.to(tl.int64) * step_w
                 tap = tl.load(frame + offset[:, None] + lanes, mask=present, other=0.0).to(tl.float32)
                 k = weight + (b * 3 + c) * C + channel  # weight [27, C]: tap (a, b, c) at row 9a + 3b + c
                 older += tap * tl.load(k + 18 * C, mask=channel < C, other=0.0).to(tl.float32)[None, :]
                 old += tap * tl.load(k + 9 * C, mask=channel < C, other=0.0).to(tl.float32)[None, :]
                 new += tap * tl.load(k, mask=channel < C, other=0.0).to(tl.float32)[None, :]
-        target = ((n * T + t0 + s - 2).to(tl.int64) * H * W + hw)[:, None] * C + channel[None, :]
-        tl.store(out + target, older.to(out.dtype.element_ty), mask=mask & (s >= 2) & (t0 + s - 2 < T))
+        done = p - 2  # the output frame complete after this input frame
+        target = out + n * stride_on + tl.load(out_frames + tl.minimum(tl.maximum(done, 0), T - 1)).to(tl.int64) * stride_of
+        place = (h.to(tl.int64) * stride_oh + w.to(tl.int64) * stride_ow)[:, None] + channel[None, :]
+        tl.store(target + place, older.to(out.dtype.element_ty), mask=mask & (s >= 2) & (done < T))
         older, old = old, new
+
+
+def _launch(x: Tensor, first: Tensor | None, last: Tensor | None, frames: Tensor, out: Tensor, out_frames: Tensor,
+            strides: tuple[int, ...], out_strides: tuple[int, ...], grid_hw: tuple[int, int], weight: Tensor,
+            tile: dict[str, int]) -> None:
+    """One launch over T = len(frames) frames of [N, H, W, C] each. ``strides`` / ``out_strides``: per (item n,
+    frame unit, h, w) of x / out; ``first`` / ``last`` [N, H, W, C] or None. Channels must have one stride."""
+    tile = {**TILE, **tile}
+    n, t, c = x.shape[0], frames.numel(), weight.shape[0]
+    h, w = grid_hw
+    if n * t * h * w * c == 0:
+        return
+    neighbours = [x if m is None else m for m in (first, last)]
+    if len({x.stride(-1), *(m.stride(-1) for m in neighbours)}) > 1:
+        raise ValueError("the stencil's inputs must share one channel stride")
+    block_channels = min(tile["block_channels"], triton.next_power_of_2(c))
+    # One value whatever T (a constexpr: each value is a compilation). A piece shorter than block_t runs masked
+    # frames, which load and store nothing.
+    block_t = tile["block_t"]
+    grid = (n * triton.cdiv(t, block_t) * triton.cdiv(h * w, tile["block_hw"]), triton.cdiv(c, block_channels))
+    neighbour_strides = [s for m in neighbours for s in (m.stride(0), m.stride(-3), m.stride(-2))]
+    # Triton launches on the current device: make it the tensors' (a model on cuda:1 under torchrun, say)
+    with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
+        _conv3_kernel[grid](
+            x, *neighbours, frames, out, out_frames, weight.reshape(c, 27).t().contiguous(), t, h, w, c,
+            int(first is not None), int(last is not None), *strides, *neighbour_strides, x.stride(-1), *out_strides,
+            BLOCK_HW=tile["block_hw"], BLOCK_C=block_channels, BLOCK_T=block_t, num_warps=tile["num_warps"],
+        )
 
 
 def depthwise_conv3_triton(frames: Tensor, weight: Tensor, **tile: int) -> Tensor:
@@ -80,23 +128,29 @@ def depthwise_conv3_triton(frames: Tensor, weight: Tensor, **tile: int) -> Tenso
     ``tile`` overrides entries of :data:`TILE` (benchmarks sweep them); any strides are read as they are."""
     if triton is None:
         raise RuntimeError("the spatial conv's Triton kernel needs Triton; ttt_kernel='reference' runs without it")
-    tile = {**TILE, **tile}
     *lead, padded_t, h, w, c = frames.shape
     t = padded_t - 2
     volume = frames.reshape(-1, padded_t, h, w, c)  # a view for the callers' inputs (a copy only if it must)
     out = torch.empty(*lead, t, h, w, c, dtype=frames.dtype, device=frames.device)
     if out.numel() == 0:
         return out
-    block_channels = min(tile["block_channels"], triton.next_power_of_2(c))
-    # One value whatever T (a constexpr: each value is a compilation). A piece shorter than block_t runs masked
-    # frames, which load and store nothing.
-    block_t = tile["block_t"]
-    grid = (volume.shape[0] * triton.cdiv(t, block_t) * triton.cdiv(h * w, tile["block_hw"]),
-            triton.cdiv(c, block_channels))
-    # Triton launches on the current device: make it the tensors' (a model on cuda:1 under torchrun, say)
-    with torch.cuda.device(frames.device) if frames.is_cuda else contextlib.nullcontext():
-        _conv3_kernel[grid](
-            volume, weight.reshape(c, 27).t().contiguous(), out, t, h, w, c, *volume.stride(),
-            BLOCK_HW=tile["block_hw"], BLOCK_C=block_channels, BLOCK_T=block_t, num_warps=tile["num_warps"],
-        )
+    index = torch.arange(t + 1, device=frames.device)  # frame i of the T: volume frame i + 1
+    _launch(volume, volume[:, 0], volume[:, -1], index[1:], out.view(volume.shape[0], t, h, w, c), index[:t],
+            tuple(volume.stride(i) for i in range(4)), (t * h * w * c, h * w * c, w * c, c), (h, w), weight, tile)
+    return out
+
+
+def conv_token_groups_triton(tokens: Tensor, starts: Tensor, previous: Tensor | None, following: Tensor | None,
+                             grid_hw: tuple[int, int], weight: Tensor, **tile: int) -> Tensor:
+    """:func:`spatial_ttt.layers.spatial_conv.conv_token_groups` by the kernel: tokens [B, L, C] whose frame groups
+    of h*w rows start at rows ``starts`` [n] (on the tokens' device), their neighbours ``previous`` / ``following``
+    [B, h*w, C] or None -> tokens with each group's rows convolved, every other row as it was."""
+    if triton is None:
+        raise RuntimeError("the spatial conv's Triton kernel needs Triton; ttt_kernel='reference' runs without it")
+    h, w = grid_hw
+    out = tokens.clone()  # the rows between the groups pass through; the kernel overwrites the groups'
+    rows = tuple(tokens.stride(i) for i in (0, 1)) + (w * tokens.stride(1), tokens.stride(1))
+    out_rows = tuple(out.stride(i) for i in (0, 1)) + (w * out.stride(1), out.stride(1))
+    first, last = (None if m is None else m.view(m.shape[0], h, w, m.shape[-1]) for m in (previous, following))
+    _launch(tokens, first, last, starts, out, starts, rows, out_rows, grid_hw, weight, tile)
     return out

@@ -219,12 +219,17 @@ class FastWeightKernel:
         kind = self.kind(t, training)
         if kind == "reference":
             return fn
-        if inference is not None and kind == "graphed" and t.is_cuda:
+        if inference is not None and self.runs_inference_kernels(t):
             return inference
         # Under autograd a stage sees a new token count every step: compile it dynamic from the first step, as an
         # uninterrupted run's graphs are after dynamo's recompile. A graph specialised to a resumed run's first
         # shape gave NaN gradients (the TTT branch's gate, on an H100; EVIDENCE.md, session 11's resume probe).
         return self.compiled(fn, dynamic=True if training else None)
+
+    def runs_inference_kernels(self, t: Tensor) -> bool:
+        """Whether hand-written, forward-only kernels run for inputs like t: where the graphed kernel runs on
+        CUDA (no autograd needed)."""
+        return t.is_cuda and self.kind(t, torch.is_grad_enabled()) == "graphed"
 
     def fused_for_inference(self, fn: Callable, t: Tensor) -> Callable:
         """``fn`` compiled where the graphed kernel runs (no autograd; on CUDA under "auto"), else ``fn`` itself:
