@@ -65,7 +65,8 @@ def test_one_compilation_serves_every_frame_count_and_size(monkeypatch):
 
     import spatial_ttt.ops.conv_triton as conv
 
-    assert [p.name for p in conv._conv3_kernel.params if p.do_not_specialize] == ["T", "H", "W"]
+    specialised = [p.name for p in conv._conv3_kernel.params if p.do_not_specialize]
+    assert specialised == ["T", "H", "W", "has_first", "has_last"]
     launches = []
 
     class Recorder:  # stands in for the kernel: records each launch's constants, runs nothing

@@ -41,9 +41,10 @@ TILE = dict(block_hw=16, block_channels=64, block_t=8, num_warps=4)  # block_t: 
 def _jit(fn):
     # The frame counts and sizes are not specialised on (Triton makes an integer equal to 1 a constant and notes
     # one divisible by 16): each value of T would be a new compilation (~0.6 s on an H200), paid where a user waits
-    # (a stream's first question compiled 7 in session 18). The strides keep theirs: aligned rows of channels are
-    # what lets it load 16 bytes at a time.
-    return fn if triton is None else triton.jit(fn, do_not_specialize=["T", "H", "W"])
+    # (a stream's first question compiled 7 in session 18); so would each of a stream's first and later pieces
+    # (with or without a neighbour). The strides keep theirs: aligned rows of channels are what lets it load 16
+    # bytes at a time.
+    return fn if triton is None else triton.jit(fn, do_not_specialize=["T", "H", "W", "has_first", "has_last"])
 
 
 @_jit
