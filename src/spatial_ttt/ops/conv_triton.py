@@ -90,7 +90,8 @@ def _conv3_kernel(
                 old += tap * tl.load(k + 9 * C, mask=channel < C, other=0.0).to(tl.float32)[None, :]
                 new += tap * tl.load(k, mask=channel < C, other=0.0).to(tl.float32)[None, :]
         done = p - 2  # the output frame complete after this input frame
-        target = out + n * stride_on + tl.load(out_frames + tl.minimum(tl.maximum(done, 0), T - 1)).to(tl.int64) * stride_of
+        out_row = tl.load(out_frames + tl.minimum(tl.maximum(done, 0), T - 1)).to(tl.int64)
+        target = out + n * stride_on + out_row * stride_of
         place = (h.to(tl.int64) * stride_oh + w.to(tl.int64) * stride_ow)[:, None] + channel[None, :]
         tl.store(target + place, older.to(out.dtype.element_ty), mask=mask & (s >= 2) & (done < T))
         older, old = old, new
