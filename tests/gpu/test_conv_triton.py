@@ -48,24 +48,29 @@ def frames_like(lead, t, h, w, c, dtype, device, layout="contiguous", seed=0):
     return frames.to(device=device, dtype=dtype), weight.to(device=device, dtype=dtype)
 
 
+def assert_within_rounding(got, exact, dtype, truncating):
+    """The Triton stencil's output against the reference's fp32 sum ``exact``. fp32: to fp32 rounding (a different
+    order of fused multiply-adds). bf16: within half a bf16 ulp, i.e. only the output's rounding differs (a whole
+    ulp where ``truncating``: Triton's interpreter truncates to bf16 instead of rounding)."""
+    if dtype == torch.float32:
+        torch.testing.assert_close(got, exact, rtol=1e-5, atol=2e-5)
+    else:
+        ulp = 2.0**-7 if truncating else 2.0**-8  # of |value|: bf16 keeps 8 significant bits
+        assert bool(((got.float() - exact).abs() <= exact.abs() * ulp + 1e-4).all())  # + fp32 noise near 0
+
+
 def check_stencil(shape, dtype, device, layout="contiguous", truncating=False):
-    """The Triton stencil against depthwise_conv3. fp32: to fp32 rounding (a different order of fused
-    multiply-adds). bf16: within half a bf16 ulp of the reference's fp32 sum, i.e. only the output's rounding
-    differs (a whole ulp where ``truncating``: Triton's interpreter truncates to bf16 instead of rounding)."""
+    """The Triton stencil against depthwise_conv3 (:func:`assert_within_rounding`); in bf16 also against the
+    reference's own bf16 output."""
     from spatial_ttt.ops.conv_triton import depthwise_conv3_triton
 
     frames, weight = frames_like(*shape, dtype, device, layout)
     out = depthwise_conv3_triton(frames, weight)
     assert out.shape == (*shape[0], *shape[1:]) and out.dtype == dtype
-    exact = depthwise_conv3(frames.float(), weight.float())
-    if dtype == torch.float32:
-        torch.testing.assert_close(out, exact, rtol=1e-5, atol=2e-5)
-    else:
-        ulp = 2.0**-7 if truncating else 2.0**-8  # of |value|: bf16 keeps 8 significant bits
-        assert bool(((out.float() - exact).abs() <= exact.abs() * ulp + 1e-4).all())  # + fp32 noise near 0
-        if not truncating and out.numel():  # (the mean of no elements is nan)
-            reference = depthwise_conv3(frames, weight)
-            assert (out != reference).float().mean().item() < 1e-2  # a rounding boundary within fp32 noise
+    assert_within_rounding(out, depthwise_conv3(frames.float(), weight.float()), dtype, truncating)
+    if dtype == torch.bfloat16 and not truncating and out.numel():  # (the mean of no elements is nan)
+        reference = depthwise_conv3(frames, weight)
+        assert (out != reference).float().mean().item() < 1e-2  # a rounding boundary within fp32 noise
     return out
 
 
@@ -101,12 +106,7 @@ def check_token_groups(case, dtype, device, truncating=False):
     text = torch.ones(tokens.shape[1], dtype=torch.bool, device=device)
     text[rows] = False
     assert out.shape == tokens.shape and out.dtype == dtype and torch.equal(out[:, text], tokens[:, text])
-    got, exact = out[:, rows].float(), exact[:, rows]
-    if dtype == torch.float32:
-        torch.testing.assert_close(got, exact, rtol=1e-5, atol=2e-5)
-    else:
-        ulp = 2.0**-7 if truncating else 2.0**-8
-        assert bool(((got - exact).abs() <= exact.abs() * ulp + 1e-4).all())
+    assert_within_rounding(out[:, rows], exact[:, rows], dtype, truncating)
     return out
 
 

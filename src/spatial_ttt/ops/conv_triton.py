@@ -134,8 +134,6 @@ def depthwise_conv3_triton(frames: Tensor, weight: Tensor, **tile: int) -> Tenso
     t = padded_t - 2
     volume = frames.reshape(-1, padded_t, h, w, c)  # a view for the callers' inputs (a copy only if it must)
     out = torch.empty(*lead, t, h, w, c, dtype=frames.dtype, device=frames.device)
-    if out.numel() == 0:
-        return out
     index = torch.arange(t + 1, device=frames.device)  # frame i of the T: volume frame i + 1
     _launch(volume, volume[:, 0], volume[:, -1], index[1:], out.view(volume.shape[0], t, h, w, c), index[:t],
             tuple(volume.stride(i) for i in range(4)), (t * h * w * c, h * w * c, w * c, c), (h, w), weight, tile)
