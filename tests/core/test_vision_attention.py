@@ -111,3 +111,46 @@ def test_the_tower_takes_a_grids_inputs_as_computed_once_and_gives_the_same_numb
             assert torch.equal(features, own.pooler_output)
             assert all(torch.equal(a, b) for a, b in zip(deepstack, own.deepstack_features, strict=True))
     assert list(model.model.grids) == [(3, 4, 4, torch.device("cpu"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_patch_gemm_is_the_conv3d_and_a_patch_result_does_not_depend_on_its_company(dtype, device):
+    """patch_gemm against transformers' Conv3d on the 2B shape's patches (3 x 2 x 16 x 16 pixels -> 1024): to the
+    products' rounding; and a patch's row is the same bits whether it comes alone, first of many or at another
+    position of a block (what keeps a stream's pieces and a one-shot prompt on the same features)."""
+    from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLVisionPatchEmbed
+
+    from spatial_ttt.layers.vision_attention import patch_gemm
+
+    config = tiny_config(vision_config=dict(hidden_size=1024)).vision_config
+    torch.manual_seed(0)
+    embed = Qwen3VLVisionPatchEmbed(config).to(device, dtype)
+    patches = torch.randn(300, 3 * 2 * 16 * 16).to(device, dtype)
+    weight, bias = embed.proj.weight.flatten(1), embed.proj.bias
+    with torch.no_grad():
+        got = patch_gemm(patches, weight, bias, rows=128)  # three blocks, the last one padded
+        exact = patch_gemm(patches.double(), weight.double(), bias.double(), rows=128)
+        conv_error = (embed(patches).double() - exact).abs().max()
+        assert (got.double() - exact).abs().max() <= 2 * conv_error + 1e-6  # as close as the Conv3d's own rounding
+        assert torch.equal(patch_gemm(patches[5:6], weight, bias, rows=128), got[5:6])
+        assert torch.equal(patch_gemm(patches[37:], weight, bias, rows=128), got[37:])
+
+
+def test_the_patch_embedding_is_transformers_conv3d_off_the_gpu():
+    """On the CPU (and under autograd) the model's patch embedding runs transformers' Conv3d itself: the same bits."""
+    from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLVisionPatchEmbed
+
+    from spatial_ttt.layers.vision_attention import GemmPatchEmbed
+
+    model = tiny_model()
+    embed = model.model.visual.patch_embed
+    assert type(embed) is GemmPatchEmbed and embed.kernel is model.model.language_model.kernel
+    patches = torch.randn(8, 3 * 2 * 16 * 16)
+    with torch.no_grad():
+        got = embed(patches)
+        embed.__class__ = Qwen3VLVisionPatchEmbed
+        try:
+            assert torch.equal(got, embed(patches))
+        finally:
+            embed.__class__ = GemmPatchEmbed

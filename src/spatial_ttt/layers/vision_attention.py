@@ -1,4 +1,5 @@
-"""Qwen3-VL's vision tower with a video's frames attended in one call and each block compiled on the GPU.
+"""Qwen3-VL's vision tower with a video's frames attended in one call, each block compiled on the GPU, and the
+patch embedding a GEMM there.
 
 The vision tower attends within each frame (the chunks of ``cu_seqlens``). transformers' SDPA path runs one
 ``scaled_dot_product_attention`` per chunk, plus a transposed copy of each output and a concatenation: at 1024
@@ -12,6 +13,10 @@ concatenation, four broadcast products), GELU and the residuals, ~40% of the tow
 (session 7 profile). A block therefore runs as one function through the model's kernel
 (:meth:`spatial_ttt.ops.FastWeightKernel.fused`: compiled, so that work is fused, unless the reference kernel
 runs); the 24 blocks share one compiled graph (their parameters are its inputs).
+
+The patch embedding is a Conv3d whose stride is its kernel, i.e. one linear map per patch; cuDNN runs it through
+a generic implicit-GEMM kernel (53 ms of a 1024-frame prompt on an H200, session 23's profile), so where the
+model's inference kernels run it goes through cuBLAS instead (:class:`GemmPatchEmbed`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from transformers.models.qwen3_vl.modeling_qwen3_vl import (
     Qwen3VLVisionAttention,
     Qwen3VLVisionBlock,
     Qwen3VLVisionModel,
+    Qwen3VLVisionPatchEmbed,
     apply_rotary_pos_emb_vision,
 )
 from transformers.vision_utils import (
@@ -114,3 +120,37 @@ class FrameBatchedVisionBlock(Qwen3VLVisionBlock):
             return super().forward(hidden_states, cu_seqlens, position_embeddings, **kwargs)
         run = frame_block if self.kernel is None else self.kernel.fused(frame_block, hidden_states)
         return run(self, hidden_states, *position_embeddings, *frames)
+
+
+PATCH_ROWS = 8192  # patches per GEMM of GemmPatchEmbed (2B shape: 26 GFLOP, well past cuBLAS's small-shape regime)
+
+
+def patch_gemm(patches: Tensor, weight: Tensor, bias: Tensor | None, rows: int = PATCH_ROWS) -> Tensor:
+    """patches [N, K] (a patch's pixels in the Conv3d weight's order), weight [E, K], bias [E] -> [N, E], as GEMMs
+    of exactly ``rows`` patches each (the last one zero-padded): the GEMM library picks its kernel, and with it
+    the order of each sum, by shape, so a patch's result would otherwise depend on how many patches came with it
+    (a stream's pieces and the one-shot prompt would see different features)."""
+    out = torch.empty(patches.shape[0], weight.shape[0], dtype=patches.dtype, device=patches.device)
+    bias = torch.zeros_like(weight[:, 0]) if bias is None else bias
+    for start in range(0, patches.shape[0], rows):
+        block = patches[start : start + rows]
+        n = block.shape[0]
+        if n == rows:
+            torch.addmm(bias, block, weight.t(), out=out[start : start + n])
+        else:
+            out[start : start + n] = torch.addmm(bias, F.pad(block, (0, 0, 0, rows - n)), weight.t())[:n]
+    return out
+
+
+class GemmPatchEmbed(Qwen3VLVisionPatchEmbed):
+    """Same parameters and results (to the products' rounding) as Qwen3VLVisionPatchEmbed. ``kernel`` (the model's
+    FastWeightKernel, set by the model): where it runs its inference kernels (CUDA, no autograd) the embedding is
+    :func:`patch_gemm`; elsewhere (the CPU, training) the Conv3d as transformers runs it."""
+
+    kernel = None
+
+    def forward(self, hidden_states: Tensor) -> Tensor:
+        if self.kernel is None or not self.kernel.runs_inference_kernels(hidden_states):
+            return super().forward(hidden_states)
+        weight = self.proj.weight.flatten(1)  # [E, C * T * P * P], the order of a patch's row of pixels
+        return patch_gemm(hidden_states.reshape(-1, weight.shape[1]).to(weight.dtype), weight, self.proj.bias)

@@ -30,6 +30,7 @@ from ..layers.ttt import Precomputed, TTTAttention
 from ..layers.vision_attention import (
     FrameBatchedVisionAttention,
     FrameBatchedVisionBlock,
+    GemmPatchEmbed,
     vision_inputs_for_grid,
 )
 from ..ops import FastWeightKernel, FastWeightMemory
@@ -136,12 +137,12 @@ class SpatialTTTModel(nn.Module):
         self.visual = Qwen3VLVisionModel._from_config(config.vision_config)
         self.language_model = SpatialTTTTextModel(config)
         # the same modules with other forwards (new modules would draw their init from the RNG): a video's frames
-        # in one attention call, each block through the model's kernel. (The Conv3d patch embedding stays: as a
-        # GEMM it was 50 ms faster at 1024 frames on an H100, but its CPU results then depended on how many frames
-        # went in together, so a stream and one-shot prefill no longer gave the same answer.)
+        # in one attention call, each block through the model's kernel, the patch embedding a GEMM on the GPU
         for block in self.visual.blocks:
             block.__class__, block.attn.__class__ = FrameBatchedVisionBlock, FrameBatchedVisionAttention
             block.kernel = self.language_model.kernel
+        self.visual.patch_embed.__class__ = GemmPatchEmbed
+        self.visual.patch_embed.kernel = self.language_model.kernel
         self.grids: dict[tuple, dict] = {}  # the vision tower's inputs per (grid, device): vision_inputs_for_grid
 
 
