@@ -32,7 +32,10 @@ from spatial_ttt.ops import FastWeightKernel
 
 TILES = [dict(), dict(block_hw=32), dict(block_channels=128), dict(block_hw=32, block_channels=128),
          dict(block_hw=64), dict(block_hw=256, block_channels=16, num_warps=8), dict(num_warps=2),
-         dict(num_warps=8), dict(block_t=4), dict(block_t=16)]  # each over TILE
+         dict(num_warps=8), dict(block_t=4), dict(block_t=16), dict(block_hw=32, block_t=16),
+         dict(block_hw=32, num_warps=8), dict(block_hw=32, num_warps=2), dict(block_hw=32, block_channels=32),
+         dict(block_hw=64, block_channels=32), dict(block_hw=64, block_channels=32, num_warps=8),
+         dict(block_hw=32, block_channels=32, block_t=16)]  # each over TILE
 
 
 def cases(tiny: bool) -> tuple[int, tuple[int, int], dict[str, int], torch.dtype]:

@@ -33,6 +33,11 @@ code take 3.20 s and 3.69 s on two H100s, and one variant spread 3.39-4.54 s in 
   before_s22    the stream engine's conv of a piece's frame groups as before session 22: the groups gathered into a
                 volume padded with their neighbours, the Triton stencil over it, the result written back into a
                 copy of the tokens (now the kernel reads and writes the groups' rows where they lie)
+  conv3d_patches  the vision tower's patch embedding as transformers' Conv3d (cuDNN; before session 23: now cuBLAS
+                GEMMs of 8,192 patches, vision_attention.GemmPatchEmbed)
+  cloned_gaps   the stream engine's conv of a piece's frame groups into a clone of all its rows (before session 23:
+                now the rows between the groups are copied by a kernel of their own, the groups' by the stencil)
+  tile_hw32     the conv stencil with tiles of 32 tokens of a frame per program (default 16)
   vision_per_call  the vision tower deriving its grid's inputs at every call and its blocks reading their frames
                 off cu_seqlens, as before session 21 (now: computed once per grid,
                 SpatialTTTForConditionalGeneration.grid_inputs)
@@ -90,7 +95,7 @@ from spatial_ttt.streaming import StreamSession
 
 VARIANTS = ("now", "eager_vision", "rows_fp32", "vision_32", "vision_16", "anchor_flash", "piece_8k", "piece_32k", "lean",
             "eager_norms", "eager_rope", "weights_copied", "stages_dynamic", "before_s18", "before_s21",
-            "before_s22", "vision_per_call", "products_fp32", "products_tf32")
+            "before_s22", "conv3d_patches", "cloned_gaps", "tile_hw32", "vision_per_call", "products_fp32", "products_tf32")
 ROWS = ttt.row_dtype
 PATCHES = SpatialTTTConfig.vision_patches
 PIECE, MLP_PIECE = SpatialTTTConfig.prefill_piece, SpatialTTTConfig.mlp_piece
@@ -160,6 +165,18 @@ def sliced_conv_inputs(layer, stream, index, segments, hidden, following):
     return Precomputed(projected, conv_features, normed)
 
 
+def cloned_gaps(tokens, starts, previous, following, grid_hw, weight):
+    """conv_token_groups_triton as before session 23: the stencil's output written into a clone of every row."""
+    h, w = grid_hw
+    out = tokens.clone()
+    rows = tuple(tokens.stride(i) for i in (0, 1)) + (w * tokens.stride(1), tokens.stride(1))
+    out_rows = tuple(out.stride(i) for i in (0, 1)) + (w * out.stride(1), out.stride(1))
+    first, last = (None if m is None else m.view(m.shape[0], h, w, m.shape[-1]) for m in (previous, following))
+    conv_triton._launch(tokens, first, last, starts, out, starts, rows, out_rows, grid_hw, weight, {})
+    return out
+
+
+TILE = dict(conv_triton.TILE)
 GRID_INPUTS = SpatialTTTForConditionalGeneration.grid_inputs
 
 
@@ -197,7 +214,9 @@ def apply(variant: str, model) -> None:
     ttt.depthwise_conv3_triton = specialised_conv_launch if variant == "before_s18" else CONV_LAUNCH
     attention.MASKED_BACKENDS = ANY_BACKEND if variant == "before_s18" else MASKED
     streaming._conv_inputs = sliced_conv_inputs if variant == "before_s21" else CONV_INPUTS
-    ttt.conv_token_groups_triton = GATHERED_GROUPS if variant == "before_s22" else GROUPS_KERNEL
+    ttt.conv_token_groups_triton = {"before_s22": GATHERED_GROUPS, "cloned_gaps": cloned_gaps}.get(variant, GROUPS_KERNEL)
+    model.model.visual.patch_embed.kernel = None if variant == "conv3d_patches" else text.kernel
+    conv_triton.TILE.update(TILE, **(dict(block_hw=32) if variant == "tile_hw32" else {}))
     SpatialTTTForConditionalGeneration.grid_inputs = grid_per_call if variant == "vision_per_call" else GRID_INPUTS
 
 

@@ -57,6 +57,28 @@ def test_triton_stencil_compiles_for_an_h100(dtype):
     assert len(loads) > 2 and sorted(op for op in loads if ".v4." not in op) == ["ld.global.b64"] * 2, loads
 
 
+def test_the_gap_copy_compiles_for_an_h100():
+    """The copy of the rows between frame groups (a loop over rows whose bounds it loads) down to sm_90 machine code,
+    its rows of channels moved 16 bytes at a time; the rows and groups are not specialised (a new piece is no new
+    compilation). No GPU needed."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from spatial_ttt.ops.conv_triton import GAP_TILE, _copy_gaps_kernel
+
+    assert [p.name for p in _copy_gaps_kernel.params if p.do_not_specialize] == ["n", "L"]
+    constants = dict(stride_c=1, BLOCK_R=GAP_TILE["block_rows"], BLOCK_C=GAP_TILE["block_channels"])
+    names = _copy_gaps_kernel.arg_names
+    pointers = {"x": "*bf16", "out": "*bf16", "starts": "*i64"}
+    signature = {name: "constexpr" if name in constants else pointers.get(name, "i32") for name in names}
+    aligned = [n for n in names if n in ("x", "out", "C") or n.startswith("stride_") and n not in constants]
+    attrs = {(names.index(name),): [["tt.divisibility", 16]] for name in aligned}
+    source = ASTSource(fn=_copy_gaps_kernel, signature=signature, constexprs=constants, attrs=attrs)
+    ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": GAP_TILE["num_warps"]}).asm["ptx"]
+    assert "ld.global.v4" in ptx and "st.global.v4" in ptx
+
+
 def test_one_compilation_serves_every_frame_count_and_size(monkeypatch):
     """Was: BLOCK_T = min(8, T) (a constexpr) and T, H, W specialised by Triton (equal to 1, divisible by 16): a
     stream's first question compiled the kernel 7 times, 4.6 s of its 6.5 s on an H200 (session 18). Now a launch's

@@ -11,7 +11,9 @@ share the kernel:
 * :func:`conv_token_groups_triton`: :func:`~spatial_ttt.layers.spatial_conv.conv_token_groups`'s signature, the
   frame groups read from and written to their rows of the token sequence [B, L, C] (a prompt's pieces and a
   stream's), their neighbours from their own tensors: no gather of the groups into a volume, no padded copy, no
-  scatter back (three passes over the groups' rows, session 22).
+  scatter back (three passes over the groups' rows, session 22). The rows between the groups (text) are copied
+  by a second kernel, :func:`_copy_gaps_kernel`, instead of a clone of every row that the stencil then overwrote
+  (a read and a write of all of a TTT layer's three conv inputs, session 23).
 
 The kernel finds frame i of the T at row ``frames[i] * stride_frame`` of its input (and writes its output at
 ``out_frames[i]``), the frame before them in ``first`` and the one after in ``last`` where given, else frame 0
@@ -36,6 +38,7 @@ except ImportError:  # CPU-only installs have no Triton; the stencil is only cho
     triton = None
 
 TILE = dict(block_hw=16, block_channels=64, block_t=8, num_warps=4)  # block_t: output frames per program
+GAP_TILE = dict(block_rows=8, block_channels=256, num_warps=4)  # a prompt's gaps: 7 rows (timestamps, start, end)
 
 
 def _jit(fn):
@@ -45,6 +48,11 @@ def _jit(fn):
     # (with or without a neighbour). The strides keep theirs: aligned rows of channels are what lets it load 16
     # bytes at a time.
     return fn if triton is None else triton.jit(fn, do_not_specialize=["T", "H", "W", "has_first", "has_last"])
+
+
+def _jit_gaps(fn):
+    # the rows and groups of a piece change with every piece: not specialised, as the stencil's frame counts
+    return fn if triton is None else triton.jit(fn, do_not_specialize=["n", "L"])
 
 
 @_jit
@@ -95,6 +103,31 @@ def _conv3_kernel(
         place = (h.to(tl.int64) * stride_oh + w.to(tl.int64) * stride_ow)[:, None] + channel[None, :]
         tl.store(target + place, older.to(out.dtype.element_ty), mask=mask & (s >= 2) & (done < T))
         older, old = old, new
+
+
+@_jit_gaps
+def _copy_gaps_kernel(x, out, starts, n, L, size, C, stride_xb, stride_xl, stride_ob, stride_ol, stride_c,
+                      BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Copies gap g of the rows around n groups of ``size`` rows at rows ``starts``: the rows before group g (after
+    group g - 1), g = n those after the last group, up to row L. One program per (gap, block of channels, item)."""
+    g = tl.program_id(0)
+    channel = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    b = tl.program_id(2).to(tl.int64)
+    lo = 0
+    if g > 0:
+        lo = tl.load(starts + g - 1).to(tl.int32) + size
+    hi = L
+    if g < n:
+        hi = tl.load(starts + g).to(tl.int32)
+    lanes = (channel * stride_c)[None, :]
+    first = lo
+    while first < hi:  # (a while loop: Triton's interpreter cannot range over loaded bounds)
+        rows = first + tl.arange(0, BLOCK_R)
+        mask = (rows < hi)[:, None] & (channel < C)[None, :]
+        rows = rows.to(tl.int64)[:, None]
+        values = tl.load(x + b * stride_xb + rows * stride_xl + lanes, mask=mask)
+        tl.store(out + b * stride_ob + rows * stride_ol + lanes, values, mask=mask)
+        first += BLOCK_R
 
 
 def _launch(x: Tensor, first: Tensor | None, last: Tensor | None, frames: Tensor, out: Tensor, out_frames: Tensor,
@@ -148,9 +181,18 @@ def conv_token_groups_triton(tokens: Tensor, starts: Tensor, previous: Tensor | 
     if triton is None:
         raise RuntimeError("the spatial conv's Triton kernel needs Triton; ttt_kernel='reference' runs without it")
     h, w = grid_hw
-    out = tokens.clone()  # the rows between the groups pass through; the kernel overwrites the groups'
+    if starts.numel() == 0:
+        return tokens.clone()
+    out = torch.empty(tokens.shape, dtype=tokens.dtype, device=tokens.device)
     rows = tuple(tokens.stride(i) for i in (0, 1)) + (w * tokens.stride(1), tokens.stride(1))
     out_rows = tuple(out.stride(i) for i in (0, 1)) + (w * out.stride(1), out.stride(1))
     first, last = (None if m is None else m.view(m.shape[0], h, w, m.shape[-1]) for m in (previous, following))
     _launch(tokens, first, last, starts, out, starts, rows, out_rows, grid_hw, weight, tile)
+    batch, length, channels = tokens.shape
+    with torch.cuda.device(tokens.device) if tokens.is_cuda else contextlib.nullcontext():
+        _copy_gaps_kernel[(starts.numel() + 1, triton.cdiv(channels, GAP_TILE["block_channels"]), batch)](
+            tokens, out, starts, starts.numel(), length, h * w, channels, tokens.stride(0), tokens.stride(1),
+            out.stride(0), out.stride(1), tokens.stride(2), BLOCK_R=GAP_TILE["block_rows"],
+            BLOCK_C=GAP_TILE["block_channels"], num_warps=GAP_TILE["num_warps"],
+        )
     return out
