@@ -13,7 +13,9 @@ them (frames [1, n+2, 11, 15, C]: n groups between their neighbours):
 Per case and stencil: ms per call (median of --repeat timed calls after warm-up; CUDA events) and GB/s counting
 one read of the frames and one write of the output; copy_gbps: a plain copy of the same bytes (the ceiling);
 the Triton kernel is also timed at a few tiles (``sweep``); ``max_abs_diff`` / ``differ``: Triton against the
-compiled stencil. ``--tiny``: the tiny shape on the CPU, eager reference only (Triton and inductor need CUDA here).
+compiled stencil. ``rows``: the form the model runs (conv_token_groups_triton): the same groups as rows of a
+token sequence, 7 text rows before each (timestamps, vision start and end) and the neighbours in tensors of their
+own, timed at the same tiles (its output: the same bits as the padded volume's). ``--tiny``: the tiny shape on the CPU, eager reference only (Triton and inductor need CUDA here).
 """
 
 from __future__ import annotations
@@ -69,6 +71,27 @@ def seconds_per_call(fn: Callable[[], object], device: torch.device, repeat: int
     return times[len(times) // 2]
 
 
+def token_rows(frames: torch.Tensor, weight: torch.Tensor, volume_out: torch.Tensor, device: torch.device,
+               repeat: int) -> dict:
+    """The Triton stencil as the model calls it: frames [1, n+2, h, w, C] as n groups of token rows with 7 text
+    rows before each, the first and last frame as the neighbours."""
+    from spatial_ttt.ops.conv_triton import TILE, conv_token_groups_triton
+
+    _, padded, h, w, channels = frames.shape
+    n, size, text = padded - 2, h * w, 7
+    tokens = torch.randn(1, n * (size + text) + text, channels).to(device, frames.dtype)
+    starts = torch.arange(n, device=device) * (size + text) + text
+    rows = (starts[:, None] + torch.arange(size, device=device)).flatten()
+    tokens[:, rows] = frames[:, 1:-1].reshape(1, n * size, channels)
+    previous, following = (frames[:, i].reshape(1, size, channels) for i in (0, -1))
+    call = lambda **tile: conv_token_groups_triton(tokens, starts, previous, following, (h, w), weight, **tile)
+    seconds = seconds_per_call(call, device, repeat)
+    moved = 2 * tokens.numel() * tokens.element_size()
+    same = torch.equal(call()[:, rows].float(), volume_out.reshape(1, n * size, channels))
+    return dict(ms=1e3 * seconds, gbps=moved / seconds / 1e9, equal_to_volume=same, sweep=[
+        dict(tile={**TILE, **tile}, ms=1e3 * seconds_per_call(lambda: call(**tile), device, repeat)) for tile in TILES])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", help="JSON file to write (rewritten after every case)")
@@ -82,7 +105,7 @@ def main() -> None:
     if device.type == "cuda":
         from common import environment
 
-        from spatial_ttt.ops.conv_triton import TILE, depthwise_conv3_triton
+        from spatial_ttt.ops.conv_triton import TILE, conv_token_groups_triton, depthwise_conv3_triton
 
         results["env"] = environment()
     for name, n in groups.items():
@@ -110,6 +133,7 @@ def main() -> None:
                 run["max_abs_diff"] = (ours - theirs).abs().max().item()
                 run["differ"] = (ours != theirs).float().mean().item()
                 run["speedup"] = run["compiled"]["ms"] / run["triton"]["ms"]
+                run["rows"] = token_rows(frames, weight, ours, device, args.repeat)
         print(json.dumps(run), flush=True)
         results["runs"].append(run)
         write_json(args.out, results)
