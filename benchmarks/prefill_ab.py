@@ -37,8 +37,8 @@ code take 3.20 s and 3.69 s on two H100s, and one variant spread 3.39-4.54 s in 
                 GEMMs of 8,192 patches, vision_attention.GemmPatchEmbed)
   cloned_gaps   the stream engine's conv of a piece's frame groups into a clone of all its rows (before session 23:
                 now the rows between the groups are copied by a kernel of their own, the groups' by the stencil)
-  tile_hw32     the conv stencil with tiles of 32 tokens of a frame per program (default 16)
-  tile_hw32_t16 the same with runs of 16 output frames per program (default 8)
+  tile_hw16     the conv stencil with tiles of 16 tokens of a frame per program (before session 23: now 32)
+  tile_hw32_t16 the conv stencil with runs of 16 output frames per program (default 8)
   vision_per_call  the vision tower deriving its grid's inputs at every call and its blocks reading their frames
                 off cu_seqlens, as before session 21 (now: computed once per grid,
                 SpatialTTTForConditionalGeneration.grid_inputs)
@@ -96,7 +96,7 @@ from spatial_ttt.streaming import StreamSession
 
 VARIANTS = ("now", "eager_vision", "rows_fp32", "vision_32", "vision_16", "anchor_flash", "piece_8k", "piece_32k", "lean",
             "eager_norms", "eager_rope", "weights_copied", "stages_dynamic", "before_s18", "before_s21",
-            "before_s22", "conv3d_patches", "cloned_gaps", "tile_hw32", "tile_hw32_t16",
+            "before_s22", "conv3d_patches", "cloned_gaps", "tile_hw16", "tile_hw32_t16",
             "vision_per_call", "products_fp32", "products_tf32")
 ROWS = ttt.row_dtype
 PATCHES = SpatialTTTConfig.vision_patches
@@ -218,7 +218,7 @@ def apply(variant: str, model) -> None:
     streaming._conv_inputs = sliced_conv_inputs if variant == "before_s21" else CONV_INPUTS
     ttt.conv_token_groups_triton = {"before_s22": GATHERED_GROUPS, "cloned_gaps": cloned_gaps}.get(variant, GROUPS_KERNEL)
     model.model.visual.patch_embed.kernel = None if variant == "conv3d_patches" else text.kernel
-    conv_triton.TILE.update(TILE, **{"tile_hw32": dict(block_hw=32), "tile_hw32_t16": dict(block_hw=32, block_t=16)}.get(
+    conv_triton.TILE.update(TILE, **{"tile_hw16": dict(block_hw=16), "tile_hw32_t16": dict(block_t=16)}.get(
         variant, {}))
     SpatialTTTForConditionalGeneration.grid_inputs = grid_per_call if variant == "vision_per_call" else GRID_INPUTS
 
