@@ -105,7 +105,7 @@ def main() -> None:
     if device.type == "cuda":
         from common import environment
 
-        from spatial_ttt.ops.conv_triton import TILE, conv_token_groups_triton, depthwise_conv3_triton
+        from spatial_ttt.ops.conv_triton import TILE, depthwise_conv3_triton
 
         results["env"] = environment()
     for name, n in groups.items():

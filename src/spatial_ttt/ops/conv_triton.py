@@ -132,6 +132,11 @@ def _copy_gaps_kernel(x, out, starts, n, L, size, C, stride_xb, stride_xl, strid
         first += BLOCK_R
 
 
+def _on_device_of(t: Tensor) -> contextlib.AbstractContextManager:
+    """Triton launches on the current device: make it the tensors' (a model on cuda:1 under torchrun, say)."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
 def _launch(x: Tensor, first: Tensor | None, last: Tensor | None, frames: Tensor, out: Tensor, out_frames: Tensor,
             strides: tuple[int, ...], out_strides: tuple[int, ...], grid_hw: tuple[int, int], weight: Tensor,
             tile: dict[str, int]) -> None:
@@ -151,8 +156,7 @@ def _launch(x: Tensor, first: Tensor | None, last: Tensor | None, frames: Tensor
     block_t = tile["block_t"]
     grid = (n * triton.cdiv(t, block_t) * triton.cdiv(h * w, tile["block_hw"]), triton.cdiv(c, block_channels))
     neighbour_strides = [s for m in neighbours for s in (m.stride(0), m.stride(-3), m.stride(-2))]
-    # Triton launches on the current device: make it the tensors' (a model on cuda:1 under torchrun, say)
-    with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
+    with _on_device_of(x):
         _conv3_kernel[grid](
             x, *neighbours, frames, out, out_frames, weight.reshape(c, 27).t().contiguous(), t, h, w, c,
             int(first is not None), int(last is not None), *strides, *neighbour_strides, x.stride(-1), *out_strides,
@@ -191,7 +195,7 @@ def conv_token_groups_triton(tokens: Tensor, starts: Tensor, previous: Tensor | 
     first, last = (None if m is None else m.view(m.shape[0], h, w, m.shape[-1]) for m in (previous, following))
     _launch(tokens, first, last, starts, out, starts, rows, out_rows, grid_hw, weight, tile)
     batch, length, channels = tokens.shape
-    with torch.cuda.device(tokens.device) if tokens.is_cuda else contextlib.nullcontext():
+    with _on_device_of(tokens):
         _copy_gaps_kernel[(starts.numel() + 1, triton.cdiv(channels, GAP_TILE["block_channels"]), batch)](
             tokens, out, starts, starts.numel(), length, h * w, channels, tokens.stride(0), tokens.stride(1),
             out.stride(0), out.stride(1), tokens.stride(2), BLOCK_R=GAP_TILE["block_rows"],
