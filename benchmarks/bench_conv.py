@@ -15,7 +15,9 @@ one read of the frames and one write of the output; copy_gbps: a plain copy of t
 the Triton kernel is also timed at a few tiles (``sweep``); ``max_abs_diff`` / ``differ``: Triton against the
 compiled stencil. ``rows``: the form the model runs (conv_token_groups_triton): the same groups as rows of a
 token sequence, 7 text rows before each (timestamps, vision start and end) and the neighbours in tensors of their
-own, timed at the same tiles (its output: the same bits as the padded volume's). ``--tiny``: the tiny shape on the CPU, eager reference only (Triton and inductor need CUDA here).
+own, timed at the same tiles (its output: the same bits as the padded volume's). ``fp32_weight_ms``: the default
+tile with the weight handed over in fp32 (exact; session 23's SASS count: 15 % fewer instructions a call, the
+weights' bf16 unpacking gone, but twice the bytes of weight loads), in both forms. ``--tiny``: the tiny shape on the CPU, eager reference only (Triton and inductor need CUDA here).
 """
 
 from __future__ import annotations
@@ -88,7 +90,9 @@ def token_rows(frames: torch.Tensor, weight: torch.Tensor, volume_out: torch.Ten
     seconds = seconds_per_call(call, device, repeat)
     moved = 2 * tokens.numel() * tokens.element_size()
     same = torch.equal(call()[:, rows].float(), volume_out.reshape(1, n * size, channels))
-    return dict(ms=1e3 * seconds, gbps=moved / seconds / 1e9, equal_to_volume=same, sweep=[
+    fp32_weight = seconds_per_call(lambda: conv_token_groups_triton(
+        tokens, starts, previous, following, (h, w), weight.float()), device, repeat)
+    return dict(ms=1e3 * seconds, gbps=moved / seconds / 1e9, equal_to_volume=same, fp32_weight_ms=1e3 * fp32_weight, sweep=[
         dict(tile={**TILE, **tile}, ms=1e3 * seconds_per_call(lambda: call(**tile), device, repeat)) for tile in TILES])
 
 
@@ -133,6 +137,9 @@ def main() -> None:
                 run["max_abs_diff"] = (ours - theirs).abs().max().item()
                 run["differ"] = (ours != theirs).float().mean().item()
                 run["speedup"] = run["compiled"]["ms"] / run["triton"]["ms"]
+                run["fp32_weight_ms"] = 1e3 * seconds_per_call(
+                    lambda: depthwise_conv3_triton(frames, weight.float()), device, args.repeat)
+                run["fp32_weight_equal"] = torch.equal(depthwise_conv3_triton(frames, weight.float()).float(), ours)
                 run["rows"] = token_rows(frames, weight, ours, device, args.repeat)
         print(json.dumps(run), flush=True)
         results["runs"].append(run)
