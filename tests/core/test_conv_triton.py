@@ -27,28 +27,34 @@ def test_triton_stencil_equals_the_reference_under_the_interpreter():
     run_under_triton_interpreter(SCRIPT)
 
 
+def compile_for_h100(kernel, pointers: dict[str, str], aligned_pointers: set[str], constants: dict, num_warps: int):
+    """``kernel`` compiled down to sm_90 machine code with the arguments as a launch on the 2B shape's tensors
+    specialises them: ``constants`` as constexprs, 16-byte aligned ``aligned_pointers``, channels ``C`` and strides,
+    every other integer plain. No GPU needed."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    names = kernel.arg_names
+    signature = {name: "constexpr" if name in constants else pointers.get(name, "i32") for name in names}
+    aligned = [name for name in names if name not in constants and (
+        name in aligned_pointers or name == "C" or name.startswith("stride_"))]
+    attrs = {(names.index(name),): [["tt.divisibility", 16]] for name in aligned}
+    source = ASTSource(fn=kernel, signature=signature, constexprs=constants, attrs=attrs)
+    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
+
+
 @pytest.mark.parametrize("dtype", ["bf16", "fp32"])
 def test_triton_stencil_compiles_for_an_h100(dtype):
     """What the interpreter does not check: Triton's compiler down to sm_90 machine code, for the default tile and
     the arguments as a launch specialises them (frame counts and sizes as plain integers, whatever their value).
     No GPU needed."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
     from spatial_ttt.ops.conv_triton import TILE, _conv3_kernel
 
-    pointers = {name: f"*{dtype}" for name in ("x", "first", "last", "out", "weight")}
-    pointers |= {"frames": "*i64", "out_frames": "*i64"}  # the frames' rows
+    tensors = {name: f"*{dtype}" for name in ("x", "first", "last", "out", "weight")}
+    pointers = tensors | {"frames": "*i64", "out_frames": "*i64"}  # the frames' rows
     constants = dict(stride_c=1, BLOCK_HW=TILE["block_hw"], BLOCK_C=TILE["block_channels"], BLOCK_T=TILE["block_t"])
-    names = _conv3_kernel.arg_names
-    signature = {name: "constexpr" if name in constants else pointers.get(name, "i32") for name in names}
-    # what a launch on the 2B shape's tensors notes: 16-byte aligned pointers, channels and strides
-    aligned = [name for name in names if name not in constants and (name in pointers and name not in ("frames", "out_frames")
-                                                                     or name == "C" or name.startswith("stride_"))]
-    attrs = {(names.index(name),): [["tt.divisibility", 16]] for name in aligned}
-    source = ASTSource(fn=_conv3_kernel, signature=signature, constexprs=constants, attrs=attrs)
-    kernel = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": TILE["num_warps"]})
+    kernel = compile_for_h100(_conv3_kernel, pointers, set(tensors), constants, TILE["num_warps"])
     ptx = kernel.asm["ptx"]
     # every load of taps and weights 16 bytes of channels, whichever tensor the frame is in (the frame's pointer
     # chosen at run time must not cost the taps their vectorisation); the only others: the two rows of the tables
@@ -61,22 +67,13 @@ def test_the_gap_copy_compiles_for_an_h100():
     """The copy of the rows between frame groups (a loop over rows whose bounds it loads) down to sm_90 machine code,
     its rows of channels moved 16 bytes at a time; the rows and groups are not specialised (a new piece is no new
     compilation). No GPU needed."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
     from spatial_ttt.ops.conv_triton import GAP_TILE, _copy_gaps_kernel
 
     assert [p.name for p in _copy_gaps_kernel.params if p.do_not_specialize] == ["n", "L"]
     constants = dict(stride_c=1, BLOCK_R=GAP_TILE["block_rows"], BLOCK_C=GAP_TILE["block_channels"])
-    names = _copy_gaps_kernel.arg_names
     pointers = {"x": "*bf16", "out": "*bf16", "starts": "*i64"}
-    signature = {name: "constexpr" if name in constants else pointers.get(name, "i32") for name in names}
-    aligned = [n for n in names if n in ("x", "out", "C") or n.startswith("stride_") and n not in constants]
-    attrs = {(names.index(name),): [["tt.divisibility", 16]] for name in aligned}
-    source = ASTSource(fn=_copy_gaps_kernel, signature=signature, constexprs=constants, attrs=attrs)
-    ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": GAP_TILE["num_warps"]}).asm["ptx"]
-    assert "ld.global.v4" in ptx and "st.global.v4" in ptx
+    kernel = compile_for_h100(_copy_gaps_kernel, pointers, {"x", "out"}, constants, GAP_TILE["num_warps"])
+    assert "ld.global.v4" in kernel.asm["ptx"] and "st.global.v4" in kernel.asm["ptx"]
 
 
 def test_one_compilation_serves_every_frame_count_and_size(monkeypatch):
