@@ -34,11 +34,12 @@ from spatial_ttt.configuration import SpatialTTTConfig
 from spatial_ttt.layers.spatial_conv import depthwise_conv3
 from spatial_ttt.ops import FastWeightKernel
 
-TILES = [dict(), dict(block_t=16), dict(block_hw=64, block_channels=32),
-         # _conv3_taps_kernel (session 24): [frames, tokens, channels] blocks, each tap loaded whole
-         dict(taps=1, block_hw=16, block_t=4), dict(taps=1, block_hw=32, block_t=4, num_warps=8),
-         dict(taps=1, block_hw=16, block_t=8, num_warps=8), dict(taps=1, block_hw=8, block_t=8),
-         dict(taps=1, block_hw=16, block_t=4, block_channels=32), dict(taps=1, block_hw=16, block_t=2, num_warps=2)]  # each over TILE
+TILES = [dict(), dict(block_hw=32), dict(block_channels=128), dict(block_hw=32, block_channels=128),
+         dict(block_hw=64), dict(block_hw=256, block_channels=16, num_warps=8), dict(num_warps=2),
+         dict(num_warps=8), dict(block_t=4), dict(block_t=16), dict(block_hw=32, block_t=16),
+         dict(block_hw=32, num_warps=8), dict(block_hw=32, num_warps=2), dict(block_hw=32, block_channels=32),
+         dict(block_hw=64, block_channels=32), dict(block_hw=64, block_channels=32, num_warps=8),
+         dict(block_hw=32, block_channels=32, block_t=16)]  # each over TILE
 
 
 def cases(tiny: bool) -> tuple[int, tuple[int, int], dict[str, int], torch.dtype]:

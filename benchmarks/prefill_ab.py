@@ -39,10 +39,6 @@ code take 3.20 s and 3.69 s on two H100s, and one variant spread 3.39-4.54 s in 
                 now the rows between the groups are copied by a kernel of their own, the groups' by the stencil)
   tile_hw16     the conv stencil with tiles of 16 tokens of a frame per program (before session 23: now 32)
   tile_hw32_t16 the conv stencil with runs of 16 output frames per program (default 8)
-  conv_taps     the conv stencil as _conv3_taps_kernel (session 24: each of the 27 taps loaded as a whole [frames,
-                tokens, channels] block and its weight once per program, instead of the frames walked in time with
-                the 27 weights loaded at every frame), 4 frames x 16 tokens x 64 channels per program
-  conv_taps_w8  the same with 4 frames x 32 tokens x 64 channels per program and 8 warps
   split_keys_8k split anchors with key tiles of 8,192 (default 16,384): the keys that fill no key tile run flash
                 (~275 TFLOP/s in session 23's profile, 121 ms at 1024 frames) and are half as many on average
   vision_per_call  the vision tower deriving its grid's inputs at every call and its blocks reading their frames
@@ -104,7 +100,7 @@ from spatial_ttt.streaming import StreamSession
 VARIANTS = ("now", "eager_vision", "rows_fp32", "vision_32", "vision_16", "anchor_flash", "piece_8k", "piece_32k", "lean",
             "eager_norms", "eager_rope", "weights_copied", "stages_dynamic", "before_s18", "before_s21",
             "before_s22", "conv3d_patches", "cloned_gaps", "tile_hw16", "tile_hw32_t16",
-            "conv_taps", "conv_taps_w8", "split_keys_8k", "vision_per_call", "products_fp32", "products_tf32")
+            "split_keys_8k", "vision_per_call", "products_fp32", "products_tf32")
 ROWS = ttt.row_dtype
 PATCHES = SpatialTTTConfig.vision_patches
 PIECE, MLP_PIECE = SpatialTTTConfig.prefill_piece, SpatialTTTConfig.mlp_piece
@@ -226,11 +222,8 @@ def apply(variant: str, model) -> None:
     streaming._conv_inputs = sliced_conv_inputs if variant == "before_s21" else CONV_INPUTS
     ttt.conv_token_groups_triton = {"before_s22": GATHERED_GROUPS, "cloned_gaps": cloned_gaps}.get(variant, GROUPS_KERNEL)
     model.model.visual.patch_embed.kernel = None if variant == "conv3d_patches" else text.kernel
-    conv_triton.TILE.clear()
-    conv_triton.TILE.update(TILE, **{
-        "tile_hw16": dict(block_hw=16), "tile_hw32_t16": dict(block_t=16),
-        "conv_taps": dict(taps=1, block_hw=16, block_t=4),
-        "conv_taps_w8": dict(taps=1, block_hw=32, block_t=4, num_warps=8)}.get(variant, {}))
+    conv_triton.TILE.update(TILE, **{"tile_hw16": dict(block_hw=16), "tile_hw32_t16": dict(block_t=16)}.get(
+        variant, {}))
     attention_gpu.attention_after_cache_split = (
         functools.partial(SPLIT, key_tile=8192) if variant == "split_keys_8k" else SPLIT)
     SpatialTTTForConditionalGeneration.grid_inputs = grid_per_call if variant == "vision_per_call" else GRID_INPUTS

@@ -3,6 +3,8 @@
 # tokens, channels] block, weights loaded once per program) against the frame-walking kernel, alone (bench_conv's
 # sweep) and in a 1024-frame prompt (prefill_ab conv_taps / conv_taps_w8), bit for bit against it on CUDA; split
 # anchors with 8,192-key tiles (split_keys_8k).
+# Runs at commit f320cbb: the taps kernel and its variants were removed after this call (slower alone: 0.27-0.36
+# against 0.23 ms per prompt piece; benchmarks/RESULTS.md, session 24).
 # bash benchmarks/s24_call2.sh OUT_DIR  (PYTHONPATH: src, benchmarks and tests)
 set -uo pipefail
 out=$1; mkdir -p "$out"

@@ -107,49 +107,6 @@ def _conv3_kernel(
         older, old = old, new
 
 
-@_jit
-def _conv3_taps_kernel(
-    x, first, last, frames, out, out_frames, weight, T, H, W, C, has_first, has_last,
-    stride_xn, stride_xf, stride_xh, stride_xw, stride_fn, stride_fh, stride_fw, stride_ln, stride_lh, stride_lw,
-    stride_c, stride_on, stride_of, stride_oh, stride_ow,
-    BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr,
-):
-    tiles_hw, tiles_t = tl.cdiv(H * W, BLOCK_HW), tl.cdiv(T, BLOCK_T)
-    program = tl.program_id(0)
-    hw = (program % tiles_hw) * BLOCK_HW + tl.arange(0, BLOCK_HW)
-    t = (program // tiles_hw % tiles_t) * BLOCK_T + tl.arange(0, BLOCK_T)  # output frames
-    n = (program // (tiles_hw * tiles_t)).to(tl.int64)
-    channel = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask = (t < T)[:, None, None] & (hw < H * W)[None, :, None] & (channel < C)[None, None, :]
-    h, w = hw // W, hw % W
-    lanes = (channel * stride_c)[None, None, :]
-    acc = tl.zeros((BLOCK_T, BLOCK_HW, BLOCK_C), dtype=tl.float32)
-    for a in tl.static_range(3):  # output frame t reads input frames t, t + 1, t + 2 (0: the one before the T)
-        p = t + a
-        row = tl.load(frames + tl.minimum(tl.maximum(p - 1, 0), T - 1), mask=t < T, other=0).to(tl.int64)
-        base = x + n * stride_xn + row * stride_xf
-        step_h = tl.zeros_like(row) + stride_xh
-        step_w = tl.zeros_like(row) + stride_xw
-        before = (p == 0) & (has_first != 0)
-        base = tl.where(before, first + n * stride_fn, base)
-        step_h, step_w = tl.where(before, stride_fh, step_h), tl.where(before, stride_fw, step_w)
-        after = (p == T + 1) & (has_last != 0)
-        base = tl.where(after, last + n * stride_ln, base)
-        step_h, step_w = tl.where(after, stride_lh, step_h), tl.where(after, stride_lw, step_w)
-        for b in tl.static_range(3):
-            rows = tl.minimum(tl.maximum(h + (b - 1), 0), H - 1).to(tl.int64)
-            for c in tl.static_range(3):
-                cols = tl.minimum(tl.maximum(w + (c - 1), 0), W - 1).to(tl.int64)
-                offset = rows[None, :] * step_h[:, None] + cols[None, :] * step_w[:, None]
-                tap = tl.load(base[:, None, None] + offset[:, :, None] + lanes, mask=mask, other=0.0)
-                k = tl.load(weight + (a * 9 + b * 3 + c) * C + channel, mask=channel < C, other=0.0)
-                acc += tap.to(tl.float32) * k.to(tl.float32)[None, None, :]
-    out_row = tl.load(out_frames + tl.minimum(t, T - 1), mask=t < T, other=0).to(tl.int64)
-    place = (h.to(tl.int64) * stride_oh + w.to(tl.int64) * stride_ow)
-    target = out + n * stride_on + out_row[:, None, None] * stride_of + place[None, :, None] + channel[None, None, :]
-    tl.store(target, acc.to(out.dtype.element_ty), mask=mask)
-
-
 @_jit_gaps
 def _copy_gaps_kernel(x, out, starts, n, L, size, C, stride_xb, stride_xl, stride_ob, stride_ol, stride_c,
                       BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
@@ -186,7 +143,6 @@ def _launch(x: Tensor, first: Tensor | None, last: Tensor | None, frames: Tensor
     """One launch over T = len(frames) frames of [N, H, W, C] each. ``strides`` / ``out_strides``: per (item n,
     frame unit, h, w) of x / out; ``first`` / ``last`` [N, H, W, C] or None. Channels must have one stride."""
     tile = {**TILE, **tile}
-    kernel = _conv3_taps_kernel if tile.pop("taps", 0) else _conv3_kernel
     n, t, c = x.shape[0], frames.numel(), weight.shape[0]
     h, w = grid_hw
     if n * t * h * w * c == 0:
@@ -201,7 +157,7 @@ def _launch(x: Tensor, first: Tensor | None, last: Tensor | None, frames: Tensor
     grid = (n * triton.cdiv(t, block_t) * triton.cdiv(h * w, tile["block_hw"]), triton.cdiv(c, block_channels))
     neighbour_strides = [s for m in neighbours for s in (m.stride(0), m.stride(-3), m.stride(-2))]
     with _on_device_of(x):
-        kernel[grid](
+        _conv3_kernel[grid](
             x, *neighbours, frames, out, out_frames, weight.reshape(c, 27).t().contiguous(), t, h, w, c,
             int(first is not None), int(last is not None), *strides, *neighbour_strides, x.stride(-1), *out_strides,
             BLOCK_HW=tile["block_hw"], BLOCK_C=block_channels, BLOCK_T=block_t, num_warps=tile["num_warps"],
