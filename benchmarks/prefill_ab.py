@@ -39,6 +39,8 @@ code take 3.20 s and 3.69 s on two H100s, and one variant spread 3.39-4.54 s in 
                 now the rows between the groups are copied by a kernel of their own, the groups' by the stencil)
   tile_hw16     the conv stencil with tiles of 16 tokens of a frame per program (before session 23: now 32)
   tile_hw32_t16 the conv stencil with runs of 16 output frames per program (default 8)
+  gelu_apart    the vision blocks' MLP as transformers runs it (the linear, then the GELU as a pass of its own; before
+                session 24: now the GELU in the GEMM's epilogue, vision_attention.linear_gelu_tanh)
   split_keys_8k split anchors with key tiles of 8,192 (default 16,384): the keys that fill no key tile run flash
                 (~275 TFLOP/s in session 23's profile, 121 ms at 1024 frames) and are half as many on average
   vision_per_call  the vision tower deriving its grid's inputs at every call and its blocks reading their frames
@@ -85,6 +87,7 @@ from gpu_clocks import ClockSampler
 from profile_prefill import StageTimer
 import spatial_ttt.layers.attention as attention
 import spatial_ttt.layers.ttt as ttt
+import spatial_ttt.layers.vision_attention as vision_attention
 import spatial_ttt.ops.attention_gpu as attention_gpu
 import spatial_ttt.ops.conv_triton as conv_triton
 import spatial_ttt.streaming as streaming
@@ -100,7 +103,7 @@ from spatial_ttt.streaming import StreamSession
 VARIANTS = ("now", "eager_vision", "rows_fp32", "vision_32", "vision_16", "anchor_flash", "piece_8k", "piece_32k", "lean",
             "eager_norms", "eager_rope", "weights_copied", "stages_dynamic", "before_s18", "before_s21",
             "before_s22", "conv3d_patches", "cloned_gaps", "tile_hw16", "tile_hw32_t16",
-            "split_keys_8k", "vision_per_call", "products_fp32", "products_tf32")
+            "split_keys_8k", "gelu_apart", "vision_per_call", "products_fp32", "products_tf32")
 ROWS = ttt.row_dtype
 PATCHES = SpatialTTTConfig.vision_patches
 PIECE, MLP_PIECE = SpatialTTTConfig.prefill_piece, SpatialTTTConfig.mlp_piece
@@ -183,6 +186,7 @@ def cloned_gaps(tokens, starts, previous, following, grid_hw, weight):
 
 TILE = dict(conv_triton.TILE)
 SPLIT = attention_gpu.attention_after_cache_split
+GELU_EPILOGUE = vision_attention.gelu_epilogue_applies
 GRID_INPUTS = SpatialTTTForConditionalGeneration.grid_inputs
 
 
@@ -224,6 +228,7 @@ def apply(variant: str, model) -> None:
     model.model.visual.patch_embed.kernel = None if variant == "conv3d_patches" else text.kernel
     conv_triton.TILE.update(TILE, **{"tile_hw16": dict(block_hw=16), "tile_hw32_t16": dict(block_t=16)}.get(
         variant, {}))
+    vision_attention.gelu_epilogue_applies = (lambda block: False) if variant == "gelu_apart" else GELU_EPILOGUE
     attention_gpu.attention_after_cache_split = (
         functools.partial(SPLIT, key_tile=8192) if variant == "split_keys_8k" else SPLIT)
     SpatialTTTForConditionalGeneration.grid_inputs = grid_per_call if variant == "vision_per_call" else GRID_INPUTS

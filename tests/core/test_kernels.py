@@ -12,7 +12,7 @@ from spatial_ttt.layers.spatial_conv import (VideoSpan, conv_frame_groups, conv_
                                              depthwise_conv3, make_conv)
 from spatial_ttt.ops import FastWeightKernel, FastWeightMemory, FastWeights, TokenStream
 from spatial_ttt.ops.conv_triton import conv_token_groups_triton, depthwise_conv3_triton
-from spatial_ttt.ops.fast_weight_kernels import STATE_ARGS, ChunkGraph
+from spatial_ttt.ops.fast_weight_kernels import NORM_ARGS, STATE_ARGS, ChunkGraph
 from spatial_ttt.tiny import tiny_model
 
 from .helpers import video_prompt
@@ -61,28 +61,50 @@ def test_graphed_kernel_buffers_give_the_reference_results(momentum, cut, n):
 
 
 def test_graphed_weights_stay_in_the_kernel_buffers_within_a_call_and_never_leak_out(monkeypatch):
-    """Within one advance the graphed step finds the weights already in its buffers (copied in once, at the first
-    chunk); the memory afterwards owns copies, so a snapshot survives the next advance of its source."""
+    """Within one advance the graphed step finds the weights, momentum and norms already in its buffers (copied in
+    once, at the first chunk); the memory afterwards owns copies, so a snapshot survives the next advance of its
+    source."""
     weights, q, tokens = random_inputs(n=130)
     kernel = FastWeightKernel.standalone(24, False, kernel="graphed")
     resident, call = [], ChunkGraph.__call__
 
     def spy(self, *tensors, transient=False):
-        resident.append([tensors[i] is self.inputs[i] for i in STATE_ARGS])
+        resident.append([tensors[i] is self.inputs[i] for i in STATE_ARGS + NORM_ARGS])
         return call(self, *tensors, transient=transient)
 
     monkeypatch.setattr(ChunkGraph, "__call__", spy)
     memory = FastWeightMemory(weights)
     memory.advance(q[:, :100], tokens.slice(0, 100), kernel)
-    assert resident == [[False] * 6] + [[True] * 6] * 3  # 4 chunks updated: 96 = 4 x 24 followed by tokens
+    assert resident == [[False] * 9] + [[True] * 9] * 3  # 4 chunks updated: 96 = 4 x 24 followed by tokens
     buffers = {id(t) for t in kernel._inputs.values()}
-    assert not buffers & {id(t) for t in (*memory.weights[:3], *memory.weights.momentum)}
+    owned = lambda m: (*m.weights[:3], *m.weights.momentum, *m.weights.norms)  # noqa: E731
+    assert not buffers & {id(t) for t in owned(memory)}
     snapshot = dataclasses.replace(memory)
-    kept = [t.clone() for t in (*snapshot.weights[:3], *snapshot.weights.momentum)]
+    kept = [t.clone() for t in owned(snapshot)]
     memory.advance(q[:, 100:], tokens.slice(100), kernel)
-    assert resident[4] == [False] * 6  # a new call copies its weights in again
-    assert all(torch.equal(a, b) for a, b in zip((*snapshot.weights[:3], *snapshot.weights.momentum), kept))
+    assert resident[4] == [False] * 9  # a new call copies its weights in again
+    assert all(torch.equal(a, b) for a, b in zip(owned(snapshot), kept))
     assert not torch.equal(memory.weights.w0, snapshot.weights.w0)
+
+
+def test_layers_sharing_one_graphed_kernel_keep_their_own_weights_and_norms():
+    """A model's TTT layers share one kernel, hence its static buffers: three memories with different weights
+    (so different norms) advanced in turn, piece by piece, each equal to its own reference run."""
+    kernel = FastWeightKernel.standalone(24, True, kernel="graphed")
+    runs = [random_inputs(n=110, seed=seed) for seed in range(3)]
+    memories = [FastWeightMemory(FastWeights.start(*(w * (1 + s) for w in run[0][:3]))) for s, run in enumerate(runs)]
+    references = [FastWeightMemory(m.weights) for m in memories]
+    outs, ref_outs = [[], [], []], [[], [], []]
+    for start, end in ((0, 30), (30, 77), (77, 110)):
+        for i, (_, q, tokens) in enumerate(runs):
+            outs[i].append(memories[i].advance(q[:, start:end], tokens.slice(start, end), kernel))
+            ref_outs[i].append(references[i].advance(q[:, start:end], tokens.slice(start, end),
+                                                     FastWeightKernel.standalone(24, True)))
+    for i in range(3):
+        torch.testing.assert_close(torch.cat(outs[i], 1), torch.cat(ref_outs[i], 1), rtol=0, atol=1e-6)
+        for a, b in zip((*memories[i].weights[:3], *memories[i].weights.norms),
+                        (*references[i].weights[:3], *references[i].weights.norms)):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
 
 
 def test_warm_ups_before_a_capture_leave_the_weights_as_they_were(monkeypatch):

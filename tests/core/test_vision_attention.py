@@ -154,3 +154,61 @@ def test_the_patch_embedding_is_transformers_conv3d_off_the_gpu():
             assert torch.equal(got, embed(patches))
         finally:
             embed.__class__ = GemmPatchEmbed
+
+
+def two_b_block(device, dtype):
+    """One vision block of the 2B shape's width (1024, 16 heads, MLP 4096), random weights, and its inputs for 3
+    frames of 6 patches."""
+    from spatial_ttt.tiny import tiny_model
+
+    model = tiny_model(seed=0, vision_config=dict(depth=1, hidden_size=1024, num_heads=16, intermediate_size=4096,
+                                                  out_hidden_size=64))
+    block = model.model.visual.blocks[0].to(device, dtype).eval()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(18, 1024, generator=g).to(device, dtype)
+    cos, sin = (torch.randn(18, 64, generator=g).to(device, dtype) for _ in range(2))
+    return block, x, cos, sin
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_gelu_in_the_gemm_epilogue_is_the_block_to_rounding(device, dtype):
+    """frame_block_gelu_epilogue (the MLP's first linear, bias and tanh GELU as one GEMM: cuBLASLt's epilogue on
+    CUDA) against frame_block (transformers' MLP) on the 2B width: as close to the block computed in fp64, to twice
+    its error (the epilogue skips one bf16 rounding of the linear's output). On the CPU it is that MLP."""
+    from spatial_ttt.layers.vision_attention import frame_block, frame_block_gelu_epilogue, gelu_epilogue_applies
+
+    block, x, cos, sin = two_b_block(device, dtype)
+    assert gelu_epilogue_applies(block)
+    with torch.no_grad():
+        ours = frame_block_gelu_epilogue(block, x, cos, sin, 3, 6).double()
+        theirs = frame_block(block, x, cos, sin, 3, 6).double()
+        block.double()
+        exact = frame_block(block, x.double(), cos.double(), sin.double(), 3, 6)
+    error, their_error = (ours - exact).abs().max(), (theirs - exact).abs().max()
+    assert error <= 2 * their_error + 1e-5, (error, their_error)
+
+
+def test_the_blocks_take_the_gelu_epilogue_where_inference_kernels_run(monkeypatch):
+    """Where the model's kernel runs its inference kernels (CUDA, no autograd; here pretended on the CPU, its
+    compilation skipped) each block runs frame_block_gelu_epilogue, elsewhere frame_block; on the CPU the two give
+    the same features (linear_gelu_tanh is the linear, then the GELU, there)."""
+    import spatial_ttt.layers.vision_attention as vision
+
+    from spatial_ttt.tiny import tiny_model
+
+    model = tiny_model(seed=0, ttt_kernel="compiled")  # (the reference kernel runs every stage as it is)
+    kernel = model.model.language_model.kernel
+    ran = []
+    spy = lambda fn: (lambda *args: ran.append(fn.__name__) or fn(*args))  # noqa: E731
+    monkeypatch.setattr(type(kernel), "compiled", lambda self, fn, variant=None, dynamic=None: spy(fn))
+    pixels, grid = torch.randn(2 * 4 * 4, 3 * 2 * 16 * 16), torch.tensor([[2, 4, 4]])
+    with torch.no_grad():
+        expected = model.model.visual(pixels, grid_thw=grid).pooler_output
+        assert ran == ["frame_block"] * len(model.model.visual.blocks)
+        ran.clear()
+        monkeypatch.setattr(type(kernel), "runs_inference_kernels", lambda self, t: True)
+        got = model.model.visual(pixels, grid_thw=grid).pooler_output
+    assert ran == ["frame_block_gelu_epilogue"] * len(model.model.visual.blocks)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+    assert vision.gelu_epilogue_applies(model.model.visual.blocks[0])

@@ -33,6 +33,7 @@ from transformers.models.qwen3_vl.modeling_qwen3_vl import (
     Qwen3VLVisionPatchEmbed,
     apply_rotary_pos_emb_vision,
 )
+from transformers.activations import GELUTanh
 from transformers.vision_utils import (
     get_vision_attention_seqlens,
     get_vision_interpolation_indices_and_weights,
@@ -104,6 +105,34 @@ def frame_block(block: Qwen3VLVisionBlock, x: Tensor, cos: Tensor, sin: Tensor, 
     return x + block.mlp(block.norm2(x))
 
 
+def frame_block_gelu_epilogue(block: Qwen3VLVisionBlock, x: Tensor, cos: Tensor, sin: Tensor, frames: int,
+                              tokens: int) -> Tensor:
+    """frame_block with the MLP's first linear and its tanh GELU as :func:`linear_gelu_tanh`. For a tower whose
+    MLP is a tanh GELU (:func:`gelu_epilogue_applies`)."""
+    x = x + block.attn.attend_frames(block.norm1(x), cos, sin, frames, tokens)
+    fc1 = block.mlp.linear_fc1
+    return x + block.mlp.linear_fc2(linear_gelu_tanh(block.norm2(x), fc1.weight, fc1.bias))
+
+
+def linear_gelu_tanh(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """gelu_tanh(x @ weight.T + bias), x [N, K]. On CUDA one GEMM whose epilogue adds the bias and applies the GELU
+    to the fp32 sums (``torch._addmm_activation``: cuBLASLt's GELU_BIAS epilogue, the tanh approximation; inductor
+    keeps it one call): transformers rounds the linear's output to bf16 and reads it back for the GELU, a pass
+    over [patches, 4096] of its own (43 ms of a 1024-frame prompt, session 23's profile); here that rounding is
+    skipped, so the two differ by the products' rounding. Elsewhere the linear, then the GELU
+    (``_addmm_activation``'s GELU off CUDA is the exact one, not the tanh approximation)."""
+    if x.is_cuda:
+        return torch._addmm_activation(bias, x, weight.t(), use_gelu=True)
+    return F.gelu(F.linear(x, weight, bias), approximate="tanh")
+
+
+def gelu_epilogue_applies(block: Qwen3VLVisionBlock) -> bool:
+    """Whether the block's MLP is what :func:`frame_block_gelu_epilogue` computes: a biased linear, then
+    transformers' tanh GELU (Qwen3-VL's ``gelu_pytorch_tanh``; its Python form is the same function), then a
+    linear."""
+    return isinstance(block.mlp.act_fn, GELUTanh) and block.mlp.linear_fc1.bias is not None
+
+
 class FrameBatchedVisionBlock(Qwen3VLVisionBlock):
     """Same parameters and results as Qwen3VLVisionBlock; ``kernel`` (the model's FastWeightKernel) is set by
     the model and decides whether the block runs compiled (without one, as outside a model, it runs eagerly)."""
@@ -118,7 +147,11 @@ class FrameBatchedVisionBlock(Qwen3VLVisionBlock):
         frames = self.attn.batched(cu_seqlens, layout) if position_embeddings is not None else None
         if frames is None:
             return super().forward(hidden_states, cu_seqlens, position_embeddings, **kwargs)
-        run = frame_block if self.kernel is None else self.kernel.fused(frame_block, hidden_states)
+        if self.kernel is None:
+            run = frame_block
+        else:  # where the model's inference kernels run: the MLP's GELU in its GEMM's epilogue, compiled around it
+            inference = self.kernel.compiled(frame_block_gelu_epilogue) if gelu_epilogue_applies(self) else None
+            run = self.kernel.fused(frame_block, hidden_states, inference)
         return run(self, hidden_states, *position_embeddings, *frames)
 
 
