@@ -41,6 +41,8 @@ code take 3.20 s and 3.69 s on two H100s, and one variant spread 3.39-4.54 s in 
   tile_hw32_t16 the conv stencil with runs of 16 output frames per program (default 8)
   gelu_apart    the vision blocks' MLP as transformers runs it (the linear, then the GELU as a pass of its own; before
                 session 24: now the GELU in the GEMM's epilogue, vision_attention.linear_gelu_tanh)
+  norms_copied  the graphed fast-weight step's norms copied into its buffers at every chunk (before session 24: now
+                they stay there within a call, as the weights)
   split_keys_8k split anchors with key tiles of 8,192 (default 16,384): the keys that fill no key tile run flash
                 (~275 TFLOP/s in session 23's profile, 121 ms at 1024 frames) and are half as many on average
   vision_per_call  the vision tower deriving its grid's inputs at every call and its blocks reading their frames
@@ -103,7 +105,7 @@ from spatial_ttt.streaming import StreamSession
 VARIANTS = ("now", "eager_vision", "rows_fp32", "vision_32", "vision_16", "anchor_flash", "piece_8k", "piece_32k", "lean",
             "eager_norms", "eager_rope", "weights_copied", "stages_dynamic", "before_s18", "before_s21",
             "before_s22", "conv3d_patches", "cloned_gaps", "tile_hw16", "tile_hw32_t16",
-            "split_keys_8k", "gelu_apart", "vision_per_call", "products_fp32", "products_tf32")
+            "split_keys_8k", "gelu_apart", "norms_copied", "vision_per_call", "products_fp32", "products_tf32")
 ROWS = ttt.row_dtype
 PATCHES = SpatialTTTConfig.vision_patches
 PIECE, MLP_PIECE = SpatialTTTConfig.prefill_piece, SpatialTTTConfig.mlp_piece
@@ -112,6 +114,7 @@ PRECISION = "bf16"  # the fast mode, which main builds the model in
 TF32 = torch.backends.cuda.matmul.allow_tf32
 _kernels: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per model: its own kernel and the TF32 one
 STEP = FastWeightKernel.step
+GRAPH = FastWeightKernel._graph
 COMPILED = FastWeightKernel.compiled
 STEPS = (fast_weight_kernels.flat_step, fast_weight_kernels.flat_steps, fast_weight_kernels.resident_step)
 
@@ -190,6 +193,12 @@ GELU_EPILOGUE = vision_attention.gelu_epilogue_applies
 GRID_INPUTS = SpatialTTTForConditionalGeneration.grid_inputs
 
 
+def norms_copied(self, args, muon, precision, transient):
+    """The graphed step handing back the caller's norms, as before session 24 (the next chunk copies them in)."""
+    res, _ = GRAPH(self, args, muon, precision, transient)
+    return res, args[3:6]
+
+
 def grid_per_call(self, grid):
     """The vision tower's inputs as before session 21: grid_thw alone (the tower derives the rest at every call,
     and each block reads its frames off cu_seqlens: a synchronisation each on the GPU)."""
@@ -220,6 +229,7 @@ def apply(variant: str, model) -> None:
     model.config.mlp_piece = MLP_PIECE // 2 if variant == "lean" else MLP_PIECE
     model.config.anchor_attention = "flash" if variant == "anchor_flash" else ANCHOR
     FastWeightKernel.step = copied_step if variant == "weights_copied" else STEP
+    FastWeightKernel._graph = norms_copied if variant == "norms_copied" else GRAPH
     FastWeightKernel.compiled = dynamic_compiled if variant == "stages_dynamic" else COMPILED
     ttt.depthwise_conv3_triton = specialised_conv_launch if variant == "before_s18" else CONV_LAUNCH
     attention.MASKED_BACKENDS = ANY_BACKEND if variant == "before_s18" else MASKED
