@@ -28,19 +28,26 @@ CASES = [dict(tile=dict(TILE, block_hw=16), weight="bf16"), dict(tile=TILE, weig
          dict(tile=TILE, weight="fp32"), dict(tile=dict(TILE, block_channels=32), weight="bf16")]
 
 
+def compile_for_h100(kernel, pointers: dict[str, str], aligned_pointers: set[str], constants: dict, num_warps: int):
+    """``kernel`` compiled down to sm_90 machine code with the arguments as a launch on the 2B shape's tensors
+    specialises them: ``constants`` as constexprs, 16-byte aligned ``aligned_pointers``, channels ``C`` and strides,
+    every other integer plain. No GPU needed (the compile tests of tests/core/test_conv_triton.py use it too)."""
+    names = kernel.arg_names
+    signature = {name: "constexpr" if name in constants else pointers.get(name, "i32") for name in names}
+    aligned = [name for name in names if name not in constants and (
+        name in aligned_pointers or name == "C" or name.startswith("stride_"))]
+    attrs = {(names.index(name),): [["tt.divisibility", 16]] for name in aligned}
+    source = ASTSource(fn=kernel, signature=signature, constexprs=constants, attrs=attrs)
+    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
+
+
 def sass_counts(tile: dict[str, int], weight: str) -> collections.Counter:
     """Opcode counts of the stencil compiled as a launch on the 2B shape's bf16 tensors specialises it (16-byte
     aligned pointers, channels and strides; channels contiguous)."""
-    pointers = {name: "*bf16" for name in ("x", "first", "last", "out")} | {
-        "weight": f"*{weight}", "frames": "*i64", "out_frames": "*i64"}
+    tensors = {name: "*bf16" for name in ("x", "first", "last", "out")} | {"weight": f"*{weight}"}
+    pointers = tensors | {"frames": "*i64", "out_frames": "*i64"}
     constants = dict(stride_c=1, BLOCK_HW=tile["block_hw"], BLOCK_C=tile["block_channels"], BLOCK_T=tile["block_t"])
-    names = _conv3_kernel.arg_names
-    signature = {name: "constexpr" if name in constants else pointers.get(name, "i32") for name in names}
-    aligned = [name for name in names if name not in constants and (
-        name in ("x", "first", "last", "out", "weight", "C") or name.startswith("stride_"))]
-    attrs = {(names.index(name),): [["tt.divisibility", 16]] for name in aligned}
-    source = ASTSource(fn=_conv3_kernel, signature=signature, constexprs=constants, attrs=attrs)
-    cubin = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": tile["num_warps"]}).asm["cubin"]
+    cubin = compile_for_h100(_conv3_kernel, pointers, set(tensors), constants, tile["num_warps"]).asm["cubin"]
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(cubin)
         f.flush()

@@ -2,11 +2,17 @@
 installs it). The interpreter must be switched on before Triton is imported, so the checks run in a fresh process;
 the same checks run natively on CUDA in tests/gpu/test_conv_triton.py."""
 
+import sys
+from pathlib import Path
+
 import pytest
 
 from core.helpers import run_under_triton_interpreter
 
 pytest.importorskip("triton")
+# the sm_90 compile set-up of the compile tests below is benchmarks/conv_sass.py's (one copy for both)
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from conv_sass import compile_for_h100  # noqa: E402
 
 SCRIPT = """
 import torch
@@ -25,23 +31,6 @@ print("ok")
 
 def test_triton_stencil_equals_the_reference_under_the_interpreter():
     run_under_triton_interpreter(SCRIPT)
-
-
-def compile_for_h100(kernel, pointers: dict[str, str], aligned_pointers: set[str], constants: dict, num_warps: int):
-    """``kernel`` compiled down to sm_90 machine code with the arguments as a launch on the 2B shape's tensors
-    specialises them: ``constants`` as constexprs, 16-byte aligned ``aligned_pointers``, channels ``C`` and strides,
-    every other integer plain. No GPU needed."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    names = kernel.arg_names
-    signature = {name: "constexpr" if name in constants else pointers.get(name, "i32") for name in names}
-    aligned = [name for name in names if name not in constants and (
-        name in aligned_pointers or name == "C" or name.startswith("stride_"))]
-    attrs = {(names.index(name),): [["tt.divisibility", 16]] for name in aligned}
-    source = ASTSource(fn=kernel, signature=signature, constexprs=constants, attrs=attrs)
-    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
 
 
 @pytest.mark.parametrize("dtype", ["bf16", "fp32"])
