@@ -179,6 +179,17 @@ def depthwise_conv3_triton(frames: Tensor, weight: Tensor, **tile: int) -> Tenso
     return out
 
 
+def launch_groups(tokens: Tensor, starts: Tensor, previous: Tensor | None, following: Tensor | None,
+                  grid_hw: tuple[int, int], weight: Tensor, out: Tensor, tile: dict[str, int]) -> None:
+    """The stencil over the frame groups of tokens [B, L, C] at rows ``starts``, written to the same rows of
+    ``out`` (like tokens); its other rows untouched."""
+    h, w = grid_hw
+    rows = tuple(tokens.stride(i) for i in (0, 1)) + (w * tokens.stride(1), tokens.stride(1))
+    out_rows = tuple(out.stride(i) for i in (0, 1)) + (w * out.stride(1), out.stride(1))
+    first, last = (None if m is None else m.view(m.shape[0], h, w, m.shape[-1]) for m in (previous, following))
+    _launch(tokens, first, last, starts, out, starts, rows, out_rows, grid_hw, weight, tile)
+
+
 def conv_token_groups_triton(tokens: Tensor, starts: Tensor, previous: Tensor | None, following: Tensor | None,
                              grid_hw: tuple[int, int], weight: Tensor, **tile: int) -> Tensor:
     """:func:`spatial_ttt.layers.spatial_conv.conv_token_groups` by the kernel: tokens [B, L, C] whose frame groups
@@ -186,18 +197,14 @@ def conv_token_groups_triton(tokens: Tensor, starts: Tensor, previous: Tensor | 
     [B, h*w, C] or None -> tokens with each group's rows convolved, every other row as it was."""
     if triton is None:
         raise RuntimeError("the spatial conv's Triton kernel needs Triton; ttt_kernel='reference' runs without it")
-    h, w = grid_hw
     if starts.numel() == 0:
         return tokens.clone()
     out = torch.empty(tokens.shape, dtype=tokens.dtype, device=tokens.device)
-    rows = tuple(tokens.stride(i) for i in (0, 1)) + (w * tokens.stride(1), tokens.stride(1))
-    out_rows = tuple(out.stride(i) for i in (0, 1)) + (w * out.stride(1), out.stride(1))
-    first, last = (None if m is None else m.view(m.shape[0], h, w, m.shape[-1]) for m in (previous, following))
-    _launch(tokens, first, last, starts, out, starts, rows, out_rows, grid_hw, weight, tile)
+    launch_groups(tokens, starts, previous, following, grid_hw, weight, out, tile)
     batch, length, channels = tokens.shape
     with _on_device_of(tokens):
         _copy_gaps_kernel[(starts.numel() + 1, triton.cdiv(channels, GAP_TILE["block_channels"]), batch)](
-            tokens, out, starts, starts.numel(), length, h * w, channels, tokens.stride(0), tokens.stride(1),
+            tokens, out, starts, starts.numel(), length, grid_hw[0] * grid_hw[1], channels, tokens.stride(0), tokens.stride(1),
             out.stride(0), out.stride(1), tokens.stride(2), BLOCK_R=GAP_TILE["block_rows"],
             BLOCK_C=GAP_TILE["block_channels"], num_warps=GAP_TILE["num_warps"],
         )
