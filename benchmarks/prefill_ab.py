@@ -192,7 +192,7 @@ GRID_INPUTS = SpatialTTTForConditionalGeneration.grid_inputs
 def norms_copied(self, args, muon, precision, transient):
     """The graphed step handing back the caller's norms, as before session 24 (the next chunk copies them in)."""
     res, _ = GRAPH(self, args, muon, precision, transient)
-    return res, args[3:6]
+    return res, tuple(args[i] for i in fast_weight_kernels.NORM_ARGS)
 
 
 def grid_per_call(self, grid):

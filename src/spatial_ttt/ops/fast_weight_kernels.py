@@ -320,7 +320,7 @@ class FastWeightKernel:
             graph = self._graphs[key]
             answers = graph(*args, transient=transient)
             state = [graph.inputs[i] if transient else graph.inputs[i].clone() for i in STATE_ARGS]
-            norms = tuple(graph.inputs[i] for i in NORM_ARGS) if transient else args[3:6]
+            norms = tuple((graph.inputs if transient else args)[i] for i in NORM_ARGS)
             return [*answers, *state], norms
 
     def _static_input(self, position: int, t: Tensor) -> Tensor:
