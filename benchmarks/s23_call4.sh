@@ -6,10 +6,7 @@
 # bash benchmarks/s23_call4.sh OUT_DIR  (PYTHONPATH: src, benchmarks and tests)
 set -uo pipefail
 out=$1; mkdir -p "$out"
-timeout 300 python3 benchmarks/bench_e2e.py --models ours plain --precisions bf16 --frames 128 1024 \
-    --decode-tokens 16 --stream-frames 1024 --piece-frames 128 --repeats 3 --budget-s 270 \
-    --out "$out/e2e.json" > "$out/e2e.log" 2>&1
-tail -n 8 "$out/e2e.log" | cut -c1-400
+bash benchmarks/e2e_user_path.sh "$out"
 timeout 60 python3 -m pytest -q tests/gpu/test_conv_triton.py -k "autograd_on_cuda or other_than_the_current" \
     > "$out/gpu_tests.log" 2>&1
 tail -2 "$out/gpu_tests.log"
