@@ -45,10 +45,8 @@ code take 3.20 s and 3.69 s on two H100s, and one variant spread 3.39-4.54 s in 
                 they stay there within a call, as the weights)
   split_keys_8k split anchors with key tiles of 8,192 (default 16,384): the keys that fill no key tile run flash
                 (~275 TFLOP/s in session 23's profile, 121 ms at 1024 frames) and are half as many on average
-  window_flex   the TTT layers' sliding window through flex_attention (config.window_attention = "flex")
-  window_split  the same through cuDNN tiles merged by log-sum-exp ("split": attention_in_window_split; tiles of
-                2,048 rows, 2 per call)
-  window_split_1k  "split" with tiles of 1,024 rows, 4 per call
+  flex_no_tma   flex_attention (the TTT layers' window) with inductor's default loads (before session 25: now its
+                tiles loaded by TMA, attention_gpu.FLEX_OPTIONS)
   vision_per_call  the vision tower deriving its grid's inputs at every call and its blocks reading their frames
                 off cu_seqlens, as before session 21 (now: computed once per grid,
                 SpatialTTTForConditionalGeneration.grid_inputs)
@@ -110,11 +108,11 @@ VARIANTS = ("now", "eager_vision", "rows_fp32", "vision_32", "vision_16", "ancho
             "eager_norms", "eager_rope", "weights_copied", "stages_dynamic", "before_s18", "before_s21",
             "before_s22", "conv3d_patches", "cloned_gaps", "tile_hw16", "tile_hw32_t16",
             "split_keys_8k", "gelu_apart", "norms_copied", "vision_per_call", "products_fp32", "products_tf32",
-            "window_flex", "window_split", "window_split_1k")
+            "flex_no_tma")
 ROWS = ttt.row_dtype
 PATCHES = SpatialTTTConfig.vision_patches
 PIECE, MLP_PIECE = SpatialTTTConfig.prefill_piece, SpatialTTTConfig.mlp_piece
-ANCHOR, WINDOW = SpatialTTTConfig.anchor_attention, SpatialTTTConfig.window_attention
+ANCHOR = SpatialTTTConfig.anchor_attention
 PRECISION = "bf16"  # the fast mode, which main builds the model in
 TF32 = torch.backends.cuda.matmul.allow_tf32
 _kernels: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per model: its own kernel and the TF32 one
@@ -190,7 +188,7 @@ def cloned_gaps(tokens, starts, previous, following, grid_hw, weight):
 
 TILE = dict(conv_triton.TILE)
 SPLIT = attention_gpu.attention_after_cache_split
-SPLIT_WINDOW = attention_gpu.attention_in_window_split
+FLEX_OPTIONS = attention_gpu.FLEX_OPTIONS
 GELU_EPILOGUE = vision_attention.gelu_epilogue_applies
 GRID_INPUTS = SpatialTTTForConditionalGeneration.grid_inputs
 
@@ -230,8 +228,6 @@ def apply(variant: str, model) -> None:
     model.config.prefill_piece = {"piece_8k": PIECE // 2, "lean": PIECE // 2, "piece_32k": PIECE * 2}.get(variant, PIECE)
     model.config.mlp_piece = MLP_PIECE // 2 if variant == "lean" else MLP_PIECE
     model.config.anchor_attention = "flash" if variant == "anchor_flash" else ANCHOR
-    model.config.window_attention = {"window_flex": "flex", "window_split": "split", "window_split_1k": "split"}.get(
-        variant, WINDOW)
     FastWeightKernel.step = copied_step if variant == "weights_copied" else STEP
     FastWeightKernel._graph = norms_copied if variant == "norms_copied" else GRAPH
     FastWeightKernel.compiled = dynamic_compiled if variant == "stages_dynamic" else COMPILED
@@ -245,8 +241,7 @@ def apply(variant: str, model) -> None:
     vision_attention.gelu_epilogue_applies = (lambda block: False) if variant == "gelu_apart" else GELU_EPILOGUE
     attention_gpu.attention_after_cache_split = (
         functools.partial(SPLIT, key_tile=8192) if variant == "split_keys_8k" else SPLIT)
-    attention_gpu.attention_in_window_split = (
-        functools.partial(SPLIT_WINDOW, tile=1024, tiles=4) if variant == "window_split_1k" else SPLIT_WINDOW)
+    attention_gpu.FLEX_OPTIONS = {} if variant == "flex_no_tma" else FLEX_OPTIONS
     SpatialTTTForConditionalGeneration.grid_inputs = grid_per_call if variant == "vision_per_call" else GRID_INPUTS
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from huggingface_hub.dataclasses import strict
 from transformers import Qwen3VLConfig
 
-from .ops.attention_gpu import AFTER_CACHE, IN_WINDOW
+from .ops.attention_gpu import AFTER_CACHE
 from .ops.fast_weight_kernels import KERNELS
 from .static_decode import DECODE_KERNELS
 
@@ -19,8 +19,8 @@ def default_ttt_layers(num_layers: int) -> list[int]:
 
 # Settings that choose how the model runs, not what it computes: a saved state is valid under any value of them.
 EXECUTION_SETTINGS = (
-    "ttt_kernel", "decode_kernel", "anchor_attention", "window_attention", "prefill_piece", "mlp_piece",
-    "branch_piece", "vision_patches", "ttt_train_chunks_per_call",
+    "ttt_kernel", "decode_kernel", "anchor_attention", "prefill_piece", "mlp_piece", "branch_piece", "vision_patches",
+    "ttt_train_chunks_per_call",
 )
 
 
@@ -75,11 +75,6 @@ class SpatialTTTConfig(Qwen3VLConfig):
     # interleaved rounds, one H200), once the host's overhead no longer hid the anchors' gain; a process's first
     # split call pays cuDNN's plans (~0.9 s) (docs/model.md, "Anchor attention"; benchmarks/RESULTS.md, session 22).
     anchor_attention: str = "split"
-    # How the TTT layers' sliding window runs on the GPU in fp16/bf16 when the keys end with the queries (ours; not
-    # part of the math): "flex" (flex_attention with a band block mask) or "split" (cuDNN on tiles of queries:
-    # their causal square, the keys every row sees, and the window's reversed lower edge, merged by log-sum-exp;
-    # spatial_ttt.ops.attention_gpu.attention_in_window_split).
-    window_attention: str = "flex"
     # Memory against speed (ours; not part of the math: the same numbers at any value, the MLP's to its products'
     # last bit). Smaller pieces lower the prefill's peak memory and cost time (docs/model.md, "Memory settings").
     # Tokens per piece when generate prefills a long video prompt as a stream of pieces of whole frame groups
@@ -130,7 +125,7 @@ class SpatialTTTConfig(Qwen3VLConfig):
         if self.fast_weight_precision not in ("fp32", "bf16"):
             problems.append(f"fast_weight_precision must be 'fp32' or 'bf16', not {self.fast_weight_precision!r}")
         for name, choices in (("ttt_kernel", KERNELS), ("decode_kernel", DECODE_KERNELS),
-                              ("anchor_attention", AFTER_CACHE), ("window_attention", IN_WINDOW)):
+                              ("anchor_attention", AFTER_CACHE)):
             if getattr(self, name) not in choices:
                 problems.append(f"{name} must be one of {'/'.join(choices)}, not {getattr(self, name)!r}")
         if self.ttt_base_lr <= 0:

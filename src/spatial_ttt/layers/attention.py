@@ -115,19 +115,17 @@ class Attention(nn.Module):
         start: int,
         window: int | None,
         after_cache: str = "flash",
-        in_window: str = "flex",
     ) -> Tensor:
         """Attention output [B, S, H*hd] (before o_proj) for queries at absolute indices start..start+S-1.
-        ``after_cache`` / ``in_window``: how the GPU runs queries whose keys end with them, without / with a window
-        (see :func:`spatial_ttt.ops.attention_gpu.causal_attention`; anchors pass ``config.anchor_attention``, TTT
-        layers ``config.window_attention``)."""
+        ``after_cache``: how the GPU runs queries whose keys end with them ("flash" or "split", see
+        :func:`spatial_ttt.ops.attention_gpu.causal_attention`; anchors pass ``config.anchor_attention``)."""
         rope = rope_qk if self.kernel is None else self.kernel.fused_for_inference(rope_qk, q)
         q, k = rope(q, k, cos, sin)
         v = v.transpose(1, 2)
         k_start = start
         if cache is not None:
             k, v, k_start = cache.append(k, v)
-        out = causal_attention(q, k, v, start, k_start, window, after_cache, in_window)  # flash/flex/split (GPU)
+        out = causal_attention(q, k, v, start, k_start, window, after_cache)  # flash / flex / split on the GPU
         if out is None:
             out = masked_attention(q, k, v, start, k_start, window)
         return out.transpose(1, 2).flatten(2)

@@ -225,8 +225,7 @@ class TTTAttention(nn.Module):
         projected, conv_features = (None, None) if precomputed is None else precomputed.take()
         p = self.project(x) if projected is None else projected
         kv = None if state is None else state.kv
-        attended = self.attn_layer.attend(p.q, p.k, p.v, cos, sin, kv, start, window=self.config.window_size,
-                                          in_window=self.config.window_attention)
+        attended = self.attn_layer.attend(p.q, p.k, p.v, cos, sin, kv, start, window=self.config.window_size)
         if not self.config.ttt_branch:
             return self.attn_layer.o_proj(attended)
         if conv_features is not None:

@@ -13,16 +13,16 @@ mask and forces SDPA off its flash kernel. Here, on CUDA:
   merged by log-sum-exp (:func:`attention_after_cache_split`; too few rows for a tile run flash): cuDNN ran a square
   causal call at 621 TFLOP/s on an H100 but the bottom-right-masked pieces at 224, flash's pieces at 340
   (benchmarks/RESULTS.md, "Anchor attention backends");
-* anything else (a sliding window, or queries that follow a KV cache) -> ``flex_attention`` with a block mask
-  built directly from the band's geometry: for each 128x128 tile, whether it is empty, partially or fully
-  inside ``k_abs <= q_abs`` and ``k_abs > q_abs - window``. Work scales with the band, not with q_len * k_len;
+* anything else (a sliding window, or queries that follow a KV cache) -> ``flex_attention`` (tiles loaded by TMA:
+  :data:`FLEX_OPTIONS`) with a block mask built directly from the band's geometry: for each 128x128 tile, whether
+  it is empty, partially or fully inside ``k_abs <= q_abs`` and ``k_abs > q_abs - window``. Work scales with the
+  band, not with q_len * k_len;
 * tiny problems (decode, short prompts) keep the boolean mask (cheaper than a compiled kernel launch).
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -33,9 +33,12 @@ SMALL = 1 << 20  # q_len * k_len under which the boolean-mask SDPA path is used
 AFTER_CACHE = ("flash", "split")  # how queries after a full cache run (config.anchor_attention)
 HALF = (torch.float16, torch.bfloat16)
 SPLIT_TILE, SPLIT_KEYS = 8192, 16384  # query rows and keys per cuDNN call of "split" (attention_after_cache_split)
-WINDOW_TILE, WINDOW_TILES = 2048, 2  # rows per tile and tiles per cuDNN call of the window's "split"
-IN_WINDOW = ("flex", "split")  # how a sliding window runs (config.window_attention)
-Band = Callable[[Tensor, Tensor, Tensor, int], Tensor]  # rows whose keys end with them, and the keys before them
+
+# flex_attention's forward loads its tiles by TMA (inductor's template falls back to plain loads where the GPU or a
+# tensor does not qualify: before Hopper, unaligned strides): a TTT layer's window over a 1024-frame prompt took
+# 6.3 against 10.4 ms (297 against 182 TFLOP/s), the same bits (H200, session 25, bench_window_attention.py).
+# Forward only ("fwd_"): training's backward keeps inductor's default.
+FLEX_OPTIONS = {"fwd_USE_TMA": True}
 
 _flex = None
 
@@ -100,46 +103,32 @@ def _band_block_mask(q_len: int, k_len: int, delta: int, win: int, device: str, 
 
 
 def causal_attention(
-    q: Tensor, k: Tensor, v: Tensor, q_start: int, k_start: int, window: int | None, after_cache: str = "flash",
-    in_window: str = "flex",
+    q: Tensor, k: Tensor, v: Tensor, q_start: int, k_start: int, window: int | None, after_cache: str = "flash"
 ) -> Tensor | None:
     """Attention of q [B, H, Lq, hd] over k, v [B, H_kv, Lk, hd] (absolute starts q_start, k_start).
     ``after_cache`` (one of :data:`AFTER_CACHE`): how queries run whose keys end with them (the square, or after a
     full cache) in fp16/bf16: "flash" (SDPA's flash kernel) or "split" (:func:`attention_after_cache_split`;
     where autograd records, as in training, "flash": split's merge has no gradient).
-    ``in_window`` (one of :data:`IN_WINDOW`): the same for a sliding window whose keys end with the queries: "flex"
-    or "split" (:func:`attention_in_window_split`; "flex" where autograd records).
     Returns None where the caller's boolean-mask path should be used (not CUDA, or small problems)."""
     if after_cache not in AFTER_CACHE:
         raise ValueError(f"anchor_attention must be one of {'/'.join(AFTER_CACHE)}, not {after_cache!r}")
-    if in_window not in IN_WINDOW:
-        raise ValueError(f"window_attention must be one of {'/'.join(IN_WINDOW)}, not {in_window!r}")
     q_len, k_len = q.shape[2], k.shape[2]
     if not q.is_cuda or q_len * k_len <= SMALL:
         return None
     no_window = window is None or window >= q_start + q_len - k_start
-    keys_end_with_queries = k_start + k_len == q_start + q_len
-    ends_together = no_window and keys_end_with_queries
-    # "split" needs cuDNN's fp16/bf16 kernels: in fp32 it runs as "flash" / "flex" do, by construction. An error of
-    # the cuDNN op itself is not caught: a caller who chose "split" (a benchmark above all) must not be handed the
-    # other path's time or numbers without knowing.
-    inference_half = q.dtype in HALF and not recording(q, k, v)
-    if ends_together and after_cache == "split" and inference_half:
+    ends_together = no_window and k_start + k_len == q_start + q_len
+    # "split" needs cuDNN's fp16/bf16 kernels: in fp32 it runs as "flash" does (the square, else flex), by
+    # construction. An error of the cuDNN op itself is not caught: a caller who chose "split" (a benchmark above
+    # all) must not be handed the flash path's time or numbers without knowing.
+    if ends_together and after_cache == "split" and q.dtype in HALF and not recording(q, k, v):
         return attention_after_cache_split(q, k, v)
-    if not no_window and keys_end_with_queries and in_window == "split" and inference_half:
-        return attention_in_window_split(q, k, v, q_start - k_start, window, functools.partial(_flex_band, window=window))
     if no_window and q_len == k_len and q_start == k_start:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
     if ends_together and q.dtype in HALF:
         return attention_after_cache(q, k, v)
     mask = band_block_mask(q_len, k_len, q_start, k_start, window, q.device)
-    return _flex_attention()(q, k, v, block_mask=mask, enable_gqa=q.shape[1] != k.shape[1])
-
-
-def _flex_band(q: Tensor, k: Tensor, v: Tensor, before: int, window: int) -> Tensor:
-    """The window through flex_attention for rows q whose keys k, v end with them, ``before`` keys before them."""
-    mask = band_block_mask(q.shape[2], k.shape[2], before, 0, window, q.device)
-    return _flex_attention()(q, k, v, block_mask=mask, enable_gqa=q.shape[1] != k.shape[1])
+    return _flex_attention()(q, k, v, block_mask=mask, enable_gqa=q.shape[1] != k.shape[1],
+                             kernel_options=FLEX_OPTIONS)
 
 
 def recording(*tensors: Tensor) -> bool:
@@ -235,89 +224,6 @@ def _split_tile(q: Tensor, k: Tensor, v: Tensor, group: int, tile: int, key_tile
         total.mul_((lse - merged).exp_().unsqueeze(-1)).addcmul_(out, (piece_lse - merged).exp_().unsqueeze(-1))
         lse = merged
     return total[:, :, :rows].to(q.dtype)
-
-
-def attention_in_window_split(q: Tensor, k: Tensor, v: Tensor, before: int, window: int, band: Band,
-                              tile: int = WINDOW_TILE, tiles: int = WINDOW_TILES) -> Tensor:
-    """Sliding-window attention of q [B, H, Lq, hd] over keys k, v [B, H_kv, before + Lq, hd] that end with the
-    queries (query row i is key ``before + i``; it sees the keys j with i + before - window < j <= i + before), by
-    cuDNN on problems of three fixed shapes. Rows run in calls of ``tiles`` tiles of ``tile`` (< window) rows; a
-    tile starting at key r sees the keys [r - window + 1, r + tile), in three parts merged by log-sum-exp in fp32:
-    * the tile's own ``tile`` keys, causal (the diagonal);
-    * the window - 1 - tile keys before those, which every row sees: unmasked, each KV head's query heads stacked;
-    * the ``tile`` keys before those, of which row i sees the last tile - i: a causal square once rows and keys are
-      both reversed (no kernel masks the upper triangle).
-    Rows without window - 1 keys before their tile (a prompt's first window), and what is left after the calls
-    when it fills less than half a call, run ``band`` (same arguments as this function's first four: the flex
-    path on CUDA); a longer rest is padded to a whole call.
-    Why: flex_attention ran the TTT layers' window at ~225 TFLOP/s (0.174 s of a 1024-frame prompt, session 24);
-    cuDNN's causal call ran at ~600 (session 7). Why fixed shapes: see :func:`attention_after_cache_split`."""
-    if recording(q, k, v):
-        raise ValueError("window_attention='split' is for inference: its merge needs each part's log-sum-exp, "
-                         "which SDPA's kernels return without a gradient (training runs 'flex')")
-    if not 0 < tile < window:
-        raise ValueError(f"the window's tile must be in 1..{window - 1}, not {tile}")
-    q_len, rows = q.shape[2], tile * tiles
-    first = min(q_len, -(-max(window - 1 - before, 0) // tile) * tile)  # rows whose tile has all its window keys
-    out = torch.empty_like(q)
-    if first:
-        out[:, :, :first] = band(q[:, :, :first], k[:, :, : before + first], v[:, :, : before + first], before)
-    row = first
-    while row < q_len:
-        if 2 * (q_len - row) < rows:  # too few to pad: the band's kernel
-            lo = row + before - window + 1
-            out[:, :, row:] = band(q[:, :, row:], k[:, :, lo:], v[:, :, lo:], window - 1)
-            break
-        end = min(row + rows, q_len)
-        out[:, :, row:end] = _window_tiles(q[:, :, row:end], k, v, row + before, window, tile, tiles)
-        row = end
-    return out
-
-
-def _window_tiles(q: Tensor, k: Tensor, v: Tensor, first: int, window: int, tile: int, tiles: int) -> Tensor:
-    """Rows q [B, H, n, hd] (n <= tile * tiles) whose first is key ``first`` (>= window - 1) of k, v [B, H_kv, L,
-    hd], as :func:`attention_in_window_split` describes: three cuDNN calls over ``tiles`` tiles batched."""
-    batch, heads, rows, head_dim = q.shape
-    kv_heads = k.shape[1]
-    group, size, full = heads // kv_heads, tile * tiles, window - 1 - tile
-    span = window - 1 + size  # the keys of the call's tiles: [first - window + 1, first + size)
-    keys, values = (t[:, :, first - window + 1 : first + size] for t in (k, v))
-    if keys.shape[2] < span:  # a last call padded: its padding rows see the padding keys only
-        keys, values = _padded(keys, span), _padded(values, span)
-
-    def per_tile(t: Tensor, flip: bool = False, repeat: int = 1) -> Tensor:
-        """[B, h, tiles * tile, hd] -> [B * tiles, h * repeat, tile, hd], each head repeated, rows reversed."""
-        t = t.unflatten(2, (tiles, tile)).transpose(1, 2)
-        t = t.repeat_interleave(repeat, dim=2) if repeat > 1 else t
-        return (t.flip(3) if flip else t).flatten(0, 1).contiguous()  # cuDNN's plan is per shape and strides
-
-    q = _padded(q, size)
-    q_tiles = per_tile(q)
-    own = attention_with_lse(q_tiles, per_tile(keys[:, :, window - 1 :], repeat=group),
-                             per_tile(values[:, :, window - 1 :], repeat=group), causal=True)
-    out, lse = attention_with_lse(per_tile(q, flip=True), per_tile(keys[:, :, :size], True, group),
-                                  per_tile(values[:, :, :size], True, group), causal=True)
-    parts = [own, (out.flip(2), lse.flip(2))]
-    if full:
-        def seen_by_all(t: Tensor) -> Tensor:  # each tile's keys before its own: [B * tiles, H_kv, full, hd]
-            t = t[:, :, tile : tile + (tiles - 1) * tile + full].unfold(2, full, tile)  # [B, H_kv, tiles, hd, full]
-            return t.permute(0, 2, 1, 4, 3).flatten(0, 1).contiguous()
-
-        stacked = q_tiles.view(batch * tiles, kv_heads, group * tile, head_dim)  # query head h = kv * group + j
-        out, lse = attention_with_lse(stacked, seen_by_all(keys), seen_by_all(values), causal=False)
-        parts.append((out.reshape(q_tiles.shape), lse.reshape(q_tiles.shape[:3])))
-    merged = merge_by_lse(parts).to(q.dtype)
-    return merged.unflatten(0, (batch, tiles)).transpose(1, 2).flatten(2, 3)[:, :, :rows]
-
-
-def merge_by_lse(parts: list[tuple[Tensor, Tensor]]) -> Tensor:
-    """Attention over the union of disjoint key sets from each set's output [..., L, hd] and log-sum-exp
-    [..., L]: sum_i out_i * exp(lse_i - lse), lse = logsumexp_i lse_i; fp32."""
-    lse = torch.logsumexp(torch.stack([p[1] for p in parts]), dim=0)
-    total = parts[0][0].float() * (parts[0][1] - lse).exp().unsqueeze(-1)
-    for out, part_lse in parts[1:]:
-        total.addcmul_(out.float(), (part_lse - lse).exp().unsqueeze(-1))
-    return total
 
 
 def _padded(t: Tensor, tile: int) -> Tensor:
