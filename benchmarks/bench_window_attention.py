@@ -6,14 +6,16 @@ flex_attention with the band's block mask (spatial_ttt.ops.attention_gpu), under
     PYTHONPATH=src:benchmarks python benchmarks/bench_window_attention.py --out window_attention.json
 
 Cases (seconds for one layer, all pieces; TFLOP/s counts the visible band, 4 * heads * hd per query and key seen):
-  library          causal_attention as the TTT layers call it (flex with attention_gpu.FLEX_OPTIONS and
-                   inductor's default config for the GPU: on an H100/H200 BLOCK_M 128, BLOCK_N 64, 3 stages, 8 warps)
+  library          causal_attention as the TTT layers call it (flex with inductor's default config for the GPU:
+                   on an H100/H200 BLOCK_M 128, BLOCK_N 64, 3 stages, 8 warps)
   <options>        flex_attention with these kernel_options (no_tma: none; TMA loads, other tiles, stages, warps)
   max_autotune     flex compiled with mode="max-autotune-no-cudagraphs" (inductor tries its list of configs)
   stream_*         the same for one 128-frame stream piece after a full window (--stream-piece rows)
 first_s: the case's first pass (compilations, autotuning). error: the largest difference from the library's
 output over the first two pieces (the prompt's first window, then a piece after a cache).
-Session 25 call 1 (at commit 2833648) timed a cuDNN decomposition of the window here instead: slower.
+Session 25: call 1 (at commit 2833648) timed a cuDNN decomposition of the window here instead: slower; call 4: in
+the model's layout flex runs at ~280 TFLOP/s whatever the options (TMA 3 % faster), in contiguous tensors TMA
+loads take it from 185 to 294 (benchmarks/RESULTS.md, session 25).
 """
 
 from __future__ import annotations

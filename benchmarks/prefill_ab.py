@@ -45,8 +45,6 @@ code take 3.20 s and 3.69 s on two H100s, and one variant spread 3.39-4.54 s in 
                 they stay there within a call, as the weights)
   split_keys_8k split anchors with key tiles of 8,192 (default 16,384): the keys that fill no key tile run flash
                 (~275 TFLOP/s in session 23's profile, 121 ms at 1024 frames) and are half as many on average
-  flex_no_tma   flex_attention (the TTT layers' window) with inductor's default loads (before session 25: now its
-                tiles loaded by TMA, attention_gpu.FLEX_OPTIONS)
   vision_per_call  the vision tower deriving its grid's inputs at every call and its blocks reading their frames
                 off cu_seqlens, as before session 21 (now: computed once per grid,
                 SpatialTTTForConditionalGeneration.grid_inputs)
@@ -107,8 +105,7 @@ from spatial_ttt.streaming import StreamSession
 VARIANTS = ("now", "eager_vision", "rows_fp32", "vision_32", "vision_16", "anchor_flash", "piece_8k", "piece_32k", "lean",
             "eager_norms", "eager_rope", "weights_copied", "stages_dynamic", "before_s18", "before_s21",
             "before_s22", "conv3d_patches", "cloned_gaps", "tile_hw16", "tile_hw32_t16",
-            "split_keys_8k", "gelu_apart", "norms_copied", "vision_per_call", "products_fp32", "products_tf32",
-            "flex_no_tma")
+            "split_keys_8k", "gelu_apart", "norms_copied", "vision_per_call", "products_fp32", "products_tf32")
 ROWS = ttt.row_dtype
 PATCHES = SpatialTTTConfig.vision_patches
 PIECE, MLP_PIECE = SpatialTTTConfig.prefill_piece, SpatialTTTConfig.mlp_piece
@@ -188,7 +185,6 @@ def cloned_gaps(tokens, starts, previous, following, grid_hw, weight):
 
 TILE = dict(conv_triton.TILE)
 SPLIT = attention_gpu.attention_after_cache_split
-FLEX_OPTIONS = attention_gpu.FLEX_OPTIONS
 GELU_EPILOGUE = vision_attention.gelu_epilogue_applies
 GRID_INPUTS = SpatialTTTForConditionalGeneration.grid_inputs
 
@@ -241,7 +237,6 @@ def apply(variant: str, model) -> None:
     vision_attention.gelu_epilogue_applies = (lambda block: False) if variant == "gelu_apart" else GELU_EPILOGUE
     attention_gpu.attention_after_cache_split = (
         functools.partial(SPLIT, key_tile=8192) if variant == "split_keys_8k" else SPLIT)
-    attention_gpu.FLEX_OPTIONS = {} if variant == "flex_no_tma" else FLEX_OPTIONS
     SpatialTTTForConditionalGeneration.grid_inputs = grid_per_call if variant == "vision_per_call" else GRID_INPUTS
 
 

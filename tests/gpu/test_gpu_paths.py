@@ -105,27 +105,6 @@ def test_band_block_mask_matches_boolean_mask(q_len, k_len, q_start, k_start, wi
 
 
 
-@cuda
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-@pytest.mark.parametrize("q_len,k_len,q_start,k_start", [(3000, 3000, 0, 0), (2500, 3148, 5648, 5000), (1100, 1748, 9000, 8352)])
-def test_window_through_flex_loads_by_tma_with_the_same_bits(q_len, k_len, q_start, k_start, dtype, monkeypatch):
-    """The TTT layers' window (a prompt's first piece, pieces after a window cache, odd lengths) through flex with
-    TMA loads (FLEX_OPTIONS, where the GPU has TMA) gives what flex's default loads give, bit for bit, and the
-    masked reference's numbers."""
-    from spatial_ttt.layers.attention import masked_attention
-    from spatial_ttt.ops import attention_gpu
-    from spatial_ttt.ops.attention_gpu import causal_attention
-
-    g = torch.Generator(device="cuda").manual_seed(0)
-    q = torch.randn(1, 16, q_len, 128, device="cuda", generator=g).to(dtype)
-    k, v = (torch.randn(1, 8, k_len, 128, device="cuda", generator=g).to(dtype) for _ in range(2))
-    assert attention_gpu.FLEX_OPTIONS == {"fwd_USE_TMA": True}
-    out = causal_attention(q, k, v, q_start, k_start, 648)
-    monkeypatch.setattr(attention_gpu, "FLEX_OPTIONS", {})
-    assert torch.equal(out, causal_attention(q, k, v, q_start, k_start, 648))
-    ref = masked_attention(q.float(), k.float(), v.float(), q_start, k_start, 648)
-    torch.testing.assert_close(out.float(), ref, atol=2e-2 if dtype == torch.bfloat16 else 1e-4, rtol=0)
-
 
 @cuda
 @pytest.mark.parametrize("q_len,k_len,dtype", [(1500, 4000, torch.bfloat16), (1500, 4000, torch.float32), (2000, 2000, torch.bfloat16)])

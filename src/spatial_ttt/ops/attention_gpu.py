@@ -13,10 +13,9 @@ mask and forces SDPA off its flash kernel. Here, on CUDA:
   merged by log-sum-exp (:func:`attention_after_cache_split`; too few rows for a tile run flash): cuDNN ran a square
   causal call at 621 TFLOP/s on an H100 but the bottom-right-masked pieces at 224, flash's pieces at 340
   (benchmarks/RESULTS.md, "Anchor attention backends");
-* anything else (a sliding window, or queries that follow a KV cache) -> ``flex_attention`` (tiles loaded by TMA:
-  :data:`FLEX_OPTIONS`) with a block mask built directly from the band's geometry: for each 128x128 tile, whether
-  it is empty, partially or fully inside ``k_abs <= q_abs`` and ``k_abs > q_abs - window``. Work scales with the
-  band, not with q_len * k_len;
+* anything else (a sliding window, or queries that follow a KV cache) -> ``flex_attention`` with a block mask
+  built directly from the band's geometry: for each 128x128 tile, whether it is empty, partially or fully
+  inside ``k_abs <= q_abs`` and ``k_abs > q_abs - window``. Work scales with the band, not with q_len * k_len;
 * tiny problems (decode, short prompts) keep the boolean mask (cheaper than a compiled kernel launch).
 """
 
@@ -33,12 +32,6 @@ SMALL = 1 << 20  # q_len * k_len under which the boolean-mask SDPA path is used
 AFTER_CACHE = ("flash", "split")  # how queries after a full cache run (config.anchor_attention)
 HALF = (torch.float16, torch.bfloat16)
 SPLIT_TILE, SPLIT_KEYS = 8192, 16384  # query rows and keys per cuDNN call of "split" (attention_after_cache_split)
-
-# flex_attention's forward loads its tiles by TMA (inductor's template falls back to plain loads where the GPU or a
-# tensor does not qualify: before Hopper, unaligned strides): a TTT layer's window over a 1024-frame prompt took
-# 6.3 against 10.4 ms (297 against 182 TFLOP/s), the same bits (H200, session 25, bench_window_attention.py).
-# Forward only ("fwd_"): training's backward keeps inductor's default.
-FLEX_OPTIONS = {"fwd_USE_TMA": True}
 
 _flex = None
 
@@ -127,8 +120,7 @@ def causal_attention(
     if ends_together and q.dtype in HALF:
         return attention_after_cache(q, k, v)
     mask = band_block_mask(q_len, k_len, q_start, k_start, window, q.device)
-    return _flex_attention()(q, k, v, block_mask=mask, enable_gqa=q.shape[1] != k.shape[1],
-                             kernel_options=FLEX_OPTIONS)
+    return _flex_attention()(q, k, v, block_mask=mask, enable_gqa=q.shape[1] != k.shape[1])
 
 
 def recording(*tensors: Tensor) -> bool:
