@@ -3,6 +3,7 @@
 # (config.window_attention = "split", attention_in_window_split) against flex_attention: one layer's window over a
 # 1024-frame prefill and a 128-frame stream piece at several tilings (bench_window_attention.py), then a
 # 1024-frame prompt A/B with stages (window_flex / window_split / window_split_1k).
+# Runs at commit 2833648 only (the "split" window was removed after this call: slower).
 # bash benchmarks/s25_call1.sh OUT_DIR  (PYTHONPATH: src, benchmarks and tests)
 set -uo pipefail
 out=$1; mkdir -p "$out"

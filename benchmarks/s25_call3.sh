@@ -2,6 +2,7 @@
 # Session 25, third device call (one GPU): flex_attention's tiles loaded by TMA (attention_gpu.FLEX_OPTIONS, the
 # TTT layers' window): the GPU tests of the flex paths, then a prompt A/B at 1024 and 128 frames with stages
 # (flex_no_tma = inductor's default loads, as before).
+# Runs at commit c8fa4eb only (FLEX_OPTIONS and the flex_no_tma variant were taken out after call 4).
 # bash benchmarks/s25_call3.sh OUT_DIR  (PYTHONPATH: src, benchmarks and tests)
 set -uo pipefail
 out=$1; mkdir -p "$out"
