@@ -60,7 +60,7 @@ def main() -> None:
     torch.manual_seed(0)
     # the model's layout: q, k, v come out of the projections as [B, S, H, hd] and are handed over transposed
     # ([B, H, S, hd] views); after the first piece the keys are the window cache and the piece concatenated
-    # (contiguous). --layout contiguous: [B, H, S, hd] tensors (what this benchmark timed before call 3)
+    # (contiguous). --layout contiguous: [B, H, S, hd] tensors (what session 25 calls 1-2 timed)
     make = lambda heads: torch.randn(1, args.tokens, heads, 128, device="cuda", dtype=torch.bfloat16)  # noqa: E731
     q, k, v = make(16).transpose(1, 2), make(8).transpose(1, 2), make(8).transpose(1, 2)
     if args.layout == "contiguous":
