@@ -86,8 +86,10 @@ class FastWeightMemory:
             pending = TokenStream.cat([pending, tokens.slice(i, i + take)])
             run, i = slice(i, i + take), i + take
             if self.due(pending.length, chunk, decoding, followed=i < n):
-                out[:, run], weights = kernel.step(weights, q[:, run], pending.slice(0, chunk), transient=True)
-                pending = pending.slice(chunk)
+                whole = pending.length == chunk  # the common case: no slicing (host time per chunk, session 25)
+                first = pending if whole else pending.slice(0, chunk)
+                out[:, run], weights = kernel.step(weights, q[:, run], first, transient=True)
+                pending = None if whole else pending.slice(chunk)
             else:
                 out[:, run], _ = kernel.step(weights, q[:, run], None)
         self.weights = kernel.settle(weights)
