@@ -8,7 +8,7 @@ falls behind, the GPU waits (profile_prefill.py --idle: the chunk loop and the k
 
 Reported: microseconds per chunk, the fastest of --repeats advances over --chunks whole chunks in one piece (as a
 prompt's pieces hand the memory). Session 25 (this machine's CPU, 2 cores): 53.5 us a chunk, 76.5 before the loop
-stopped slicing a whole chunk's rows twice (commit after c230f5c). Pieces whose ends fall inside chunks are
+stopped slicing a whole chunk's rows twice (commit 20f8ccf). Pieces whose ends fall inside chunks are
 not timed here: their partial runs are answered by the reference products, which on the CPU are compute.
 """
 
