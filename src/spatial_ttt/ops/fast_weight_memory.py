@@ -35,6 +35,14 @@ from .fast_weight import FastWeights, TokenStream
 from .fast_weight_kernels import FastWeightKernel
 
 
+def split_chunk(pending: TokenStream, chunk: int) -> tuple[TokenStream, TokenStream | None]:
+    """(the first ``chunk`` of ``pending`` tokens, the rest or None). A whole chunk comes back as it is: slicing it
+    twice was a third of the chunk loop's host time per chunk (benchmarks/chunk_loop_host.py)."""
+    if pending.length == chunk:
+        return pending, None
+    return pending.slice(0, chunk), pending.slice(chunk)
+
+
 @dataclass
 class FastWeightMemory:
     """``weights``: W0/W1/W2 [BH, ...] (fp32), their row norms and the momentum dW_prev. ``recent``: the update
@@ -70,8 +78,8 @@ class FastWeightMemory:
         # a chunk completed by the previous call, now followed by a token (under the decode rule it waits until
         # the next token has been answered)
         if pending is not None and not decoding and self.due(pending.length, chunk, decoding=False, followed=n > 0):
-            _, weights = kernel.step(weights, None, pending.slice(0, chunk), transient=True)
-            pending = pending.slice(chunk)
+            first, pending = split_chunk(pending, chunk)
+            _, weights = kernel.step(weights, None, first, transient=True)
         group = kernel.chunks_per_call(weights, q, tokens) * chunk
         i = 0
         while i < n:
@@ -86,12 +94,8 @@ class FastWeightMemory:
             pending = TokenStream.cat([pending, tokens.slice(i, i + take)])
             run, i = slice(i, i + take), i + take
             if self.due(pending.length, chunk, decoding, followed=i < n):
-                # a whole chunk goes to the kernel as it is: slicing it again was a third of the loop's host time
-                # per chunk (benchmarks/chunk_loop_host.py)
-                whole = pending.length == chunk
-                first = pending if whole else pending.slice(0, chunk)
+                first, pending = split_chunk(pending, chunk)
                 out[:, run], weights = kernel.step(weights, q[:, run], first, transient=True)
-                pending = None if whole else pending.slice(chunk)
             else:
                 out[:, run], _ = kernel.step(weights, q[:, run], None)
         self.weights = kernel.settle(weights)
