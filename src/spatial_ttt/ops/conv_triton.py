@@ -204,8 +204,8 @@ def conv_token_groups_triton(tokens: Tensor, starts: Tensor, previous: Tensor | 
     batch, length, channels = tokens.shape
     with _on_device_of(tokens):
         _copy_gaps_kernel[(starts.numel() + 1, triton.cdiv(channels, GAP_TILE["block_channels"]), batch)](
-            tokens, out, starts, starts.numel(), length, grid_hw[0] * grid_hw[1], channels, tokens.stride(0), tokens.stride(1),
-            out.stride(0), out.stride(1), tokens.stride(2), BLOCK_R=GAP_TILE["block_rows"],
+            tokens, out, starts, starts.numel(), length, grid_hw[0] * grid_hw[1], channels, tokens.stride(0),
+            tokens.stride(1), out.stride(0), out.stride(1), tokens.stride(2), BLOCK_R=GAP_TILE["block_rows"],
             BLOCK_C=GAP_TILE["block_channels"], num_warps=GAP_TILE["num_warps"],
         )
     return out
